@@ -1,0 +1,5 @@
+//! The home-automation core that main and every sandbox run.
+pub mod context;
+pub mod entity_id;
+pub mod event;
+pub mod state;
