@@ -3,3 +3,5 @@ pub mod context;
 pub mod entity_id;
 pub mod event;
 pub mod state;
+pub mod schema;
+pub mod selector;
