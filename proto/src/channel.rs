@@ -1,0 +1,1135 @@
+//! The RPC channel both sides speak: calls with replies, one-way pushes, and typed handlers.
+//!
+//! One reader task owns the reading half of the transport and one writer task owns the writing
+//! half; [`Channel`] handles are cheap clones that talk to them. The reader never waits on a
+//! handler or on the writer's queue, which gives the channel its guarantees:
+//!
+//! - Replies are matched to their pending call inline in the reader, so they are never shed and
+//!   a handler may itself [`Channel::call`] the peer (a nested call) without deadlock.
+//! - Call and push handlers run as tasks, at most [`MAX_RUNNING_HANDLERS`] at once. A handler
+//!   waiting for the reply to its own nested call gives its slot back while it waits, so chains
+//!   of nested calls (main -> sandbox -> main -> sandbox) cannot deadlock on slots. Past
+//!   [`MAX_HANDLERS_IN_FLIGHT`] running plus queued, a call is answered with an `overloaded`
+//!   error and a push is dropped and counted: memory stays bounded under a flood, and the reader
+//!   keeps reading (so replies keep flowing).
+//! - Pushes whose order matters (`state_changed`) are registered inline with
+//!   [`ChannelBuilder::on_push_inline`]: their handler runs in the reader, in arrival order.
+//! - [`Channel::close`] is idempotent and tears down exactly once, whoever noticed the end
+//!   first (an EOF, a frame over the cap, a write error, or a local close).
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::{ErrorKind, RemoteError};
+use crate::framing::{self, FrameError, MAX_FRAME_LEN};
+use crate::messages::{Call, Push};
+use crate::transport::{BoxReader, BoxWriter, Transport};
+use crate::wire;
+
+/// How many call and push handlers run at once. More would only contend for the same two cores;
+/// fewer would let one slow integration call starve the rest.
+pub const MAX_RUNNING_HANDLERS: usize = 16;
+
+/// How many call and push handlers may be running or waiting for a slot. Each one pins its
+/// decoded payload (up to [`MAX_FRAME_LEN`]), so this bounds memory under a flood; past it,
+/// calls get an `overloaded` error and pushes are dropped and counted.
+pub const MAX_HANDLERS_IN_FLIGHT: usize = 1024;
+
+/// How many encoded frames may wait for the writer task. A sender past it waits (backpressure
+/// on the producer), except the reader, which never waits: its own error replies are dropped
+/// and counted when the queue is full (the peer is then not reading anyway).
+pub const WRITE_QUEUE_CAPACITY: usize = 1024;
+
+/// Bytes the reader asks the OS for at once; many small frames are decoded per read.
+pub const READ_BUFFER_CAPACITY: usize = 64 * 1024;
+
+/// Bytes the writer gathers before a write; a burst of pushes leaves in one syscall.
+pub const WRITE_BUFFER_CAPACITY: usize = 64 * 1024;
+
+/// How long [`Channel::close`] waits for in-flight handlers, and then for the writer to flush,
+/// before it cancels them (and says so in the log).
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Settings of one channel; [`Default`] gives the documented constants.
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    /// Names the channel in logs and errors (for example the sandbox group).
+    pub name: String,
+    /// See [`MAX_RUNNING_HANDLERS`].
+    pub max_running_handlers: usize,
+    /// See [`MAX_HANDLERS_IN_FLIGHT`].
+    pub max_handlers_in_flight: usize,
+    /// See [`WRITE_QUEUE_CAPACITY`].
+    pub write_queue_capacity: usize,
+    /// See [`MAX_FRAME_LEN`].
+    pub max_frame_len: usize,
+    /// See [`CLOSE_GRACE`].
+    pub close_grace: Duration,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        Self {
+            name: "channel".to_owned(),
+            max_running_handlers: MAX_RUNNING_HANDLERS,
+            max_handlers_in_flight: MAX_HANDLERS_IN_FLIGHT,
+            write_queue_capacity: WRITE_QUEUE_CAPACITY,
+            max_frame_len: MAX_FRAME_LEN,
+            close_grace: CLOSE_GRACE,
+        }
+    }
+}
+
+impl ChannelConfig {
+    /// The default settings with a name.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self { name: name.into(), ..Self::default() }
+    }
+}
+
+/// Why a channel ended. The first reason wins; later ones are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CloseReason {
+    /// [`Channel::close`] was called.
+    #[error("closed locally")]
+    Local,
+    /// Every handle was dropped without a close.
+    #[error("every handle was dropped")]
+    Dropped,
+    /// The peer closed its end between frames.
+    #[error("the peer closed the connection")]
+    Eof,
+    /// The peer closed its end in the middle of a frame.
+    #[error("the peer closed the connection in the middle of a frame")]
+    Truncated,
+    /// The peer announced a frame over the cap; the stream cannot be resynchronised.
+    #[error("the peer sent a frame over the limit: {0}")]
+    FrameTooLarge(FrameError),
+    /// Reading failed.
+    #[error("read failed: {0}")]
+    ReadFailed(String),
+    /// Writing failed.
+    #[error("write failed: {0}")]
+    WriteFailed(String),
+}
+
+/// Why a call (or push) did not produce a reply.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The channel is closed (or closed while waiting).
+    #[error("channel `{channel}` is closed: {reason}")]
+    Closed {
+        /// The channel's name.
+        channel: String,
+        /// Why it closed.
+        reason: CloseReason,
+    },
+    /// No reply within the caller's timeout.
+    #[error("`{type_name}` got no reply within {after:?}")]
+    Timeout {
+        /// The call's type.
+        type_name: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The peer answered with an error.
+    #[error("`{type_name}` failed: {error}")]
+    Remote {
+        /// The call's type.
+        type_name: String,
+        /// The peer's error, rebuilt.
+        error: RemoteError,
+    },
+    /// The reply could not be decoded as the call's reply type.
+    #[error("cannot decode the reply to `{type_name}`: {source}")]
+    Decode {
+        /// The call's type.
+        type_name: String,
+        /// The decoder's complaint.
+        #[source]
+        source: prost::DecodeError,
+    },
+    /// The peer answered a different type under this call's id.
+    #[error("the reply to `{type_name}` came back typed `{got}`")]
+    MismatchedReply {
+        /// The call's type.
+        type_name: String,
+        /// The type the reply carried.
+        got: String,
+    },
+    /// The request is over the frame cap; nothing was sent and the channel stays open.
+    #[error("cannot send `{type_name}`: {source}")]
+    TooLarge {
+        /// The call's type.
+        type_name: String,
+        /// The size complaint.
+        #[source]
+        source: FrameError,
+    },
+}
+
+impl CallError {
+    /// The peer's error, when the peer answered with one.
+    pub fn remote(&self) -> Option<&RemoteError> {
+        match self {
+            Self::Remote { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Whether the call failed because the channel is closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed { .. })
+    }
+}
+
+/// Counters of one channel, read with [`Channel::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    /// Frames read (decodable or not).
+    pub frames_in: u64,
+    /// Frames written.
+    pub frames_out: u64,
+    /// Calls this side sent.
+    pub calls_sent: u64,
+    /// Pushes this side sent.
+    pub pushes_sent: u64,
+    /// Calls from the peer that a handler answered.
+    pub calls_handled: u64,
+    /// Pushes from the peer that a handler took.
+    pub pushes_handled: u64,
+    /// Frames dropped because they did not decode.
+    pub undecodable_frames: u64,
+    /// Calls answered `overloaded` because too many handlers were in flight.
+    pub calls_shed: u64,
+    /// Pushes dropped because too many handlers were in flight.
+    pub pushes_shed: u64,
+    /// Pushes dropped because no handler takes their type (or they did not decode).
+    pub pushes_unhandled: u64,
+    /// Replies that matched no pending call (the caller timed out or gave up).
+    pub late_replies: u64,
+    /// Error replies the reader dropped because the write queue was full.
+    pub replies_dropped: u64,
+    /// Handlers that panicked (answered `internal` when they were calls).
+    pub handler_panics: u64,
+    /// Handlers running or waiting for a slot right now.
+    pub in_flight: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    frames_in: AtomicU64,
+    frames_out: AtomicU64,
+    calls_sent: AtomicU64,
+    pushes_sent: AtomicU64,
+    calls_handled: AtomicU64,
+    pushes_handled: AtomicU64,
+    undecodable_frames: AtomicU64,
+    calls_shed: AtomicU64,
+    pushes_shed: AtomicU64,
+    pushes_unhandled: AtomicU64,
+    late_replies: AtomicU64,
+    replies_dropped: AtomicU64,
+    handler_panics: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+tokio::task_local! {
+    /// The handler slot held by the current handler task, given back during nested calls.
+    static HANDLER_SLOT: RefCell<HandlerSlot>;
+}
+
+struct HandlerSlot {
+    semaphore: Arc<Semaphore>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Runs a handler future holding `permit`, inside the task-local that nested calls consult.
+async fn holding_slot<T>(semaphore: Arc<Semaphore>, permit: OwnedSemaphorePermit, work: impl Future<Output = T>) -> T {
+    HANDLER_SLOT.scope(RefCell::new(HandlerSlot { semaphore, permit: Some(permit) }), work).await
+}
+
+/// If the current task is a handler holding a slot, gives the slot back and returns the
+/// semaphore to take it again from.
+fn release_handler_slot() -> Option<Arc<Semaphore>> {
+    HANDLER_SLOT
+        .try_with(|slot| {
+            let mut slot = slot.borrow_mut();
+            slot.permit.take().map(|permit| {
+                drop(permit);
+                Arc::clone(&slot.semaphore)
+            })
+        })
+        .ok()
+        .flatten()
+}
+
+/// Takes the handler slot given back by [`release_handler_slot`] again.
+async fn reacquire_handler_slot(semaphore: Arc<Semaphore>) {
+    if let Ok(permit) = semaphore.acquire_owned().await {
+        let _ = HANDLER_SLOT.try_with(|slot| slot.borrow_mut().permit = Some(permit));
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// Runs a call: (id, payload, channel) -> the encoded response frame, or the error to send.
+type CallFn = dyn Fn(u64, Bytes, Channel) -> BoxFuture<Result<Bytes, RemoteError>> + Send + Sync;
+type PushFn = dyn Fn(Bytes, Channel) -> BoxFuture<()> + Send + Sync;
+type InlineFn = dyn Fn(Bytes, &Channel) + Send + Sync;
+
+#[derive(Clone)]
+enum Handler {
+    Call(Arc<CallFn>),
+    Push(Arc<PushFn>),
+    Inline(Arc<InlineFn>),
+}
+
+/// Handlers by frame type.
+#[derive(Default, Clone)]
+struct HandlerTable {
+    by_type: HashMap<String, Handler>,
+}
+
+impl HandlerTable {
+    fn insert_call<C, F, Fut>(&mut self, handler: F)
+    where
+        C: Call,
+        F: Fn(C, Channel) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<C::Reply, RemoteError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let run: Arc<CallFn> = Arc::new(move |id, payload, channel| {
+            let handler = Arc::clone(&handler);
+            Box::pin(async move {
+                let request = C::decode(payload)
+                    .map_err(|error| RemoteError::bad_request(format!("cannot decode `{}`: {error}", C::TYPE)))?;
+                let max = channel.shared.config.max_frame_len;
+                let reply = handler(request, channel).await?;
+                framing::encode_response(id, C::TYPE, &reply, max)
+                    .map_err(|error| RemoteError::internal(format!("the reply to `{}` was not sent: {error}", C::TYPE)))
+            })
+        });
+        self.by_type.insert(C::TYPE.to_owned(), Handler::Call(run));
+    }
+
+    fn insert_call_raw<F, Fut>(&mut self, type_name: &str, handler: F)
+    where
+        F: Fn(Bytes, Channel) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let owned_type = type_name.to_owned();
+        let run: Arc<CallFn> = Arc::new(move |id, payload, channel| {
+            let handler = Arc::clone(&handler);
+            let type_name = owned_type.clone();
+            Box::pin(async move {
+                let max = channel.shared.config.max_frame_len;
+                let reply = handler(payload, channel).await?;
+                framing::encode_response_bytes(id, &type_name, &reply, max)
+                    .map_err(|error| RemoteError::internal(format!("the reply to `{type_name}` was not sent: {error}")))
+            })
+        });
+        self.by_type.insert(type_name.to_owned(), Handler::Call(run));
+    }
+
+    fn insert_push<P, F, Fut>(&mut self, handler: F)
+    where
+        P: Push,
+        F: Fn(P, Channel) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let run: Arc<PushFn> = Arc::new(move |payload, channel| {
+            let handler = Arc::clone(&handler);
+            Box::pin(async move {
+                match P::decode(payload) {
+                    Ok(push) => handler(push, channel).await,
+                    Err(error) => channel.shared.push_undecodable(P::TYPE, &error),
+                }
+            })
+        });
+        self.by_type.insert(P::TYPE.to_owned(), Handler::Push(run));
+    }
+
+    fn insert_push_inline<P, F>(&mut self, handler: F)
+    where
+        P: Push,
+        F: Fn(P) + Send + Sync + 'static,
+    {
+        let run: Arc<InlineFn> = Arc::new(move |payload, channel| match P::decode(payload) {
+            Ok(push) => handler(push),
+            Err(error) => channel.shared.push_undecodable(P::TYPE, &error),
+        });
+        self.by_type.insert(P::TYPE.to_owned(), Handler::Inline(run));
+    }
+}
+
+/// What the writer task is asked to do, in order.
+enum Outbound {
+    /// Write these bytes (a whole length-prefixed frame).
+    Frame(Bytes),
+    /// Acknowledge once everything queued before has been written and flushed.
+    Flush(oneshot::Sender<()>),
+    /// Flush, shut the writing half down, acknowledge, and stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct PendingCall {
+    type_name: Cow<'static, str>,
+    reply: oneshot::Sender<Result<Bytes, CallError>>,
+}
+
+#[derive(Default)]
+struct CallTable {
+    pending: HashMap<u64, PendingCall>,
+    closed: Option<CloseReason>,
+}
+
+struct Tasks {
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+/// State shared by the handles and the two tasks.
+struct Shared {
+    config: ChannelConfig,
+    description: String,
+    handlers: RwLock<HandlerTable>,
+    calls: Mutex<CallTable>,
+    /// Mirrors `calls.closed.is_some()` for the lock-free fast path of `push`.
+    closed_flag: AtomicBool,
+    closed_tx: watch::Sender<Option<CloseReason>>,
+    next_id: AtomicU64,
+    outbound: mpsc::Sender<Outbound>,
+    in_flight: AtomicUsize,
+    idle: tokio::sync::Notify,
+    running: Arc<Semaphore>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    tasks: Mutex<Option<Tasks>>,
+    teardown: tokio::sync::Mutex<bool>,
+    counters: Counters,
+}
+
+impl Shared {
+    fn mark_closed(&self, reason: CloseReason) {
+        let drained = {
+            let mut calls = self.calls.lock().expect("call table lock poisoned");
+            if calls.closed.is_some() {
+                return;
+            }
+            calls.closed = Some(reason.clone());
+            self.closed_flag.store(true, Ordering::Release);
+            std::mem::take(&mut calls.pending)
+        };
+        match &reason {
+            CloseReason::Local | CloseReason::Eof | CloseReason::Dropped => {
+                tracing::debug!(channel = %self.config.name, %reason, "channel closed");
+            }
+            _ => tracing::warn!(channel = %self.config.name, %reason, "channel closed"),
+        }
+        for (_, call) in drained {
+            let _ = call.reply.send(Err(self.closed_error(reason.clone())));
+        }
+        self.closed_tx.send_replace(Some(reason));
+    }
+
+    fn closed_error(&self, reason: CloseReason) -> CallError {
+        CallError::Closed { channel: self.config.name.clone(), reason }
+    }
+
+    fn close_reason(&self) -> Option<CloseReason> {
+        self.calls.lock().expect("call table lock poisoned").closed.clone()
+    }
+
+    fn push_undecodable(&self, type_name: &str, error: &prost::DecodeError) {
+        bump(&self.counters.pushes_unhandled);
+        tracing::warn!(channel = %self.config.name, type_name, %error, "dropping an undecodable push");
+    }
+
+    fn complete_call(&self, id: u64, type_name: &str, response: wire::Response) {
+        let pending = self.calls.lock().expect("call table lock poisoned").pending.remove(&id);
+        let Some(pending) = pending else {
+            bump(&self.counters.late_replies);
+            tracing::debug!(channel = %self.config.name, id, type_name, "reply to no pending call");
+            return;
+        };
+        let outcome = if pending.type_name != type_name {
+            Err(CallError::MismatchedReply { type_name: pending.type_name.into_owned(), got: type_name.to_owned() })
+        } else {
+            match response.outcome {
+                Some(wire::response::Outcome::Result(result)) => Ok(result),
+                Some(wire::response::Outcome::Error(error)) => {
+                    Err(CallError::Remote { type_name: type_name.to_owned(), error: RemoteError::from_wire(error) })
+                }
+                None => Err(CallError::Remote {
+                    type_name: type_name.to_owned(),
+                    error: RemoteError::internal("the peer sent an empty response"),
+                }),
+            }
+        };
+        let _ = pending.reply.send(outcome);
+    }
+
+    /// Queues an error reply from the reader without ever waiting.
+    fn reply_error_now(&self, id: u64, type_name: &str, error: RemoteError) {
+        let frame = match framing::encode_error_response(id, type_name, &error.to_wire(), self.config.max_frame_len) {
+            Ok(frame) => frame,
+            Err(_) => {
+                // Only a type name near the frame cap gets here; answer without echoing it.
+                match framing::encode_error_response(id, "", &error.to_wire(), self.config.max_frame_len) {
+                    Ok(frame) => frame,
+                    Err(_) => return,
+                }
+            }
+        };
+        if self.outbound.try_send(Outbound::Frame(frame)).is_err() {
+            bump(&self.counters.replies_dropped);
+        }
+    }
+
+    fn snapshot(&self) -> ChannelStats {
+        let c = &self.counters;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        ChannelStats {
+            frames_in: load(&c.frames_in),
+            frames_out: load(&c.frames_out),
+            calls_sent: load(&c.calls_sent),
+            pushes_sent: load(&c.pushes_sent),
+            calls_handled: load(&c.calls_handled),
+            pushes_handled: load(&c.pushes_handled),
+            undecodable_frames: load(&c.undecodable_frames),
+            calls_shed: load(&c.calls_shed),
+            pushes_shed: load(&c.pushes_shed),
+            pushes_unhandled: load(&c.pushes_unhandled),
+            late_replies: load(&c.late_replies),
+            replies_dropped: load(&c.replies_dropped),
+            handler_panics: load(&c.handler_panics),
+            in_flight: self.in_flight.load(Ordering::Relaxed) as u64,
+        }
+    }
+}
+
+/// Keeps the task handles; when the last [`Channel`] handle drops, the tasks are stopped.
+struct Owner {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shared.mark_closed(CloseReason::Dropped);
+        self.shared.cancel.cancel();
+        if let Some(tasks) = self.shared.tasks.lock().expect("task lock poisoned").take() {
+            tasks.reader.abort();
+            tasks.writer.abort();
+        }
+    }
+}
+
+/// Releases one in-flight slot when a handler task ends, however it ends.
+struct InFlightSlot(Arc<Shared>);
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Removes a pending call when its caller stops waiting (timeout or a dropped future).
+struct PendingGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut calls) = self.shared.calls.lock() {
+            calls.pending.remove(&self.id);
+        }
+    }
+}
+
+/// Registers handlers, then starts a [`Channel`] over a transport. Handlers registered here are
+/// in place before the first frame is read, so no frame can meet a missing handler.
+pub struct ChannelBuilder {
+    config: ChannelConfig,
+    handlers: HandlerTable,
+}
+
+impl ChannelBuilder {
+    /// A builder with the given settings and no handlers.
+    pub fn new(config: ChannelConfig) -> Self {
+        Self { config, handlers: HandlerTable::default() }
+    }
+
+    /// Answers calls of type `C` with `handler`.
+    pub fn on_call<C, F, Fut>(mut self, handler: F) -> Self
+    where
+        C: Call,
+        F: Fn(C, Channel) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<C::Reply, RemoteError>> + Send + 'static,
+    {
+        self.handlers.insert_call::<C, F, Fut>(handler);
+        self
+    }
+
+    /// Answers calls of any type string with already-encoded bytes (for tests and tools that
+    /// speak the wire without the generated types).
+    pub fn on_call_raw<F, Fut>(mut self, type_name: &str, handler: F) -> Self
+    where
+        F: Fn(Bytes, Channel) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
+    {
+        self.handlers.insert_call_raw(type_name, handler);
+        self
+    }
+
+    /// Takes pushes of type `P` in a task, concurrently with other handlers (no order).
+    pub fn on_push<P, F, Fut>(mut self, handler: F) -> Self
+    where
+        P: Push,
+        F: Fn(P, Channel) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.handlers.insert_push::<P, F, Fut>(handler);
+        self
+    }
+
+    /// Takes pushes of type `P` in the reader, in arrival order. The handler must not block:
+    /// it holds up every frame behind it (hand heavy work to a bounded queue).
+    pub fn on_push_inline<P, F>(mut self, handler: F) -> Self
+    where
+        P: Push,
+        F: Fn(P) + Send + Sync + 'static,
+    {
+        self.handlers.insert_push_inline::<P, F>(handler);
+        self
+    }
+
+    /// Starts the reader and writer tasks. Must be called inside a tokio runtime.
+    pub fn start(self, transport: Transport) -> Channel {
+        let (reader, writer, description) = transport.into_parts();
+        let (outbound, outbound_rx) = mpsc::channel(self.config.write_queue_capacity.max(1));
+        let (closed_tx, _) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            running: Arc::new(Semaphore::new(self.config.max_running_handlers.max(1))),
+            config: self.config,
+            description,
+            handlers: RwLock::new(self.handlers),
+            calls: Mutex::new(CallTable::default()),
+            closed_flag: AtomicBool::new(false),
+            closed_tx,
+            next_id: AtomicU64::new(1),
+            outbound,
+            in_flight: AtomicUsize::new(0),
+            idle: tokio::sync::Notify::new(),
+            tracker: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+            tasks: Mutex::new(None),
+            teardown: tokio::sync::Mutex::new(false),
+            counters: Counters::default(),
+        });
+        let owner = Arc::new(Owner { shared: Arc::clone(&shared) });
+        let writer_task = tokio::spawn(write_loop(Arc::clone(&shared), outbound_rx, writer));
+        let reader_task = tokio::spawn(read_loop(Arc::clone(&shared), Arc::downgrade(&owner), reader));
+        *shared.tasks.lock().expect("task lock poisoned") = Some(Tasks { reader: reader_task, writer: writer_task });
+        Channel { shared, _owner: owner }
+    }
+}
+
+/// A handle to a running channel. Clones share the channel; when the last handle is dropped the
+/// channel stops (call [`Channel::close`] first for an orderly end).
+#[derive(Clone)]
+pub struct Channel {
+    shared: Arc<Shared>,
+    _owner: Arc<Owner>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("name", &self.shared.config.name)
+            .field("transport", &self.shared.description)
+            .field("closed", &self.shared.closed_flag.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Channel {
+    /// A builder with the given settings.
+    pub fn builder(config: ChannelConfig) -> ChannelBuilder {
+        ChannelBuilder::new(config)
+    }
+
+    /// The channel's name (from its config).
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    /// What the transport is.
+    pub fn transport_description(&self) -> &str {
+        &self.shared.description
+    }
+
+    /// Calls the peer and waits for the reply, however long it takes (until the channel closes).
+    pub async fn call<C: Call>(&self, request: &C) -> Result<C::Reply, CallError> {
+        self.call_inner(request, None).await
+    }
+
+    /// Calls the peer and waits at most `timeout` for the reply.
+    pub async fn call_timeout<C: Call>(&self, request: &C, timeout: Duration) -> Result<C::Reply, CallError> {
+        self.call_inner(request, Some(timeout)).await
+    }
+
+    async fn call_inner<C: Call>(&self, request: &C, timeout: Option<Duration>) -> Result<C::Reply, CallError> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = framing::encode_request(id, C::TYPE, request, self.shared.config.max_frame_len)
+            .map_err(|source| CallError::TooLarge { type_name: C::TYPE.to_owned(), source })?;
+        let reply = self.round_trip(id, Cow::Borrowed(C::TYPE), frame, timeout).await?;
+        C::Reply::decode(reply).map_err(|source| CallError::Decode { type_name: C::TYPE.to_owned(), source })
+    }
+
+    /// Calls the peer with an already-encoded request of any type string; returns the reply's
+    /// encoded bytes.
+    pub async fn call_raw(&self, type_name: &str, payload: &[u8], timeout: Option<Duration>) -> Result<Bytes, CallError> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = framing::encode_request_bytes(id, type_name, payload, self.shared.config.max_frame_len)
+            .map_err(|source| CallError::TooLarge { type_name: type_name.to_owned(), source })?;
+        self.round_trip(id, Cow::Owned(type_name.to_owned()), frame, timeout).await
+    }
+
+    async fn round_trip(
+        &self,
+        id: u64,
+        type_name: Cow<'static, str>,
+        frame: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<Bytes, CallError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        {
+            let mut calls = self.shared.calls.lock().expect("call table lock poisoned");
+            if let Some(reason) = &calls.closed {
+                return Err(self.shared.closed_error(reason.clone()));
+            }
+            calls.pending.insert(id, PendingCall { type_name: type_name.clone(), reply: reply_tx });
+        }
+        let _guard = PendingGuard { shared: &self.shared, id };
+        bump(&self.shared.counters.calls_sent);
+        let exchange = async {
+            if self.shared.outbound.send(Outbound::Frame(frame)).await.is_err() {
+                return Err(self.closed_now());
+            }
+            match reply_rx.await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(self.closed_now()),
+            }
+        };
+        let released_slot = release_handler_slot();
+        let outcome = match timeout {
+            None => exchange.await,
+            Some(after) => match tokio::time::timeout(after, exchange).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(CallError::Timeout { type_name: type_name.into_owned(), after }),
+            },
+        };
+        if let Some(semaphore) = released_slot {
+            reacquire_handler_slot(semaphore).await;
+        }
+        outcome
+    }
+
+    fn closed_now(&self) -> CallError {
+        self.shared.closed_error(self.shared.close_reason().unwrap_or(CloseReason::Dropped))
+    }
+
+    /// Sends a one-way message, waiting for room in the write queue if it is full.
+    pub async fn push<P: Push>(&self, message: &P) -> Result<(), CallError> {
+        if self.shared.closed_flag.load(Ordering::Acquire) {
+            return Err(self.closed_now());
+        }
+        let frame = framing::encode_request(0, P::TYPE, message, self.shared.config.max_frame_len)
+            .map_err(|source| CallError::TooLarge { type_name: P::TYPE.to_owned(), source })?;
+        self.shared.outbound.send(Outbound::Frame(frame)).await.map_err(|_| self.closed_now())?;
+        bump(&self.shared.counters.pushes_sent);
+        Ok(())
+    }
+
+    /// Sends a one-way message of any type string with an already-encoded payload.
+    pub async fn push_raw(&self, type_name: &str, payload: &[u8]) -> Result<(), CallError> {
+        if self.shared.closed_flag.load(Ordering::Acquire) {
+            return Err(self.closed_now());
+        }
+        let frame = framing::encode_request_bytes(0, type_name, payload, self.shared.config.max_frame_len)
+            .map_err(|source| CallError::TooLarge { type_name: type_name.to_owned(), source })?;
+        self.shared.outbound.send(Outbound::Frame(frame)).await.map_err(|_| self.closed_now())?;
+        bump(&self.shared.counters.pushes_sent);
+        Ok(())
+    }
+
+    /// Answers calls of type `C` from now on (replacing an earlier handler of that type).
+    pub fn on_call<C, F, Fut>(&self, handler: F)
+    where
+        C: Call,
+        F: Fn(C, Channel) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<C::Reply, RemoteError>> + Send + 'static,
+    {
+        self.shared.handlers.write().expect("handler lock poisoned").insert_call::<C, F, Fut>(handler);
+    }
+
+    /// Takes pushes of type `P` in a task from now on.
+    pub fn on_push<P, F, Fut>(&self, handler: F)
+    where
+        P: Push,
+        F: Fn(P, Channel) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.shared.handlers.write().expect("handler lock poisoned").insert_push::<P, F, Fut>(handler);
+    }
+
+    /// Takes pushes of type `P` in the reader, in order, from now on.
+    pub fn on_push_inline<P, F>(&self, handler: F)
+    where
+        P: Push,
+        F: Fn(P) + Send + Sync + 'static,
+    {
+        self.shared.handlers.write().expect("handler lock poisoned").insert_push_inline::<P, F>(handler);
+    }
+
+    /// Stops answering `type_name`; later frames of it get `no handler`.
+    pub fn remove_handler(&self, type_name: &str) -> bool {
+        self.shared.handlers.write().expect("handler lock poisoned").by_type.remove(type_name).is_some()
+    }
+
+    /// A snapshot of the channel's counters.
+    pub fn stats(&self) -> ChannelStats {
+        self.shared.snapshot()
+    }
+
+    /// Whether the channel has ended (for any reason).
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed_flag.load(Ordering::Acquire)
+    }
+
+    /// Why the channel ended, if it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.shared.close_reason()
+    }
+
+    /// Resolves when the channel ends (EOF, error, or close), with the reason.
+    pub async fn closed(&self) -> CloseReason {
+        let mut watcher = self.shared.closed_tx.subscribe();
+        match watcher.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or(CloseReason::Dropped),
+            Err(_) => CloseReason::Dropped,
+        }
+    }
+
+    /// Waits until no handler is running or queued and everything queued for writing has been
+    /// flushed, without closing anything. Returns `false` if that took longer than `timeout`.
+    ///
+    /// The sandbox calls this between answering `shutdown` and closing, so the reply (carrying
+    /// the restore state) is on the wire before the transport goes away. Call it from outside a
+    /// handler: a handler waiting for itself to finish would time out.
+    pub async fn drain_inflight(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let idle = self.shared.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.shared.in_flight.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return false;
+            }
+        }
+        let (ack_tx, ack_rx) = oneshot::channel();
+        let flushed = async {
+            self.shared.outbound.send(Outbound::Flush(ack_tx)).await.is_ok() && ack_rx.await.is_ok()
+        };
+        matches!(tokio::time::timeout_at(deadline, flushed).await, Ok(true))
+    }
+
+    /// Ends the channel: fails pending calls, stops reading, waits for in-flight handlers (at
+    /// most the close grace, then cancels them), flushes and shuts down the writing half.
+    ///
+    /// Idempotent, and complete even when the peer already hung up: whoever calls it first does
+    /// the teardown, exactly once; concurrent and later callers wait for it.
+    pub async fn close(&self) {
+        self.shared.mark_closed(CloseReason::Local);
+        let mut done = self.shared.teardown.lock().await;
+        if *done {
+            return;
+        }
+        let grace = self.shared.config.close_grace;
+        let name = &self.shared.config.name;
+        let tasks = self.shared.tasks.lock().expect("task lock poisoned").take();
+        let Some(Tasks { reader, mut writer }) = tasks else {
+            *done = true;
+            return;
+        };
+        reader.abort();
+        let _ = reader.await;
+
+        self.shared.tracker.close();
+        if tokio::time::timeout(grace, self.shared.tracker.wait()).await.is_err() {
+            tracing::warn!(channel = %name, ?grace, "handlers still running after the close grace; cancelling them");
+            self.shared.cancel.cancel();
+            self.shared.tracker.wait().await;
+        }
+
+        let (ack_tx, ack_rx) = oneshot::channel();
+        let stop_writer = async {
+            if self.shared.outbound.send(Outbound::Shutdown(ack_tx)).await.is_ok() {
+                let _ = ack_rx.await;
+            }
+            let _ = (&mut writer).await;
+        };
+        if tokio::time::timeout(grace, stop_writer).await.is_err() {
+            tracing::warn!(channel = %name, ?grace, "the peer did not take our last frames within the close grace; dropping them");
+            writer.abort();
+            let _ = writer.await;
+        }
+        *done = true;
+    }
+}
+
+async fn read_loop(shared: Arc<Shared>, owner: Weak<Owner>, mut reader: BoxReader) {
+    let max_len = shared.config.max_frame_len;
+    let mut buf = BytesMut::with_capacity(READ_BUFFER_CAPACITY);
+    let reason = 'reading: loop {
+        loop {
+            match framing::decode_frame(&mut buf, max_len) {
+                Ok(Some(frame)) => {
+                    let Some(owner) = owner.upgrade() else { return };
+                    dispatch(&shared, &owner, frame);
+                }
+                Ok(None) => break,
+                Err(error) => break 'reading CloseReason::FrameTooLarge(error),
+            }
+        }
+        let missing = framing::bytes_needed(&buf).saturating_sub(buf.len());
+        buf.reserve(missing.max(READ_BUFFER_CAPACITY / 4));
+        match reader.read_buf(&mut buf).await {
+            Ok(0) if buf.is_empty() => break CloseReason::Eof,
+            Ok(0) => break CloseReason::Truncated,
+            Ok(_) => {}
+            Err(error) => break CloseReason::ReadFailed(error.to_string()),
+        }
+    };
+    shared.mark_closed(reason);
+}
+
+fn dispatch(shared: &Arc<Shared>, owner: &Arc<Owner>, frame: Bytes) {
+    bump(&shared.counters.frames_in);
+    let frame = match wire::Frame::decode(frame) {
+        Ok(frame) => frame,
+        Err(error) => {
+            bump(&shared.counters.undecodable_frames);
+            tracing::warn!(channel = %shared.config.name, %error, "dropping an undecodable frame");
+            return;
+        }
+    };
+    match frame.body {
+        Some(wire::frame::Body::Response(response)) => shared.complete_call(frame.id, &frame.r#type, response),
+        Some(wire::frame::Body::Request(payload)) => dispatch_request(shared, owner, frame.id, frame.r#type, payload),
+        None => {
+            bump(&shared.counters.undecodable_frames);
+            tracing::warn!(channel = %shared.config.name, type_name = %frame.r#type, "dropping a frame with no body");
+        }
+    }
+}
+
+fn dispatch_request(shared: &Arc<Shared>, owner: &Arc<Owner>, id: u64, type_name: String, payload: Bytes) {
+    let handler = shared.handlers.read().expect("handler lock poisoned").by_type.get(&type_name).cloned();
+    let channel = || Channel { shared: Arc::clone(shared), _owner: Arc::clone(owner) };
+    let is_call = id != 0;
+    match handler {
+        None if is_call => {
+            shared.reply_error_now(id, &type_name, RemoteError::new(ErrorKind::NoHandler, format!("no handler for {type_name}")));
+        }
+        None => {
+            bump(&shared.counters.pushes_unhandled);
+            tracing::debug!(channel = %shared.config.name, %type_name, "dropping a push nobody handles");
+        }
+        Some(Handler::Inline(run)) if !is_call => {
+            let channel = channel();
+            if std::panic::catch_unwind(AssertUnwindSafe(|| run(payload, &channel))).is_err() {
+                bump(&shared.counters.handler_panics);
+                tracing::error!(channel = %shared.config.name, %type_name, "inline push handler panicked");
+            } else {
+                bump(&shared.counters.pushes_handled);
+            }
+        }
+        Some(Handler::Push(run)) if !is_call => {
+            if !admit(shared, &type_name, false) {
+                return;
+            }
+            let channel = channel();
+            let task_shared = Arc::clone(shared);
+            shared.tracker.spawn(async move {
+                let _slot = InFlightSlot(Arc::clone(&task_shared));
+                let Ok(permit) = Arc::clone(&task_shared.running).acquire_owned().await else { return };
+                let work = holding_slot(
+                    Arc::clone(&task_shared.running),
+                    permit,
+                    AssertUnwindSafe(run(payload, channel)).catch_unwind(),
+                );
+                let outcome = tokio::select! {
+                    outcome = work => outcome,
+                    () = task_shared.cancel.cancelled() => return,
+                };
+                if outcome.is_err() {
+                    bump(&task_shared.counters.handler_panics);
+                    tracing::error!(channel = %task_shared.config.name, %type_name, "push handler panicked");
+                } else {
+                    bump(&task_shared.counters.pushes_handled);
+                }
+            });
+        }
+        Some(Handler::Call(run)) if is_call => {
+            if !admit(shared, &type_name, true) {
+                shared.reply_error_now(
+                    id,
+                    &type_name,
+                    RemoteError::new(
+                        ErrorKind::Overloaded,
+                        format!("{} handlers in flight; `{type_name}` refused", shared.config.max_handlers_in_flight),
+                    ),
+                );
+                return;
+            }
+            let channel = channel();
+            let task_shared = Arc::clone(shared);
+            shared.tracker.spawn(async move {
+                let _slot = InFlightSlot(Arc::clone(&task_shared));
+                let Ok(permit) = Arc::clone(&task_shared.running).acquire_owned().await else { return };
+                let work = holding_slot(
+                    Arc::clone(&task_shared.running),
+                    permit,
+                    AssertUnwindSafe(run(id, payload, channel)).catch_unwind(),
+                );
+                let outcome = tokio::select! {
+                    outcome = work => outcome,
+                    () = task_shared.cancel.cancelled() => Ok(Err(RemoteError::new(
+                        ErrorKind::Timeout,
+                        format!("`{type_name}` was cancelled: the channel closed"),
+                    ))),
+                };
+                let error = match outcome {
+                    Ok(Ok(frame)) => {
+                        bump(&task_shared.counters.calls_handled);
+                        let _ = task_shared.outbound.send(Outbound::Frame(frame)).await;
+                        return;
+                    }
+                    Ok(Err(error)) => error,
+                    Err(_) => {
+                        bump(&task_shared.counters.handler_panics);
+                        tracing::error!(channel = %task_shared.config.name, %type_name, "call handler panicked");
+                        RemoteError::internal(format!("the handler for `{type_name}` panicked"))
+                    }
+                };
+                bump(&task_shared.counters.calls_handled);
+                if let Ok(frame) = framing::encode_error_response(
+                    id,
+                    &type_name,
+                    &error.to_wire(),
+                    task_shared.config.max_frame_len,
+                ) {
+                    let _ = task_shared.outbound.send(Outbound::Frame(frame)).await;
+                }
+            });
+        }
+        Some(_) if is_call => {
+            shared.reply_error_now(id, &type_name, RemoteError::bad_request(format!("`{type_name}` is a push, not a call")));
+        }
+        Some(_) => {
+            bump(&shared.counters.pushes_unhandled);
+            tracing::warn!(channel = %shared.config.name, %type_name, "dropping a push of a call type");
+        }
+    }
+}
+
+/// Takes an in-flight slot, or counts the shed frame and refuses.
+fn admit(shared: &Shared, type_name: &str, is_call: bool) -> bool {
+    let limit = shared.config.max_handlers_in_flight;
+    let admitted = shared
+        .in_flight
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| (current < limit).then_some(current + 1))
+        .is_ok();
+    if !admitted {
+        if is_call {
+            bump(&shared.counters.calls_shed);
+        } else {
+            bump(&shared.counters.pushes_shed);
+        }
+        tracing::debug!(channel = %shared.config.name, type_name, limit, "shedding: too many handlers in flight");
+    }
+    admitted
+}
+
+async fn write_loop(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outbound>, writer: BoxWriter) {
+    let mut writer = BufWriter::with_capacity(WRITE_BUFFER_CAPACITY, writer);
+    let mut failed = false;
+    while let Some(first) = queue.recv().await {
+        let mut acks = Vec::new();
+        let mut shutdown = None;
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Outbound::Frame(frame) if !failed => match writer.write_all(&frame).await {
+                    Ok(()) => bump(&shared.counters.frames_out),
+                    Err(error) => {
+                        failed = true;
+                        shared.mark_closed(CloseReason::WriteFailed(error.to_string()));
+                    }
+                },
+                Outbound::Frame(_) => {}
+                Outbound::Flush(ack) => acks.push(ack),
+                Outbound::Shutdown(ack) => {
+                    shutdown = Some(ack);
+                    break;
+                }
+            }
+            next = queue.try_recv().ok();
+        }
+        if !failed && let Err(error) = writer.flush().await {
+            failed = true;
+            shared.mark_closed(CloseReason::WriteFailed(error.to_string()));
+        }
+        for ack in acks {
+            let _ = ack.send(());
+        }
+        if let Some(ack) = shutdown {
+            if !failed {
+                let _ = writer.shutdown().await;
+            }
+            let _ = ack.send(());
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
