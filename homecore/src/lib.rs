@@ -5,3 +5,4 @@ pub mod event;
 pub mod state;
 pub mod schema;
 pub mod selector;
+pub mod service;
