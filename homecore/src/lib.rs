@@ -6,3 +6,5 @@ pub mod state;
 pub mod schema;
 pub mod selector;
 pub mod service;
+pub mod file_backend;
+pub mod store;
