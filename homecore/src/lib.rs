@@ -8,3 +8,7 @@ pub mod selector;
 pub mod service;
 pub mod file_backend;
 pub mod store;
+pub mod area_registry;
+pub mod device_registry;
+pub mod entity_registry;
+pub mod registry;
