@@ -25,12 +25,13 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use prost::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -99,7 +100,10 @@ impl Default for ChannelConfig {
 impl ChannelConfig {
     /// The default settings with a name.
     pub fn named(name: impl Into<String>) -> Self {
-        Self { name: name.into(), ..Self::default() }
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
     }
 }
 
@@ -264,8 +268,20 @@ struct HandlerSlot {
 }
 
 /// Runs a handler future holding `permit`, inside the task-local that nested calls consult.
-async fn holding_slot<T>(semaphore: Arc<Semaphore>, permit: OwnedSemaphorePermit, work: impl Future<Output = T>) -> T {
-    HANDLER_SLOT.scope(RefCell::new(HandlerSlot { semaphore, permit: Some(permit) }), work).await
+async fn holding_slot<T>(
+    semaphore: Arc<Semaphore>,
+    permit: OwnedSemaphorePermit,
+    work: impl Future<Output = T>,
+) -> T {
+    HANDLER_SLOT
+        .scope(
+            RefCell::new(HandlerSlot {
+                semaphore,
+                permit: Some(permit),
+            }),
+            work,
+        )
+        .await
 }
 
 /// If the current task is a handler holding a slot, gives the slot back and returns the
@@ -320,12 +336,17 @@ impl HandlerTable {
         let run: Arc<CallFn> = Arc::new(move |id, payload, channel| {
             let handler = Arc::clone(&handler);
             Box::pin(async move {
-                let request = C::decode(payload)
-                    .map_err(|error| RemoteError::bad_request(format!("cannot decode `{}`: {error}", C::TYPE)))?;
+                let request = C::decode(payload).map_err(|error| {
+                    RemoteError::bad_request(format!("cannot decode `{}`: {error}", C::TYPE))
+                })?;
                 let max = channel.shared.config.max_frame_len;
                 let reply = handler(request, channel).await?;
-                framing::encode_response(id, C::TYPE, &reply, max)
-                    .map_err(|error| RemoteError::internal(format!("the reply to `{}` was not sent: {error}", C::TYPE)))
+                framing::encode_response(id, C::TYPE, &reply, max).map_err(|error| {
+                    RemoteError::internal(format!(
+                        "the reply to `{}` was not sent: {error}",
+                        C::TYPE
+                    ))
+                })
             })
         });
         self.by_type.insert(C::TYPE.to_owned(), Handler::Call(run));
@@ -344,11 +365,15 @@ impl HandlerTable {
             Box::pin(async move {
                 let max = channel.shared.config.max_frame_len;
                 let reply = handler(payload, channel).await?;
-                framing::encode_response_bytes(id, &type_name, &reply, max)
-                    .map_err(|error| RemoteError::internal(format!("the reply to `{type_name}` was not sent: {error}")))
+                framing::encode_response_bytes(id, &type_name, &reply, max).map_err(|error| {
+                    RemoteError::internal(format!(
+                        "the reply to `{type_name}` was not sent: {error}"
+                    ))
+                })
             })
         });
-        self.by_type.insert(type_name.to_owned(), Handler::Call(run));
+        self.by_type
+            .insert(type_name.to_owned(), Handler::Call(run));
     }
 
     fn insert_push<P, F, Fut>(&mut self, handler: F)
@@ -379,8 +404,19 @@ impl HandlerTable {
             Ok(push) => handler(push),
             Err(error) => channel.shared.push_undecodable(P::TYPE, &error),
         });
-        self.by_type.insert(P::TYPE.to_owned(), Handler::Inline(run));
+        self.by_type
+            .insert(P::TYPE.to_owned(), Handler::Inline(run));
     }
+}
+
+/// The outcome of [`Shared::try_write_now`].
+enum DirectWrite {
+    /// The frame is written (or buffered with a flush queued).
+    Taken,
+    /// The writer is busy or the frame is large: queue it.
+    Busy,
+    /// The channel is closed or the write failed.
+    Failed,
 }
 
 /// What the writer task is asked to do, in order.
@@ -420,6 +456,13 @@ struct Shared {
     closed_tx: watch::Sender<Option<CloseReason>>,
     next_id: AtomicU64,
     outbound: mpsc::Sender<Outbound>,
+    /// Frames sent to the write queue and not yet written into the writer's buffer. A sender
+    /// may write directly only when this is 0, so one task's frames never overtake its own.
+    queued_frames: AtomicUsize,
+    /// The writing half, buffered. The writer task holds the lock while it drains the queue and
+    /// flushes; a sender that finds it free, the queue empty and the buffer empty writes its
+    /// frame itself without waiting (saving a task hop on every quiet-time call and reply).
+    writer: tokio::sync::Mutex<Option<BufWriter<BoxWriter>>>,
     in_flight: AtomicUsize,
     idle: tokio::sync::Notify,
     running: Arc<Semaphore>,
@@ -454,11 +497,18 @@ impl Shared {
     }
 
     fn closed_error(&self, reason: CloseReason) -> CallError {
-        CallError::Closed { channel: self.config.name.clone(), reason }
+        CallError::Closed {
+            channel: self.config.name.clone(),
+            reason,
+        }
     }
 
     fn close_reason(&self) -> Option<CloseReason> {
-        self.calls.lock().expect("call table lock poisoned").closed.clone()
+        self.calls
+            .lock()
+            .expect("call table lock poisoned")
+            .closed
+            .clone()
     }
 
     fn push_undecodable(&self, type_name: &str, error: &prost::DecodeError) {
@@ -467,20 +517,29 @@ impl Shared {
     }
 
     fn complete_call(&self, id: u64, type_name: &str, response: wire::Response) {
-        let pending = self.calls.lock().expect("call table lock poisoned").pending.remove(&id);
+        let pending = self
+            .calls
+            .lock()
+            .expect("call table lock poisoned")
+            .pending
+            .remove(&id);
         let Some(pending) = pending else {
             bump(&self.counters.late_replies);
             tracing::debug!(channel = %self.config.name, id, type_name, "reply to no pending call");
             return;
         };
         let outcome = if pending.type_name != type_name {
-            Err(CallError::MismatchedReply { type_name: pending.type_name.into_owned(), got: type_name.to_owned() })
+            Err(CallError::MismatchedReply {
+                type_name: pending.type_name.into_owned(),
+                got: type_name.to_owned(),
+            })
         } else {
             match response.outcome {
                 Some(wire::response::Outcome::Result(result)) => Ok(result),
-                Some(wire::response::Outcome::Error(error)) => {
-                    Err(CallError::Remote { type_name: type_name.to_owned(), error: RemoteError::from_wire(error) })
-                }
+                Some(wire::response::Outcome::Error(error)) => Err(CallError::Remote {
+                    type_name: type_name.to_owned(),
+                    error: RemoteError::from_wire(error),
+                }),
                 None => Err(CallError::Remote {
                     type_name: type_name.to_owned(),
                     error: RemoteError::internal("the peer sent an empty response"),
@@ -492,19 +551,119 @@ impl Shared {
 
     /// Queues an error reply from the reader without ever waiting.
     fn reply_error_now(&self, id: u64, type_name: &str, error: RemoteError) {
-        let frame = match framing::encode_error_response(id, type_name, &error.to_wire(), self.config.max_frame_len) {
+        let frame = match framing::encode_error_response(
+            id,
+            type_name,
+            &error.to_wire(),
+            self.config.max_frame_len,
+        ) {
             Ok(frame) => frame,
             Err(_) => {
                 // Only a type name near the frame cap gets here; answer without echoing it.
-                match framing::encode_error_response(id, "", &error.to_wire(), self.config.max_frame_len) {
+                match framing::encode_error_response(
+                    id,
+                    "",
+                    &error.to_wire(),
+                    self.config.max_frame_len,
+                ) {
                     Ok(frame) => frame,
                     Err(_) => return,
                 }
             }
         };
-        if self.outbound.try_send(Outbound::Frame(frame)).is_err() {
-            bump(&self.counters.replies_dropped);
+        match self.try_write_now(&frame) {
+            DirectWrite::Taken | DirectWrite::Failed => {}
+            DirectWrite::Busy => {
+                self.queued_frames.fetch_add(1, Ordering::AcqRel);
+                if self.outbound.try_send(Outbound::Frame(frame)).is_err() {
+                    self.queued_frames.fetch_sub(1, Ordering::AcqRel);
+                    bump(&self.counters.replies_dropped);
+                }
+            }
         }
+    }
+
+    /// Sends a whole frame: written directly when the writer is idle, queued otherwise (waiting
+    /// for room when the queue is full). Fails only when the channel is closed.
+    async fn send_frame(&self, frame: Bytes) -> Result<(), ()> {
+        match self.try_write_now(&frame) {
+            DirectWrite::Taken => return Ok(()),
+            DirectWrite::Failed => return Err(()),
+            DirectWrite::Busy => {}
+        }
+        self.queued_frames.fetch_add(1, Ordering::AcqRel);
+        if self.outbound.send(Outbound::Frame(frame)).await.is_err() {
+            self.queued_frames.fetch_sub(1, Ordering::AcqRel);
+            return Err(());
+        }
+        Ok(())
+    }
+
+    /// Writes `frame` without waiting, if nothing is ahead of it and the writer is idle.
+    ///
+    /// The write is one poll with a no-op waker, so it can never be cancelled half way: either
+    /// the OS takes the frame (all of it, or a part with the rest copied into the empty write
+    /// buffer and a flush queued), or nothing was written and the caller queues it.
+    fn try_write_now(&self, frame: &Bytes) -> DirectWrite {
+        if frame.len() > WRITE_BUFFER_CAPACITY || self.queued_frames.load(Ordering::Acquire) != 0 {
+            return DirectWrite::Busy;
+        }
+        let Ok(mut guard) = self.writer.try_lock() else {
+            return DirectWrite::Busy;
+        };
+        let Some(writer) = guard.as_mut() else {
+            return DirectWrite::Failed;
+        };
+        if self.queued_frames.load(Ordering::Acquire) != 0 || !writer.buffer().is_empty() {
+            return DirectWrite::Busy;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(writer.get_mut()).poll_write(&mut cx, frame) {
+            Poll::Ready(Ok(written)) if written == frame.len() => {
+                match Pin::new(writer.get_mut()).poll_flush(&mut cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(error)) => {
+                        drop(guard);
+                        self.mark_closed(CloseReason::WriteFailed(error.to_string()));
+                        return DirectWrite::Failed;
+                    }
+                    Poll::Pending => self.nudge_writer(),
+                }
+                bump(&self.counters.frames_out);
+                DirectWrite::Taken
+            }
+            Poll::Ready(Ok(written)) => {
+                // The buffer is empty and the rest is smaller than it: this copies, never waits.
+                let rest = &frame[written..];
+                match Pin::new(&mut *writer).poll_write(&mut cx, rest) {
+                    Poll::Ready(Ok(copied)) if copied == rest.len() => {
+                        self.nudge_writer();
+                        bump(&self.counters.frames_out);
+                        DirectWrite::Taken
+                    }
+                    _ => {
+                        drop(guard);
+                        self.mark_closed(CloseReason::WriteFailed(
+                            "a partly written frame could not be buffered".into(),
+                        ));
+                        DirectWrite::Failed
+                    }
+                }
+            }
+            Poll::Ready(Err(error)) => {
+                drop(guard);
+                self.mark_closed(CloseReason::WriteFailed(error.to_string()));
+                DirectWrite::Failed
+            }
+            Poll::Pending => DirectWrite::Busy,
+        }
+    }
+
+    /// Asks the writer task to flush what a direct write left in the buffer.
+    fn nudge_writer(&self) {
+        let (ack, _) = oneshot::channel();
+        // A full queue means the writer task is busy and flushes after its batch anyway.
+        let _ = self.outbound.try_send(Outbound::Flush(ack));
     }
 
     fn snapshot(&self) -> ChannelStats {
@@ -580,7 +739,10 @@ pub struct ChannelBuilder {
 impl ChannelBuilder {
     /// A builder with the given settings and no handlers.
     pub fn new(config: ChannelConfig) -> Self {
-        Self { config, handlers: HandlerTable::default() }
+        Self {
+            config,
+            handlers: HandlerTable::default(),
+        }
     }
 
     /// Answers calls of type `C` with `handler`.
@@ -642,6 +804,11 @@ impl ChannelBuilder {
             closed_tx,
             next_id: AtomicU64::new(1),
             outbound,
+            queued_frames: AtomicUsize::new(0),
+            writer: tokio::sync::Mutex::new(Some(BufWriter::with_capacity(
+                WRITE_BUFFER_CAPACITY,
+                writer,
+            ))),
             in_flight: AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
             tracker: TaskTracker::new(),
@@ -650,11 +817,23 @@ impl ChannelBuilder {
             teardown: tokio::sync::Mutex::new(false),
             counters: Counters::default(),
         });
-        let owner = Arc::new(Owner { shared: Arc::clone(&shared) });
-        let writer_task = tokio::spawn(write_loop(Arc::clone(&shared), outbound_rx, writer));
-        let reader_task = tokio::spawn(read_loop(Arc::clone(&shared), Arc::downgrade(&owner), reader));
-        *shared.tasks.lock().expect("task lock poisoned") = Some(Tasks { reader: reader_task, writer: writer_task });
-        Channel { shared, _owner: owner }
+        let owner = Arc::new(Owner {
+            shared: Arc::clone(&shared),
+        });
+        let writer_task = tokio::spawn(write_loop(Arc::clone(&shared), outbound_rx));
+        let reader_task = tokio::spawn(read_loop(
+            Arc::clone(&shared),
+            Arc::downgrade(&owner),
+            reader,
+        ));
+        *shared.tasks.lock().expect("task lock poisoned") = Some(Tasks {
+            reader: reader_task,
+            writer: writer_task,
+        });
+        Channel {
+            shared,
+            _owner: owner,
+        }
     }
 }
 
@@ -698,25 +877,51 @@ impl Channel {
     }
 
     /// Calls the peer and waits at most `timeout` for the reply.
-    pub async fn call_timeout<C: Call>(&self, request: &C, timeout: Duration) -> Result<C::Reply, CallError> {
+    pub async fn call_timeout<C: Call>(
+        &self,
+        request: &C,
+        timeout: Duration,
+    ) -> Result<C::Reply, CallError> {
         self.call_inner(request, Some(timeout)).await
     }
 
-    async fn call_inner<C: Call>(&self, request: &C, timeout: Option<Duration>) -> Result<C::Reply, CallError> {
+    async fn call_inner<C: Call>(
+        &self,
+        request: &C,
+        timeout: Option<Duration>,
+    ) -> Result<C::Reply, CallError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = framing::encode_request(id, C::TYPE, request, self.shared.config.max_frame_len)
-            .map_err(|source| CallError::TooLarge { type_name: C::TYPE.to_owned(), source })?;
-        let reply = self.round_trip(id, Cow::Borrowed(C::TYPE), frame, timeout).await?;
-        C::Reply::decode(reply).map_err(|source| CallError::Decode { type_name: C::TYPE.to_owned(), source })
+            .map_err(|source| CallError::TooLarge {
+                type_name: C::TYPE.to_owned(),
+                source,
+            })?;
+        let reply = self
+            .round_trip(id, Cow::Borrowed(C::TYPE), frame, timeout)
+            .await?;
+        C::Reply::decode(reply).map_err(|source| CallError::Decode {
+            type_name: C::TYPE.to_owned(),
+            source,
+        })
     }
 
     /// Calls the peer with an already-encoded request of any type string; returns the reply's
     /// encoded bytes.
-    pub async fn call_raw(&self, type_name: &str, payload: &[u8], timeout: Option<Duration>) -> Result<Bytes, CallError> {
+    pub async fn call_raw(
+        &self,
+        type_name: &str,
+        payload: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<Bytes, CallError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = framing::encode_request_bytes(id, type_name, payload, self.shared.config.max_frame_len)
-            .map_err(|source| CallError::TooLarge { type_name: type_name.to_owned(), source })?;
-        self.round_trip(id, Cow::Owned(type_name.to_owned()), frame, timeout).await
+        let frame =
+            framing::encode_request_bytes(id, type_name, payload, self.shared.config.max_frame_len)
+                .map_err(|source| CallError::TooLarge {
+                    type_name: type_name.to_owned(),
+                    source,
+                })?;
+        self.round_trip(id, Cow::Owned(type_name.to_owned()), frame, timeout)
+            .await
     }
 
     async fn round_trip(
@@ -732,12 +937,21 @@ impl Channel {
             if let Some(reason) = &calls.closed {
                 return Err(self.shared.closed_error(reason.clone()));
             }
-            calls.pending.insert(id, PendingCall { type_name: type_name.clone(), reply: reply_tx });
+            calls.pending.insert(
+                id,
+                PendingCall {
+                    type_name: type_name.clone(),
+                    reply: reply_tx,
+                },
+            );
         }
-        let _guard = PendingGuard { shared: &self.shared, id };
+        let _guard = PendingGuard {
+            shared: &self.shared,
+            id,
+        };
         bump(&self.shared.counters.calls_sent);
         let exchange = async {
-            if self.shared.outbound.send(Outbound::Frame(frame)).await.is_err() {
+            if self.shared.send_frame(frame).await.is_err() {
                 return Err(self.closed_now());
             }
             match reply_rx.await {
@@ -750,7 +964,10 @@ impl Channel {
             None => exchange.await,
             Some(after) => match tokio::time::timeout(after, exchange).await {
                 Ok(outcome) => outcome,
-                Err(_) => Err(CallError::Timeout { type_name: type_name.into_owned(), after }),
+                Err(_) => Err(CallError::Timeout {
+                    type_name: type_name.into_owned(),
+                    after,
+                }),
             },
         };
         if let Some(semaphore) = released_slot {
@@ -760,7 +977,8 @@ impl Channel {
     }
 
     fn closed_now(&self) -> CallError {
-        self.shared.closed_error(self.shared.close_reason().unwrap_or(CloseReason::Dropped))
+        self.shared
+            .closed_error(self.shared.close_reason().unwrap_or(CloseReason::Dropped))
     }
 
     /// Sends a one-way message, waiting for room in the write queue if it is full.
@@ -769,8 +987,14 @@ impl Channel {
             return Err(self.closed_now());
         }
         let frame = framing::encode_request(0, P::TYPE, message, self.shared.config.max_frame_len)
-            .map_err(|source| CallError::TooLarge { type_name: P::TYPE.to_owned(), source })?;
-        self.shared.outbound.send(Outbound::Frame(frame)).await.map_err(|_| self.closed_now())?;
+            .map_err(|source| CallError::TooLarge {
+                type_name: P::TYPE.to_owned(),
+                source,
+            })?;
+        self.shared
+            .send_frame(frame)
+            .await
+            .map_err(|_| self.closed_now())?;
         bump(&self.shared.counters.pushes_sent);
         Ok(())
     }
@@ -780,9 +1004,16 @@ impl Channel {
         if self.shared.closed_flag.load(Ordering::Acquire) {
             return Err(self.closed_now());
         }
-        let frame = framing::encode_request_bytes(0, type_name, payload, self.shared.config.max_frame_len)
-            .map_err(|source| CallError::TooLarge { type_name: type_name.to_owned(), source })?;
-        self.shared.outbound.send(Outbound::Frame(frame)).await.map_err(|_| self.closed_now())?;
+        let frame =
+            framing::encode_request_bytes(0, type_name, payload, self.shared.config.max_frame_len)
+                .map_err(|source| CallError::TooLarge {
+                    type_name: type_name.to_owned(),
+                    source,
+                })?;
+        self.shared
+            .send_frame(frame)
+            .await
+            .map_err(|_| self.closed_now())?;
         bump(&self.shared.counters.pushes_sent);
         Ok(())
     }
@@ -794,7 +1025,11 @@ impl Channel {
         F: Fn(C, Channel) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<C::Reply, RemoteError>> + Send + 'static,
     {
-        self.shared.handlers.write().expect("handler lock poisoned").insert_call::<C, F, Fut>(handler);
+        self.shared
+            .handlers
+            .write()
+            .expect("handler lock poisoned")
+            .insert_call::<C, F, Fut>(handler);
     }
 
     /// Takes pushes of type `P` in a task from now on.
@@ -804,7 +1039,11 @@ impl Channel {
         F: Fn(P, Channel) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.shared.handlers.write().expect("handler lock poisoned").insert_push::<P, F, Fut>(handler);
+        self.shared
+            .handlers
+            .write()
+            .expect("handler lock poisoned")
+            .insert_push::<P, F, Fut>(handler);
     }
 
     /// Takes pushes of type `P` in the reader, in order, from now on.
@@ -813,12 +1052,22 @@ impl Channel {
         P: Push,
         F: Fn(P) + Send + Sync + 'static,
     {
-        self.shared.handlers.write().expect("handler lock poisoned").insert_push_inline::<P, F>(handler);
+        self.shared
+            .handlers
+            .write()
+            .expect("handler lock poisoned")
+            .insert_push_inline::<P, F>(handler);
     }
 
     /// Stops answering `type_name`; later frames of it get `no handler`.
     pub fn remove_handler(&self, type_name: &str) -> bool {
-        self.shared.handlers.write().expect("handler lock poisoned").by_type.remove(type_name).is_some()
+        self.shared
+            .handlers
+            .write()
+            .expect("handler lock poisoned")
+            .by_type
+            .remove(type_name)
+            .is_some()
     }
 
     /// A snapshot of the channel's counters.
@@ -866,7 +1115,12 @@ impl Channel {
         }
         let (ack_tx, ack_rx) = oneshot::channel();
         let flushed = async {
-            self.shared.outbound.send(Outbound::Flush(ack_tx)).await.is_ok() && ack_rx.await.is_ok()
+            self.shared
+                .outbound
+                .send(Outbound::Flush(ack_tx))
+                .await
+                .is_ok()
+                && ack_rx.await.is_ok()
         };
         matches!(tokio::time::timeout_at(deadline, flushed).await, Ok(true))
     }
@@ -893,7 +1147,10 @@ impl Channel {
         let _ = reader.await;
 
         self.shared.tracker.close();
-        if tokio::time::timeout(grace, self.shared.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.shared.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(channel = %name, ?grace, "handlers still running after the close grace; cancelling them");
             self.shared.cancel.cancel();
             self.shared.tracker.wait().await;
@@ -901,7 +1158,13 @@ impl Channel {
 
         let (ack_tx, ack_rx) = oneshot::channel();
         let stop_writer = async {
-            if self.shared.outbound.send(Outbound::Shutdown(ack_tx)).await.is_ok() {
+            if self
+                .shared
+                .outbound
+                .send(Outbound::Shutdown(ack_tx))
+                .await
+                .is_ok()
+            {
                 let _ = ack_rx.await;
             }
             let _ = (&mut writer).await;
@@ -918,6 +1181,7 @@ impl Channel {
 async fn read_loop(shared: Arc<Shared>, owner: Weak<Owner>, mut reader: BoxReader) {
     let max_len = shared.config.max_frame_len;
     let mut buf = BytesMut::with_capacity(READ_BUFFER_CAPACITY);
+    let mut scratch = vec![0u8; READ_BUFFER_CAPACITY];
     let reason = 'reading: loop {
         loop {
             match framing::decode_frame(&mut buf, max_len) {
@@ -929,12 +1193,16 @@ async fn read_loop(shared: Arc<Shared>, owner: Weak<Owner>, mut reader: BoxReade
                 Err(error) => break 'reading CloseReason::FrameTooLarge(error),
             }
         }
-        let missing = framing::bytes_needed(&buf).saturating_sub(buf.len());
-        buf.reserve(missing.max(READ_BUFFER_CAPACITY / 4));
-        match reader.read_buf(&mut buf).await {
+        // Reads land in a zeroed scratch buffer (initialised once, so no per-read zeroing and no
+        // unsafe), then are appended to the frame buffer.
+        match reader.read(&mut scratch).await {
             Ok(0) if buf.is_empty() => break CloseReason::Eof,
             Ok(0) => break CloseReason::Truncated,
-            Ok(_) => {}
+            Ok(read) => {
+                let missing = framing::bytes_needed(&buf).saturating_sub(buf.len());
+                buf.reserve(missing.max(read));
+                buf.extend_from_slice(&scratch[..read]);
+            }
             Err(error) => break CloseReason::ReadFailed(error.to_string()),
         }
     };
@@ -952,8 +1220,12 @@ fn dispatch(shared: &Arc<Shared>, owner: &Arc<Owner>, frame: Bytes) {
         }
     };
     match frame.body {
-        Some(wire::frame::Body::Response(response)) => shared.complete_call(frame.id, &frame.r#type, response),
-        Some(wire::frame::Body::Request(payload)) => dispatch_request(shared, owner, frame.id, frame.r#type, payload),
+        Some(wire::frame::Body::Response(response)) => {
+            shared.complete_call(frame.id, &frame.r#type, response)
+        }
+        Some(wire::frame::Body::Request(payload)) => {
+            dispatch_request(shared, owner, frame.id, frame.r#type, payload)
+        }
         None => {
             bump(&shared.counters.undecodable_frames);
             tracing::warn!(channel = %shared.config.name, type_name = %frame.r#type, "dropping a frame with no body");
@@ -961,13 +1233,32 @@ fn dispatch(shared: &Arc<Shared>, owner: &Arc<Owner>, frame: Bytes) {
     }
 }
 
-fn dispatch_request(shared: &Arc<Shared>, owner: &Arc<Owner>, id: u64, type_name: String, payload: Bytes) {
-    let handler = shared.handlers.read().expect("handler lock poisoned").by_type.get(&type_name).cloned();
-    let channel = || Channel { shared: Arc::clone(shared), _owner: Arc::clone(owner) };
+fn dispatch_request(
+    shared: &Arc<Shared>,
+    owner: &Arc<Owner>,
+    id: u64,
+    type_name: String,
+    payload: Bytes,
+) {
+    let handler = shared
+        .handlers
+        .read()
+        .expect("handler lock poisoned")
+        .by_type
+        .get(&type_name)
+        .cloned();
+    let channel = || Channel {
+        shared: Arc::clone(shared),
+        _owner: Arc::clone(owner),
+    };
     let is_call = id != 0;
     match handler {
         None if is_call => {
-            shared.reply_error_now(id, &type_name, RemoteError::new(ErrorKind::NoHandler, format!("no handler for {type_name}")));
+            shared.reply_error_now(
+                id,
+                &type_name,
+                RemoteError::new(ErrorKind::NoHandler, format!("no handler for {type_name}")),
+            );
         }
         None => {
             bump(&shared.counters.pushes_unhandled);
@@ -1015,58 +1306,130 @@ fn dispatch_request(shared: &Arc<Shared>, owner: &Arc<Owner>, id: u64, type_name
                     &type_name,
                     RemoteError::new(
                         ErrorKind::Overloaded,
-                        format!("{} handlers in flight; `{type_name}` refused", shared.config.max_handlers_in_flight),
+                        format!(
+                            "{} handlers in flight; `{type_name}` refused",
+                            shared.config.max_handlers_in_flight
+                        ),
                     ),
                 );
                 return;
             }
+            let slot = InFlightSlot(Arc::clone(shared));
             let channel = channel();
-            let task_shared = Arc::clone(shared);
-            shared.tracker.spawn(async move {
-                let _slot = InFlightSlot(Arc::clone(&task_shared));
-                let Ok(permit) = Arc::clone(&task_shared.running).acquire_owned().await else { return };
-                let work = holding_slot(
-                    Arc::clone(&task_shared.running),
-                    permit,
-                    AssertUnwindSafe(run(id, payload, channel)).catch_unwind(),
-                );
-                let outcome = tokio::select! {
-                    outcome = work => outcome,
-                    () = task_shared.cancel.cancelled() => Ok(Err(RemoteError::new(
-                        ErrorKind::Timeout,
-                        format!("`{type_name}` was cancelled: the channel closed"),
-                    ))),
-                };
-                let error = match outcome {
-                    Ok(Ok(frame)) => {
-                        bump(&task_shared.counters.calls_handled);
-                        let _ = task_shared.outbound.send(Outbound::Frame(frame)).await;
+            // Fast path: with a slot free right now, poll the handler once here. A handler that
+            // completes without waiting (most do) is answered without spawning a task.
+            let Ok(permit) = Arc::clone(&shared.running).try_acquire_owned() else {
+                let task_shared = Arc::clone(shared);
+                shared.tracker.spawn(async move {
+                    let _slot = slot;
+                    let Ok(permit) = Arc::clone(&task_shared.running).acquire_owned().await else {
                         return;
+                    };
+                    let work = holding_slot(
+                        Arc::clone(&task_shared.running),
+                        permit,
+                        AssertUnwindSafe(run(id, payload, channel)).catch_unwind(),
+                    );
+                    finish_call(&task_shared, id, &type_name, work).await;
+                });
+                return;
+            };
+            let mut work: BoxFuture<CallOutcome> = Box::pin(holding_slot(
+                Arc::clone(&shared.running),
+                permit,
+                AssertUnwindSafe(run(id, payload, channel)).catch_unwind(),
+            ));
+            match work.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(outcome) => {
+                    if let Some(frame) = reply_frame(shared, id, &type_name, outcome) {
+                        send_frame_from_reader(shared, frame);
                     }
-                    Ok(Err(error)) => error,
-                    Err(_) => {
-                        bump(&task_shared.counters.handler_panics);
-                        tracing::error!(channel = %task_shared.config.name, %type_name, "call handler panicked");
-                        RemoteError::internal(format!("the handler for `{type_name}` panicked"))
-                    }
-                };
-                bump(&task_shared.counters.calls_handled);
-                if let Ok(frame) = framing::encode_error_response(
-                    id,
-                    &type_name,
-                    &error.to_wire(),
-                    task_shared.config.max_frame_len,
-                ) {
-                    let _ = task_shared.outbound.send(Outbound::Frame(frame)).await;
+                    drop(slot);
                 }
-            });
+                Poll::Pending => {
+                    // The next poll (in the task) registers the task's waker; the no-op waker of
+                    // the first poll is never relied on.
+                    let task_shared = Arc::clone(shared);
+                    shared.tracker.spawn(async move {
+                        let _slot = slot;
+                        finish_call(&task_shared, id, &type_name, work).await;
+                    });
+                }
+            }
         }
         Some(_) if is_call => {
-            shared.reply_error_now(id, &type_name, RemoteError::bad_request(format!("`{type_name}` is a push, not a call")));
+            shared.reply_error_now(
+                id,
+                &type_name,
+                RemoteError::bad_request(format!("`{type_name}` is a push, not a call")),
+            );
         }
         Some(_) => {
             bump(&shared.counters.pushes_unhandled);
             tracing::warn!(channel = %shared.config.name, %type_name, "dropping a push of a call type");
+        }
+    }
+}
+
+/// What a call handler's future yields: the reply frame or the error to send, or a panic.
+type CallOutcome = std::thread::Result<Result<Bytes, RemoteError>>;
+
+/// Runs a call handler to its end (or until the channel cancels it) and sends the reply.
+async fn finish_call(
+    shared: &Arc<Shared>,
+    id: u64,
+    type_name: &str,
+    work: impl Future<Output = CallOutcome>,
+) {
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        () = shared.cancel.cancelled() => Ok(Err(RemoteError::new(
+            ErrorKind::Timeout,
+            format!("`{type_name}` was cancelled: the channel closed"),
+        ))),
+    };
+    if let Some(frame) = reply_frame(shared, id, type_name, outcome) {
+        let _ = shared.send_frame(frame).await;
+    }
+}
+
+/// The response frame for a finished call handler; counts it (and a panic).
+fn reply_frame(shared: &Shared, id: u64, type_name: &str, outcome: CallOutcome) -> Option<Bytes> {
+    bump(&shared.counters.calls_handled);
+    let error = match outcome {
+        Ok(Ok(frame)) => return Some(frame),
+        Ok(Err(error)) => error,
+        Err(_) => {
+            bump(&shared.counters.handler_panics);
+            tracing::error!(channel = %shared.config.name, type_name, "call handler panicked");
+            RemoteError::internal(format!("the handler for `{type_name}` panicked"))
+        }
+    };
+    framing::encode_error_response(id, type_name, &error.to_wire(), shared.config.max_frame_len)
+        .ok()
+}
+
+/// Sends a reply from the reader without making the reader wait: written now, queued, or (when
+/// the queue is full) handed to a task that waits for room.
+fn send_frame_from_reader(shared: &Arc<Shared>, frame: Bytes) {
+    match shared.try_write_now(&frame) {
+        DirectWrite::Taken | DirectWrite::Failed => {}
+        DirectWrite::Busy => {
+            shared.queued_frames.fetch_add(1, Ordering::AcqRel);
+            match shared.outbound.try_send(Outbound::Frame(frame)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    let task_shared = Arc::clone(shared);
+                    shared.tracker.spawn(async move {
+                        if task_shared.outbound.send(item).await.is_err() {
+                            task_shared.queued_frames.fetch_sub(1, Ordering::AcqRel);
+                        }
+                    });
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    shared.queued_frames.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
         }
     }
 }
@@ -1076,7 +1439,9 @@ fn admit(shared: &Shared, type_name: &str, is_call: bool) -> bool {
     let limit = shared.config.max_handlers_in_flight;
     let admitted = shared
         .in_flight
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| (current < limit).then_some(current + 1))
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+            (current < limit).then_some(current + 1)
+        })
         .is_ok();
     if !admitted {
         if is_call {
@@ -1089,23 +1454,26 @@ fn admit(shared: &Shared, type_name: &str, is_call: bool) -> bool {
     admitted
 }
 
-async fn write_loop(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outbound>, writer: BoxWriter) {
-    let mut writer = BufWriter::with_capacity(WRITE_BUFFER_CAPACITY, writer);
-    let mut failed = false;
+async fn write_loop(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outbound>) {
     while let Some(first) = queue.recv().await {
+        let mut guard = shared.writer.lock().await;
         let mut acks = Vec::new();
         let mut shutdown = None;
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
-                Outbound::Frame(frame) if !failed => match writer.write_all(&frame).await {
-                    Ok(()) => bump(&shared.counters.frames_out),
-                    Err(error) => {
-                        failed = true;
-                        shared.mark_closed(CloseReason::WriteFailed(error.to_string()));
+                Outbound::Frame(frame) => {
+                    if let Some(writer) = guard.as_mut() {
+                        match writer.write_all(&frame).await {
+                            Ok(()) => bump(&shared.counters.frames_out),
+                            Err(error) => {
+                                *guard = None;
+                                shared.mark_closed(CloseReason::WriteFailed(error.to_string()));
+                            }
+                        }
                     }
-                },
-                Outbound::Frame(_) => {}
+                    shared.queued_frames.fetch_sub(1, Ordering::AcqRel);
+                }
                 Outbound::Flush(ack) => acks.push(ack),
                 Outbound::Shutdown(ack) => {
                     shutdown = Some(ack);
@@ -1114,15 +1482,17 @@ async fn write_loop(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outbound>, wr
             }
             next = queue.try_recv().ok();
         }
-        if !failed && let Err(error) = writer.flush().await {
-            failed = true;
+        if let Some(writer) = guard.as_mut()
+            && let Err(error) = writer.flush().await
+        {
+            *guard = None;
             shared.mark_closed(CloseReason::WriteFailed(error.to_string()));
         }
         for ack in acks {
             let _ = ack.send(());
         }
         if let Some(ack) = shutdown {
-            if !failed {
+            if let Some(mut writer) = guard.take() {
                 let _ = writer.shutdown().await;
             }
             let _ = ack.send(());

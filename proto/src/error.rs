@@ -30,12 +30,20 @@ pub struct RemoteError {
 impl RemoteError {
     /// An error of `kind` with a message and no field errors.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), field_errors: Vec::new() }
+        Self {
+            kind,
+            message: message.into(),
+            field_errors: Vec::new(),
+        }
     }
 
     /// A validation error with the invalid fields.
     pub fn validation(message: impl Into<String>, field_errors: Vec<FieldError>) -> Self {
-        Self { kind: ErrorKind::Validation, message: message.into(), field_errors }
+        Self {
+            kind: ErrorKind::Validation,
+            message: message.into(),
+            field_errors,
+        }
     }
 
     /// The handler (integration) failed.
@@ -71,7 +79,10 @@ impl RemoteError {
             field_errors: self
                 .field_errors
                 .iter()
-                .map(|field| wire::FieldError { path: field.path.clone(), message: field.message.clone() })
+                .map(|field| wire::FieldError {
+                    path: field.path.clone(),
+                    message: field.message.clone(),
+                })
                 .collect(),
         }
     }
@@ -85,7 +96,10 @@ impl RemoteError {
             field_errors: error
                 .field_errors
                 .into_iter()
-                .map(|field| FieldError { path: field.path, message: field.message })
+                .map(|field| FieldError {
+                    path: field.path,
+                    message: field.message,
+                })
                 .collect(),
         }
     }
@@ -130,16 +144,26 @@ mod tests {
     fn validation_error_round_trips_with_paths() {
         let error = RemoteError::validation(
             "invalid service data",
-            vec![FieldError { path: vec!["advanced".into(), "port".into()], message: "not an int".into() }],
+            vec![FieldError {
+                path: vec!["advanced".into(), "port".into()],
+                message: "not an int".into(),
+            }],
         );
         let back = RemoteError::from_wire(error.to_wire());
         assert_eq!(back, error);
-        assert_eq!(back.to_string(), "invalid service data (validation); at advanced.port: not an int");
+        assert_eq!(
+            back.to_string(),
+            "invalid service data (validation); at advanced.port: not an int"
+        );
     }
 
     #[test]
     fn unknown_kind_from_a_newer_peer_keeps_the_message() {
-        let wire = wire::Error { kind: 999, message: "future".into(), field_errors: vec![] };
+        let wire = wire::Error {
+            kind: 999,
+            message: "future".into(),
+            field_errors: vec![],
+        };
         let back = RemoteError::from_wire(wire);
         assert_eq!(back.kind, ErrorKind::Unspecified);
         assert_eq!(back.message, "future");

@@ -36,7 +36,9 @@ pub enum FrameError {
 /// Returns `Ok(None)` when `buf` does not yet hold a whole frame (read more bytes and call
 /// again), and an error when the announced length is over `max_len`.
 pub fn decode_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Bytes>, FrameError> {
-    let Some(len) = peek_len(buf) else { return Ok(None) };
+    let Some(len) = peek_len(buf) else {
+        return Ok(None);
+    };
     if len > max_len {
         return Err(FrameError::TooLarge { len, max: max_len });
     }
@@ -81,7 +83,12 @@ pub fn encode_frame(frame: &wire::Frame, max_len: usize) -> Result<Bytes, FrameE
 }
 
 /// Encodes a call (`id > 0`) or push (`id == 0`) frame carrying `message`, length-prefixed.
-pub fn encode_request<M: Message>(id: u64, type_name: &str, message: &M, max_len: usize) -> Result<Bytes, FrameError> {
+pub fn encode_request<M: Message>(
+    id: u64,
+    type_name: &str,
+    message: &M,
+    max_len: usize,
+) -> Result<Bytes, FrameError> {
     let message_len = message.encoded_len();
     let body_len = key_len(3) + encoded_len_varint(message_len as u64) + message_len;
     let mut out = start_frame(id, type_name, body_len, max_len)?;
@@ -92,7 +99,12 @@ pub fn encode_request<M: Message>(id: u64, type_name: &str, message: &M, max_len
 }
 
 /// Encodes a request frame whose payload is already encoded bytes, length-prefixed.
-pub fn encode_request_bytes(id: u64, type_name: &str, payload: &[u8], max_len: usize) -> Result<Bytes, FrameError> {
+pub fn encode_request_bytes(
+    id: u64,
+    type_name: &str,
+    payload: &[u8],
+    max_len: usize,
+) -> Result<Bytes, FrameError> {
     let body_len = key_len(3) + encoded_len_varint(payload.len() as u64) + payload.len();
     let mut out = start_frame(id, type_name, body_len, max_len)?;
     encode_key(3, WireType::LengthDelimited, &mut out);
@@ -102,7 +114,12 @@ pub fn encode_request_bytes(id: u64, type_name: &str, payload: &[u8], max_len: u
 }
 
 /// Encodes the successful response to call `id`, carrying `result`, length-prefixed.
-pub fn encode_response<M: Message>(id: u64, type_name: &str, result: &M, max_len: usize) -> Result<Bytes, FrameError> {
+pub fn encode_response<M: Message>(
+    id: u64,
+    type_name: &str,
+    result: &M,
+    max_len: usize,
+) -> Result<Bytes, FrameError> {
     let result_len = result.encoded_len();
     let response_len = key_len(1) + encoded_len_varint(result_len as u64) + result_len;
     let body_len = key_len(4) + encoded_len_varint(response_len as u64) + response_len;
@@ -116,7 +133,12 @@ pub fn encode_response<M: Message>(id: u64, type_name: &str, result: &M, max_len
 }
 
 /// Encodes the successful response to call `id` whose result is already-encoded bytes.
-pub fn encode_response_bytes(id: u64, type_name: &str, result: &[u8], max_len: usize) -> Result<Bytes, FrameError> {
+pub fn encode_response_bytes(
+    id: u64,
+    type_name: &str,
+    result: &[u8],
+    max_len: usize,
+) -> Result<Bytes, FrameError> {
     let response_len = key_len(1) + encoded_len_varint(result.len() as u64) + result.len();
     let body_len = key_len(4) + encoded_len_varint(response_len as u64) + response_len;
     let mut out = start_frame(id, type_name, body_len, max_len)?;
@@ -129,7 +151,12 @@ pub fn encode_response_bytes(id: u64, type_name: &str, result: &[u8], max_len: u
 }
 
 /// Encodes the failed response to call `id`, length-prefixed.
-pub fn encode_error_response(id: u64, type_name: &str, error: &wire::Error, max_len: usize) -> Result<Bytes, FrameError> {
+pub fn encode_error_response(
+    id: u64,
+    type_name: &str,
+    error: &wire::Error,
+    max_len: usize,
+) -> Result<Bytes, FrameError> {
     let error_len = error.encoded_len();
     let response_len = key_len(2) + encoded_len_varint(error_len as u64) + error_len;
     let body_len = key_len(4) + encoded_len_varint(response_len as u64) + response_len;
@@ -143,8 +170,17 @@ pub fn encode_error_response(id: u64, type_name: &str, error: &wire::Error, max_
 }
 
 /// Allocates the output buffer, writes the prefix, the id and the type.
-fn start_frame(id: u64, type_name: &str, body_len: usize, max_len: usize) -> Result<BytesMut, FrameError> {
-    let id_len = if id == 0 { 0 } else { key_len(1) + encoded_len_varint(id) };
+fn start_frame(
+    id: u64,
+    type_name: &str,
+    body_len: usize,
+    max_len: usize,
+) -> Result<BytesMut, FrameError> {
+    let id_len = if id == 0 {
+        0
+    } else {
+        key_len(1) + encoded_len_varint(id)
+    };
     let type_len = if type_name.is_empty() {
         0
     } else {

@@ -50,7 +50,9 @@ pub fn object_from_bytes(bytes: &[u8]) -> Result<Map<String, Value>, JsonError> 
     match from_bytes(bytes)? {
         Value::Object(object) => Ok(object),
         Value::Null => Ok(Map::new()),
-        other => Err(JsonError::NotAnObject { found: kind_name(&other) }),
+        other => Err(JsonError::NotAnObject {
+            found: kind_name(&other),
+        }),
     }
 }
 
@@ -102,7 +104,12 @@ mod tests {
     fn non_object_where_object_required_is_a_clear_error() {
         let error = object_from_bytes(b"[1,2]").expect_err("not an object");
         assert_eq!(error.to_string(), "expected a JSON object, got an array");
-        assert!(from_bytes(b"{nope").expect_err("invalid").to_string().starts_with("invalid JSON payload"));
+        assert!(
+            from_bytes(b"{nope")
+                .expect_err("invalid")
+                .to_string()
+                .starts_with("invalid JSON payload")
+        );
     }
 
     #[test]
@@ -111,6 +118,9 @@ mod tests {
         assert_eq!(to_json_safe(&f64::INFINITY), Value::Null);
         assert_eq!(to_json_safe(&BTreeSet::from([3, 1, 2])), json!([1, 2, 3]));
         let tuple_keys = BTreeMap::from([((1, 2), "x")]);
-        assert_eq!(to_json_safe(&tuple_keys), Value::String("{(1, 2): \"x\"}".into()));
+        assert_eq!(
+            to_json_safe(&tuple_keys),
+            Value::String("{(1, 2): \"x\"}".into())
+        );
     }
 }

@@ -9,7 +9,9 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf, ReadHalf, WriteHalf,
+};
 
 use crate::channel::{Channel, ChannelBuilder};
 use crate::framing::{self, MAX_FRAME_LEN};
@@ -25,7 +27,10 @@ pub fn duplex_transports() -> (Transport, Transport) {
     let (a, b) = tokio::io::duplex(DUPLEX_BUFFER);
     let (a_read, a_write) = tokio::io::split(a);
     let (b_read, b_write) = tokio::io::split(b);
-    (Transport::new(a_read, a_write, "memory://a"), Transport::new(b_read, b_write, "memory://b"))
+    (
+        Transport::new(a_read, a_write, "memory://a"),
+        Transport::new(b_read, b_write, "memory://b"),
+    )
 }
 
 /// Two channels talking to each other in memory, each started from its builder.
@@ -47,7 +52,14 @@ impl RawPeer {
         let (near, far) = tokio::io::duplex(DUPLEX_BUFFER);
         let (near_read, near_write) = tokio::io::split(near);
         let (reader, writer) = tokio::io::split(far);
-        (Transport::new(near_read, near_write, "memory://raw"), RawPeer { reader, writer, buf: BytesMut::new() })
+        (
+            Transport::new(near_read, near_write, "memory://raw"),
+            RawPeer {
+                reader,
+                writer,
+                buf: BytesMut::new(),
+            },
+        )
     }
 
     /// Sends any frame.
@@ -58,25 +70,34 @@ impl RawPeer {
 
     /// Sends a call of type `C` with id `id`.
     pub async fn send_call<C: Call>(&mut self, id: u64, request: &C) -> io::Result<()> {
-        let bytes = framing::encode_request(id, C::TYPE, request, MAX_FRAME_LEN).map_err(io::Error::other)?;
+        let bytes = framing::encode_request(id, C::TYPE, request, MAX_FRAME_LEN)
+            .map_err(io::Error::other)?;
         self.send_raw(&bytes).await
     }
 
     /// Sends a push of type `P`.
     pub async fn send_push<P: Push>(&mut self, push: &P) -> io::Result<()> {
-        let bytes = framing::encode_request(0, P::TYPE, push, MAX_FRAME_LEN).map_err(io::Error::other)?;
+        let bytes =
+            framing::encode_request(0, P::TYPE, push, MAX_FRAME_LEN).map_err(io::Error::other)?;
         self.send_raw(&bytes).await
     }
 
     /// Sends any message under any type string and id (0 for a push): for forged frames.
-    pub async fn send_request<M: Message>(&mut self, id: u64, type_name: &str, message: &M) -> io::Result<()> {
-        let bytes = framing::encode_request(id, type_name, message, MAX_FRAME_LEN).map_err(io::Error::other)?;
+    pub async fn send_request<M: Message>(
+        &mut self,
+        id: u64,
+        type_name: &str,
+        message: &M,
+    ) -> io::Result<()> {
+        let bytes = framing::encode_request(id, type_name, message, MAX_FRAME_LEN)
+            .map_err(io::Error::other)?;
         self.send_raw(&bytes).await
     }
 
     /// Answers call `id` of type `C`.
     pub async fn reply<C: Call>(&mut self, id: u64, reply: &C::Reply) -> io::Result<()> {
-        let bytes = framing::encode_response(id, C::TYPE, reply, MAX_FRAME_LEN).map_err(io::Error::other)?;
+        let bytes = framing::encode_response(id, C::TYPE, reply, MAX_FRAME_LEN)
+            .map_err(io::Error::other)?;
         self.send_raw(&bytes).await
     }
 
@@ -89,8 +110,12 @@ impl RawPeer {
     /// Reads the next frame; `None` when the other side closed.
     pub async fn recv_frame(&mut self) -> io::Result<Option<wire::Frame>> {
         loop {
-            if let Some(frame) = framing::decode_frame(&mut self.buf, MAX_FRAME_LEN).map_err(io::Error::other)? {
-                return wire::Frame::decode(frame).map(Some).map_err(io::Error::other);
+            if let Some(frame) =
+                framing::decode_frame(&mut self.buf, MAX_FRAME_LEN).map_err(io::Error::other)?
+            {
+                return wire::Frame::decode(frame)
+                    .map(Some)
+                    .map_err(io::Error::other);
             }
             if self.reader.read_buf(&mut self.buf).await? == 0 {
                 return Ok(None);
@@ -100,13 +125,18 @@ impl RawPeer {
 
     /// Reads the next frame and decodes its request payload as `M`.
     pub async fn recv_request<M: Message + Default>(&mut self) -> io::Result<(u64, String, M)> {
-        let frame = self.recv_frame().await?.ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        let frame = self
+            .recv_frame()
+            .await?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
         match frame.body {
             Some(wire::frame::Body::Request(payload)) => {
                 let message = M::decode(payload).map_err(io::Error::other)?;
                 Ok((frame.id, frame.r#type, message))
             }
-            other => Err(io::Error::other(format!("expected a request, got {other:?}"))),
+            other => Err(io::Error::other(format!(
+                "expected a request, got {other:?}"
+            ))),
         }
     }
 
@@ -162,8 +192,14 @@ impl Faults {
 pub fn faulty(transport: Transport) -> (Transport, Faults) {
     let (reader, writer, description) = transport.into_parts();
     let faults = Faults::default();
-    let writer = FaultyWriter { inner: writer, faults: faults.clone() };
-    (Transport::new(reader, writer, format!("faulty {description}")), faults)
+    let writer = FaultyWriter {
+        inner: writer,
+        faults: faults.clone(),
+    };
+    (
+        Transport::new(reader, writer, format!("faulty {description}")),
+        faults,
+    )
 }
 
 struct FaultyWriter {
@@ -186,7 +222,11 @@ impl FaultyWriter {
 }
 
 impl AsyncWrite for FaultyWriter {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.check(cx) {
             Poll::Ready(Ok(())) => Pin::new(&mut self.inner).poll_write(cx, buf),
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
@@ -211,7 +251,11 @@ impl AsyncWrite for FaultyWriter {
 pub struct SilentReader;
 
 impl AsyncRead for SilentReader {
-    fn poll_read(self: Pin<&mut Self>, _cx: &mut Context<'_>, _buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        _buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Poll::Pending
     }
 }

@@ -47,7 +47,9 @@ impl fmt::Display for Role {
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum VersionError {
     /// The peer's version is not semver text.
-    #[error("{peer} announced protocol version {text:?}, which is not a semver version such as \"1.0.0\"")]
+    #[error(
+        "{peer} announced protocol version {text:?}, which is not a semver version such as \"1.0.0\""
+    )]
     Unparsable {
         /// The peer's role.
         peer: Role,
@@ -98,12 +100,25 @@ pub fn protocol_version() -> Version {
 
 /// This build's features as owned strings, for `Ready` and `ReadyAck`.
 pub fn features() -> Vec<String> {
-    FEATURES.iter().map(|feature| (*feature).to_owned()).collect()
+    FEATURES
+        .iter()
+        .map(|feature| (*feature).to_owned())
+        .collect()
 }
 
 /// Checks a peer's announced version and features against this build.
-pub fn negotiate(local: Role, peer_version: &str, peer_features: &[String]) -> Result<Negotiated, VersionError> {
-    negotiate_with(local, &protocol_version(), FEATURES, peer_version, peer_features)
+pub fn negotiate(
+    local: Role,
+    peer_version: &str,
+    peer_features: &[String],
+) -> Result<Negotiated, VersionError> {
+    negotiate_with(
+        local,
+        &protocol_version(),
+        FEATURES,
+        peer_version,
+        peer_features,
+    )
 }
 
 /// [`negotiate`] with an explicit local version and feature list (for tests and for peers that
@@ -119,11 +134,16 @@ pub fn negotiate_with(
         Role::Host => Role::Sandbox,
         Role::Sandbox => Role::Host,
     };
-    let parsed = Version::parse(peer_version.trim())
-        .map_err(|_| VersionError::Unparsable { peer, text: peer_version.to_owned() })?;
+    let parsed = Version::parse(peer_version.trim()).map_err(|_| VersionError::Unparsable {
+        peer,
+        text: peer_version.to_owned(),
+    })?;
     if parsed.major != local_version.major {
-        let (upgrade, wanted_major) =
-            if parsed.major > local_version.major { (local, parsed.major) } else { (peer, local_version.major) };
+        let (upgrade, wanted_major) = if parsed.major > local_version.major {
+            (local, parsed.major)
+        } else {
+            (peer, local_version.major)
+        };
         return Err(VersionError::Incompatible {
             local,
             local_version: local_version.clone(),
@@ -138,7 +158,10 @@ pub fn negotiate_with(
         .filter(|feature| local_features.contains(&feature.as_str()))
         .cloned()
         .collect();
-    Ok(Negotiated { peer_version: parsed, features })
+    Ok(Negotiated {
+        peer_version: parsed,
+        features,
+    })
 }
 
 #[cfg(test)]
@@ -151,11 +174,19 @@ mod tests {
 
     #[test]
     fn same_major_is_accepted_and_unknown_features_ignored() {
-        let negotiated = negotiate(Role::Host, "1.7.3", &strings(&["entity_query", "telepathy"])).expect("compatible");
+        let negotiated = negotiate(
+            Role::Host,
+            "1.7.3",
+            &strings(&["entity_query", "telepathy"]),
+        )
+        .expect("compatible");
         assert_eq!(negotiated.peer_version, Version::new(1, 7, 3));
         assert!(negotiated.has("entity_query"));
         assert!(!negotiated.has("telepathy"));
-        assert!(!negotiated.has("translations"), "only features both sides announced");
+        assert!(
+            !negotiated.has("translations"),
+            "only features both sides announced"
+        );
     }
 
     #[test]
@@ -168,7 +199,8 @@ mod tests {
 
     #[test]
     fn older_major_peer_is_told_to_upgrade() {
-        let error = negotiate_with(Role::Sandbox, &Version::new(2, 1, 0), &[], "1.4.0", &[]).expect_err("incompatible");
+        let error = negotiate_with(Role::Sandbox, &Version::new(2, 1, 0), &[], "1.4.0", &[])
+            .expect_err("incompatible");
         let text = error.to_string();
         assert!(text.contains("upgrade the host (sandbox-host)"), "{text}");
         assert!(text.contains("protocol 2.x"), "{text}");
@@ -177,6 +209,9 @@ mod tests {
     #[test]
     fn garbage_version_is_refused_clearly() {
         let error = negotiate(Role::Host, "one point oh", &[]).expect_err("unparsable");
-        assert!(error.to_string().contains("not a semver version"), "{error}");
+        assert!(
+            error.to_string().contains("not a semver version"),
+            "{error}"
+        );
     }
 }

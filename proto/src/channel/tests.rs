@@ -15,7 +15,9 @@ use crate::wire::{FireEvent, Ping, Pong, StateChanged, StoreLoad, StoreLoadResul
 const HANG_GUARD: Duration = Duration::from_secs(20);
 
 async fn guard<F: Future>(future: F) -> F::Output {
-    tokio::time::timeout(HANG_GUARD, future).await.expect("test hung")
+    tokio::time::timeout(HANG_GUARD, future)
+        .await
+        .expect("test hung")
 }
 
 fn builder(name: &str) -> ChannelBuilder {
@@ -23,7 +25,12 @@ fn builder(name: &str) -> ChannelBuilder {
 }
 
 fn echo_ping(builder: ChannelBuilder) -> ChannelBuilder {
-    builder.on_call::<Ping, _, _>(|ping, _| async move { Ok(Pong { nonce: ping.nonce + 1, ..Pong::default() }) })
+    builder.on_call::<Ping, _, _>(|ping, _| async move {
+        Ok(Pong {
+            nonce: ping.nonce + 1,
+            ..Pong::default()
+        })
+    })
 }
 
 async fn expect_remote(outcome: Result<impl std::fmt::Debug, CallError>) -> RemoteError {
@@ -49,8 +56,14 @@ async fn calls_and_pushes_work_over_a_real_unix_socket() {
     let socket_path = listener.path().to_owned();
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::channel(4);
     let connect = async {
-        let crate::TransportUrl::Unix(path) = url else { panic!("unix url") };
-        echo_ping(builder("sandbox")).start(crate::Transport::connect_unix(&path).await.expect("connect"))
+        let crate::TransportUrl::Unix(path) = url else {
+            panic!("unix url")
+        };
+        echo_ping(builder("sandbox")).start(
+            crate::Transport::connect_unix(&path)
+                .await
+                .expect("connect"),
+        )
     };
     let (accepted, sandbox) = tokio::join!(listener.accept(), connect);
     let main = builder("main")
@@ -61,14 +74,32 @@ async fn calls_and_pushes_work_over_a_real_unix_socket() {
             }
         })
         .start(accepted.expect("accept"));
-    assert_eq!(guard(main.call(&Ping { nonce: 1 })).await.expect("reply").nonce, 2);
-    sandbox.push(&FireEvent { event_type: "demo_button_pressed".into(), ..FireEvent::default() }).await.expect("push");
-    assert_eq!(guard(seen_rx.recv()).await.as_deref(), Some("demo_button_pressed"));
+    assert_eq!(
+        guard(main.call(&Ping { nonce: 1 }))
+            .await
+            .expect("reply")
+            .nonce,
+        2
+    );
+    sandbox
+        .push(&FireEvent {
+            event_type: "demo_button_pressed".into(),
+            ..FireEvent::default()
+        })
+        .await
+        .expect("push");
+    assert_eq!(
+        guard(seen_rx.recv()).await.as_deref(),
+        Some("demo_button_pressed")
+    );
     guard(sandbox.close()).await;
     assert_eq!(guard(main.closed()).await, CloseReason::Eof);
     guard(main.close()).await;
     drop(listener);
-    assert!(!socket_path.exists(), "the socket file is removed with the listener");
+    assert!(
+        !socket_path.exists(),
+        "the socket file is removed with the listener"
+    );
 }
 
 #[tokio::test]
@@ -91,19 +122,32 @@ async fn unknown_push_is_dropped_and_counted() {
 #[tokio::test]
 async fn call_to_a_push_type_and_push_to_a_call_type_are_refused() {
     let (transport, mut peer) = RawPeer::new();
-    let channel = echo_ping(builder("main")).on_push_inline::<StateChanged, _>(|_| {}).start(transport);
-    peer.send_request(7, "state_changed", &StateChanged::default()).await.expect("send");
-    let reply = guard(peer.recv_frame()).await.expect("read").expect("frame");
-    let Some(wire::frame::Body::Response(wire::Response { outcome: Some(wire::response::Outcome::Error(error)) })) =
-        reply.body
+    let channel = echo_ping(builder("main"))
+        .on_push_inline::<StateChanged, _>(|_| {})
+        .start(transport);
+    peer.send_request(7, "state_changed", &StateChanged::default())
+        .await
+        .expect("send");
+    let reply = guard(peer.recv_frame())
+        .await
+        .expect("read")
+        .expect("frame");
+    let Some(wire::frame::Body::Response(wire::Response {
+        outcome: Some(wire::response::Outcome::Error(error)),
+    })) = reply.body
     else {
         panic!("expected an error reply, got {reply:?}")
     };
     assert_eq!(error.kind, ErrorKind::BadRequest as i32);
     assert_eq!(error.message, "`state_changed` is a push, not a call");
-    peer.send_request(0, "ping", &Ping::default()).await.expect("send");
+    peer.send_request(0, "ping", &Ping::default())
+        .await
+        .expect("send");
     peer.send_call(8, &Ping { nonce: 1 }).await.expect("send");
-    let reply = guard(peer.recv_frame()).await.expect("read").expect("frame");
+    let reply = guard(peer.recv_frame())
+        .await
+        .expect("read")
+        .expect("frame");
     assert_eq!(reply.id, 8);
     assert_eq!(channel.stats().pushes_unhandled, 1);
 }
@@ -113,10 +157,21 @@ async fn undecodable_frames_are_dropped_and_counted_and_the_channel_goes_on() {
     let (transport, mut peer) = RawPeer::new();
     let channel = echo_ping(builder("main")).start(transport);
     // A well-framed body that is not a Frame (an invalid wire type), then one with no body.
-    peer.send_raw(&framing::prefix(&[0xff, 0xff, 0xff]).expect("prefix")).await.expect("send");
-    peer.send_frame(&wire::Frame { id: 3, r#type: "ping".into(), body: None }).await.expect("send");
+    peer.send_raw(&framing::prefix(&[0xff, 0xff, 0xff]).expect("prefix"))
+        .await
+        .expect("send");
+    peer.send_frame(&wire::Frame {
+        id: 3,
+        r#type: "ping".into(),
+        body: None,
+    })
+    .await
+    .expect("send");
     peer.send_call(9, &Ping { nonce: 1 }).await.expect("send");
-    let reply = guard(peer.recv_frame()).await.expect("read").expect("frame");
+    let reply = guard(peer.recv_frame())
+        .await
+        .expect("read")
+        .expect("frame");
     assert_eq!(reply.id, 9);
     assert_eq!(channel.stats().undecodable_frames, 2);
     assert!(!channel.is_closed());
@@ -127,7 +182,11 @@ async fn undecodable_request_payload_is_a_bad_request() {
     let (main, _sandbox) = channel_pair(builder("main"), echo_ping(builder("sandbox")));
     let error = expect_remote(guard(main.call_raw("ping", &[0xff, 0xff], None)).await).await;
     assert_eq!(error.kind, ErrorKind::BadRequest);
-    assert!(error.message.starts_with("cannot decode `ping`"), "{}", error.message);
+    assert!(
+        error.message.starts_with("cannot decode `ping`"),
+        "{}",
+        error.message
+    );
 }
 
 #[tokio::test]
@@ -138,27 +197,63 @@ async fn announced_frame_over_the_cap_aborts_the_channel_and_fails_pending_calls
         let channel = channel.clone();
         async move { channel.call(&Ping::default()).await }
     });
-    let _ = guard(peer.recv_frame()).await.expect("read").expect("the call");
-    peer.send_raw(&((MAX_FRAME_LEN as u32) + 1).to_be_bytes()).await.expect("send");
+    let _ = guard(peer.recv_frame())
+        .await
+        .expect("read")
+        .expect("the call");
+    peer.send_raw(&((MAX_FRAME_LEN as u32) + 1).to_be_bytes())
+        .await
+        .expect("send");
     let reason = guard(channel.closed()).await;
     assert_eq!(
         reason,
-        CloseReason::FrameTooLarge(FrameError::TooLarge { len: MAX_FRAME_LEN + 1, max: MAX_FRAME_LEN })
+        CloseReason::FrameTooLarge(FrameError::TooLarge {
+            len: MAX_FRAME_LEN + 1,
+            max: MAX_FRAME_LEN
+        })
     );
-    assert!(reason.to_string().contains("exceeds the 16777216-byte limit"), "{reason}");
+    assert!(
+        reason
+            .to_string()
+            .contains("exceeds the 16777216-byte limit"),
+        "{reason}"
+    );
     let outcome = guard(pending).await.expect("task");
-    assert!(matches!(outcome, Err(CallError::Closed { reason: CloseReason::FrameTooLarge(_), .. })), "{outcome:?}");
+    assert!(
+        matches!(
+            outcome,
+            Err(CallError::Closed {
+                reason: CloseReason::FrameTooLarge(_),
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
     guard(channel.close()).await;
 }
 
 #[tokio::test]
 async fn request_over_the_cap_is_refused_locally_and_the_channel_stays_open() {
-    let config = ChannelConfig { max_frame_len: 64, ..ChannelConfig::named("main") };
+    let config = ChannelConfig {
+        max_frame_len: 64,
+        ..ChannelConfig::named("main")
+    };
     let (main, _sandbox) = channel_pair(ChannelBuilder::new(config), echo_ping(builder("sandbox")));
-    let big = StoreLoad { key: "k".repeat(100) };
+    let big = StoreLoad {
+        key: "k".repeat(100),
+    };
     let outcome = main.call(&big).await;
-    assert!(matches!(outcome, Err(CallError::TooLarge { .. })), "{outcome:?}");
-    assert_eq!(guard(main.call(&Ping { nonce: 1 })).await.expect("reply").nonce, 2);
+    assert!(
+        matches!(outcome, Err(CallError::TooLarge { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        guard(main.call(&Ping { nonce: 1 }))
+            .await
+            .expect("reply")
+            .nonce,
+        2
+    );
 }
 
 #[tokio::test]
@@ -166,7 +261,10 @@ async fn remote_errors_keep_kind_and_field_paths() {
     let sandbox = builder("sandbox").on_call::<Ping, _, _>(|_, _| async {
         Err(RemoteError::validation(
             "invalid input",
-            vec![crate::error::FieldError { path: vec!["advanced".into(), "port".into()], message: "expected int".into() }],
+            vec![crate::error::FieldError {
+                path: vec!["advanced".into(), "port".into()],
+                message: "expected int".into(),
+            }],
         ))
     });
     let (main, _sandbox) = channel_pair(builder("main"), sandbox);
@@ -179,11 +277,22 @@ async fn remote_errors_keep_kind_and_field_paths() {
 async fn a_panicking_handler_answers_internal_and_the_channel_goes_on() {
     let sandbox = builder("sandbox")
         .on_call::<StoreLoad, _, _>(|_, _| async { panic!("integration bug") })
-        .on_call::<Ping, _, _>(|ping, _| async move { Ok(Pong { nonce: ping.nonce, ..Pong::default() }) });
+        .on_call::<Ping, _, _>(|ping, _| async move {
+            Ok(Pong {
+                nonce: ping.nonce,
+                ..Pong::default()
+            })
+        });
     let (main, sandbox) = channel_pair(builder("main"), sandbox);
     let error = expect_remote(guard(main.call(&StoreLoad::default())).await).await;
     assert_eq!(error.kind, ErrorKind::Internal);
-    assert_eq!(guard(main.call(&Ping { nonce: 5 })).await.expect("reply").nonce, 5);
+    assert_eq!(
+        guard(main.call(&Ping { nonce: 5 }))
+            .await
+            .expect("reply")
+            .nonce,
+        5
+    );
     assert_eq!(sandbox.stats().handler_panics, 1);
 }
 
@@ -201,7 +310,10 @@ async fn at_most_max_running_handlers_run_at_once() {
                 peak.fetch_max(now, Ordering::SeqCst);
                 gate.acquire().await.expect("gate open").forget();
                 running.fetch_sub(1, Ordering::SeqCst);
-                Ok(Pong { nonce: ping.nonce, ..Pong::default() })
+                Ok(Pong {
+                    nonce: ping.nonce,
+                    ..Pong::default()
+                })
             }
         }
     });
@@ -209,7 +321,7 @@ async fn at_most_max_running_handlers_run_at_once() {
     let calls: Vec<_> = (0..40)
         .map(|nonce| {
             let main = main.clone();
-            tokio::spawn(async move { main.call(&Ping { nonce, ..Ping::default() }).await })
+            tokio::spawn(async move { main.call(&Ping { nonce }).await })
         })
         .collect();
     // Wait until all 40 are in the sandbox (16 running, 24 queued for a slot).
@@ -234,7 +346,11 @@ async fn at_most_max_running_handlers_run_at_once() {
 #[tokio::test]
 async fn past_the_in_flight_limit_calls_are_overloaded_and_pushes_shed() {
     const LIMIT: usize = 4;
-    let config = ChannelConfig { max_running_handlers: 1, max_handlers_in_flight: LIMIT, ..ChannelConfig::named("main") };
+    let config = ChannelConfig {
+        max_running_handlers: 1,
+        max_handlers_in_flight: LIMIT,
+        ..ChannelConfig::named("main")
+    };
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let (transport, mut peer) = RawPeer::new();
     let channel = ChannelBuilder::new(config)
@@ -244,7 +360,10 @@ async fn past_the_in_flight_limit_calls_are_overloaded_and_pushes_shed() {
                 let gate = gate.clone();
                 async move {
                     gate.acquire().await.expect("gate open").forget();
-                    Ok(Pong { nonce: ping.nonce, ..Pong::default() })
+                    Ok(Pong {
+                        nonce: ping.nonce,
+                        ..Pong::default()
+                    })
                 }
             }
         })
@@ -256,10 +375,14 @@ async fn past_the_in_flight_limit_calls_are_overloaded_and_pushes_shed() {
     peer.send_push(&FireEvent::default()).await.expect("send");
     // The three calls past the limit are answered at once, in order, with `overloaded`.
     for expected in (LIMIT as u64 + 1)..=(LIMIT as u64 + 3) {
-        let reply = guard(peer.recv_frame()).await.expect("read").expect("frame");
+        let reply = guard(peer.recv_frame())
+            .await
+            .expect("read")
+            .expect("frame");
         assert_eq!(reply.id, expected);
-        let Some(wire::frame::Body::Response(wire::Response { outcome: Some(wire::response::Outcome::Error(error)) })) =
-            reply.body
+        let Some(wire::frame::Body::Response(wire::Response {
+            outcome: Some(wire::response::Outcome::Error(error)),
+        })) = reply.body
         else {
             panic!("expected an error")
         };
@@ -277,7 +400,10 @@ async fn past_the_in_flight_limit_calls_are_overloaded_and_pushes_shed() {
     .expect("the push was shed");
     gate.add_permits(LIMIT);
     for _ in 0..LIMIT {
-        let reply = guard(peer.recv_frame()).await.expect("read").expect("frame");
+        let reply = guard(peer.recv_frame())
+            .await
+            .expect("read")
+            .expect("frame");
         assert!(reply.id >= 1 && reply.id <= LIMIT as u64);
     }
     assert_eq!(channel.stats().calls_handled, LIMIT as u64);
@@ -287,7 +413,11 @@ async fn past_the_in_flight_limit_calls_are_overloaded_and_pushes_shed() {
 async fn replies_are_never_shed_even_when_handlers_saturate() {
     // Main's only handler slots are all taken by pushes that wait; its own call still completes,
     // because the reply is routed inline by the reader, not through a handler slot.
-    let config = ChannelConfig { max_running_handlers: 1, max_handlers_in_flight: 2, ..ChannelConfig::named("main") };
+    let config = ChannelConfig {
+        max_running_handlers: 1,
+        max_handlers_in_flight: 2,
+        ..ChannelConfig::named("main")
+    };
     let gate = Arc::new(Notify::new());
     let main_builder = ChannelBuilder::new(config).on_push::<FireEvent, _, _>({
         let gate = gate.clone();
@@ -300,7 +430,13 @@ async fn replies_are_never_shed_even_when_handlers_saturate() {
     for _ in 0..5 {
         sandbox.push(&FireEvent::default()).await.expect("push");
     }
-    assert_eq!(guard(main.call(&Ping { nonce: 1 })).await.expect("reply").nonce, 2);
+    assert_eq!(
+        guard(main.call(&Ping { nonce: 1 }))
+            .await
+            .expect("reply")
+            .nonce,
+        2
+    );
     assert_eq!(main.stats().pushes_shed, 3);
     gate.notify_waiters();
 }
@@ -311,22 +447,39 @@ async fn a_handler_can_call_the_peer_without_deadlock() {
     // main's store handler in turn pings the sandbox again: three levels, each awaiting the next.
     let sandbox = builder("sandbox").on_call::<Ping, _, _>(|ping, channel| async move {
         if ping.nonce == 0 {
-            return Ok(Pong { nonce: 100, ..Pong::default() });
+            return Ok(Pong {
+                nonce: 100,
+                ..Pong::default()
+            });
         }
-        let loaded = channel.call(&StoreLoad { key: "core.restore_state".into() }).await.map_err(|error| {
-            RemoteError::handler(format!("nested call failed: {error}"))
-        })?;
-        let envelope = loaded.envelope_json.map(|bytes| bytes.len() as u64).unwrap_or_default();
-        Ok(Pong { nonce: ping.nonce + envelope, ..Pong::default() })
+        let loaded = channel
+            .call(&StoreLoad {
+                key: "core.restore_state".into(),
+            })
+            .await
+            .map_err(|error| RemoteError::handler(format!("nested call failed: {error}")))?;
+        let envelope = loaded
+            .envelope_json
+            .map(|bytes| bytes.len() as u64)
+            .unwrap_or_default();
+        Ok(Pong {
+            nonce: ping.nonce + envelope,
+            ..Pong::default()
+        })
     });
     let main = builder("main").on_call::<StoreLoad, _, _>(|_, channel| async move {
-        let inner = channel.call(&Ping { nonce: 0 }).await.map_err(|error| RemoteError::handler(error.to_string()))?;
-        Ok(StoreLoadResult { envelope_json: Some(vec![0; inner.nonce as usize].into()) })
+        let inner = channel
+            .call(&Ping { nonce: 0 })
+            .await
+            .map_err(|error| RemoteError::handler(error.to_string()))?;
+        Ok(StoreLoadResult {
+            envelope_json: Some(vec![0; inner.nonce as usize].into()),
+        })
     });
     let (main, _sandbox) = channel_pair(main, sandbox);
     let pongs = futures::future::join_all((1..=50).map(|nonce| {
         let main = main.clone();
-        async move { main.call(&Ping { nonce, ..Ping::default() }).await }
+        async move { main.call(&Ping { nonce }).await }
     }));
     for (index, pong) in guard(pongs).await.into_iter().enumerate() {
         assert_eq!(pong.expect("reply").nonce, index as u64 + 1 + 100);
@@ -338,19 +491,29 @@ async fn inline_pushes_keep_their_order() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let main_builder = builder("main").on_push_inline::<StateChanged, _>({
         let seen = seen.clone();
-        move |change| seen.lock().expect("lock").push(change.state.parse::<u32>().expect("number"))
+        move |change| {
+            seen.lock()
+                .expect("lock")
+                .push(change.state.parse::<u32>().expect("number"))
+        }
     });
     let (main, sandbox) = channel_pair(main_builder, echo_ping(builder("sandbox")));
     let main_pinger = main.clone();
     for number in 0..2000u32 {
         sandbox
-            .push(&StateChanged { entity_id: "light.a".into(), state: number.to_string(), ..StateChanged::default() })
+            .push(&StateChanged {
+                entity_id: "light.a".into(),
+                state: number.to_string(),
+                ..StateChanged::default()
+            })
             .await
             .expect("push");
     }
     // Main's ping to the sandbox is answered after the pushes were written before the reply;
     // wait until every push has been handled.
-    guard(main_pinger.call(&Ping::default())).await.expect("reply");
+    guard(main_pinger.call(&Ping::default()))
+        .await
+        .expect("reply");
     tokio::time::timeout(HANG_GUARD, async {
         while seen.lock().expect("lock").len() < 2000 {
             tokio::task::yield_now().await;
@@ -367,10 +530,19 @@ async fn inline_pushes_keep_their_order() {
 async fn call_timeout_fails_the_call_and_a_late_reply_is_counted() {
     let (transport, mut peer) = RawPeer::new();
     let channel = builder("main").start(transport);
-    let outcome = channel.call_timeout(&Ping::default(), Duration::from_secs(3)).await;
-    assert!(matches!(outcome, Err(CallError::Timeout { ref type_name, after }) if type_name == "ping" && after == Duration::from_secs(3)));
-    let (id, _, _) = peer.recv_request::<Ping>().await.expect("the call was sent");
-    peer.reply::<Ping>(id, &Pong::default()).await.expect("reply");
+    let outcome = channel
+        .call_timeout(&Ping::default(), Duration::from_secs(3))
+        .await;
+    assert!(
+        matches!(outcome, Err(CallError::Timeout { ref type_name, after }) if type_name == "ping" && after == Duration::from_secs(3))
+    );
+    let (id, _, _) = peer
+        .recv_request::<Ping>()
+        .await
+        .expect("the call was sent");
+    peer.reply::<Ping>(id, &Pong::default())
+        .await
+        .expect("reply");
     tokio::time::timeout(HANG_GUARD, async {
         while channel.stats().late_replies == 0 {
             tokio::task::yield_now().await;
@@ -389,9 +561,14 @@ async fn a_reply_of_another_type_is_a_mismatch() {
         async move { channel.call(&Ping::default()).await }
     });
     let (id, _, _) = guard(peer.recv_request::<Ping>()).await.expect("call");
-    peer.reply::<StoreLoad>(id, &StoreLoadResult::default()).await.expect("reply");
+    peer.reply::<StoreLoad>(id, &StoreLoadResult::default())
+        .await
+        .expect("reply");
     let outcome = guard(call).await.expect("task");
-    assert!(matches!(outcome, Err(CallError::MismatchedReply { ref got, .. }) if got == "store_load"), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(CallError::MismatchedReply { ref got, .. }) if got == "store_load"),
+        "{outcome:?}"
+    );
 }
 
 #[tokio::test]
@@ -405,17 +582,41 @@ async fn pending_calls_fail_when_the_peer_hangs_up() {
     let _ = guard(peer.recv_request::<Ping>()).await.expect("call");
     peer.hang_up_writes().await.expect("hang up");
     let outcome = guard(call).await.expect("task");
-    assert!(matches!(outcome, Err(CallError::Closed { reason: CloseReason::Eof, .. })), "{outcome:?}");
-    assert!(channel.call(&Ping::default()).await.expect_err("closed").is_closed());
-    assert!(channel.push(&FireEvent::default()).await.expect_err("closed").is_closed());
+    assert!(
+        matches!(
+            outcome,
+            Err(CallError::Closed {
+                reason: CloseReason::Eof,
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+    assert!(
+        channel
+            .call(&Ping::default())
+            .await
+            .expect_err("closed")
+            .is_closed()
+    );
+    assert!(
+        channel
+            .push(&FireEvent::default())
+            .await
+            .expect_err("closed")
+            .is_closed()
+    );
 }
 
 #[tokio::test]
 async fn eof_in_the_middle_of_a_frame_is_reported_as_truncated() {
     let (transport, mut peer) = RawPeer::new();
     let channel = builder("main").start(transport);
-    let frame = framing::encode_request(1, "ping", &Ping { nonce: 3 }, MAX_FRAME_LEN).expect("encode");
-    peer.send_raw(&frame[..frame.len() - 1]).await.expect("send");
+    let frame =
+        framing::encode_request(1, "ping", &Ping { nonce: 3 }, MAX_FRAME_LEN).expect("encode");
+    peer.send_raw(&frame[..frame.len() - 1])
+        .await
+        .expect("send");
     peer.hang_up_writes().await.expect("hang up");
     assert_eq!(guard(channel.closed()).await, CloseReason::Truncated);
 }
@@ -428,7 +629,10 @@ async fn close_is_idempotent_and_concurrent_closers_all_return() {
     guard(async { tokio::join!(a.close(), b.close()) }).await;
     guard(channel.close()).await;
     assert_eq!(channel.close_reason(), Some(CloseReason::Local));
-    assert!(guard(peer.recv_frame()).await.expect("read").is_none(), "the peer reads EOF");
+    assert!(
+        guard(peer.recv_frame()).await.expect("read").is_none(),
+        "the peer reads EOF"
+    );
 }
 
 #[tokio::test]
@@ -441,12 +645,16 @@ async fn close_after_eof_still_closes_the_transport_and_awaits_handlers_exactly_
         .on_call::<Ping, _, _>({
             let (started, release, finished) = (started.clone(), release.clone(), finished.clone());
             move |ping, _| {
-                let (started, release, finished) = (started.clone(), release.clone(), finished.clone());
+                let (started, release, finished) =
+                    (started.clone(), release.clone(), finished.clone());
                 async move {
                     started.notify_one();
                     release.notified().await;
                     finished.fetch_add(1, Ordering::SeqCst);
-                    Ok(Pong { nonce: ping.nonce, ..Pong::default() })
+                    Ok(Pong {
+                        nonce: ping.nonce,
+                        ..Pong::default()
+                    })
                 }
             }
         })
@@ -461,13 +669,19 @@ async fn close_after_eof_still_closes_the_transport_and_awaits_handlers_exactly_
         async move { channel.close().await }
     });
     tokio::task::yield_now().await;
-    assert!(!closing.is_finished(), "close waits for the in-flight handler");
+    assert!(
+        !closing.is_finished(),
+        "close waits for the in-flight handler"
+    );
     release.notify_one();
     guard(closing).await.expect("close");
     guard(channel.close()).await;
     assert_eq!(finished.load(Ordering::SeqCst), 1);
     // The handler's reply went out before the writing half was shut down, then EOF.
-    let reply = guard(peer.recv_frame()).await.expect("read").expect("the reply");
+    let reply = guard(peer.recv_frame())
+        .await
+        .expect("read")
+        .expect("the reply");
     assert_eq!(reply.id, 1);
     assert!(guard(peer.recv_frame()).await.expect("read").is_none());
 }
@@ -475,7 +689,10 @@ async fn close_after_eof_still_closes_the_transport_and_awaits_handlers_exactly_
 #[tokio::test(start_paused = true)]
 async fn close_cancels_handlers_that_outlive_the_grace() {
     let (transport, mut peer) = RawPeer::new();
-    let config = ChannelConfig { close_grace: Duration::from_secs(2), ..ChannelConfig::named("main") };
+    let config = ChannelConfig {
+        close_grace: Duration::from_secs(2),
+        ..ChannelConfig::named("main")
+    };
     let channel = ChannelBuilder::new(config)
         .on_call::<Ping, _, _>(|_, _| async {
             std::future::pending::<()>().await;
@@ -493,9 +710,14 @@ async fn close_cancels_handlers_that_outlive_the_grace() {
     let before = tokio::time::Instant::now();
     channel.close().await;
     assert!(before.elapsed() >= Duration::from_secs(2));
-    let reply = peer.recv_frame().await.expect("read").expect("a cancellation reply");
-    let Some(wire::frame::Body::Response(wire::Response { outcome: Some(wire::response::Outcome::Error(error)) })) =
-        reply.body
+    let reply = peer
+        .recv_frame()
+        .await
+        .expect("read")
+        .expect("a cancellation reply");
+    let Some(wire::frame::Body::Response(wire::Response {
+        outcome: Some(wire::response::Outcome::Error(error)),
+    })) = reply.body
     else {
         panic!("expected an error")
     };
@@ -514,7 +736,11 @@ async fn drain_inflight_waits_for_a_stalled_reply_to_be_written() {
                 let answered = answered.clone();
                 async move {
                     answered.notify_one();
-                    Ok(Pong { nonce: ping.nonce, rss_bytes: 1 << 20, ..Pong::default() })
+                    Ok(Pong {
+                        nonce: ping.nonce,
+                        rss_bytes: 1 << 20,
+                        ..Pong::default()
+                    })
                 }
             }
         })
@@ -522,7 +748,10 @@ async fn drain_inflight_waits_for_a_stalled_reply_to_be_written() {
     faults.stall_writes();
     peer.send_call(5, &Ping { nonce: 77 }).await.expect("send");
     guard(answered.notified()).await;
-    assert!(!channel.drain_inflight(Duration::from_millis(50)).await, "the reply cannot be written yet");
+    assert!(
+        !channel.drain_inflight(Duration::from_millis(50)).await,
+        "the reply cannot be written yet"
+    );
     let resume = {
         let faults = faults.clone();
         tokio::spawn(async move {
@@ -533,7 +762,10 @@ async fn drain_inflight_waits_for_a_stalled_reply_to_be_written() {
     assert!(guard(channel.drain_inflight(HANG_GUARD)).await);
     resume.await.expect("resume");
     guard(channel.close()).await;
-    let reply = guard(peer.recv_frame()).await.expect("read").expect("reply before EOF");
+    let reply = guard(peer.recv_frame())
+        .await
+        .expect("read")
+        .expect("reply before EOF");
     assert_eq!(reply.id, 5);
     assert!(guard(peer.recv_frame()).await.expect("read").is_none());
 }
@@ -545,7 +777,16 @@ async fn a_write_failure_closes_the_channel_and_fails_callers() {
     let channel = builder("main").start(transport);
     faults.fail_writes();
     let outcome = guard(channel.call(&Ping::default())).await;
-    assert!(matches!(outcome, Err(CallError::Closed { reason: CloseReason::WriteFailed(_), .. })), "{outcome:?}");
+    assert!(
+        matches!(
+            outcome,
+            Err(CallError::Closed {
+                reason: CloseReason::WriteFailed(_),
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
     guard(channel.close()).await;
 }
 
@@ -556,14 +797,28 @@ async fn dropping_every_handle_stops_the_channel() {
     let clone = channel.clone();
     drop(channel);
     drop(clone);
-    assert!(guard(peer.recv_frame()).await.expect("read").is_none(), "the transport is closed");
+    assert!(
+        guard(peer.recv_frame()).await.expect("read").is_none(),
+        "the transport is closed"
+    );
 }
 
 #[tokio::test]
 async fn handlers_registered_at_runtime_take_effect_and_can_be_removed() {
     let (main, sandbox) = channel_pair(builder("main"), builder("sandbox"));
-    sandbox.on_call::<Ping, _, _>(|ping, _| async move { Ok(Pong { nonce: ping.nonce, ..Pong::default() }) });
-    assert_eq!(guard(main.call(&Ping { nonce: 3 })).await.expect("reply").nonce, 3);
+    sandbox.on_call::<Ping, _, _>(|ping, _| async move {
+        Ok(Pong {
+            nonce: ping.nonce,
+            ..Pong::default()
+        })
+    });
+    assert_eq!(
+        guard(main.call(&Ping { nonce: 3 }))
+            .await
+            .expect("reply")
+            .nonce,
+        3
+    );
     assert!(sandbox.remove_handler("ping"));
     let error = expect_remote(guard(main.call(&Ping::default())).await).await;
     assert_eq!(error.kind, ErrorKind::NoHandler);
