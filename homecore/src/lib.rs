@@ -12,3 +12,7 @@ pub mod area_registry;
 pub mod device_registry;
 pub mod entity_registry;
 pub mod registry;
+pub mod config_entries;
+pub mod core;
+pub mod data_entry_flow;
+pub mod restore_state;
