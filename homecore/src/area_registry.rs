@@ -74,7 +74,10 @@ pub struct AreaUpdate {
 
 /// Names compare ignoring case and whitespace, as Home Assistant's `normalize_name`.
 fn normalize_name(name: &str) -> String {
-    name.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_lowercase).collect()
+    name.chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Shared part of the registry.
@@ -124,8 +127,10 @@ impl AreaRegistry {
         let Some(data) = load_data(&self.inner.store).await? else {
             return Ok(());
         };
-        let areas: Vec<AreaEntry> = serde_json::from_value(data["areas"].clone())
-            .map_err(|err| RegistryError::Invalid(format!("stored area registry is malformed: {err}")))?;
+        let areas: Vec<AreaEntry> =
+            serde_json::from_value(data["areas"].clone()).map_err(|err| {
+                RegistryError::Invalid(format!("stored area registry is malformed: {err}"))
+            })?;
         *self.inner.areas.lock() = areas.into_iter().map(|a| (a.id.clone(), a)).collect();
         Ok(())
     }
@@ -265,10 +270,15 @@ impl AreaRegistry {
 
     /// Deletes area `id`; devices and entities in it lose their area.
     pub fn delete(&self, id: &str) -> Result<AreaEntry, RegistryError> {
-        let removed = self.inner.areas.lock().remove(id).ok_or_else(|| RegistryError::NotFound {
-            kind: "area",
-            id: id.to_owned(),
-        })?;
+        let removed =
+            self.inner
+                .areas
+                .lock()
+                .remove(id)
+                .ok_or_else(|| RegistryError::NotFound {
+                    kind: "area",
+                    id: id.to_owned(),
+                })?;
         self.inner.devices.clear_area_id(id);
         self.inner.entities.clear_area_id(id);
         self.announce(RegistryAction::Remove, id);

@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 
 use crate::core::{Core, CoreInner};
 use crate::data_entry_flow::{
-    FinishedFlow, FlowContext, FlowError, FlowHandler, FlowManager, FlowOwner, FlowProgress, FlowResult, FlowStep,
+    FinishedFlow, FlowContext, FlowError, FlowHandler, FlowManager, FlowOwner, FlowProgress,
+    FlowResult, FlowStep,
 };
 use crate::entity_id::validate_domain;
 use crate::event::EventBus;
@@ -167,7 +168,12 @@ fn default_minor_version() -> u32 {
 
 impl ConfigEntry {
     /// A new, not yet added entry with a fresh id at version 1.1.
-    pub fn new(domain: impl Into<String>, title: impl Into<String>, data: Map<String, Value>, source: impl Into<String>) -> Self {
+    pub fn new(
+        domain: impl Into<String>,
+        title: impl Into<String>,
+        data: Map<String, Value>,
+        source: impl Into<String>,
+    ) -> Self {
         let now = Utc::now();
         Self {
             entry_id: ulid::Ulid::new().to_string(),
@@ -282,10 +288,16 @@ pub trait ConfigEntryRouter: Send + Sync + 'static {
     }
 
     /// Sets `entry` up elsewhere, or leaves it local.
-    fn setup_entry<'a>(&'a self, entry: &'a ConfigEntry) -> BoxFuture<'a, Routed<Result<(), SetupError>>>;
+    fn setup_entry<'a>(
+        &'a self,
+        entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Routed<Result<(), SetupError>>>;
 
     /// Unloads `entry` elsewhere, or leaves it local. An `Err` marks the entry `failed_unload`.
-    fn unload_entry<'a>(&'a self, entry: &'a ConfigEntry) -> BoxFuture<'a, Routed<Result<(), String>>>;
+    fn unload_entry<'a>(
+        &'a self,
+        entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Routed<Result<(), String>>>;
 }
 
 /// An integration's code for its config entries (Home Assistant's `async_setup_entry` and friends).
@@ -296,14 +308,26 @@ pub trait EntrySetupHandler: Send + Sync + 'static {
     }
 
     /// Sets the entry up.
-    fn setup_entry<'a>(&'a self, core: &'a Core, entry: &'a ConfigEntry) -> BoxFuture<'a, Result<(), SetupError>>;
+    fn setup_entry<'a>(
+        &'a self,
+        core: &'a Core,
+        entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Result<(), SetupError>>;
 
     /// Unloads the entry; an `Err` marks it `failed_unload`.
-    fn unload_entry<'a>(&'a self, core: &'a Core, entry: &'a ConfigEntry) -> BoxFuture<'a, Result<(), String>>;
+    fn unload_entry<'a>(
+        &'a self,
+        core: &'a Core,
+        entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Result<(), String>>;
 
     /// Migrates an entry stored at an older version, typically through
     /// [`ConfigEntries::update_entry`]. The default has no migration and fails.
-    fn migrate_entry<'a>(&'a self, _core: &'a Core, entry: &'a ConfigEntry) -> BoxFuture<'a, Result<(), String>> {
+    fn migrate_entry<'a>(
+        &'a self,
+        _core: &'a Core,
+        entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Result<(), String>> {
         let message = format!(
             "no migration from version {}.{} to {:?}",
             entry.version,
@@ -324,9 +348,15 @@ pub trait IntegrationHandlers: Send + Sync + 'static {
     /// A new config flow handler for `domain`, `None` when it has no config flow.
     fn config_flow<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Option<Box<dyn FlowHandler>>>;
     /// A new options flow handler for `entry`, `None` when its integration has none.
-    fn options_flow<'a>(&'a self, entry: &'a ConfigEntry) -> BoxFuture<'a, Option<Box<dyn FlowHandler>>>;
+    fn options_flow<'a>(
+        &'a self,
+        entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Option<Box<dyn FlowHandler>>>;
     /// The setup code of `domain`, `None` when unknown.
-    fn entry_setup<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Option<Arc<dyn EntrySetupHandler>>>;
+    fn entry_setup<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> BoxFuture<'a, Option<Arc<dyn EntrySetupHandler>>>;
 }
 
 /// Makes a config flow handler.
@@ -352,8 +382,14 @@ impl HandlerTable {
     }
 
     /// Registers `domain`'s config flow.
-    pub fn register_config_flow(&self, domain: &str, factory: impl Fn() -> Box<dyn FlowHandler> + Send + Sync + 'static) {
-        self.config_flows.write().insert(domain.to_owned(), Arc::new(factory));
+    pub fn register_config_flow(
+        &self,
+        domain: &str,
+        factory: impl Fn() -> Box<dyn FlowHandler> + Send + Sync + 'static,
+    ) {
+        self.config_flows
+            .write()
+            .insert(domain.to_owned(), Arc::new(factory));
     }
 
     /// Registers `domain`'s options flow.
@@ -362,7 +398,9 @@ impl HandlerTable {
         domain: &str,
         factory: impl Fn(&ConfigEntry) -> Box<dyn FlowHandler> + Send + Sync + 'static,
     ) {
-        self.options_flows.write().insert(domain.to_owned(), Arc::new(factory));
+        self.options_flows
+            .write()
+            .insert(domain.to_owned(), Arc::new(factory));
     }
 
     /// Registers `domain`'s setup code.
@@ -377,12 +415,18 @@ impl IntegrationHandlers for HandlerTable {
         Box::pin(async move { factory.map(|factory| factory()) })
     }
 
-    fn options_flow<'a>(&'a self, entry: &'a ConfigEntry) -> BoxFuture<'a, Option<Box<dyn FlowHandler>>> {
+    fn options_flow<'a>(
+        &'a self,
+        entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Option<Box<dyn FlowHandler>>> {
         let factory = self.options_flows.read().get(&entry.domain).cloned();
         Box::pin(async move { factory.map(|factory| factory(entry)) })
     }
 
-    fn entry_setup<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Option<Arc<dyn EntrySetupHandler>>> {
+    fn entry_setup<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> BoxFuture<'a, Option<Arc<dyn EntrySetupHandler>>> {
         let handler = self.setups.read().get(domain).cloned();
         Box::pin(async move { handler })
     }
@@ -502,8 +546,10 @@ impl ConfigEntries {
         let Some(data) = data else {
             return Ok(());
         };
-        let entries: Vec<ConfigEntry> = serde_json::from_value(data["entries"].clone())
-            .map_err(|err| ConfigEntryError::Invalid(format!("stored config entries are malformed: {err}")))?;
+        let entries: Vec<ConfigEntry> =
+            serde_json::from_value(data["entries"].clone()).map_err(|err| {
+                ConfigEntryError::Invalid(format!("stored config entries are malformed: {err}"))
+            })?;
         let mut records = self.inner.entries.lock();
         records.clear();
         for entry in entries {
@@ -518,7 +564,14 @@ impl ConfigEntries {
             move || {
                 let entries: Vec<ConfigEntry> = weak
                     .upgrade()
-                    .map(|inner| inner.entries.lock().values().map(|r| r.entry.clone()).collect())
+                    .map(|inner| {
+                        inner
+                            .entries
+                            .lock()
+                            .values()
+                            .map(|r| r.entry.clone())
+                            .collect()
+                    })
                     .unwrap_or_default();
                 json!({ "entries": entries })
             },
@@ -539,7 +592,11 @@ impl ConfigEntries {
 
     /// The entry `entry_id`.
     pub fn entry(&self, entry_id: &str) -> Option<ConfigEntry> {
-        self.inner.entries.lock().get(entry_id).map(|record| record.entry.clone())
+        self.inner
+            .entries
+            .lock()
+            .get(entry_id)
+            .map(|record| record.entry.clone())
     }
 
     /// The entry of `domain` with `unique_id`.
@@ -548,7 +605,10 @@ impl ConfigEntries {
             .entries
             .lock()
             .values()
-            .find(|record| record.entry.domain == domain && record.entry.unique_id.as_deref() == Some(unique_id))
+            .find(|record| {
+                record.entry.domain == domain
+                    && record.entry.unique_id.as_deref() == Some(unique_id)
+            })
             .map(|record| record.entry.clone())
     }
 
@@ -580,7 +640,9 @@ impl ConfigEntries {
         {
             let mut records = self.inner.entries.lock();
             if records.contains_key(&entry_id) {
-                return Err(ConfigEntryError::Invalid(format!("config entry {entry_id} already exists")));
+                return Err(ConfigEntryError::Invalid(format!(
+                    "config entry {entry_id} already exists"
+                )));
             }
             let mut entry = entry;
             entry.state = ConfigEntryState::NotLoaded;
@@ -694,13 +756,19 @@ impl ConfigEntries {
             )));
         }
         let entry = if entry.version < version || entry.minor_version < minor_version {
-            handler.migrate_entry(core, &entry).await.map_err(SetupFailure::Migration)?;
+            handler
+                .migrate_entry(core, &entry)
+                .await
+                .map_err(SetupFailure::Migration)?;
             self.require(entry_id)
                 .map_err(|err| SetupFailure::Setup(SetupError::Failed(err.to_string())))?
         } else {
             entry
         };
-        handler.setup_entry(core, &entry).await.map_err(SetupFailure::Setup)
+        handler
+            .setup_entry(core, &entry)
+            .await
+            .map_err(SetupFailure::Setup)
     }
 
     fn schedule_retry(&self, entry_id: &str, reason: &str) {
@@ -726,10 +794,12 @@ impl ConfigEntries {
                 return;
             };
             let _guard = lock.lock().await;
-            if this.entry(&id).is_some_and(|entry| entry.state == ConfigEntryState::SetupRetry) {
-                if let Err(err) = this.setup_locked(&id, true).await {
-                    tracing::error!(entry_id = %id, %err, "config entry setup retry failed");
-                }
+            if this
+                .entry(&id)
+                .is_some_and(|entry| entry.state == ConfigEntryState::SetupRetry)
+                && let Err(err) = this.setup_locked(&id, true).await
+            {
+                tracing::error!(entry_id = %id, %err, "config entry setup retry failed");
             }
         });
         if let Some(previous) = record.retry.replace(task) {
@@ -755,7 +825,9 @@ impl ConfigEntries {
             return;
         };
         let in_progress = self.inner.flows.flows_where(|handler, context| {
-            handler == entry.domain && context.source == SOURCE_REAUTH && context.entry_id.as_deref() == Some(entry_id)
+            handler == entry.domain
+                && context.source == SOURCE_REAUTH
+                && context.entry_id.as_deref() == Some(entry_id)
         });
         if !in_progress.is_empty() {
             return;
@@ -768,8 +840,14 @@ impl ConfigEntries {
             let mut context = FlowContext::new(SOURCE_REAUTH);
             context.entry_id = Some(entry.entry_id.clone());
             context.unique_id = entry.unique_id.clone();
-            context.title_placeholders.insert("name".into(), Value::String(entry.title.clone()));
-            if let Err(err) = this.flow().init(&entry.domain, context, Some(entry.data.clone())).await {
+            context
+                .title_placeholders
+                .insert("name".into(), Value::String(entry.title.clone()));
+            if let Err(err) = this
+                .flow()
+                .init(&entry.domain, context, Some(entry.data.clone()))
+                .await
+            {
                 tracing::warn!(entry_id = %entry.entry_id, %err, "could not start reauth flow");
             }
         });
@@ -873,14 +951,18 @@ impl ConfigEntries {
             return Err(ConfigEntryError::UnknownEntry(entry_id.to_owned()));
         };
         self.schedule_save();
-        if let Some(handlers) = self.handlers() {
-            if let Some(handler) = handlers.entry_setup(&removed.entry.domain).await {
-                handler.remove_entry(&core, &removed.entry).await;
-            }
+        if let Some(handlers) = self.handlers()
+            && let Some(handler) = handlers.entry_setup(&removed.entry.domain).await
+        {
+            handler.remove_entry(&core, &removed.entry).await;
         }
         core.device_registry().clear_config_entry(entry_id);
         core.entity_registry().clear_config_entry(entry_id);
-        for flow_id in self.inner.options_flows.flows_where(|handler, _| handler == entry_id) {
+        for flow_id in self
+            .inner
+            .options_flows
+            .flows_where(|handler, _| handler == entry_id)
+        {
             let _ = self.inner.options_flows.abort(&flow_id).await;
         }
         for flow_id in self
@@ -896,7 +978,11 @@ impl ConfigEntries {
     }
 
     /// Applies `update`; returns whether anything changed. Update listeners run on their own tasks.
-    pub fn update_entry(&self, entry_id: &str, update: ConfigEntryUpdate) -> Result<bool, ConfigEntryError> {
+    pub fn update_entry(
+        &self,
+        entry_id: &str,
+        update: ConfigEntryUpdate,
+    ) -> Result<bool, ConfigEntryError> {
         let (entry, listeners) = {
             let mut records = self.inner.entries.lock();
             let record = records
@@ -935,16 +1021,19 @@ impl ConfigEntries {
                 return Ok(false);
             }
             entry.modified_at = Utc::now();
-            let listeners: Vec<UpdateListener> =
-                record.update_listeners.iter().map(|(_, listener)| Arc::clone(listener)).collect();
+            let listeners: Vec<UpdateListener> = record
+                .update_listeners
+                .iter()
+                .map(|(_, listener)| Arc::clone(listener))
+                .collect();
             (record.entry.clone(), listeners)
         };
         self.schedule_save();
-        if !listeners.is_empty() {
-            if let (Ok(core), Ok(runtime)) = (self.core(), tokio::runtime::Handle::try_current()) {
-                for listener in listeners {
-                    runtime.spawn(listener(core.clone(), entry.clone()));
-                }
+        if !listeners.is_empty()
+            && let (Ok(core), Ok(runtime)) = (self.core(), tokio::runtime::Handle::try_current())
+        {
+            for listener in listeners {
+                runtime.spawn(listener(core.clone(), entry.clone()));
             }
         }
         Ok(true)
@@ -980,7 +1069,11 @@ impl ConfigEntries {
     }
 
     /// Calls `listener` after every change of `entry_id` until it is unloaded; returns an id for removal.
-    pub fn add_update_listener(&self, entry_id: &str, listener: UpdateListener) -> Result<u64, ConfigEntryError> {
+    pub fn add_update_listener(
+        &self,
+        entry_id: &str,
+        listener: UpdateListener,
+    ) -> Result<u64, ConfigEntryError> {
         let id = {
             let mut next = self.inner.next_listener_id.lock();
             *next += 1;
@@ -1012,12 +1105,16 @@ impl ConfigEntries {
 
     /// Config flows.
     pub fn flow(&self) -> ConfigFlows {
-        ConfigFlows { entries: self.clone() }
+        ConfigFlows {
+            entries: self.clone(),
+        }
     }
 
     /// Options flows.
     pub fn options(&self) -> OptionsFlows {
-        OptionsFlows { entries: self.clone() }
+        OptionsFlows {
+            entries: self.clone(),
+        }
     }
 }
 
@@ -1059,9 +1156,14 @@ impl ConfigFlows {
     ) -> Result<FlowResult, FlowError> {
         validate_domain(domain).map_err(|_| FlowError::UnknownHandler(domain.to_owned()))?;
         if context.source.is_empty() {
-            return Err(FlowError::NotAllowed("a flow context needs a source".into()));
+            return Err(FlowError::NotAllowed(
+                "a flow context needs a source".into(),
+            ));
         }
-        let core = self.entries.core().map_err(|err| FlowError::NotAllowed(err.to_string()))?;
+        let core = self
+            .entries
+            .core()
+            .map_err(|err| FlowError::NotAllowed(err.to_string()))?;
         let routed = match self.entries.router() {
             Some(router) => router.create_flow(domain, &context, data.as_ref()).await?,
             None => Routed::NotMine,
@@ -1073,21 +1175,37 @@ impl ConfigFlows {
                     Some(handlers) => handlers.config_flow(domain).await,
                     None => None,
                 };
-                (handler.ok_or_else(|| FlowError::UnknownHandler(domain.to_owned()))?, None)
+                (
+                    handler.ok_or_else(|| FlowError::UnknownHandler(domain.to_owned()))?,
+                    None,
+                )
             }
         };
         let init_step = context.source.clone();
         self.entries
             .inner
             .flows
-            .start(self, core, domain, context, handler, sandbox, &init_step, data)
+            .start(
+                self, core, domain, context, handler, sandbox, &init_step, data,
+            )
             .await
     }
 
     /// Feeds input to flow `flow_id`.
-    pub async fn configure(&self, flow_id: &str, input: Option<Map<String, Value>>) -> Result<FlowResult, FlowError> {
-        let core = self.entries.core().map_err(|err| FlowError::NotAllowed(err.to_string()))?;
-        self.entries.inner.flows.configure(self, core, flow_id, input).await
+    pub async fn configure(
+        &self,
+        flow_id: &str,
+        input: Option<Map<String, Value>>,
+    ) -> Result<FlowResult, FlowError> {
+        let core = self
+            .entries
+            .core()
+            .map_err(|err| FlowError::NotAllowed(err.to_string()))?;
+        self.entries
+            .inner
+            .flows
+            .configure(self, core, flow_id, input)
+            .await
     }
 
     /// Aborts flow `flow_id`, removing it.
@@ -1102,12 +1220,19 @@ impl ConfigFlows {
 
     /// Flows in progress for `domain`.
     pub fn progress_by_handler(&self, domain: &str) -> Vec<FlowProgress> {
-        self.progress().into_iter().filter(|flow| flow.handler == domain).collect()
+        self.progress()
+            .into_iter()
+            .filter(|flow| flow.handler == domain)
+            .collect()
     }
 }
 
 impl FlowOwner for ConfigFlows {
-    fn finish<'a>(&'a self, flow: &'a FinishedFlow, step: FlowStep) -> BoxFuture<'a, Result<FlowStep, FlowError>> {
+    fn finish<'a>(
+        &'a self,
+        flow: &'a FinishedFlow,
+        step: FlowStep,
+    ) -> BoxFuture<'a, Result<FlowStep, FlowError>> {
         Box::pin(async move {
             let FlowStep::CreateEntry {
                 title,
@@ -1125,7 +1250,11 @@ impl FlowOwner for ConfigFlows {
             let entries = &self.entries;
             if let Some(unique_id) = &flow.context.unique_id {
                 // Others configuring the same thing are now moot.
-                for other in entries.inner.flows.flows_with_unique_id(&flow.handler, unique_id, Some(&flow.flow_id)) {
+                for other in entries.inner.flows.flows_with_unique_id(
+                    &flow.handler,
+                    unique_id,
+                    Some(&flow.flow_id),
+                ) {
                     let _ = entries.inner.flows.abort(&other).await;
                 }
                 if let Some(existing) = entries.entry_for_unique_id(&flow.handler, unique_id) {
@@ -1139,7 +1268,12 @@ impl FlowOwner for ConfigFlows {
                         .map_err(|err| FlowError::Handler(err.to_string()))?;
                 }
             }
-            let mut entry = ConfigEntry::new(flow.handler.clone(), title.clone(), data.clone(), flow.context.source.clone());
+            let mut entry = ConfigEntry::new(
+                flow.handler.clone(),
+                title.clone(),
+                data.clone(),
+                flow.context.source.clone(),
+            );
             entry.options = options.clone();
             entry.unique_id = flow.context.unique_id.clone();
             entry.version = version;
@@ -1176,12 +1310,19 @@ pub const OPTIONS_FLOW_INIT_STEP: &str = "init";
 
 impl OptionsFlows {
     /// Starts an options flow for `entry_id` at step `init`.
-    pub async fn init(&self, entry_id: &str, data: Option<Map<String, Value>>) -> Result<FlowResult, FlowError> {
+    pub async fn init(
+        &self,
+        entry_id: &str,
+        data: Option<Map<String, Value>>,
+    ) -> Result<FlowResult, FlowError> {
         let entry = self
             .entries
             .entry(entry_id)
             .ok_or_else(|| FlowError::UnknownHandler(entry_id.to_owned()))?;
-        let core = self.entries.core().map_err(|err| FlowError::NotAllowed(err.to_string()))?;
+        let core = self
+            .entries
+            .core()
+            .map_err(|err| FlowError::NotAllowed(err.to_string()))?;
         let routed = match self.entries.router() {
             Some(router) => router.create_options_flow(&entry).await?,
             None => Routed::NotMine,
@@ -1200,14 +1341,34 @@ impl OptionsFlows {
         self.entries
             .inner
             .options_flows
-            .start(self, core, entry_id, context, handler, entry.sandbox.clone(), OPTIONS_FLOW_INIT_STEP, data)
+            .start(
+                self,
+                core,
+                entry_id,
+                context,
+                handler,
+                entry.sandbox.clone(),
+                OPTIONS_FLOW_INIT_STEP,
+                data,
+            )
             .await
     }
 
     /// Feeds input to options flow `flow_id`.
-    pub async fn configure(&self, flow_id: &str, input: Option<Map<String, Value>>) -> Result<FlowResult, FlowError> {
-        let core = self.entries.core().map_err(|err| FlowError::NotAllowed(err.to_string()))?;
-        self.entries.inner.options_flows.configure(self, core, flow_id, input).await
+    pub async fn configure(
+        &self,
+        flow_id: &str,
+        input: Option<Map<String, Value>>,
+    ) -> Result<FlowResult, FlowError> {
+        let core = self
+            .entries
+            .core()
+            .map_err(|err| FlowError::NotAllowed(err.to_string()))?;
+        self.entries
+            .inner
+            .options_flows
+            .configure(self, core, flow_id, input)
+            .await
     }
 
     /// Aborts options flow `flow_id`.
@@ -1222,7 +1383,11 @@ impl OptionsFlows {
 }
 
 impl FlowOwner for OptionsFlows {
-    fn finish<'a>(&'a self, flow: &'a FinishedFlow, step: FlowStep) -> BoxFuture<'a, Result<FlowStep, FlowError>> {
+    fn finish<'a>(
+        &'a self,
+        flow: &'a FinishedFlow,
+        step: FlowStep,
+    ) -> BoxFuture<'a, Result<FlowStep, FlowError>> {
         Box::pin(async move {
             if let FlowStep::CreateEntry { data, .. } = &step {
                 self.entries

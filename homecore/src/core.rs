@@ -14,8 +14,8 @@ use crate::config_entries::{ConfigEntries, ConfigEntryError};
 use crate::device_registry::DeviceRegistry;
 use crate::entity_registry::EntityRegistry;
 use crate::event::{
-    EVENT_CORE_CONFIG_UPDATED, EVENT_HOMEASSISTANT_CLOSE, EVENT_HOMEASSISTANT_FINAL_WRITE, EVENT_HOMEASSISTANT_START,
-    EVENT_HOMEASSISTANT_STARTED, EVENT_HOMEASSISTANT_STOP, EventBus,
+    EVENT_CORE_CONFIG_UPDATED, EVENT_HOMEASSISTANT_CLOSE, EVENT_HOMEASSISTANT_FINAL_WRITE,
+    EVENT_HOMEASSISTANT_START, EVENT_HOMEASSISTANT_STARTED, EVENT_HOMEASSISTANT_STOP, EventBus,
 };
 use crate::file_backend::FileStoreBackend;
 use crate::registry::{Registries, RegistryError};
@@ -150,7 +150,10 @@ impl CoreConfig {
             return invalid(format!("latitude {} is outside -90..=90", self.latitude));
         }
         if !(-180.0..=180.0).contains(&self.longitude) {
-            return invalid(format!("longitude {} is outside -180..=180", self.longitude));
+            return invalid(format!(
+                "longitude {} is outside -180..=180",
+                self.longitude
+            ));
         }
         if self.location_name.trim().is_empty() {
             return invalid("location name must not be empty".into());
@@ -158,24 +161,33 @@ impl CoreConfig {
         let tz_ok = !self.time_zone.is_empty()
             && self.time_zone.len() <= 64
             && self.time_zone.split('/').all(|part| {
-                !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || "_-+".contains(c))
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-+".contains(c))
             });
         if !tz_ok {
             return invalid(format!("invalid time zone {:?}", self.time_zone));
         }
         let lang_ok = self.language.split('-').enumerate().all(|(i, part)| {
-            (if i == 0 { 2..=3 } else { 2..=8 }).contains(&part.len()) && part.chars().all(|c| c.is_ascii_alphanumeric())
+            (if i == 0 { 2..=3 } else { 2..=8 }).contains(&part.len())
+                && part.chars().all(|c| c.is_ascii_alphanumeric())
         });
         if !lang_ok {
             return invalid(format!("invalid language {:?}", self.language));
         }
         if self.currency.len() != 3 || !self.currency.chars().all(|c| c.is_ascii_uppercase()) {
-            return invalid(format!("invalid currency {:?}: expected an ISO 4217 code like EUR", self.currency));
+            return invalid(format!(
+                "invalid currency {:?}: expected an ISO 4217 code like EUR",
+                self.currency
+            ));
         }
-        if let Some(country) = &self.country {
-            if country.len() != 2 || !country.chars().all(|c| c.is_ascii_uppercase()) {
-                return invalid(format!("invalid country {country:?}: expected an ISO 3166 code like NL"));
-            }
+        if let Some(country) = &self.country
+            && (country.len() != 2 || !country.chars().all(|c| c.is_ascii_uppercase()))
+        {
+            return invalid(format!(
+                "invalid country {country:?}: expected an ISO 3166 code like NL"
+            ));
         }
         Ok(())
     }
@@ -323,13 +335,14 @@ impl CoreBuilder {
     /// Builds the core (not yet loaded or started).
     pub fn build(self) -> Result<Core, CoreError> {
         self.config.validate()?;
-        let (backend, file_backend): (Arc<dyn StoreBackend>, Option<FileStoreBackend>) = match self.backend {
-            Some(backend) => (backend, None),
-            None => {
-                let file = FileStoreBackend::new(&self.config.config_dir);
-                (Arc::new(file.clone()), Some(file))
-            }
-        };
+        let (backend, file_backend): (Arc<dyn StoreBackend>, Option<FileStoreBackend>) =
+            match self.backend {
+                Some(backend) => (backend, None),
+                None => {
+                    let file = FileStoreBackend::new(&self.config.config_dir);
+                    (Arc::new(file.clone()), Some(file))
+                }
+            };
         let bus = EventBus::new();
         let stores = Stores::new(backend);
         let states = StateMachine::new(bus.clone());
@@ -364,7 +377,10 @@ impl CoreBuilder {
 impl Core {
     /// A builder for a core configured by `config`.
     pub fn builder(config: CoreConfig) -> CoreBuilder {
-        CoreBuilder { config, backend: None }
+        CoreBuilder {
+            config,
+            backend: None,
+        }
     }
 
     pub(crate) fn from_inner(inner: Arc<CoreInner>) -> Self {
@@ -446,14 +462,17 @@ impl Core {
             let swept = tokio::task::spawn_blocking(move || file.remove_stale_temp_files()).await;
             match swept {
                 Ok(Ok(0)) => {}
-                Ok(Ok(count)) => tracing::info!(count, "removed temp files of interrupted store writes"),
+                Ok(Ok(count)) => {
+                    tracing::info!(count, "removed temp files of interrupted store writes")
+                }
                 Ok(Err(err)) => tracing::warn!(%err, "could not sweep interrupted store writes"),
                 Err(err) => tracing::warn!(%err, "store sweep task failed"),
             }
         }
         if let Some(stored) = self.inner.config_store.load().await? {
-            let update: CoreConfigUpdate = serde_json::from_value(stored)
-                .map_err(|err| CoreError::InvalidConfig(format!("stored core configuration is malformed: {err}")))?;
+            let update: CoreConfigUpdate = serde_json::from_value(stored).map_err(|err| {
+                CoreError::InvalidConfig(format!("stored core configuration is malformed: {err}"))
+            })?;
             let merged = apply_update(&self.config(), &update);
             merged.validate()?;
             *self.inner.config.write() = merged;
@@ -506,8 +525,15 @@ impl Core {
     }
 
     async fn wait_stage(&self, stage: &'static str, timeout: Duration) {
-        if tokio::time::timeout(timeout, self.inner.bus.wait_idle()).await.is_err() {
-            tracing::warn!(stage, ?timeout, "stop stage timed out waiting for event listeners; continuing");
+        if tokio::time::timeout(timeout, self.inner.bus.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                stage,
+                ?timeout,
+                "stop stage timed out waiting for event listeners; continuing"
+            );
         }
     }
 
@@ -517,7 +543,10 @@ impl Core {
     /// Returns the store writes that failed. Stopping twice is a no-op.
     pub async fn stop(&self) -> Result<Vec<(crate::store::StoreKey, StoreError)>, CoreError> {
         let state = self.state();
-        if matches!(state, CoreState::Stopping | CoreState::FinalWrite | CoreState::Stopped) {
+        if matches!(
+            state,
+            CoreState::Stopping | CoreState::FinalWrite | CoreState::Stopped
+        ) {
             return Ok(Vec::new());
         }
         self.set_state(CoreState::Stopping);
@@ -537,7 +566,8 @@ impl Core {
         }
         self.set_state(CoreState::FinalWrite);
         self.fire(EVENT_HOMEASSISTANT_FINAL_WRITE);
-        self.wait_stage("final write", FINAL_WRITE_STAGE_TIMEOUT).await;
+        self.wait_stage("final write", FINAL_WRITE_STAGE_TIMEOUT)
+            .await;
         failures.extend(self.inner.stores.flush_pending().await);
         self.fire(EVENT_HOMEASSISTANT_CLOSE);
         self.wait_stage("close", CLOSE_STAGE_TIMEOUT).await;
@@ -550,8 +580,9 @@ impl Core {
         let merged = apply_update(&self.config(), &update);
         merged.validate()?;
         *self.inner.config.write() = merged.clone();
-        let stored = serde_json::to_value(&merged)
-            .map_err(|err| CoreError::InvalidConfig(format!("cannot serialize configuration: {err}")))?;
+        let stored = serde_json::to_value(&merged).map_err(|err| {
+            CoreError::InvalidConfig(format!("cannot serialize configuration: {err}"))
+        })?;
         self.inner.config_store.save(stored).await?;
         let data = match serde_json::to_value(&update) {
             Ok(Value::Object(map)) => map,

@@ -190,11 +190,18 @@ impl FlowStep {
     }
 
     /// A form re-shown with `errors` (field name, or `base`, to error key).
-    pub fn form_with_errors(step_id: impl Into<String>, schema: Option<Schema>, errors: &[(&str, &str)]) -> Self {
+    pub fn form_with_errors(
+        step_id: impl Into<String>,
+        schema: Option<Schema>,
+        errors: &[(&str, &str)],
+    ) -> Self {
         Self::Form {
             step_id: step_id.into(),
             data_schema: schema,
-            errors: errors.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            errors: errors
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             description_placeholders: Placeholders::new(),
             last_step: None,
             preview: None,
@@ -397,29 +404,40 @@ impl FlowStepContext {
     /// Records the unique id of what this flow configures and returns the entry already
     /// configured with it, if any. With `raise_on_progress`, another flow of the same
     /// handler with the same unique id aborts this one with `already_in_progress`.
-    pub fn set_unique_id(&self, unique_id: Option<&str>, raise_on_progress: bool) -> Result<Option<ConfigEntry>, FlowError> {
-        if let (Some(unique_id), true) = (unique_id, raise_on_progress) {
-            if !self
+    pub fn set_unique_id(
+        &self,
+        unique_id: Option<&str>,
+        raise_on_progress: bool,
+    ) -> Result<Option<ConfigEntry>, FlowError> {
+        if let (Some(unique_id), true) = (unique_id, raise_on_progress)
+            && !self
                 .manager
                 .flows_with_unique_id(&self.handler, unique_id, Some(&self.flow_id))
                 .is_empty()
-            {
-                return Err(FlowError::abort("already_in_progress"));
-            }
+        {
+            return Err(FlowError::abort("already_in_progress"));
         }
         self.context.lock().unique_id = unique_id.map(str::to_owned);
-        Ok(unique_id.and_then(|unique_id| self.core.config_entries().entry_for_unique_id(&self.handler, unique_id)))
+        Ok(unique_id.and_then(|unique_id| {
+            self.core
+                .config_entries()
+                .entry_for_unique_id(&self.handler, unique_id)
+        }))
     }
 
-    /// Aborts with `already_configured` when an entry with this flow's unique id exists,
-    /// first merging `updates` into its data (and reloading it when `reload_on_update`
+    /// Aborts with `already_configured` when an entry with this flow's unique id exists
+    /// (except an ignored entry met by a flow a person started), first merging `updates` into its data (and reloading it when `reload_on_update`
     /// and the data changed), as Home Assistant's `_abort_if_unique_id_configured`.
     pub async fn abort_if_unique_id_configured(
         &self,
         updates: Option<Map<String, Value>>,
         reload_on_update: bool,
     ) -> Result<(), FlowError> {
-        let Some(unique_id) = self.context.lock().unique_id.clone() else {
+        let (unique_id, source) = {
+            let context = self.context.lock();
+            (context.unique_id.clone(), context.source.clone())
+        };
+        let Some(unique_id) = unique_id else {
             return Ok(());
         };
         let entries = self.core.config_entries();
@@ -442,6 +460,12 @@ impl FlowStepContext {
                 entries.schedule_reload(&entry.entry_id);
             }
         }
+        // A person may configure by hand what discovery was told to ignore.
+        if entry.source == crate::config_entries::SOURCE_IGNORE
+            && source == crate::config_entries::SOURCE_USER
+        {
+            return Ok(());
+        }
         Err(FlowError::abort("already_configured"))
     }
 }
@@ -462,7 +486,11 @@ pub(crate) struct FinishedFlow {
 /// Decides what a finished flow means (Home Assistant's `async_finish_flow`).
 pub(crate) trait FlowOwner: Send + Sync {
     /// Turns the finishing step into the final result (e.g. creates the entry).
-    fn finish<'a>(&'a self, flow: &'a FinishedFlow, step: FlowStep) -> BoxFuture<'a, Result<FlowStep, FlowError>>;
+    fn finish<'a>(
+        &'a self,
+        flow: &'a FinishedFlow,
+        step: FlowStep,
+    ) -> BoxFuture<'a, Result<FlowStep, FlowError>>;
 }
 
 /// The mutable part of a flow, locked while a step runs.
@@ -522,11 +550,12 @@ impl FlowManager {
             .map(|slot| FlowProgress {
                 flow_id: slot.flow_id.clone(),
                 handler: slot.handler.clone(),
-                step_id: slot
-                    .runner
-                    .try_lock()
-                    .ok()
-                    .and_then(|runner| runner.current.as_ref().and_then(|s| s.step_id().map(str::to_owned))),
+                step_id: slot.runner.try_lock().ok().and_then(|runner| {
+                    runner
+                        .current
+                        .as_ref()
+                        .and_then(|s| s.step_id().map(str::to_owned))
+                }),
                 context: slot.context.lock().clone(),
                 sandbox: slot.sandbox.clone(),
             })
@@ -536,7 +565,12 @@ impl FlowManager {
     }
 
     /// Ids of flows of `handler` whose unique id is `unique_id`, except `exclude`.
-    pub(crate) fn flows_with_unique_id(&self, handler: &str, unique_id: &str, exclude: Option<&str>) -> Vec<String> {
+    pub(crate) fn flows_with_unique_id(
+        &self,
+        handler: &str,
+        unique_id: &str,
+        exclude: Option<&str>,
+    ) -> Vec<String> {
         self.inner
             .flows
             .lock()
@@ -551,7 +585,10 @@ impl FlowManager {
     }
 
     /// Ids of flows matching `predicate` on handler and context.
-    pub(crate) fn flows_where(&self, predicate: impl Fn(&str, &FlowContext) -> bool) -> Vec<String> {
+    pub(crate) fn flows_where(
+        &self,
+        predicate: impl Fn(&str, &FlowContext) -> bool,
+    ) -> Vec<String> {
         self.inner
             .flows
             .lock()
@@ -594,7 +631,9 @@ impl FlowManager {
             flows.insert(flow_id.clone(), Arc::clone(&slot));
         }
         let mut runner = slot.runner.lock().await;
-        let result = self.run_step(owner, core, &slot, &mut runner, init_step.to_owned(), data).await;
+        let result = self
+            .run_step(owner, core, &slot, &mut runner, init_step.to_owned(), data)
+            .await;
         if result.is_err() && runner.current.is_none() {
             // A first step that fails leaves nothing to configure: drop the flow.
             self.inner.flows.lock().remove(&flow_id);
@@ -629,10 +668,16 @@ impl FlowManager {
             .ok_or_else(|| FlowError::UnknownFlow(flow_id.to_owned()))?;
         let (step_id, input) = match current {
             FlowStep::Form {
-                step_id, data_schema, ..
+                step_id,
+                data_schema,
+                ..
             } => {
                 let input = match (data_schema, input) {
-                    (Some(schema), Some(input)) => Some(schema.validate_map(&input).map_err(FlowError::InvalidData)?),
+                    (Some(schema), Some(input)) => Some(
+                        schema
+                            .validate_map(&input)
+                            .map_err(FlowError::InvalidData)?,
+                    ),
                     (_, input) => input,
                 };
                 (step_id, input)
@@ -644,9 +689,12 @@ impl FlowManager {
                     .and_then(Value::as_str)
                     .map(str::to_owned);
                 match chosen {
-                    Some(next) if menu_options.iter().any(|option| option.step_id == next) => (next, None),
+                    Some(next) if menu_options.iter().any(|option| option.step_id == next) => {
+                        (next, None)
+                    }
                     _ => {
-                        let offered: Vec<&str> = menu_options.iter().map(|o| o.step_id.as_str()).collect();
+                        let offered: Vec<&str> =
+                            menu_options.iter().map(|o| o.step_id.as_str()).collect();
                         return Err(FlowError::InvalidData(ValidationErrors::single(
                             vec![PathSegment::Key("next_step_id".into())],
                             format!("value must be one of {offered:?}"),
@@ -662,7 +710,8 @@ impl FlowManager {
                 return Err(FlowError::UnknownFlow(flow_id.to_owned()));
             }
         };
-        self.run_step(owner, core, &slot, &mut runner, step_id, input).await
+        self.run_step(owner, core, &slot, &mut runner, step_id, input)
+            .await
     }
 
     async fn run_step(
@@ -697,7 +746,9 @@ impl FlowManager {
             Some(FlowStep::ExternalStep { .. })
                 if !matches!(
                     step,
-                    FlowStep::ExternalStep { .. } | FlowStep::ExternalStepDone { .. } | FlowStep::Abort { .. }
+                    FlowStep::ExternalStep { .. }
+                        | FlowStep::ExternalStepDone { .. }
+                        | FlowStep::Abort { .. }
                 ) =>
             {
                 return Err(FlowError::InvalidTransition(
@@ -707,7 +758,9 @@ impl FlowManager {
             Some(FlowStep::ShowProgress { .. })
                 if !matches!(
                     step,
-                    FlowStep::ShowProgress { .. } | FlowStep::ShowProgressDone { .. } | FlowStep::Abort { .. }
+                    FlowStep::ShowProgress { .. }
+                        | FlowStep::ShowProgressDone { .. }
+                        | FlowStep::Abort { .. }
                 ) =>
             {
                 return Err(FlowError::InvalidTransition(
@@ -718,15 +771,24 @@ impl FlowManager {
         }
         let progressed = matches!(
             (previous, &step),
-            (Some(FlowStep::ExternalStep { .. }), FlowStep::ExternalStepDone { .. })
-                | (Some(FlowStep::ShowProgress { .. }), FlowStep::ShowProgressDone { .. })
+            (
+                Some(FlowStep::ExternalStep { .. }),
+                FlowStep::ExternalStepDone { .. }
+            ) | (
+                Some(FlowStep::ShowProgress { .. }),
+                FlowStep::ShowProgressDone { .. }
+            )
         );
         if progressed {
             let mut data = Map::new();
             data.insert("handler".into(), Value::String(slot.handler.clone()));
             data.insert("flow_id".into(), Value::String(slot.flow_id.clone()));
             data.insert("refresh".into(), Value::Bool(true));
-            if let Err(err) = self.inner.bus.fire(EVENT_DATA_ENTRY_FLOW_PROGRESSED, data, None) {
+            if let Err(err) = self
+                .inner
+                .bus
+                .fire(EVENT_DATA_ENTRY_FLOW_PROGRESSED, data, None)
+            {
                 tracing::error!(%err, "could not fire flow progress event");
             }
         }

@@ -10,7 +10,9 @@ use serde_json::{Map, Value, json};
 
 use crate::entity_registry::EntityRegistry;
 use crate::event::EventBus;
-use crate::registry::{REGISTRY_SAVE_DELAY, RegistryAction, RegistryError, announce, load_data, note_change};
+use crate::registry::{
+    REGISTRY_SAVE_DELAY, RegistryAction, RegistryError, announce, load_data, note_change,
+};
 use crate::store::{Store, Stores};
 
 #[cfg(test)]
@@ -215,8 +217,16 @@ pub struct DeviceRegistry {
 
 impl DeviceRegistry {
     /// An empty registry persisting through `stores`.
-    pub fn new(bus: EventBus, stores: &Stores, entities: EntityRegistry) -> Result<Self, RegistryError> {
-        let store = stores.store(DEVICE_REGISTRY_STORE_KEY, STORE_VERSION, STORE_MINOR_VERSION)?;
+    pub fn new(
+        bus: EventBus,
+        stores: &Stores,
+        entities: EntityRegistry,
+    ) -> Result<Self, RegistryError> {
+        let store = stores.store(
+            DEVICE_REGISTRY_STORE_KEY,
+            STORE_VERSION,
+            STORE_MINOR_VERSION,
+        )?;
         Ok(Self {
             inner: Arc::new(DeviceRegistryInner {
                 devices: Mutex::new(BTreeMap::new()),
@@ -232,8 +242,10 @@ impl DeviceRegistry {
         let Some(data) = load_data(&self.inner.store).await? else {
             return Ok(());
         };
-        let devices: Vec<DeviceEntry> = serde_json::from_value(data["devices"].clone())
-            .map_err(|err| RegistryError::Invalid(format!("stored device registry is malformed: {err}")))?;
+        let devices: Vec<DeviceEntry> =
+            serde_json::from_value(data["devices"].clone()).map_err(|err| {
+                RegistryError::Invalid(format!("stored device registry is malformed: {err}"))
+            })?;
         *self.inner.devices.lock() = devices.into_iter().map(|d| (d.id.clone(), d)).collect();
         Ok(())
     }
@@ -264,7 +276,11 @@ impl DeviceRegistry {
     }
 
     /// The device sharing any of `identifiers` or `connections`.
-    pub fn find(&self, identifiers: &[DeviceKey], connections: &[DeviceKey]) -> Option<DeviceEntry> {
+    pub fn find(
+        &self,
+        identifiers: &[DeviceKey],
+        connections: &[DeviceKey],
+    ) -> Option<DeviceEntry> {
         let connections: Vec<DeviceKey> = connections.iter().map(normalize_connection).collect();
         find_in(&self.inner.devices.lock(), identifiers, &connections).cloned()
     }
@@ -294,15 +310,17 @@ impl DeviceRegistry {
             ));
         }
         if info.config_entry_id.is_empty() {
-            return Err(RegistryError::Invalid("device info needs a config entry id".into()));
+            return Err(RegistryError::Invalid(
+                "device info needs a config entry id".into(),
+            ));
         }
-        let connections: Vec<DeviceKey> = info.connections.iter().map(normalize_connection).collect();
+        let connections: Vec<DeviceKey> =
+            info.connections.iter().map(normalize_connection).collect();
         let now = Utc::now();
         let mut devices = self.inner.devices.lock();
-        let via_device_id = info
-            .via_device
-            .as_ref()
-            .and_then(|via| find_in(&devices, std::slice::from_ref(via), &[]).map(|d| d.id.clone()));
+        let via_device_id = info.via_device.as_ref().and_then(|via| {
+            find_in(&devices, std::slice::from_ref(via), &[]).map(|d| d.id.clone())
+        });
         let existing = find_in(&devices, &info.identifiers, &connections).cloned();
         let created = existing.is_none();
         let old = existing.clone();
@@ -339,11 +357,24 @@ impl DeviceRegistry {
                 }
             )*};
         }
-        take!(manufacturer, model, model_id, name, sw_version, hw_version, serial_number, entry_type, configuration_url);
+        take!(
+            manufacturer,
+            model,
+            model_id,
+            name,
+            sw_version,
+            hw_version,
+            serial_number,
+            entry_type,
+            configuration_url
+        );
         if via_device_id.is_some() {
             device.via_device_id = via_device_id;
         }
-        let changes = old.as_ref().map(|old| diff(old, &device)).unwrap_or_default();
+        let changes = old
+            .as_ref()
+            .map(|old| diff(old, &device))
+            .unwrap_or_default();
         if !created && changes.is_empty() {
             return Ok(device);
         }
@@ -361,12 +392,19 @@ impl DeviceRegistry {
 
     /// Applies `update` to device `id`; returns the new device, or `None` when detaching
     /// its last config entry removed it.
-    pub fn update(&self, id: &str, update: DeviceUpdate) -> Result<Option<DeviceEntry>, RegistryError> {
+    pub fn update(
+        &self,
+        id: &str,
+        update: DeviceUpdate,
+    ) -> Result<Option<DeviceEntry>, RegistryError> {
         let mut devices = self.inner.devices.lock();
-        let old = devices.get(id).cloned().ok_or_else(|| RegistryError::NotFound {
-            kind: "device",
-            id: id.to_owned(),
-        })?;
+        let old = devices
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound {
+                kind: "device",
+                id: id.to_owned(),
+            })?;
         let mut device = old.clone();
         if let Some(v) = update.area_id {
             device.area_id = v;
@@ -384,7 +422,10 @@ impl DeviceRegistry {
             merge_keys(&mut device.config_entries, [entry_id]);
         }
         merge_keys(&mut device.identifiers, update.merge_identifiers);
-        merge_keys(&mut device.connections, update.merge_connections.iter().map(normalize_connection));
+        merge_keys(
+            &mut device.connections,
+            update.merge_connections.iter().map(normalize_connection),
+        );
         if let Some(entry_id) = update.remove_config_entry_id {
             device.config_entries.retain(|id| *id != entry_id);
             if device.primary_config_entry.as_deref() == Some(entry_id.as_str()) {
@@ -482,23 +523,73 @@ fn find_in<'a>(
 
 fn diff(old: &DeviceEntry, new: &DeviceEntry) -> Map<String, Value> {
     let mut changes = Map::new();
-    note_change(&mut changes, "config_entries", &old.config_entries, &new.config_entries);
-    note_change(&mut changes, "primary_config_entry", &old.primary_config_entry, &new.primary_config_entry);
-    note_change(&mut changes, "connections", &old.connections, &new.connections);
-    note_change(&mut changes, "identifiers", &old.identifiers, &new.identifiers);
-    note_change(&mut changes, "manufacturer", &old.manufacturer, &new.manufacturer);
+    note_change(
+        &mut changes,
+        "config_entries",
+        &old.config_entries,
+        &new.config_entries,
+    );
+    note_change(
+        &mut changes,
+        "primary_config_entry",
+        &old.primary_config_entry,
+        &new.primary_config_entry,
+    );
+    note_change(
+        &mut changes,
+        "connections",
+        &old.connections,
+        &new.connections,
+    );
+    note_change(
+        &mut changes,
+        "identifiers",
+        &old.identifiers,
+        &new.identifiers,
+    );
+    note_change(
+        &mut changes,
+        "manufacturer",
+        &old.manufacturer,
+        &new.manufacturer,
+    );
     note_change(&mut changes, "model", &old.model, &new.model);
     note_change(&mut changes, "model_id", &old.model_id, &new.model_id);
     note_change(&mut changes, "name", &old.name, &new.name);
-    note_change(&mut changes, "name_by_user", &old.name_by_user, &new.name_by_user);
+    note_change(
+        &mut changes,
+        "name_by_user",
+        &old.name_by_user,
+        &new.name_by_user,
+    );
     note_change(&mut changes, "sw_version", &old.sw_version, &new.sw_version);
     note_change(&mut changes, "hw_version", &old.hw_version, &new.hw_version);
-    note_change(&mut changes, "serial_number", &old.serial_number, &new.serial_number);
-    note_change(&mut changes, "via_device_id", &old.via_device_id, &new.via_device_id);
+    note_change(
+        &mut changes,
+        "serial_number",
+        &old.serial_number,
+        &new.serial_number,
+    );
+    note_change(
+        &mut changes,
+        "via_device_id",
+        &old.via_device_id,
+        &new.via_device_id,
+    );
     note_change(&mut changes, "area_id", &old.area_id, &new.area_id);
-    note_change(&mut changes, "disabled_by", &old.disabled_by, &new.disabled_by);
+    note_change(
+        &mut changes,
+        "disabled_by",
+        &old.disabled_by,
+        &new.disabled_by,
+    );
     note_change(&mut changes, "entry_type", &old.entry_type, &new.entry_type);
-    note_change(&mut changes, "configuration_url", &old.configuration_url, &new.configuration_url);
+    note_change(
+        &mut changes,
+        "configuration_url",
+        &old.configuration_url,
+        &new.configuration_url,
+    );
     changes
 }
 

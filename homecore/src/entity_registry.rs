@@ -10,7 +10,9 @@ use serde_json::{Map, Value, json};
 
 use crate::entity_id::{slugify, split_entity_id, validate_domain, validate_entity_id};
 use crate::event::EventBus;
-use crate::registry::{REGISTRY_SAVE_DELAY, RegistryAction, RegistryError, announce, load_data, note_change};
+use crate::registry::{
+    REGISTRY_SAVE_DELAY, RegistryAction, RegistryError, announce, load_data, note_change,
+};
 use crate::state::StateMachine;
 use crate::store::{Store, Stores};
 
@@ -134,7 +136,9 @@ pub struct RegistryEntry {
 impl RegistryEntry {
     /// The entity's domain.
     pub fn domain(&self) -> &str {
-        self.entity_id.split_once('.').map_or("", |(domain, _)| domain)
+        self.entity_id
+            .split_once('.')
+            .map_or("", |(domain, _)| domain)
     }
 
     /// True when disabled for any reason.
@@ -244,8 +248,16 @@ pub struct EntityRegistry {
 
 impl EntityRegistry {
     /// An empty registry persisting through `stores`.
-    pub fn new(bus: EventBus, stores: &Stores, states: StateMachine) -> Result<Self, RegistryError> {
-        let store = stores.store(ENTITY_REGISTRY_STORE_KEY, STORE_VERSION, STORE_MINOR_VERSION)?;
+    pub fn new(
+        bus: EventBus,
+        stores: &Stores,
+        states: StateMachine,
+    ) -> Result<Self, RegistryError> {
+        let store = stores.store(
+            ENTITY_REGISTRY_STORE_KEY,
+            STORE_VERSION,
+            STORE_MINOR_VERSION,
+        )?;
         Ok(Self {
             inner: Arc::new(EntityRegistryInner {
                 data: Mutex::new(EntityData::default()),
@@ -262,7 +274,9 @@ impl EntityRegistry {
             return Ok(());
         };
         let entries: Vec<RegistryEntry> = serde_json::from_value(data["entities"].clone())
-            .map_err(|err| RegistryError::Invalid(format!("stored entity registry is malformed: {err}")))?;
+            .map_err(|err| {
+                RegistryError::Invalid(format!("stored entity registry is malformed: {err}"))
+            })?;
         let mut data = self.inner.data.lock();
         data.by_entity_id = entries
             .into_iter()
@@ -308,7 +322,13 @@ impl EntityRegistry {
 
     /// Every entry, sorted by entity id.
     pub fn entries(&self) -> Vec<RegistryEntry> {
-        self.inner.data.lock().by_entity_id.values().cloned().collect()
+        self.inner
+            .data
+            .lock()
+            .by_entity_id
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Entries created by config entry `entry_id`.
@@ -341,10 +361,14 @@ impl EntityRegistry {
     /// A new entity gets `<domain>.<slug of suggested_object_id>` (or of
     /// `<platform>_<unique_id>`), suffixed `_2`, `_3`, ... until free. An existing one has
     /// its integration-provided fields refreshed.
-    pub fn get_or_create(&self, registration: EntityRegistration) -> Result<RegistryEntry, RegistryError> {
+    pub fn get_or_create(
+        &self,
+        registration: EntityRegistration,
+    ) -> Result<RegistryEntry, RegistryError> {
         let r = registration;
         validate_domain(&r.domain).map_err(|err| RegistryError::Invalid(err.to_string()))?;
-        validate_domain(&r.platform).map_err(|err| RegistryError::Invalid(format!("invalid platform: {err}")))?;
+        validate_domain(&r.platform)
+            .map_err(|err| RegistryError::Invalid(format!("invalid platform: {err}")))?;
         if r.unique_id.is_empty() {
             return Err(RegistryError::Invalid("unique_id must not be empty".into()));
         }
@@ -372,9 +396,14 @@ impl EntityRegistry {
                 return Ok(existing);
             }
             entry.modified_at = now;
-            data.by_entity_id.insert(entry.entity_id.clone(), entry.clone());
+            data.by_entity_id
+                .insert(entry.entity_id.clone(), entry.clone());
             drop(data);
-            self.announce(RegistryAction::Update, &entry.entity_id, changes_payload(changes));
+            self.announce(
+                RegistryAction::Update,
+                &entry.entity_id,
+                changes_payload(changes),
+            );
             self.schedule_save();
             return Ok(entry);
         }
@@ -384,7 +413,11 @@ impl EntityRegistry {
             .map(slugify)
             .filter(|slug| !slug.is_empty())
             .unwrap_or_else(|| slugify(&format!("{}_{}", r.platform, r.unique_id)));
-        let base = if base.is_empty() { "unnamed_device".to_owned() } else { base };
+        let base = if base.is_empty() {
+            "unnamed_device".to_owned()
+        } else {
+            base
+        };
         let mut candidate = format!("{}.{}", r.domain, base);
         let mut tries = 1;
         while self.is_taken(&data, &candidate) {
@@ -427,32 +460,36 @@ impl EntityRegistry {
     }
 
     /// Applies `update` to `entity_id`, returning the new entry.
-    pub fn update(&self, entity_id: &str, update: EntityUpdate) -> Result<RegistryEntry, RegistryError> {
+    pub fn update(
+        &self,
+        entity_id: &str,
+        update: EntityUpdate,
+    ) -> Result<RegistryEntry, RegistryError> {
         let mut data = self.inner.data.lock();
-        let old = data
-            .by_entity_id
-            .get(entity_id)
-            .cloned()
-            .ok_or_else(|| RegistryError::NotFound {
-                kind: "entity",
-                id: entity_id.to_owned(),
-            })?;
+        let old =
+            data.by_entity_id
+                .get(entity_id)
+                .cloned()
+                .ok_or_else(|| RegistryError::NotFound {
+                    kind: "entity",
+                    id: entity_id.to_owned(),
+                })?;
         let mut entry = old.clone();
-        if let Some(new_id) = &update.new_entity_id {
-            if new_id != entity_id {
-                let (new_domain, _) =
-                    split_entity_id(new_id).map_err(|err| RegistryError::Invalid(err.to_string()))?;
-                if new_domain != old.domain() {
-                    return Err(RegistryError::Invalid(format!(
-                        "new entity id {new_id} must keep the domain {}",
-                        old.domain()
-                    )));
-                }
-                if self.is_taken(&data, new_id) {
-                    return Err(RegistryError::EntityIdTaken(new_id.clone()));
-                }
-                entry.entity_id = new_id.clone();
+        if let Some(new_id) = &update.new_entity_id
+            && new_id != entity_id
+        {
+            let (new_domain, _) =
+                split_entity_id(new_id).map_err(|err| RegistryError::Invalid(err.to_string()))?;
+            if new_domain != old.domain() {
+                return Err(RegistryError::Invalid(format!(
+                    "new entity id {new_id} must keep the domain {}",
+                    old.domain()
+                )));
             }
+            if self.is_taken(&data, new_id) {
+                return Err(RegistryError::EntityIdTaken(new_id.clone()));
+            }
+            entry.entity_id = new_id.clone();
         }
         let EntityUpdate {
             name,
@@ -499,7 +536,8 @@ impl EntityRegistry {
         }
         entry.modified_at = Utc::now();
         data.by_entity_id.remove(entity_id);
-        data.by_entity_id.insert(entry.entity_id.clone(), entry.clone());
+        data.by_entity_id
+            .insert(entry.entity_id.clone(), entry.clone());
         drop(data);
         let mut payload = changes_payload(changes);
         if entry.entity_id != entity_id {
@@ -550,23 +588,83 @@ impl EntityRegistry {
 fn diff(old: &RegistryEntry, new: &RegistryEntry) -> Map<String, Value> {
     let mut changes = Map::new();
     note_change(&mut changes, "entity_id", &old.entity_id, &new.entity_id);
-    note_change(&mut changes, "config_entry_id", &old.config_entry_id, &new.config_entry_id);
+    note_change(
+        &mut changes,
+        "config_entry_id",
+        &old.config_entry_id,
+        &new.config_entry_id,
+    );
     note_change(&mut changes, "device_id", &old.device_id, &new.device_id);
     note_change(&mut changes, "area_id", &old.area_id, &new.area_id);
-    note_change(&mut changes, "disabled_by", &old.disabled_by, &new.disabled_by);
+    note_change(
+        &mut changes,
+        "disabled_by",
+        &old.disabled_by,
+        &new.disabled_by,
+    );
     note_change(&mut changes, "hidden_by", &old.hidden_by, &new.hidden_by);
     note_change(&mut changes, "name", &old.name, &new.name);
-    note_change(&mut changes, "original_name", &old.original_name, &new.original_name);
+    note_change(
+        &mut changes,
+        "original_name",
+        &old.original_name,
+        &new.original_name,
+    );
     note_change(&mut changes, "icon", &old.icon, &new.icon);
-    note_change(&mut changes, "original_icon", &old.original_icon, &new.original_icon);
-    note_change(&mut changes, "device_class", &old.device_class, &new.device_class);
-    note_change(&mut changes, "original_device_class", &old.original_device_class, &new.original_device_class);
-    note_change(&mut changes, "entity_category", &old.entity_category, &new.entity_category);
-    note_change(&mut changes, "supported_features", &old.supported_features, &new.supported_features);
-    note_change(&mut changes, "unit_of_measurement", &old.unit_of_measurement, &new.unit_of_measurement);
-    note_change(&mut changes, "capabilities", &old.capabilities, &new.capabilities);
-    note_change(&mut changes, "translation_key", &old.translation_key, &new.translation_key);
-    note_change(&mut changes, "has_entity_name", &old.has_entity_name, &new.has_entity_name);
+    note_change(
+        &mut changes,
+        "original_icon",
+        &old.original_icon,
+        &new.original_icon,
+    );
+    note_change(
+        &mut changes,
+        "device_class",
+        &old.device_class,
+        &new.device_class,
+    );
+    note_change(
+        &mut changes,
+        "original_device_class",
+        &old.original_device_class,
+        &new.original_device_class,
+    );
+    note_change(
+        &mut changes,
+        "entity_category",
+        &old.entity_category,
+        &new.entity_category,
+    );
+    note_change(
+        &mut changes,
+        "supported_features",
+        &old.supported_features,
+        &new.supported_features,
+    );
+    note_change(
+        &mut changes,
+        "unit_of_measurement",
+        &old.unit_of_measurement,
+        &new.unit_of_measurement,
+    );
+    note_change(
+        &mut changes,
+        "capabilities",
+        &old.capabilities,
+        &new.capabilities,
+    );
+    note_change(
+        &mut changes,
+        "translation_key",
+        &old.translation_key,
+        &new.translation_key,
+    );
+    note_change(
+        &mut changes,
+        "has_entity_name",
+        &old.has_entity_name,
+        &new.has_entity_name,
+    );
     note_change(&mut changes, "options", &old.options, &new.options);
     changes
 }

@@ -63,7 +63,8 @@ pub const EVENT_DATA_ENTRY_FLOW_PROGRESSED: &str = "data_entry_flow_progressed";
 
 /// Event types a [`MATCH_ALL`] listener does not receive (as in Home Assistant:
 /// `state_reported` is too frequent and `homeassistant_close` comes after everything stopped).
-pub const EVENTS_EXCLUDED_FROM_MATCH_ALL: &[&str] = &[EVENT_STATE_REPORTED, EVENT_HOMEASSISTANT_CLOSE];
+pub const EVENTS_EXCLUDED_FROM_MATCH_ALL: &[&str] =
+    &[EVENT_STATE_REPORTED, EVENT_HOMEASSISTANT_CLOSE];
 
 /// Where an event was fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -98,7 +99,9 @@ pub enum EventError {
     #[error("event type must not be empty")]
     EmptyEventType,
     /// The event type is longer than [`MAX_EVENT_TYPE_LENGTH`].
-    #[error("event type {event_type:?} is {len} bytes long; the maximum is {MAX_EVENT_TYPE_LENGTH}")]
+    #[error(
+        "event type {event_type:?} is {len} bytes long; the maximum is {MAX_EVENT_TYPE_LENGTH}"
+    )]
     EventTypeTooLong {
         /// The refused event type.
         event_type: String,
@@ -300,7 +303,12 @@ impl EventBus {
         }
     }
 
-    fn add_slot(&self, event_type: &str, once: bool, tracked: bool) -> (Arc<Slot>, mpsc::Receiver<Arc<Event>>) {
+    fn add_slot(
+        &self,
+        event_type: &str,
+        once: bool,
+        tracked: bool,
+    ) -> (Arc<Slot>, mpsc::Receiver<Arc<Event>>) {
         let (sender, receiver) = mpsc::channel(LISTENER_QUEUE_CAPACITY);
         let slot = Arc::new(Slot {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
@@ -321,7 +329,11 @@ impl EventBus {
 
     /// Calls `callback` for every event of `event_type` ([`MATCH_ALL`] for all), in order,
     /// on a task of its own. Must be called inside a Tokio runtime.
-    pub fn listen<F, Fut>(&self, event_type: &str, callback: F) -> Result<ListenerHandle, EventError>
+    pub fn listen<F, Fut>(
+        &self,
+        event_type: &str,
+        callback: F,
+    ) -> Result<ListenerHandle, EventError>
     where
         F: Fn(Arc<Event>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -330,7 +342,11 @@ impl EventBus {
     }
 
     /// Like [`EventBus::listen`], but removes itself after the first event.
-    pub fn listen_once<F, Fut>(&self, event_type: &str, callback: F) -> Result<ListenerHandle, EventError>
+    pub fn listen_once<F, Fut>(
+        &self,
+        event_type: &str,
+        callback: F,
+    ) -> Result<ListenerHandle, EventError>
     where
         F: Fn(Arc<Event>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -338,7 +354,12 @@ impl EventBus {
         self.listen_inner(event_type, true, callback)
     }
 
-    fn listen_inner<F, Fut>(&self, event_type: &str, once: bool, callback: F) -> Result<ListenerHandle, EventError>
+    fn listen_inner<F, Fut>(
+        &self,
+        event_type: &str,
+        once: bool,
+        callback: F,
+    ) -> Result<ListenerHandle, EventError>
     where
         F: Fn(Arc<Event>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,

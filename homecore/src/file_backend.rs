@@ -66,10 +66,18 @@ impl FileStoreBackend {
     /// First half of an atomic write: the new contents, durable, in a temp file beside the target.
     pub(crate) fn write_temp(&self, key: &StoreKey, bytes: &[u8]) -> io::Result<PathBuf> {
         fs::create_dir_all(&self.dir)?;
-        let temp = self.dir.join(format!("{TEMP_PREFIX}{}-{}", ulid::Ulid::new(), key.as_str()));
+        let temp = self.dir.join(format!(
+            "{TEMP_PREFIX}{}-{}",
+            ulid::Ulid::new(),
+            key.as_str()
+        ));
         let result = (|| {
             // Store files may hold credentials: readable by the owner only.
-            let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temp)?;
             file.write_all(bytes)?;
             file.sync_all()
         })();
@@ -152,27 +160,37 @@ async fn blocking<T: Send + 'static>(
     key: &StoreKey,
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|join| {
-        Err(StoreError::Backend {
-            key: key.to_string(),
-            message: format!("file IO task failed: {join}"),
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| {
+            Err(StoreError::Backend {
+                key: key.to_string(),
+                message: format!("file IO task failed: {join}"),
+            })
         })
-    })
 }
 
 impl StoreBackend for FileStoreBackend {
-    fn load<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, Result<Option<StoreEnvelope>, StoreError>> {
+    fn load<'a>(
+        &'a self,
+        key: &'a StoreKey,
+    ) -> BoxFuture<'a, Result<Option<StoreEnvelope>, StoreError>> {
         let backend = self.clone();
         let owned = key.clone();
         Box::pin(blocking(key, move || backend.load_blocking(&owned)))
     }
 
-    fn save<'a>(&'a self, key: &'a StoreKey, envelope: &'a StoreEnvelope) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn save<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        envelope: &'a StoreEnvelope,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let mut bytes = serde_json::to_vec_pretty(envelope).map_err(|err| StoreError::Backend {
-                key: key.to_string(),
-                message: format!("cannot serialize: {err}"),
-            })?;
+            let mut bytes =
+                serde_json::to_vec_pretty(envelope).map_err(|err| StoreError::Backend {
+                    key: key.to_string(),
+                    message: format!("cannot serialize: {err}"),
+                })?;
             bytes.push(b'\n');
             let backend = self.clone();
             let owned = key.clone();

@@ -66,7 +66,11 @@ pub struct Registries {
 
 impl Registries {
     /// Empty registries saving through `stores` and announcing on `bus`.
-    pub fn new(bus: &EventBus, stores: &Stores, states: &StateMachine) -> Result<Self, RegistryError> {
+    pub fn new(
+        bus: &EventBus,
+        stores: &Stores,
+        states: &StateMachine,
+    ) -> Result<Self, RegistryError> {
         let entities = EntityRegistry::new(bus.clone(), stores, states.clone())?;
         let devices = DeviceRegistry::new(bus.clone(), stores, entities.clone())?;
         let areas = AreaRegistry::new(bus.clone(), stores, devices.clone(), entities.clone())?;
@@ -99,7 +103,12 @@ pub(crate) async fn load_data(store: &crate::store::Store) -> Result<Option<Valu
 }
 
 /// Fires a `*_registry_updated` event.
-pub(crate) fn announce(bus: &EventBus, event_type: &str, action: RegistryAction, mut data: Map<String, Value>) {
+pub(crate) fn announce(
+    bus: &EventBus,
+    event_type: &str,
+    action: RegistryAction,
+    mut data: Map<String, Value>,
+) {
     data.insert(
         "action".into(),
         serde_json::to_value(action).unwrap_or(Value::Null),
@@ -110,8 +119,16 @@ pub(crate) fn announce(bus: &EventBus, event_type: &str, action: RegistryAction,
 }
 
 /// Records `old` under `field` in `changes` when it differs from `new`.
-pub(crate) fn note_change<T: PartialEq + Serialize>(changes: &mut Map<String, Value>, field: &str, old: &T, new: &T) {
+pub(crate) fn note_change<T: PartialEq + Serialize>(
+    changes: &mut Map<String, Value>,
+    field: &str,
+    old: &T,
+    new: &T,
+) {
     if old != new {
-        changes.insert(field.to_owned(), serde_json::to_value(old).unwrap_or(Value::Null));
+        changes.insert(
+            field.to_owned(),
+            serde_json::to_value(old).unwrap_or(Value::Null),
+        );
     }
 }

@@ -107,7 +107,11 @@ impl RestoreState {
 
     /// Keeps `entity_id`'s state from now on (an entity that restores state calls this when added).
     pub fn track(&self, entity_id: &str) {
-        self.inner.tracked.lock().entry(entity_id.to_owned()).or_insert(None);
+        self.inner
+            .tracked
+            .lock()
+            .entry(entity_id.to_owned())
+            .or_insert(None);
     }
 
     /// Sets the extra data kept with `entity_id`'s state.
@@ -160,8 +164,13 @@ impl RestoreState {
     /// states of other entities seen within [`STATE_EXPIRATION`], newest first, bounded.
     pub fn dump(&self) -> Vec<StoredState> {
         let now = Utc::now();
-        let tracked: Vec<(String, Option<Value>)> =
-            self.inner.tracked.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let tracked: Vec<(String, Option<Value>)> = self
+            .inner
+            .tracked
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let mut out = Vec::new();
         let mut current = HashSet::new();
         for (entity_id, extra_data) in tracked {
@@ -180,7 +189,11 @@ impl RestoreState {
                 out.push(stored.clone());
             }
         }
-        out.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.state.entity_id.cmp(&b.state.entity_id)));
+        out.sort_by(|a, b| {
+            b.last_seen
+                .cmp(&a.last_seen)
+                .then_with(|| a.state.entity_id.cmp(&b.state.entity_id))
+        });
         out.truncate(MAX_RESTORE_STATES);
         out
     }
@@ -197,8 +210,10 @@ impl RestoreState {
 }
 
 fn evict_oldest(states: &mut HashMap<String, StoredState>, keep: usize) {
-    let mut by_age: Vec<(DateTime<Utc>, String)> =
-        states.values().map(|s| (s.last_seen, s.state.entity_id.clone())).collect();
+    let mut by_age: Vec<(DateTime<Utc>, String)> = states
+        .values()
+        .map(|s| (s.last_seen, s.state.entity_id.clone()))
+        .collect();
     by_age.sort();
     let excess = states.len().saturating_sub(keep);
     for (_, entity_id) in by_age.into_iter().take(excess) {

@@ -169,7 +169,10 @@ impl FieldType {
 
     /// Any whole number.
     pub fn integer() -> Self {
-        Self::Integer { min: None, max: None }
+        Self::Integer {
+            min: None,
+            max: None,
+        }
     }
 
     /// A whole number within `min..=max`.
@@ -182,7 +185,10 @@ impl FieldType {
 
     /// Any number, stored as a float.
     pub fn float() -> Self {
-        Self::Float { min: None, max: None }
+        Self::Float {
+            min: None,
+            max: None,
+        }
     }
 
     /// A number within `min..=max`, stored as a float.
@@ -466,7 +472,10 @@ impl Schema {
     }
 
     /// Validates an object, returning it coerced with defaults applied.
-    pub fn validate_map(&self, input: &Map<String, Value>) -> Result<Map<String, Value>, ValidationErrors> {
+    pub fn validate_map(
+        &self,
+        input: &Map<String, Value>,
+    ) -> Result<Map<String, Value>, ValidationErrors> {
         let mut errors = Vec::new();
         let out = validate_object(self, input, &[], &mut errors);
         if errors.is_empty() {
@@ -502,7 +511,10 @@ fn check_kind(name: &str, kind: &FieldType) -> Result<(), SchemaDefinitionError>
         return Err(SchemaDefinitionError::EmptyRange(name.to_owned()));
     }
     match kind {
-        FieldType::Object { schema: Some(schema) } | FieldType::Section { schema, .. } => schema.check(),
+        FieldType::Object {
+            schema: Some(schema),
+        }
+        | FieldType::Section { schema, .. } => schema.check(),
         FieldType::List { item, .. } => check_kind(name, item),
         _ => Ok(()),
     }
@@ -564,11 +576,15 @@ fn validate_value(
     errors: &mut Vec<SchemaError>,
 ) -> Option<Value> {
     let result = match kind {
-        FieldType::String { min_length, max_length } => coerce_string(value)
-            .and_then(|text| check_length(text.chars().count(), *min_length, *max_length).map(|()| Value::String(text))),
-        FieldType::Integer { min, max } => {
-            coerce_integer(value).and_then(|number| check_range(number, *min, *max).map(|()| Value::from(number)))
-        }
+        FieldType::String {
+            min_length,
+            max_length,
+        } => coerce_string(value).and_then(|text| {
+            check_length(text.chars().count(), *min_length, *max_length)
+                .map(|()| Value::String(text))
+        }),
+        FieldType::Integer { min, max } => coerce_integer(value)
+            .and_then(|number| check_range(number, *min, *max).map(|()| Value::from(number))),
         FieldType::Float { min, max } => coerce_float(value).and_then(|number| {
             check_range(number, *min, *max).and_then(|()| {
                 Number::from_f64(number)
@@ -579,9 +595,16 @@ fn validate_value(
         FieldType::Boolean => coerce_boolean(value).map(Value::Bool),
         FieldType::Select { options, multiple } => {
             if *multiple {
-                return validate_list(value, path, errors, None, None, |item, item_path, errors| {
-                    record(check_option(options, item), item_path, errors)
-                });
+                return validate_list(
+                    value,
+                    path,
+                    errors,
+                    None,
+                    None,
+                    |item, item_path, errors| {
+                        record(check_option(options, item), item_path, errors)
+                    },
+                );
             }
             check_option(options, value)
         }
@@ -590,9 +613,14 @@ fn validate_value(
             min_length,
             max_length,
         } => {
-            return validate_list(value, path, errors, *min_length, *max_length, |element, element_path, errors| {
-                validate_value(item, element, element_path, errors)
-            });
+            return validate_list(
+                value,
+                path,
+                errors,
+                *min_length,
+                *max_length,
+                |element, element_path, errors| validate_value(item, element, element_path, errors),
+            );
         }
         FieldType::Object { schema } => match (value, schema) {
             (Value::Object(_), None) => Ok(value.clone()),
@@ -613,9 +641,20 @@ fn validate_value(
                     .collect(),
                 other => other.clone(),
             };
-            return validate_list(&items, path, errors, None, None, |item, item_path, errors| {
-                record(coerce_entity_id(item, domains).map(Value::String), item_path, errors)
-            });
+            return validate_list(
+                &items,
+                path,
+                errors,
+                None,
+                None,
+                |item, item_path, errors| {
+                    record(
+                        coerce_entity_id(item, domains).map(Value::String),
+                        item_path,
+                        errors,
+                    )
+                },
+            );
         }
         FieldType::TimePeriod => coerce_time_period(value),
         FieldType::Any => Ok(value.clone()),
@@ -623,7 +662,11 @@ fn validate_value(
     record(result, path, errors)
 }
 
-fn record(result: Result<Value, String>, path: &[PathSegment], errors: &mut Vec<SchemaError>) -> Option<Value> {
+fn record(
+    result: Result<Value, String>,
+    path: &[PathSegment],
+    errors: &mut Vec<SchemaError>,
+) -> Option<Value> {
     match result {
         Ok(value) => Some(value),
         Err(message) => {
@@ -666,7 +709,9 @@ fn validate_list(
     let out: Vec<Value> = items
         .iter()
         .enumerate()
-        .filter_map(|(index, element)| item(element, &child(path, PathSegment::Index(index)), errors))
+        .filter_map(|(index, element)| {
+            item(element, &child(path, PathSegment::Index(index)), errors)
+        })
         .collect();
     (errors.len() == before).then_some(Value::Array(out))
 }
@@ -689,7 +734,11 @@ fn check_length(len: usize, min: Option<usize>, max: Option<usize>) -> Result<()
     Ok(())
 }
 
-fn check_range<T: PartialOrd + fmt::Display>(number: T, min: Option<T>, max: Option<T>) -> Result<(), String> {
+fn check_range<T: PartialOrd + fmt::Display>(
+    number: T,
+    min: Option<T>,
+    max: Option<T>,
+) -> Result<(), String> {
     if let Some(min) = min.filter(|min| number < *min) {
         return Err(format!("value must be at least {min}"));
     }
@@ -727,7 +776,9 @@ fn coerce_float(value: &Value) -> Result<f64, String> {
         Value::String(text) => text.trim().parse::<f64>().ok(),
         _ => None,
     };
-    parsed.filter(|float| float.is_finite()).ok_or_else(|| "expected float".to_owned())
+    parsed
+        .filter(|float| float.is_finite())
+        .ok_or_else(|| "expected float".to_owned())
 }
 
 fn coerce_boolean(value: &Value) -> Result<bool, String> {
@@ -745,7 +796,9 @@ fn coerce_boolean(value: &Value) -> Result<bool, String> {
 
 fn check_option(options: &[SelectOption], value: &Value) -> Result<Value, String> {
     match value {
-        Value::String(text) if options.iter().any(|option| &option.value == text) => Ok(value.clone()),
+        Value::String(text) if options.iter().any(|option| &option.value == text) => {
+            Ok(value.clone())
+        }
         _ => {
             let values: Vec<&str> = options.iter().map(|option| option.value.as_str()).collect();
             Err(format!("value must be one of {values:?}"))

@@ -69,7 +69,9 @@ pub enum SelectorError {
     #[error("unknown selector kind {0:?}")]
     UnknownKind(String),
     /// The JSON is not an object with exactly one key whose value is an object or null.
-    #[error("a selector is an object with exactly one key (its kind) mapping to its options; got {0}")]
+    #[error(
+        "a selector is an object with exactly one key (its kind) mapping to its options; got {0}"
+    )]
     Malformed(String),
 }
 
@@ -112,7 +114,10 @@ impl Selector {
     /// A number box or slider between `min` and `max` in steps of `step`.
     pub fn number(min: f64, max: f64, step: f64, slider: bool) -> Self {
         let mode = if slider { "slider" } else { "box" };
-        Self::known("number", json!({"min": min, "max": max, "step": step, "mode": mode}))
+        Self::known(
+            "number",
+            json!({"min": min, "max": max, "step": step, "mode": mode}),
+        )
     }
 
     /// A toggle.

@@ -96,7 +96,11 @@ impl ServiceTarget {
             path
         };
         let items: Vec<(Option<usize>, &Value)> = match value {
-            Value::Array(items) => items.iter().enumerate().map(|(i, v)| (Some(i), v)).collect(),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (Some(i), v))
+                .collect(),
             Value::Null => Vec::new(),
             single => vec![(None, single)],
         };
@@ -106,9 +110,14 @@ impl ServiceTarget {
                 return Err(ValidationErrors::single(path(index), "expected str"));
             };
             if key == "entity_id" {
-                for part in text.split(',').map(str::trim).filter(|part| !part.is_empty()) {
+                for part in text
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|part| !part.is_empty())
+                {
                     let id = part.to_lowercase();
-                    if id != ENTITY_MATCH_ALL && id != ENTITY_MATCH_NONE && !is_valid_entity_id(&id) {
+                    if id != ENTITY_MATCH_ALL && id != ENTITY_MATCH_NONE && !is_valid_entity_id(&id)
+                    {
                         return Err(ValidationErrors::single(
                             path(index),
                             format!("Entity {part} is neither a valid entity ID nor a valid UUID"),
@@ -169,7 +178,9 @@ pub enum ServiceError {
     #[error("invalid service data: {0}")]
     Validation(ValidationErrors),
     /// A response was asked for but the service never returns one.
-    #[error("service {domain}.{service} does not support responses; remove return_response from the call")]
+    #[error(
+        "service {domain}.{service} does not support responses; remove return_response from the call"
+    )]
     ResponseNotSupported {
         /// The called domain.
         domain: String,
@@ -211,7 +222,9 @@ impl ServiceError {
     /// A validation failure at `path`, for handlers that find the data invalid themselves.
     pub fn validation(path: &[&str], message: impl Into<String>) -> Self {
         Self::Validation(ValidationErrors::single(
-            path.iter().map(|key| PathSegment::Key((*key).to_owned())).collect(),
+            path.iter()
+                .map(|key| PathSegment::Key((*key).to_owned()))
+                .collect(),
             message,
         ))
     }
@@ -233,8 +246,9 @@ pub struct ServiceDescription {
 }
 
 /// A service handler: an async function of the call.
-pub type ServiceHandler =
-    Arc<dyn Fn(ServiceCall) -> BoxFuture<'static, Result<Option<Value>, ServiceError>> + Send + Sync>;
+pub type ServiceHandler = Arc<
+    dyn Fn(ServiceCall) -> BoxFuture<'static, Result<Option<Value>, ServiceError>> + Send + Sync,
+>;
 
 /// A registered service.
 struct RegisteredService {
@@ -455,7 +469,10 @@ impl ServiceRegistry {
     /// Target keys in the data join the target; the rest is validated by the service's
     /// schema; `call_service` is fired; the handler runs on its own task (a panic
     /// becomes [`ServiceError::Handler`]). Returns the response when one was asked for.
-    pub async fn call(&self, request: ServiceRequest) -> Result<Option<ServiceResponse>, ServiceError> {
+    pub async fn call(
+        &self,
+        request: ServiceRequest,
+    ) -> Result<Option<ServiceResponse>, ServiceError> {
         let (domain, service) = normalize(&request.domain, &request.service)?;
         let registered = self
             .inner
@@ -482,7 +499,9 @@ impl ServiceRegistry {
         for (key, value) in &request.data {
             let declared = schema.is_some_and(|schema| schema.field(key).is_some());
             if TARGET_KEYS.contains(&key.as_str()) {
-                target.absorb(key, value).map_err(ServiceError::Validation)?;
+                target
+                    .absorb(key, value)
+                    .map_err(ServiceError::Validation)?;
                 if !declared {
                     continue;
                 }
@@ -490,7 +509,9 @@ impl ServiceRegistry {
             data.insert(key.clone(), value.clone());
         }
         let data = match schema {
-            Some(schema) => schema.validate_map(&data).map_err(ServiceError::Validation)?,
+            Some(schema) => schema
+                .validate_map(&data)
+                .map_err(ServiceError::Validation)?,
             None => data,
         };
 
@@ -503,7 +524,11 @@ impl ServiceRegistry {
         event.insert("domain".into(), Value::String(domain.clone()));
         event.insert("service".into(), Value::String(service.clone()));
         event.insert("service_data".into(), Value::Object(service_data));
-        if let Err(err) = self.inner.bus.fire(EVENT_CALL_SERVICE, event, Some(context.clone())) {
+        if let Err(err) = self
+            .inner
+            .bus
+            .fire(EVENT_CALL_SERVICE, event, Some(context.clone()))
+        {
             tracing::error!(%err, "could not fire call_service");
         }
 
@@ -519,9 +544,15 @@ impl ServiceRegistry {
             Ok(result) => result?,
             Err(join) if join.is_panic() => {
                 tracing::error!(%domain, %service, "service handler panicked");
-                return Err(ServiceError::Handler(format!("the handler of {domain}.{service} panicked")));
+                return Err(ServiceError::Handler(format!(
+                    "the handler of {domain}.{service} panicked"
+                )));
             }
-            Err(_) => return Err(ServiceError::Handler(format!("the handler of {domain}.{service} was cancelled"))),
+            Err(_) => {
+                return Err(ServiceError::Handler(format!(
+                    "the handler of {domain}.{service} was cancelled"
+                )));
+            }
         };
         if !request.return_response {
             return Ok(None);

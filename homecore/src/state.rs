@@ -40,12 +40,16 @@ pub struct State {
 impl State {
     /// The entity's domain (`light` of `light.kitchen`).
     pub fn domain(&self) -> &str {
-        self.entity_id.split_once('.').map_or("", |(domain, _)| domain)
+        self.entity_id
+            .split_once('.')
+            .map_or("", |(domain, _)| domain)
     }
 
     /// The entity's object id (`kitchen` of `light.kitchen`).
     pub fn object_id(&self) -> &str {
-        self.entity_id.split_once('.').map_or("", |(_, object_id)| object_id)
+        self.entity_id
+            .split_once('.')
+            .map_or("", |(_, object_id)| object_id)
     }
 }
 
@@ -139,7 +143,10 @@ impl StateMachine {
 
     /// All entity ids with a state, optionally only those of one domain, sorted.
     pub fn entity_ids(&self, domain: Option<&str>) -> Vec<String> {
-        self.all(domain).iter().map(|state| state.entity_id.clone()).collect()
+        self.all(domain)
+            .iter()
+            .map(|state| state.entity_id.clone())
+            .collect()
     }
 
     /// Number of entities with a state.
@@ -179,20 +186,25 @@ impl StateMachine {
         // Events are fired under the write lock so listeners see one entity's changes in order.
         let mut states = self.inner.states.write();
         let old = states.get(entity_id).cloned();
-        if let Some(old) = &old {
-            if !force_update && old.state == new_state && old.attributes == attributes {
-                let reported = Arc::new(State {
-                    last_reported: now,
-                    ..(**old).clone()
-                });
-                states.insert(entity_id.to_owned(), Arc::clone(&reported));
-                let mut data = Map::new();
-                data.insert("entity_id".into(), Value::String(entity_id.to_owned()));
-                data.insert("old_last_reported".into(), serde_json::json!(old.last_reported));
-                data.insert("new_state".into(), state_json(&reported));
-                self.fire(EVENT_STATE_REPORTED, data, context);
-                return Ok(reported);
-            }
+        if let Some(old) = &old
+            && !force_update
+            && old.state == new_state
+            && old.attributes == attributes
+        {
+            let reported = Arc::new(State {
+                last_reported: now,
+                ..(**old).clone()
+            });
+            states.insert(entity_id.to_owned(), Arc::clone(&reported));
+            let mut data = Map::new();
+            data.insert("entity_id".into(), Value::String(entity_id.to_owned()));
+            data.insert(
+                "old_last_reported".into(),
+                serde_json::json!(old.last_reported),
+            );
+            data.insert("new_state".into(), state_json(&reported));
+            self.fire(EVENT_STATE_REPORTED, data, context);
+            return Ok(reported);
         }
         let last_changed = match &old {
             Some(old) if old.state == new_state => old.last_changed,
@@ -221,7 +233,13 @@ impl StateMachine {
         Some(old)
     }
 
-    fn fire_changed(&self, entity_id: &str, old: Option<&State>, new: Option<&State>, context: Context) {
+    fn fire_changed(
+        &self,
+        entity_id: &str,
+        old: Option<&State>,
+        new: Option<&State>,
+        context: Context,
+    ) {
         let mut data = Map::new();
         data.insert("entity_id".into(), Value::String(entity_id.to_owned()));
         data.insert("old_state".into(), old.map_or(Value::Null, state_json));

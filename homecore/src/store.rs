@@ -159,9 +159,16 @@ pub struct StoreEnvelope {
 /// Where stores keep their envelopes. One per core; the default writes files atomically.
 pub trait StoreBackend: Send + Sync + 'static {
     /// Reads the envelope under `key`; `None` when nothing is stored.
-    fn load<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, Result<Option<StoreEnvelope>, StoreError>>;
+    fn load<'a>(
+        &'a self,
+        key: &'a StoreKey,
+    ) -> BoxFuture<'a, Result<Option<StoreEnvelope>, StoreError>>;
     /// Replaces the envelope under `key`; either the old or the new envelope survives a crash.
-    fn save<'a>(&'a self, key: &'a StoreKey, envelope: &'a StoreEnvelope) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn save<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        envelope: &'a StoreEnvelope,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Deletes whatever is stored under `key`; deleting nothing is not an error.
     fn remove<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, Result<(), StoreError>>;
 }
@@ -194,11 +201,18 @@ impl MemoryStoreBackend {
 }
 
 impl StoreBackend for MemoryStoreBackend {
-    fn load<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, Result<Option<StoreEnvelope>, StoreError>> {
+    fn load<'a>(
+        &'a self,
+        key: &'a StoreKey,
+    ) -> BoxFuture<'a, Result<Option<StoreEnvelope>, StoreError>> {
         Box::pin(async move { Ok(self.envelopes.lock().get(key).cloned()) })
     }
 
-    fn save<'a>(&'a self, key: &'a StoreKey, envelope: &'a StoreEnvelope) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn save<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        envelope: &'a StoreEnvelope,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             self.envelopes.lock().insert(key.clone(), envelope.clone());
             Ok(())
@@ -291,7 +305,13 @@ impl Stores {
 
     /// Keys with a delayed save not yet written, sorted.
     pub fn pending_keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.inner.pending.lock().keys().map(|k| k.0.clone()).collect();
+        let mut keys: Vec<String> = self
+            .inner
+            .pending
+            .lock()
+            .keys()
+            .map(|k| k.0.clone())
+            .collect();
         keys.sort();
         keys
     }
@@ -306,7 +326,10 @@ impl Stores {
                 timer.abort();
             }
             let data = (save.data_fn)();
-            if let Err(err) = self.write(&key, save.version, save.minor_version, data).await {
+            if let Err(err) = self
+                .write(&key, save.version, save.minor_version, data)
+                .await
+            {
                 tracing::error!(%key, %err, "final write of delayed save failed");
                 failures.push((key, err));
             }
@@ -319,10 +342,22 @@ impl Stores {
     }
 
     fn write_lock(&self, key: &StoreKey) -> Arc<tokio::sync::Mutex<()>> {
-        Arc::clone(self.inner.write_locks.lock().entry(key.clone()).or_default())
+        Arc::clone(
+            self.inner
+                .write_locks
+                .lock()
+                .entry(key.clone())
+                .or_default(),
+        )
     }
 
-    async fn write(&self, key: &StoreKey, version: u32, minor_version: u32, data: Value) -> Result<(), StoreError> {
+    async fn write(
+        &self,
+        key: &StoreKey,
+        version: u32,
+        minor_version: u32,
+        data: Value,
+    ) -> Result<(), StoreError> {
         let lock = self.write_lock(key);
         let _guard = lock.lock().await;
         let envelope = StoreEnvelope {
@@ -336,10 +371,10 @@ impl Stores {
 
     /// Forgets the delayed save of `key`, if any.
     fn cancel_pending(&self, key: &StoreKey) {
-        if let Some(save) = self.inner.pending.lock().remove(key) {
-            if let Some(timer) = save.timer {
-                timer.abort();
-            }
+        if let Some(save) = self.inner.pending.lock().remove(key)
+            && let Some(timer) = save.timer
+        {
+            timer.abort();
         }
     }
 
@@ -354,7 +389,10 @@ impl Stores {
         };
         if let Some(save) = save {
             let data = (save.data_fn)();
-            if let Err(err) = self.write(key, save.version, save.minor_version, data).await {
+            if let Err(err) = self
+                .write(key, save.version, save.minor_version, data)
+                .await
+            {
                 tracing::error!(%key, %err, "delayed save failed");
             }
         }
@@ -429,14 +467,11 @@ impl Store {
             });
         }
         let data = match &self.migrate {
-            Some(migrate) => {
-                migrate(envelope.version, envelope.minor_version, envelope.data).map_err(|message| {
-                    StoreError::Migration {
-                        key: self.key.0.clone(),
-                        message,
-                    }
-                })?
-            }
+            Some(migrate) => migrate(envelope.version, envelope.minor_version, envelope.data)
+                .map_err(|message| StoreError::Migration {
+                    key: self.key.0.clone(),
+                    message,
+                })?,
             // Minor versions are compatible: a newer or older minor reads as is.
             None if envelope.version == self.version => envelope.data,
             None => {
@@ -458,7 +493,9 @@ impl Store {
     /// Writes `data` now, replacing any delayed save.
     pub async fn save(&self, data: Value) -> Result<(), StoreError> {
         self.stores.cancel_pending(&self.key);
-        self.stores.write(&self.key, self.version, self.minor_version, data).await
+        self.stores
+            .write(&self.key, self.version, self.minor_version, data)
+            .await
     }
 
     /// Schedules a save `delay` from now, with data produced by `data_fn` at write time.

@@ -10,7 +10,8 @@ use crate::store::MemoryStoreBackend;
 fn registries() -> (DeviceRegistry, EntityRegistry, EventBus, Stores) {
     let bus = EventBus::new();
     let stores = Stores::new(StdArc::new(MemoryStoreBackend::new()));
-    let entities = EntityRegistry::new(bus.clone(), &stores, StateMachine::new(bus.clone())).unwrap();
+    let entities =
+        EntityRegistry::new(bus.clone(), &stores, StateMachine::new(bus.clone())).unwrap();
     let devices = DeviceRegistry::new(bus.clone(), &stores, entities.clone()).unwrap();
     (devices, entities, bus, stores)
 }
@@ -38,27 +39,45 @@ async fn merges_by_identifier_or_connection() {
     assert_eq!(events.recv().await.unwrap().data["action"], "create");
 
     let merged = devices
-        .get_or_create(info("e2", vec![key("hue", "1")], vec![key("mac", "AA-BB-CC-DD-EE-FF")]))
+        .get_or_create(info(
+            "e2",
+            vec![key("hue", "1")],
+            vec![key("mac", "AA-BB-CC-DD-EE-FF")],
+        ))
         .unwrap();
     assert_eq!(merged.id, created.id);
     assert_eq!(merged.config_entries, vec!["e1", "e2"]);
     assert_eq!(merged.connections, vec![key("mac", "aa:bb:cc:dd:ee:ff")]);
-    assert_eq!(merged.name.as_deref(), Some("Bridge"), "absent fields keep their value");
+    assert_eq!(
+        merged.name.as_deref(),
+        Some("Bridge"),
+        "absent fields keep their value"
+    );
     let event = events.recv().await.unwrap();
     assert_eq!(event.data["action"], "update");
     assert_eq!(event.data["changes"]["config_entries"], json!(["e1"]));
 
     // A differently formatted MAC finds the same device.
-    let by_mac = devices.get_or_create(info("e1", vec![], vec![key("mac", "aabbccddeeff")])).unwrap();
+    let by_mac = devices
+        .get_or_create(info("e1", vec![], vec![key("mac", "aabbccddeeff")]))
+        .unwrap();
     assert_eq!(by_mac.id, created.id);
-    assert_eq!(devices.find(&[], &[key("mac", "AA:BB:CC:DD:EE:FF")]).unwrap().id, created.id);
+    assert_eq!(
+        devices
+            .find(&[], &[key("mac", "AA:BB:CC:DD:EE:FF")])
+            .unwrap()
+            .id,
+        created.id
+    );
     assert_eq!(devices.devices().len(), 1);
 }
 
 #[tokio::test]
 async fn via_device_is_resolved_and_cleared_when_the_hub_goes() {
     let (devices, _entities, _bus, _stores) = registries();
-    let hub = devices.get_or_create(info("e1", vec![key("hue", "hub")], vec![])).unwrap();
+    let hub = devices
+        .get_or_create(info("e1", vec![key("hue", "hub")], vec![]))
+        .unwrap();
     let mut child = info("e1", vec![key("hue", "bulb")], vec![]);
     child.via_device = Some(key("hue", "hub"));
     let child = devices.get_or_create(child).unwrap();
@@ -70,9 +89,17 @@ async fn via_device_is_resolved_and_cleared_when_the_hub_goes() {
 #[tokio::test]
 async fn removing_a_device_removes_its_entities_and_last_entry_removes_device() {
     let (devices, entities, _bus, _stores) = registries();
-    let device = devices.get_or_create(info("e1", vec![key("hue", "1")], vec![])).unwrap();
+    let device = devices
+        .get_or_create(info("e1", vec![key("hue", "1")], vec![]))
+        .unwrap();
     devices
-        .update(&device.id, DeviceUpdate { add_config_entry_id: Some("e2".into()), ..Default::default() })
+        .update(
+            &device.id,
+            DeviceUpdate {
+                add_config_entry_id: Some("e2".into()),
+                ..Default::default()
+            },
+        )
         .unwrap();
     entities
         .get_or_create(EntityRegistration {
@@ -91,38 +118,64 @@ async fn removing_a_device_removes_its_entities_and_last_entry_removes_device() 
     assert_eq!(entities.entries().len(), 1);
     devices.clear_config_entry("e2");
     assert!(devices.get(&device.id).is_none());
-    assert!(entities.entries().is_empty(), "entities of a removed device go too");
+    assert!(
+        entities.entries().is_empty(),
+        "entities of a removed device go too"
+    );
 }
 
 #[tokio::test]
 async fn bad_device_info_is_refused() {
     let (devices, _entities, _bus, _stores) = registries();
-    assert!(matches!(devices.get_or_create(info("e1", vec![], vec![])), Err(RegistryError::Invalid(_))));
+    assert!(matches!(
+        devices.get_or_create(info("e1", vec![], vec![])),
+        Err(RegistryError::Invalid(_))
+    ));
     assert!(matches!(
         devices.get_or_create(info("", vec![key("a", "b")], vec![])),
         Err(RegistryError::Invalid(_))
     ));
-    assert!(matches!(devices.update("nope", DeviceUpdate::default()), Err(RegistryError::NotFound { .. })));
+    assert!(matches!(
+        devices.update("nope", DeviceUpdate::default()),
+        Err(RegistryError::NotFound { .. })
+    ));
 }
 
 #[tokio::test(start_paused = true)]
 async fn persists_through_the_store_and_reloads() {
     let (devices, entities, bus, stores) = registries();
-    let device = devices.get_or_create(info("e1", vec![key("hue", "1")], vec![])).unwrap();
+    let device = devices
+        .get_or_create(info("e1", vec![key("hue", "1")], vec![]))
+        .unwrap();
     devices
-        .update(&device.id, DeviceUpdate { area_id: Some(Some("kitchen".into())), ..Default::default() })
+        .update(
+            &device.id,
+            DeviceUpdate {
+                area_id: Some(Some("kitchen".into())),
+                ..Default::default()
+            },
+        )
         .unwrap();
     stores.flush_pending().await;
     let reloaded = DeviceRegistry::new(bus, &stores, entities).unwrap();
     reloaded.load().await.unwrap();
     assert_eq!(reloaded.get(&device.id), devices.get(&device.id));
-    assert_eq!(reloaded.get(&device.id).unwrap().area_id.as_deref(), Some("kitchen"));
+    assert_eq!(
+        reloaded.get(&device.id).unwrap().area_id.as_deref(),
+        Some("kitchen")
+    );
 }
 
 #[test]
 fn mac_normalization() {
-    assert_eq!(normalize_connection(&key("mac", "AA:BB:CC:DD:EE:FF")).1, "aa:bb:cc:dd:ee:ff");
-    assert_eq!(normalize_connection(&key("mac", "aabb.ccdd.eeff")).1, "aa:bb:cc:dd:ee:ff");
+    assert_eq!(
+        normalize_connection(&key("mac", "AA:BB:CC:DD:EE:FF")).1,
+        "aa:bb:cc:dd:ee:ff"
+    );
+    assert_eq!(
+        normalize_connection(&key("mac", "aabb.ccdd.eeff")).1,
+        "aa:bb:cc:dd:ee:ff"
+    );
     assert_eq!(normalize_connection(&key("mac", "short")).1, "short");
     assert_eq!(normalize_connection(&key("zigbee", "AB")).1, "AB");
 }

@@ -54,7 +54,10 @@ fn domains() {
 
 #[test]
 fn split() {
-    assert_eq!(split_entity_id("light.kitchen").unwrap(), ("light", "kitchen"));
+    assert_eq!(
+        split_entity_id("light.kitchen").unwrap(),
+        ("light", "kitchen")
+    );
     assert!(split_entity_id("nope").is_err());
 }
 

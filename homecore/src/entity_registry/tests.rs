@@ -28,18 +28,35 @@ fn registration(unique_id: &str, suggested: Option<&str>) -> EntityRegistration 
 async fn same_key_same_entity_id_and_collisions_get_suffixes() {
     let (registry, bus, states, _stores) = registry();
     let mut events = bus.subscribe(EVENT_ENTITY_REGISTRY_UPDATED).unwrap();
-    let first = registry.get_or_create(registration("u1", Some("Living Room"))).unwrap();
+    let first = registry
+        .get_or_create(registration("u1", Some("Living Room")))
+        .unwrap();
     assert_eq!(first.entity_id, "light.living_room");
-    assert_eq!(registry.get_or_create(registration("u1", Some("Other"))).unwrap().entity_id, "light.living_room");
-    let second = registry.get_or_create(registration("u2", Some("Living Room"))).unwrap();
+    assert_eq!(
+        registry
+            .get_or_create(registration("u1", Some("Other")))
+            .unwrap()
+            .entity_id,
+        "light.living_room"
+    );
+    let second = registry
+        .get_or_create(registration("u2", Some("Living Room")))
+        .unwrap();
     assert_eq!(second.entity_id, "light.living_room_2");
     // An unregistered state also blocks an id.
-    states.set("light.living_room_3", "on", Map::new(), false, None).unwrap();
-    let third = registry.get_or_create(registration("u3", Some("Living Room"))).unwrap();
+    states
+        .set("light.living_room_3", "on", Map::new(), false, None)
+        .unwrap();
+    let third = registry
+        .get_or_create(registration("u3", Some("Living Room")))
+        .unwrap();
     assert_eq!(third.entity_id, "light.living_room_4");
     let fallback = registry.get_or_create(registration("AB:CD", None)).unwrap();
     assert_eq!(fallback.entity_id, "light.hue_ab_cd");
-    assert_eq!(registry.entity_id_for("light", "hue", "u2").as_deref(), Some("light.living_room_2"));
+    assert_eq!(
+        registry.entity_id_for("light", "hue", "u2").as_deref(),
+        Some("light.living_room_2")
+    );
 
     let event = events.recv().await.unwrap();
     assert_eq!(event.data["action"], "create");
@@ -49,7 +66,9 @@ async fn same_key_same_entity_id_and_collisions_get_suffixes() {
 #[tokio::test]
 async fn refreshing_integration_fields_is_an_update_with_old_values() {
     let (registry, bus, _states, _stores) = registry();
-    registry.get_or_create(registration("u1", Some("lamp"))).unwrap();
+    registry
+        .get_or_create(registration("u1", Some("lamp")))
+        .unwrap();
     let mut events = bus.subscribe(EVENT_ENTITY_REGISTRY_UPDATED).unwrap();
     let mut again = registration("u1", None);
     again.original_name = Some("Lamp".into());
@@ -63,8 +82,12 @@ async fn refreshing_integration_fields_is_an_update_with_old_values() {
 #[tokio::test]
 async fn rename_and_overrides() {
     let (registry, bus, _states, _stores) = registry();
-    registry.get_or_create(registration("u1", Some("lamp"))).unwrap();
-    registry.get_or_create(registration("u2", Some("other"))).unwrap();
+    registry
+        .get_or_create(registration("u1", Some("lamp")))
+        .unwrap();
+    registry
+        .get_or_create(registration("u2", Some("other")))
+        .unwrap();
     let mut events = bus.subscribe(EVENT_ENTITY_REGISTRY_UPDATED).unwrap();
     let renamed = registry
         .update(
@@ -81,21 +104,42 @@ async fn rename_and_overrides() {
     assert_eq!(renamed.entity_id, "light.desk");
     assert!(renamed.disabled());
     assert!(registry.get("light.lamp").is_none());
-    assert_eq!(registry.entity_id_for("light", "hue", "u1").as_deref(), Some("light.desk"));
+    assert_eq!(
+        registry.entity_id_for("light", "hue", "u1").as_deref(),
+        Some("light.desk")
+    );
     let event = events.recv().await.unwrap();
     assert_eq!(event.data["old_entity_id"], "light.lamp");
     assert_eq!(event.data["changes"]["name"], Value::Null);
 
     assert!(matches!(
-        registry.update("light.desk", EntityUpdate { new_entity_id: Some("light.other".into()), ..Default::default() }),
+        registry.update(
+            "light.desk",
+            EntityUpdate {
+                new_entity_id: Some("light.other".into()),
+                ..Default::default()
+            }
+        ),
         Err(RegistryError::EntityIdTaken(_))
     ));
     assert!(matches!(
-        registry.update("light.desk", EntityUpdate { new_entity_id: Some("switch.desk".into()), ..Default::default() }),
+        registry.update(
+            "light.desk",
+            EntityUpdate {
+                new_entity_id: Some("switch.desk".into()),
+                ..Default::default()
+            }
+        ),
         Err(RegistryError::Invalid(_))
     ));
     assert!(matches!(
-        registry.update("light.desk", EntityUpdate { new_entity_id: Some("Light.Bad".into()), ..Default::default() }),
+        registry.update(
+            "light.desk",
+            EntityUpdate {
+                new_entity_id: Some("Light.Bad".into()),
+                ..Default::default()
+            }
+        ),
         Err(RegistryError::Invalid(_))
     ));
     assert!(matches!(
@@ -109,16 +153,27 @@ async fn bad_registrations_are_refused() {
     let (registry, _bus, _states, _stores) = registry();
     let mut bad = registration("u", None);
     bad.domain = "Light".into();
-    assert!(matches!(registry.get_or_create(bad), Err(RegistryError::Invalid(_))));
-    assert!(matches!(registry.get_or_create(registration("", None)), Err(RegistryError::Invalid(_))));
+    assert!(matches!(
+        registry.get_or_create(bad),
+        Err(RegistryError::Invalid(_))
+    ));
+    assert!(matches!(
+        registry.get_or_create(registration("", None)),
+        Err(RegistryError::Invalid(_))
+    ));
     let long = registration("u", Some(&"x".repeat(300)));
-    assert!(matches!(registry.get_or_create(long), Err(RegistryError::Invalid(_))));
+    assert!(matches!(
+        registry.get_or_create(long),
+        Err(RegistryError::Invalid(_))
+    ));
 }
 
 #[tokio::test]
 async fn remove_and_clear_config_entry() {
     let (registry, bus, _states, _stores) = registry();
-    registry.get_or_create(registration("u1", Some("a"))).unwrap();
+    registry
+        .get_or_create(registration("u1", Some("a")))
+        .unwrap();
     let mut other = registration("u2", Some("b"));
     other.config_entry_id = Some("entry2".into());
     registry.get_or_create(other).unwrap();
@@ -133,9 +188,17 @@ async fn remove_and_clear_config_entry() {
 #[tokio::test(start_paused = true)]
 async fn persists_through_the_store_and_reloads() {
     let (registry, bus, states, stores) = registry();
-    registry.get_or_create(registration("u1", Some("a"))).unwrap();
     registry
-        .update("light.a", EntityUpdate { name: Some(Some("Named".into())), ..Default::default() })
+        .get_or_create(registration("u1", Some("a")))
+        .unwrap();
+    registry
+        .update(
+            "light.a",
+            EntityUpdate {
+                name: Some(Some("Named".into())),
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert_eq!(stores.pending_keys(), vec![ENTITY_REGISTRY_STORE_KEY]);
     tokio::time::sleep(REGISTRY_SAVE_DELAY + std::time::Duration::from_secs(1)).await;

@@ -30,7 +30,10 @@ async fn callback_listener_gets_events_of_its_type_in_order() {
     }
     bus.fire("other_event", Map::new(), None).unwrap();
     bus.wait_idle().await;
-    assert_eq!(*seen.lock().unwrap(), vec![json!(0), json!(1), json!(2), json!(3), json!(4)]);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![json!(0), json!(1), json!(2), json!(3), json!(4)]
+    );
 }
 
 #[tokio::test]
@@ -50,8 +53,13 @@ async fn event_carries_data_context_and_origin() {
     let bus = EventBus::new();
     let mut sub = bus.subscribe("x").unwrap();
     let ctx = Context::with_user("u1");
-    bus.fire_with_origin("x", data(json!({"int": 1, "float": 0.5})), Some(ctx.clone()), EventOrigin::Remote)
-        .unwrap();
+    bus.fire_with_origin(
+        "x",
+        data(json!({"int": 1, "float": 0.5})),
+        Some(ctx.clone()),
+        EventOrigin::Remote,
+    )
+    .unwrap();
     let event = sub.recv().await.unwrap();
     assert_eq!(event.context, ctx);
     assert_eq!(event.origin, EventOrigin::Remote);
@@ -159,7 +167,10 @@ async fn a_panicking_listener_keeps_listening() {
 #[test]
 fn event_type_limits_and_runtime_requirement() {
     let bus = EventBus::new();
-    assert_eq!(bus.fire("", Map::new(), None).unwrap_err(), EventError::EmptyEventType);
+    assert_eq!(
+        bus.fire("", Map::new(), None).unwrap_err(),
+        EventError::EmptyEventType
+    );
     let long = "e".repeat(MAX_EVENT_TYPE_LENGTH + 1);
     assert!(matches!(
         bus.fire(&long, Map::new(), None),

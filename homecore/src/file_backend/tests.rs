@@ -19,7 +19,10 @@ async fn saves_to_dot_storage_and_loads_back() {
     let backend = FileStoreBackend::new(dir.path());
     let key = StoreKey::new("core.test").unwrap();
     assert_eq!(backend.load(&key).await.unwrap(), None);
-    backend.save(&key, &envelope("core.test", json!({"n": 1, "f": 1.5}))).await.unwrap();
+    backend
+        .save(&key, &envelope("core.test", json!({"n": 1, "f": 1.5})))
+        .await
+        .unwrap();
     let path = dir.path().join(".storage").join("core.test");
     assert!(path.is_file());
     let text = std::fs::read_to_string(&path).unwrap();
@@ -27,7 +30,10 @@ async fn saves_to_dot_storage_and_loads_back() {
     let loaded = backend.load(&key).await.unwrap().unwrap();
     assert!(loaded.data["n"].is_i64() && loaded.data["f"].is_f64());
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     backend.remove(&key).await.unwrap();
     backend.remove(&key).await.unwrap();
     assert!(!path.exists());
@@ -38,12 +44,18 @@ async fn a_crash_between_temp_write_and_rename_leaves_the_old_file_whole() {
     let dir = tempfile::tempdir().unwrap();
     let backend = FileStoreBackend::new(dir.path());
     let key = StoreKey::new("core.test").unwrap();
-    backend.save(&key, &envelope("core.test", json!({"generation": "old"}))).await.unwrap();
+    backend
+        .save(&key, &envelope("core.test", json!({"generation": "old"})))
+        .await
+        .unwrap();
     let before = std::fs::read(backend.path(&key)).unwrap();
 
     // The process dies after the temp file is durable but before the rename.
     let temp = backend
-        .write_temp(&key, br#"{"version": 1, "key": "core.test", "data": {"generation": "new"}}"#)
+        .write_temp(
+            &key,
+            br#"{"version": 1, "key": "core.test", "data": {"generation": "new"}}"#,
+        )
         .unwrap();
     assert!(temp.exists());
     assert_eq!(std::fs::read(backend.path(&key)).unwrap(), before);
@@ -51,13 +63,26 @@ async fn a_crash_between_temp_write_and_rename_leaves_the_old_file_whole() {
     assert_eq!(loaded.data["generation"], "old");
 
     // A half-written temp file (crash mid-write) is equally harmless.
-    std::fs::write(dir.path().join(".storage").join(".tmp-torn-core.test"), b"{\"vers").unwrap();
-    assert_eq!(backend.load(&key).await.unwrap().unwrap().data["generation"], "old");
+    std::fs::write(
+        dir.path().join(".storage").join(".tmp-torn-core.test"),
+        b"{\"vers",
+    )
+    .unwrap();
+    assert_eq!(
+        backend.load(&key).await.unwrap().unwrap().data["generation"],
+        "old"
+    );
 
     // On the next start the leftovers are swept and writes carry on.
     assert_eq!(backend.remove_stale_temp_files().unwrap(), 2);
-    backend.save(&key, &envelope("core.test", json!({"generation": "next"}))).await.unwrap();
-    assert_eq!(backend.load(&key).await.unwrap().unwrap().data["generation"], "next");
+    backend
+        .save(&key, &envelope("core.test", json!({"generation": "next"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.load(&key).await.unwrap().unwrap().data["generation"],
+        "next"
+    );
     let names: Vec<String> = std::fs::read_dir(backend.dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -73,12 +98,23 @@ async fn a_corrupt_file_is_a_clear_error_and_moved_aside() {
     std::fs::create_dir_all(backend.dir()).unwrap();
     std::fs::write(backend.path(&key), b"{ not json").unwrap();
     let err = backend.load(&key).await.unwrap_err();
-    let StoreError::Corrupt { key: bad_key, moved_to, .. } = &err else {
+    let StoreError::Corrupt {
+        key: bad_key,
+        moved_to,
+        ..
+    } = &err
+    else {
         panic!("expected corrupt, got {err:?}");
     };
     assert_eq!(bad_key, "core.bad");
     let moved_to = moved_to.as_ref().unwrap();
-    assert!(moved_to.file_name().unwrap().to_string_lossy().starts_with("core.bad.corrupt."));
+    assert!(
+        moved_to
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("core.bad.corrupt.")
+    );
     assert_eq!(std::fs::read(moved_to).unwrap(), b"{ not json");
     assert!(err.to_string().contains("corrupt"));
     // The key reads as empty afterwards, so the next save starts clean.
@@ -86,7 +122,10 @@ async fn a_corrupt_file_is_a_clear_error_and_moved_aside() {
 
     // Valid JSON that is not an envelope is corrupt too.
     std::fs::write(backend.path(&key), b"[1, 2]").unwrap();
-    assert!(matches!(backend.load(&key).await, Err(StoreError::Corrupt { .. })));
+    assert!(matches!(
+        backend.load(&key).await,
+        Err(StoreError::Corrupt { .. })
+    ));
 }
 
 #[tokio::test]
@@ -95,7 +134,11 @@ async fn older_files_without_minor_version_read_as_minor_one() {
     let backend = FileStoreBackend::new(dir.path());
     let key = StoreKey::new("old").unwrap();
     std::fs::create_dir_all(backend.dir()).unwrap();
-    std::fs::write(backend.path(&key), br#"{"version": 1, "key": "old", "data": {}}"#).unwrap();
+    std::fs::write(
+        backend.path(&key),
+        br#"{"version": 1, "key": "old", "data": {}}"#,
+    )
+    .unwrap();
     assert_eq!(backend.load(&key).await.unwrap().unwrap().minor_version, 1);
 }
 
@@ -106,7 +149,19 @@ async fn write_failure_is_an_io_error_naming_the_key() {
     std::fs::write(dir.path().join(STORAGE_DIR), b"").unwrap();
     let backend = FileStoreBackend::new(dir.path());
     let key = StoreKey::new("k").unwrap();
-    let err = backend.save(&key, &envelope("k", json!(1))).await.unwrap_err();
-    assert!(matches!(err, StoreError::Io { operation: "write", .. }), "{err:?}");
+    let err = backend
+        .save(&key, &envelope("k", json!(1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Io {
+                operation: "write",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().starts_with("store k: write failed"));
 }

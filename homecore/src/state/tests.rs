@@ -24,7 +24,13 @@ async fn set_get_and_state_changed_with_old_and_new() {
     let (states, mut changed, _reported) = machine();
     let ctx = Context::new();
     states
-        .set("light.kitchen", "on", attrs(json!({"brightness": 255, "level": 0.5})), false, Some(ctx.clone()))
+        .set(
+            "light.kitchen",
+            "on",
+            attrs(json!({"brightness": 255, "level": 0.5})),
+            false,
+            Some(ctx.clone()),
+        )
         .unwrap();
     let event = changed.recv().await.unwrap();
     assert_eq!(event.context, ctx);
@@ -36,7 +42,9 @@ async fn set_get_and_state_changed_with_old_and_new() {
     assert!(new.attributes["brightness"].is_i64());
     assert!(new.attributes["level"].is_f64());
 
-    states.set("light.kitchen", "off", Map::new(), false, None).unwrap();
+    states
+        .set("light.kitchen", "off", Map::new(), false, None)
+        .unwrap();
     let data = StateChangedData::from_event(&changed.recv().await.unwrap()).unwrap();
     assert_eq!(data.old_state.unwrap().state, "on");
     assert_eq!(data.new_state.unwrap().state, "off");
@@ -46,13 +54,20 @@ async fn set_get_and_state_changed_with_old_and_new() {
 #[tokio::test]
 async fn identical_write_only_reports() {
     let (states, mut changed, mut reported) = machine();
-    let first = states.set("sensor.t", "21", attrs(json!({"unit": "°C"})), false, None).unwrap();
+    let first = states
+        .set("sensor.t", "21", attrs(json!({"unit": "°C"})), false, None)
+        .unwrap();
     changed.recv().await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    let again = states.set("sensor.t", "21", attrs(json!({"unit": "°C"})), false, None).unwrap();
+    let again = states
+        .set("sensor.t", "21", attrs(json!({"unit": "°C"})), false, None)
+        .unwrap();
     let event = reported.recv().await.unwrap();
     assert_eq!(event.data["entity_id"], "sensor.t");
-    assert!(changed.try_recv().is_none(), "no state_changed for an identical write");
+    assert!(
+        changed.try_recv().is_none(),
+        "no state_changed for an identical write"
+    );
     assert_eq!(again.last_changed, first.last_changed);
     assert_eq!(again.last_updated, first.last_updated);
     assert!(again.last_reported > first.last_reported);
@@ -62,12 +77,18 @@ async fn identical_write_only_reports() {
 #[tokio::test]
 async fn attribute_change_keeps_last_changed_and_force_update_fires() {
     let (states, mut changed, mut reported) = machine();
-    let first = states.set("sensor.t", "21", Map::new(), false, None).unwrap();
+    let first = states
+        .set("sensor.t", "21", Map::new(), false, None)
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    let second = states.set("sensor.t", "21", attrs(json!({"a": 1})), false, None).unwrap();
+    let second = states
+        .set("sensor.t", "21", attrs(json!({"a": 1})), false, None)
+        .unwrap();
     assert_eq!(second.last_changed, first.last_changed);
     assert!(second.last_updated > first.last_updated);
-    states.set("sensor.t", "21", attrs(json!({"a": 1})), true, None).unwrap();
+    states
+        .set("sensor.t", "21", attrs(json!({"a": 1})), true, None)
+        .unwrap();
     for _ in 0..3 {
         changed.recv().await.unwrap();
     }
@@ -77,8 +98,12 @@ async fn attribute_change_keeps_last_changed_and_force_update_fires() {
 #[tokio::test]
 async fn integer_and_float_attributes_are_a_change() {
     let (states, mut changed, mut reported) = machine();
-    states.set("sensor.t", "1", attrs(json!({"v": 1})), false, None).unwrap();
-    let after = states.set("sensor.t", "1", attrs(json!({"v": 1.0})), false, None).unwrap();
+    states
+        .set("sensor.t", "1", attrs(json!({"v": 1})), false, None)
+        .unwrap();
+    let after = states
+        .set("sensor.t", "1", attrs(json!({"v": 1.0})), false, None)
+        .unwrap();
     assert!(after.attributes["v"].is_f64());
     changed.recv().await.unwrap();
     changed.recv().await.unwrap();
@@ -88,7 +113,9 @@ async fn integer_and_float_attributes_are_a_change() {
 #[tokio::test]
 async fn remove_fires_changed_with_null_new_state() {
     let (states, mut changed, _reported) = machine();
-    states.set("switch.a", "on", Map::new(), false, None).unwrap();
+    states
+        .set("switch.a", "on", Map::new(), false, None)
+        .unwrap();
     changed.recv().await.unwrap();
     assert!(states.remove("switch.a", None).is_some());
     let data = StateChangedData::from_event(&changed.recv().await.unwrap()).unwrap();
@@ -110,7 +137,13 @@ fn bad_entity_id_and_overlong_state_are_refused() {
         Err(StateError::InvalidEntityId(_))
     ));
     let err = states
-        .set("sensor.a", "x".repeat(MAX_STATE_LENGTH + 1), Map::new(), false, None)
+        .set(
+            "sensor.a",
+            "x".repeat(MAX_STATE_LENGTH + 1),
+            Map::new(),
+            false,
+            None,
+        )
         .unwrap_err();
     assert_eq!(
         err,
@@ -120,7 +153,15 @@ fn bad_entity_id_and_overlong_state_are_refused() {
         }
     );
     // The limit counts characters, not bytes.
-    states.set("sensor.a", "é".repeat(MAX_STATE_LENGTH), Map::new(), false, None).unwrap();
+    states
+        .set(
+            "sensor.a",
+            "é".repeat(MAX_STATE_LENGTH),
+            Map::new(),
+            false,
+            None,
+        )
+        .unwrap();
     assert_eq!(states.len(), 1);
 }
 
