@@ -12,6 +12,9 @@ use crate::event::EventBus;
 use crate::state::StateMachine;
 use crate::store::{StoreError, Stores};
 
+#[cfg(test)]
+mod tests;
+
 /// How long a registry waits after a change before saving, so bursts become one write
 /// (Home Assistant's registry `SAVE_DELAY`). Unwritten saves are flushed on stop.
 pub const REGISTRY_SAVE_DELAY: Duration = Duration::from_secs(10);
