@@ -1,0 +1,923 @@
+//! The group manager: starts, watches, restarts and stops the one sandbox subprocess of a group.
+//!
+//! One supervisor task per group owns the child process and its channel. Its states are
+//! `stopped -> starting -> running -> (starting again after a crash) -> failed`, published on a
+//! watch channel with the pid, the restart count and the last exit reason. Every attempt, the
+//! first and every respawn, is bounded by the ready timeout; a child that never says `ready` is
+//! killed and counts against the restart budget. A stop that lands at any moment (during spawn,
+//! while waiting for `ready`, while running, during backoff) ends the child it would otherwise
+//! have missed, and never hangs: shutdown request, grace, SIGTERM, grace, SIGKILL.
+
+use std::ffi::OsString;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sandbox_proto::UnixSocketListener;
+use sandbox_proto::error::ErrorKind;
+use sandbox_proto::version::{self, Negotiated, Role};
+use sandbox_proto::wire::{self, Ready, ReadyAck};
+use sandbox_proto::{
+    CallError, Channel, ChannelBuilder, ChannelConfig, RemoteError, Transport, TransportUrl,
+};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::budget::{RestartBudget, RestartPolicy};
+use crate::process::{
+    ChildTransport, Credentials, ResourceLimits, SandboxProcess, SpawnSpec, describe_exit,
+};
+
+/// How long a child has to say `ready`, on every attempt, unless configured otherwise.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a stopping child has to answer `shutdown`, and then to exit after SIGTERM.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Builds the argv of a group's child: `(group, url) -> argv`.
+pub type CommandFactory = Arc<dyn Fn(&str, &TransportUrl) -> Vec<OsString> + Send + Sync>;
+
+/// The liveness watchdog: a periodic `ping` that a hung (not crashed) sandbox fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchdogConfig {
+    /// Time between pings.
+    pub interval: Duration,
+    /// How long a ping may go unanswered before the sandbox is killed and restarted.
+    pub timeout: Duration,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything that decides how one group is run.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// The group's name (`built-in`, `custom-<domain>`, ...).
+    pub name: String,
+    /// stdio (default) or a unix socket.
+    pub transport: ChildTransport,
+    /// See [`DEFAULT_READY_TIMEOUT`].
+    pub ready_timeout: Duration,
+    /// See [`DEFAULT_STOP_GRACE`].
+    pub stop_grace: Duration,
+    /// The restart budget and backoff.
+    pub restart: RestartPolicy,
+    /// The liveness watchdog; `None` disables it.
+    pub watchdog: Option<WatchdogConfig>,
+    /// OS limits for the child.
+    pub limits: ResourceLimits,
+    /// Run the child as this user (host must be root).
+    pub credentials: Option<Credentials>,
+    /// Settings of the channel to the child (its name is set to the group's).
+    pub channel: ChannelConfig,
+}
+
+impl GroupConfig {
+    /// The defaults for a group: stdio, 30 s ready timeout, 10 s stop grace, 3 starts in 60 s,
+    /// watchdog every 30 s.
+    pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
+        Self {
+            channel: ChannelConfig::named(name.clone()),
+            name,
+            transport: ChildTransport::Stdio,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            stop_grace: DEFAULT_STOP_GRACE,
+            restart: RestartPolicy::default(),
+            watchdog: Some(WatchdogConfig::default()),
+            limits: ResourceLimits::default(),
+            credentials: None,
+        }
+    }
+}
+
+/// Where a group is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    /// No child, and none wanted.
+    Stopped,
+    /// A child is being started (or the next start is waiting out the backoff).
+    Starting,
+    /// The child said `ready`; its channel is live.
+    Running,
+    /// The restart budget is used up (or the child speaks an incompatible protocol); a manual
+    /// [`GroupManager::restart`] starts it again.
+    Failed,
+}
+
+/// What a group's watchers see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// The state.
+    pub state: GroupState,
+    /// The current child's pid, if one is alive.
+    pub pid: Option<u32>,
+    /// Respawns since the group was last started by hand.
+    pub restarts: u32,
+    /// How the last child ended.
+    pub last_exit: Option<String>,
+    /// Why the group failed (in `Failed`).
+    pub failure: Option<String>,
+    /// The protocol version the running child speaks.
+    pub protocol_version: Option<String>,
+}
+
+impl GroupStatus {
+    fn stopped() -> Self {
+        Self {
+            state: GroupState::Stopped,
+            pid: None,
+            restarts: 0,
+            last_exit: None,
+            failure: None,
+            protocol_version: None,
+        }
+    }
+}
+
+/// What main learns when a child says `ready`.
+#[derive(Debug, Clone)]
+pub struct ReadyInfo {
+    /// The negotiated version and features.
+    pub negotiated: Negotiated,
+    /// The sandbox implementation's name.
+    pub runtime: String,
+    /// The integrations the child can run.
+    pub integrations: Vec<wire::IntegrationInfo>,
+    /// The child's pid.
+    pub pid: u32,
+}
+
+/// Hooks the host plugin gives the manager. They are called from the supervisor task and must
+/// not block.
+pub trait GroupEvents: Send + Sync + 'static {
+    /// Adds the host's handlers to each new channel before it reads its first frame.
+    fn configure_channel(&self, _group: &str, builder: ChannelBuilder) -> ChannelBuilder {
+        builder
+    }
+
+    /// A child said `ready` (first start and every respawn).
+    fn on_ready(&self, _group: &str, _channel: &Channel, _ready: &ReadyInfo) {}
+
+    /// A running child's channel closed (crash, hang, stop): called as soon as the end is seen.
+    fn on_channel_closed(&self, _group: &str, _reason: &str) {}
+}
+
+/// Hooks that do nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoEvents;
+
+impl GroupEvents for NoEvents {}
+
+/// Why a group could not be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManagerError {
+    /// The group failed.
+    #[error("sandbox group `{group}` failed: {reason}")]
+    Failed {
+        /// The group.
+        group: String,
+        /// Why.
+        reason: String,
+    },
+    /// The group was stopped while waiting for it.
+    #[error("sandbox group `{group}` is stopped")]
+    Stopped {
+        /// The group.
+        group: String,
+    },
+    /// The group did not become ready in time.
+    #[error("sandbox group `{group}` was not ready within {after:?}")]
+    NotReady {
+        /// The group.
+        group: String,
+        /// The wait.
+        after: Duration,
+    },
+}
+
+/// How a stop went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StopReport {
+    /// The restore state the child returned from `shutdown`, JSON.
+    pub restore_state: Option<Bytes>,
+    /// Whether the child answered `shutdown` and exited on its own.
+    pub graceful: bool,
+    /// Whether SIGKILL was needed.
+    pub killed: bool,
+    /// How the child ended, if one was running.
+    pub exit: Option<String>,
+}
+
+/// What the supervisor is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Desired {
+    /// Run; a new generation means "start over with a fresh budget".
+    Run(u64),
+    Stop,
+}
+
+/// The part of a group the supervisor task shares with the handle (never the handle itself, so
+/// dropping the last handle stops the supervisor).
+struct Shared {
+    config: GroupConfig,
+    factory: CommandFactory,
+    events: Arc<dyn GroupEvents>,
+    status: watch::Sender<GroupStatus>,
+    channel: Mutex<Option<Channel>>,
+}
+
+impl Shared {
+    fn update(&self, change: impl FnOnce(&mut GroupStatus)) {
+        self.status.send_modify(change);
+    }
+
+    fn group(&self) -> &str {
+        &self.config.name
+    }
+}
+
+/// Supervises one group. Cheap to share behind an `Arc`; dropping it kills the group's child.
+pub struct GroupManager {
+    shared: Arc<Shared>,
+    desired: watch::Sender<Desired>,
+    generation: AtomicU64,
+    supervisor: Mutex<Option<JoinHandle<StopReport>>>,
+    lifecycle: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for GroupManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupManager")
+            .field("group", &self.shared.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GroupManager {
+    /// A manager for one group; nothing runs until [`GroupManager::start`].
+    pub fn new(config: GroupConfig, factory: CommandFactory, events: Arc<dyn GroupEvents>) -> Self {
+        let (status, _) = watch::channel(GroupStatus::stopped());
+        let (desired, _) = watch::channel(Desired::Stop);
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                factory,
+                events,
+                status,
+                channel: Mutex::new(None),
+            }),
+            desired,
+            generation: AtomicU64::new(0),
+            supervisor: Mutex::new(None),
+            lifecycle: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The group's name.
+    pub fn group(&self) -> &str {
+        self.shared.group()
+    }
+
+    /// The current status.
+    pub fn status(&self) -> GroupStatus {
+        self.shared.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch(&self) -> watch::Receiver<GroupStatus> {
+        self.shared.status.subscribe()
+    }
+
+    /// The running child's channel, if the group is running.
+    pub fn channel(&self) -> Option<Channel> {
+        self.shared
+            .channel
+            .lock()
+            .expect("channel slot lock poisoned")
+            .clone()
+    }
+
+    /// Starts supervising (returns at once; see [`GroupManager::ensure_started`] to wait).
+    /// Does nothing if the group is already starting or running.
+    pub async fn start(&self) {
+        let _lifecycle = self.lifecycle.lock().await;
+        self.start_locked();
+    }
+
+    fn start_locked(&self) {
+        let mut supervisor = self.supervisor.lock().expect("supervisor lock poisoned");
+        if supervisor.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.desired.send_replace(Desired::Run(generation));
+        self.shared.update(|status| {
+            *status = GroupStatus {
+                state: GroupState::Starting,
+                ..GroupStatus::stopped()
+            };
+        });
+        let shared = Arc::clone(&self.shared);
+        let desired = self.desired.subscribe();
+        *supervisor = Some(tokio::spawn(supervise(shared, desired, generation)));
+    }
+
+    /// Starts the group if needed and waits (at most `timeout`) until it is running.
+    pub async fn ensure_started(&self, timeout: Duration) -> Result<Channel, ManagerError> {
+        let group = self.group().to_owned();
+        if self.status().state == GroupState::Failed {
+            return Err(ManagerError::Failed {
+                group,
+                reason: self.status().failure.unwrap_or_default(),
+            });
+        }
+        self.start().await;
+        let mut watcher = self.watch();
+        let settled = tokio::time::timeout(timeout, async {
+            loop {
+                let status = watcher.borrow_and_update().clone();
+                match status.state {
+                    GroupState::Running => {
+                        if let Some(channel) = self.channel() {
+                            return Ok(channel);
+                        }
+                    }
+                    GroupState::Failed => {
+                        return Err(ManagerError::Failed {
+                            group: group.clone(),
+                            reason: status.failure.unwrap_or_default(),
+                        });
+                    }
+                    GroupState::Stopped => {
+                        return Err(ManagerError::Stopped {
+                            group: group.clone(),
+                        });
+                    }
+                    GroupState::Starting => {}
+                }
+                if watcher.changed().await.is_err() {
+                    return Err(ManagerError::Stopped {
+                        group: group.clone(),
+                    });
+                }
+            }
+        })
+        .await;
+        settled.unwrap_or(Err(ManagerError::NotReady {
+            group,
+            after: timeout,
+        }))
+    }
+
+    /// Starts the group again with a fresh restart budget: from `failed`, or by replacing a
+    /// running child.
+    pub async fn restart(&self) {
+        let _lifecycle = self.lifecycle.lock().await;
+        let alive = self
+            .supervisor
+            .lock()
+            .expect("supervisor lock poisoned")
+            .as_ref()
+            .is_some_and(|task| !task.is_finished());
+        if alive {
+            let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            self.desired.send_replace(Desired::Run(generation));
+        } else {
+            self.start_locked();
+        }
+    }
+
+    /// Stops the group: asks the child to shut down (collecting its restore state), then
+    /// SIGTERM, then SIGKILL. Bounded: it never waits longer than the shutdown grace, the
+    /// SIGTERM grace and a short reaping margin, whatever the child does.
+    pub async fn stop(&self) -> StopReport {
+        let _lifecycle = self.lifecycle.lock().await;
+        self.desired.send_replace(Desired::Stop);
+        let task = self
+            .supervisor
+            .lock()
+            .expect("supervisor lock poisoned")
+            .take();
+        let Some(mut task) = task else {
+            return StopReport::default();
+        };
+        let bound = self.shared.config.stop_grace * 2
+            + self.shared.config.channel.close_grace
+            + REAP_MARGIN;
+        let report = match tokio::time::timeout(bound, &mut task).await {
+            Ok(Ok(report)) => report,
+            Ok(Err(error)) => {
+                tracing::error!(group = %self.group(), %error, "sandbox supervisor ended abnormally");
+                StopReport::default()
+            }
+            Err(_) => {
+                tracing::error!(group = %self.group(), ?bound, "sandbox supervisor did not stop in time; aborting it");
+                task.abort();
+                let _ = task.await;
+                StopReport {
+                    killed: true,
+                    ..StopReport::default()
+                }
+            }
+        };
+        self.shared
+            .channel
+            .lock()
+            .expect("channel slot lock poisoned")
+            .take();
+        self.shared.update(|status| {
+            status.state = GroupState::Stopped;
+            status.pid = None;
+        });
+        report
+    }
+}
+
+impl Drop for GroupManager {
+    fn drop(&mut self) {
+        if let Ok(mut supervisor) = self.supervisor.lock()
+            && let Some(task) = supervisor.take()
+        {
+            // Dropping the task's future drops the child's owner, which kills its group.
+            task.abort();
+        }
+    }
+}
+
+/// Slack for reaping after SIGKILL in the stop bound.
+const REAP_MARGIN: Duration = Duration::from_secs(5);
+
+/// How one attempt (spawn to exit) ended.
+enum Attempt {
+    /// The child ended (or never got ready); counts against the budget.
+    Ended { uptime: Duration, reason: String },
+    /// A stop was asked for; the child is gone.
+    Stopped(StopReport),
+    /// A manual restart was asked for; the child is gone.
+    Restart,
+    /// The child speaks a protocol this host cannot; no point restarting it.
+    Incompatible(String),
+}
+
+/// What the supervisor was told while it waited.
+enum Command {
+    Stop,
+    Restart(u64),
+}
+
+async fn next_command(desired: &mut watch::Receiver<Desired>, generation: u64) -> Command {
+    loop {
+        match *desired.borrow_and_update() {
+            Desired::Stop => return Command::Stop,
+            Desired::Run(next) if next != generation => return Command::Restart(next),
+            Desired::Run(_) => {}
+        }
+        if desired.changed().await.is_err() {
+            return Command::Stop;
+        }
+    }
+}
+
+async fn supervise(
+    shared: Arc<Shared>,
+    mut desired: watch::Receiver<Desired>,
+    mut generation: u64,
+) -> StopReport {
+    let mut budget = RestartBudget::new(shared.config.restart.clone());
+    let mut last_exit: Option<String> = None;
+    let mut first = true;
+    loop {
+        if let Err(exhausted) = budget.try_start(Instant::now()) {
+            let reason = match &last_exit {
+                Some(exit) => format!("{exhausted}; the last one {exit}"),
+                None => exhausted.to_string(),
+            };
+            tracing::error!(group = %shared.group(), %reason, "sandbox group failed");
+            shared.update(|status| {
+                status.state = GroupState::Failed;
+                status.pid = None;
+                status.failure = Some(reason.clone());
+            });
+            match next_command(&mut desired, generation).await {
+                Command::Stop => return finish_stopped(&shared, StopReport::default()),
+                Command::Restart(next) => {
+                    generation = next;
+                    budget.forgive();
+                    fresh_start(&shared);
+                    continue;
+                }
+            }
+        }
+        let delay = budget.backoff();
+        if !delay.is_zero() {
+            shared.update(|status| {
+                status.state = GroupState::Starting;
+                status.pid = None;
+            });
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                command = next_command(&mut desired, generation) => match command {
+                    Command::Stop => return finish_stopped(&shared, StopReport::default()),
+                    Command::Restart(next) => {
+                        generation = next;
+                        budget.forgive();
+                        fresh_start(&shared);
+                        continue;
+                    }
+                },
+            }
+        }
+        if !first {
+            shared.update(|status| status.restarts += 1);
+        }
+        first = false;
+        shared.update(|status| {
+            status.state = GroupState::Starting;
+            status.pid = None;
+        });
+        match attempt(&shared, &mut desired, generation).await {
+            Attempt::Ended { uptime, reason } => {
+                tracing::warn!(group = %shared.group(), %reason, ?uptime, "sandbox ended; restarting under the budget");
+                budget.record_exit(uptime);
+                last_exit = Some(reason.clone());
+                shared.update(|status| {
+                    status.state = GroupState::Starting;
+                    status.pid = None;
+                    status.last_exit = Some(reason);
+                });
+            }
+            Attempt::Stopped(report) => return finish_stopped(&shared, report),
+            Attempt::Restart => {
+                generation = match *desired.borrow() {
+                    Desired::Run(next) => next,
+                    Desired::Stop => generation,
+                };
+                budget.forgive();
+                fresh_start(&shared);
+            }
+            Attempt::Incompatible(reason) => {
+                tracing::error!(group = %shared.group(), %reason, "sandbox speaks an incompatible protocol");
+                shared.update(|status| {
+                    status.state = GroupState::Failed;
+                    status.pid = None;
+                    status.failure = Some(reason.clone());
+                    status.last_exit = Some(reason);
+                });
+                match next_command(&mut desired, generation).await {
+                    Command::Stop => return finish_stopped(&shared, StopReport::default()),
+                    Command::Restart(next) => {
+                        generation = next;
+                        budget.forgive();
+                        fresh_start(&shared);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn fresh_start(shared: &Shared) {
+    shared.update(|status| {
+        status.restarts = 0;
+        status.failure = None;
+    });
+}
+
+fn finish_stopped(shared: &Shared, report: StopReport) -> StopReport {
+    shared
+        .channel
+        .lock()
+        .expect("channel slot lock poisoned")
+        .take();
+    shared.update(|status| {
+        status.state = GroupState::Stopped;
+        status.pid = None;
+        status.protocol_version = None;
+    });
+    report
+}
+
+/// One child's life: spawn, connect, handshake, run, end.
+async fn attempt(
+    shared: &Arc<Shared>,
+    desired: &mut watch::Receiver<Desired>,
+    generation: u64,
+) -> Attempt {
+    let config = &shared.config;
+    let group = config.name.clone();
+    let started = Instant::now();
+    let ended = |reason: String| Attempt::Ended {
+        uptime: started.elapsed(),
+        reason,
+    };
+
+    // The socket (unix transport) lives exactly as long as this attempt: dropping the listener
+    // removes the socket file and its private directory on every path out of here.
+    let listener = match config.transport {
+        ChildTransport::Stdio => None,
+        ChildTransport::Unix => match UnixSocketListener::bind_private() {
+            Ok(listener) => Some(listener),
+            Err(error) => return ended(format!("cannot create its socket: {error}")),
+        },
+    };
+    let url = listener
+        .as_ref()
+        .map_or(TransportUrl::Stdio, UnixSocketListener::url);
+    let spec = SpawnSpec {
+        group: group.clone(),
+        argv: (shared.factory)(&group, &url),
+        transport: config.transport,
+        limits: config.limits.clone(),
+        credentials: config.credentials,
+    };
+    let (mut process, pipes) = match SandboxProcess::spawn(&spec) {
+        Ok(spawned) => spawned,
+        Err(error) => return ended(error.to_string()),
+    };
+    let pid = process.pid();
+    shared.update(|status| status.pid = Some(pid));
+
+    // A stop that landed while we were spawning must not miss the child it raced.
+    if let Some(command) = pending_command(desired, generation) {
+        process.terminate(config.stop_grace).await;
+        return command_outcome(
+            command,
+            StopReport {
+                exit: process.try_exit().map(|s| describe_exit(&s)),
+                ..StopReport::default()
+            },
+        );
+    }
+
+    let deadline = started + config.ready_timeout;
+    let transport = match (pipes, listener.as_ref()) {
+        (Some(pipes), _) => Transport::new(
+            pipes.from_child,
+            pipes.to_child,
+            format!("stdio of pid {pid}"),
+        ),
+        (None, Some(listener)) => {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(transport) => transport,
+                    Err(error) => {
+                        process.kill().await;
+                        return ended(format!("its connection could not be accepted: {error}"));
+                    }
+                },
+                status = process.wait() => {
+                    return ended(format!("{} before connecting", exit_text(status)));
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    process.kill().await;
+                    return ended(format!("did not connect within the ready timeout ({:?})", config.ready_timeout));
+                }
+                command = next_command(desired, generation) => {
+                    process.terminate(config.stop_grace).await;
+                    return command_outcome(command, StopReport { exit: process.try_exit().map(|s| describe_exit(&s)), ..StopReport::default() });
+                }
+            }
+        }
+        (None, None) => unreachable!("a unix child always has a listener"),
+    };
+    drop(listener);
+
+    let (ready_tx, ready_rx) = oneshot::channel::<Result<ReadyInfo, String>>();
+    let ready_slot = Arc::new(Mutex::new(Some(ready_tx)));
+    let builder = shared.events.configure_channel(
+        &group,
+        ChannelBuilder::new(ChannelConfig {
+            name: group.clone(),
+            ..config.channel.clone()
+        }),
+    );
+    let channel = builder
+        .on_call::<Ready, _, _>(move |ready, _| {
+            let ready_slot = Arc::clone(&ready_slot);
+            async move { answer_ready(ready, pid, &ready_slot) }
+        })
+        .start(transport);
+
+    let ready = tokio::select! {
+        outcome = ready_rx => match outcome {
+            Ok(Ok(info)) => info,
+            Ok(Err(incompatible)) => {
+                // Let the refusal reach the child before it is stopped.
+                channel.drain_inflight(Duration::from_secs(1)).await;
+                channel.close().await;
+                process.terminate(config.stop_grace).await;
+                return Attempt::Incompatible(incompatible);
+            }
+            Err(_) => unreachable!("the ready sender lives in the channel's handler"),
+        },
+        () = tokio::time::sleep_until(deadline) => {
+            channel.close().await;
+            process.kill().await;
+            return ended(format!("did not say ready within the ready timeout ({:?})", config.ready_timeout));
+        }
+        status = process.wait() => {
+            channel.close().await;
+            return ended(format!("{} before it was ready", exit_text(status)));
+        }
+        reason = channel.closed() => {
+            channel.close().await;
+            let exit = exit_after_close(&mut process).await;
+            return ended(match exit {
+                Some(exit) => format!("{exit} before it was ready"),
+                None => format!("closed its channel before it was ready ({reason})"),
+            });
+        }
+        command = next_command(desired, generation) => {
+            channel.close().await;
+            process.terminate(config.stop_grace).await;
+            return command_outcome(command, StopReport { exit: process.try_exit().map(|s| describe_exit(&s)), ..StopReport::default() });
+        }
+    };
+
+    tracing::info!(group = %group, pid, version = %ready.negotiated.peer_version, "sandbox ready");
+    *shared.channel.lock().expect("channel slot lock poisoned") = Some(channel.clone());
+    shared.update(|status| {
+        status.state = GroupState::Running;
+        status.pid = Some(pid);
+        status.protocol_version = Some(ready.negotiated.peer_version.to_string());
+    });
+    let running_since = Instant::now();
+    shared.events.on_ready(&group, &channel, &ready);
+
+    let reason = tokio::select! {
+        status = process.wait() => exit_text(status),
+        reason = channel.closed() => {
+            // Proxies go unavailable now; the exit status (if the child is exiting) only
+            // refines the reason recorded for the status.
+            let closed = format!("closed its channel ({reason})");
+            mark_closed(shared, &closed);
+            exit_after_close(&mut process).await.unwrap_or(closed)
+        }
+        failure = watchdog(&channel, config.watchdog) => {
+            mark_closed(shared, &failure);
+            process.kill().await;
+            failure
+        }
+        command = next_command(desired, generation) => {
+            let report = stop_running(shared, &channel, &mut process).await;
+            return command_outcome(command, report);
+        }
+    };
+    mark_closed(shared, &reason);
+    channel.close().await;
+    process.kill().await;
+    Attempt::Ended {
+        uptime: running_since.elapsed(),
+        reason,
+    }
+}
+
+/// How long a child whose channel closed has to exit on its own before it is killed. A child
+/// that exits closes its end first, so its exit status follows within this; a child that only
+/// closed its channel is killed after it.
+const EXIT_AFTER_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// After the channel closed: the child's exit text if it exits within the grace, else `None`
+/// (and the child is killed).
+async fn exit_after_close(process: &mut SandboxProcess) -> Option<String> {
+    match tokio::time::timeout(EXIT_AFTER_CLOSE_GRACE, process.wait()).await {
+        Ok(status) => Some(exit_text(status)),
+        Err(_) => {
+            process.kill().await;
+            None
+        }
+    }
+}
+
+/// Tells the host the running channel is gone, exactly once per attempt.
+fn mark_closed(shared: &Shared, reason: &str) {
+    let was_running = shared
+        .channel
+        .lock()
+        .expect("channel slot lock poisoned")
+        .take()
+        .is_some();
+    if was_running {
+        shared.events.on_channel_closed(shared.group(), reason);
+    }
+}
+
+fn pending_command(desired: &mut watch::Receiver<Desired>, generation: u64) -> Option<Command> {
+    match *desired.borrow_and_update() {
+        Desired::Stop => Some(Command::Stop),
+        Desired::Run(next) if next != generation => Some(Command::Restart(next)),
+        Desired::Run(_) => None,
+    }
+}
+
+fn command_outcome(command: Command, report: StopReport) -> Attempt {
+    match command {
+        Command::Stop => Attempt::Stopped(report),
+        Command::Restart(_) => Attempt::Restart,
+    }
+}
+
+fn exit_text(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(status) => describe_exit(&status),
+        Err(error) => format!("could not be waited for ({error})"),
+    }
+}
+
+fn answer_ready(
+    ready: Ready,
+    pid: u32,
+    slot: &Mutex<Option<oneshot::Sender<Result<ReadyInfo, String>>>>,
+) -> Result<ReadyAck, RemoteError> {
+    let sender = slot.lock().expect("ready slot lock poisoned").take();
+    let Some(sender) = sender else {
+        return Err(RemoteError::bad_request("`ready` was already received"));
+    };
+    match version::negotiate(Role::Host, &ready.protocol_version, &ready.features) {
+        Ok(negotiated) => {
+            let ack = ReadyAck {
+                protocol_version: version::PROTOCOL_VERSION.to_owned(),
+                features: negotiated.features.iter().cloned().collect(),
+            };
+            let _ = sender.send(Ok(ReadyInfo {
+                negotiated,
+                runtime: ready.runtime,
+                integrations: ready.integrations,
+                pid,
+            }));
+            Ok(ack)
+        }
+        Err(error) => {
+            let message = error.to_string();
+            let _ = sender.send(Err(message.clone()));
+            Err(RemoteError::new(ErrorKind::IncompatibleVersion, message))
+        }
+    }
+}
+
+/// Pings the sandbox forever; returns only when a ping goes unanswered in time.
+async fn watchdog(channel: &Channel, config: Option<WatchdogConfig>) -> String {
+    let Some(config) = config else {
+        return std::future::pending().await;
+    };
+    let mut nonce = 0u64;
+    loop {
+        tokio::time::sleep(config.interval).await;
+        nonce += 1;
+        match channel
+            .call_timeout(&wire::Ping { nonce }, config.timeout)
+            .await
+        {
+            Ok(_) | Err(CallError::Remote { .. }) => {}
+            Err(CallError::Timeout { .. }) => {
+                return format!(
+                    "stopped answering (no ping reply within {:?}); presumed hung",
+                    config.timeout
+                );
+            }
+            // A closed channel is reported by the exit path, not here.
+            Err(_) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// A graceful stop of a running child: `shutdown` for its restore state, then its own exit,
+/// then SIGTERM and SIGKILL as needed.
+async fn stop_running(
+    shared: &Shared,
+    channel: &Channel,
+    process: &mut SandboxProcess,
+) -> StopReport {
+    let grace = shared.config.stop_grace;
+    let mut report = StopReport::default();
+    let shutdown = wire::Shutdown {
+        reason: "the host is stopping this group".to_owned(),
+    };
+    match channel.call_timeout(&shutdown, grace).await {
+        Ok(result) => report.restore_state = Some(result.restore_state_json),
+        Err(error) => {
+            tracing::warn!(group = %shared.group(), %error, "sandbox did not answer shutdown")
+        }
+    }
+    let exited_alone =
+        report.restore_state.is_some() && tokio::time::timeout(grace, process.wait()).await.is_ok();
+    mark_closed(shared, "stopped");
+    channel.close().await;
+    if exited_alone {
+        report.graceful = true;
+    } else {
+        let (_, killed) = process.terminate(grace).await;
+        report.killed = killed;
+    }
+    report.exit = process.try_exit().map(|status| describe_exit(&status));
+    report
+}

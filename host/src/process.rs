@@ -1,0 +1,355 @@
+//! One sandbox child process: spawned with hygiene (its own process group, a parent-death
+//! signal, no core dumps, resource limits, `no_new_privs`, an optional uid/gid drop), its stderr
+//! forwarded into the host's log under the group's name, and killed and reaped when dropped.
+
+use std::ffi::OsString;
+use std::io;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::task::JoinHandle;
+
+/// The longest line of a child's stderr forwarded to the log; the rest of a longer line is
+/// dropped (and counted in the line), so a child printing without newlines cannot grow the
+/// host's memory.
+pub const MAX_LOG_LINE_BYTES: usize = 4096;
+
+/// OS resource limits applied to a child before it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// `RLIMIT_AS`: the most virtual memory, in bytes.
+    pub address_space_bytes: Option<u64>,
+    /// `RLIMIT_NOFILE`: the most open files.
+    pub open_files: Option<u64>,
+    /// `RLIMIT_CPU`: the most CPU seconds before the kernel kills the child.
+    pub cpu_seconds: Option<u64>,
+}
+
+/// A user and group the child runs as (applied only when the host runs as root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credentials {
+    /// The uid.
+    pub uid: u32,
+    /// The gid.
+    pub gid: u32,
+}
+
+/// Which transport the child speaks, which decides what its stdin and stdout are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildTransport {
+    /// stdin and stdout are the channel.
+    Stdio,
+    /// The channel is a unix socket; stdin is /dev/null and stdout goes to the log.
+    Unix,
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    /// The group, for logs.
+    pub group: String,
+    /// The program and its arguments.
+    pub argv: Vec<OsString>,
+    /// What stdin and stdout are for.
+    pub transport: ChildTransport,
+    /// Limits applied in the child before exec.
+    pub limits: ResourceLimits,
+    /// Drop to this user and group (requires running as root).
+    pub credentials: Option<Credentials>,
+}
+
+/// Why a child could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The command factory produced no program.
+    #[error("the command for group `{group}` is empty")]
+    EmptyCommand {
+        /// The group.
+        group: String,
+    },
+    /// A uid/gid drop was asked for but the host is not root.
+    #[error("running group `{group}` as uid {uid} needs the host to run as root")]
+    NotRoot {
+        /// The group.
+        group: String,
+        /// The uid asked for.
+        uid: u32,
+    },
+    /// The OS refused to start it.
+    #[error("cannot start {program:?} for group `{group}`: {source}")]
+    Io {
+        /// The group.
+        group: String,
+        /// The program.
+        program: OsString,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A running (or exited, not yet dropped) child.
+pub struct SandboxProcess {
+    /// The child, reaped through tokio.
+    child: Child,
+    /// Its pid, which is also its process group id.
+    pid: u32,
+    /// The group, for logs.
+    group: String,
+    /// The exit status, recorded once when it is first seen.
+    exit: Option<ExitStatus>,
+    /// The tasks forwarding stderr (and stdout for unix children) to the log.
+    log_tasks: Vec<JoinHandle<()>>,
+}
+
+/// The channel ends of a stdio child.
+pub struct ChildPipes {
+    /// The child's stdin: frames to the child.
+    pub to_child: ChildStdin,
+    /// The child's stdout: frames from the child.
+    pub from_child: ChildStdout,
+}
+
+impl SandboxProcess {
+    /// Starts the child. For a stdio child the pipes carrying the channel are returned.
+    pub fn spawn(spec: &SpawnSpec) -> Result<(Self, Option<ChildPipes>), SpawnError> {
+        let Some((program, args)) = spec.argv.split_first() else {
+            return Err(SpawnError::EmptyCommand {
+                group: spec.group.clone(),
+            });
+        };
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        match spec.transport {
+            ChildTransport::Stdio => command.stdin(Stdio::piped()).stdout(Stdio::piped()),
+            ChildTransport::Unix => command.stdin(Stdio::null()).stdout(Stdio::piped()),
+        };
+        if let Some(credentials) = spec.credentials {
+            if !nix::unistd::geteuid().is_root() {
+                return Err(SpawnError::NotRoot {
+                    group: spec.group.clone(),
+                    uid: credentials.uid,
+                });
+            }
+            command.uid(credentials.uid).gid(credentials.gid);
+        }
+        install_child_hygiene(&mut command, spec.limits.clone());
+        let mut child = command.spawn().map_err(|source| SpawnError::Io {
+            group: spec.group.clone(),
+            program: program.clone(),
+            source,
+        })?;
+        let pid = child.id().expect("a just-spawned child has a pid");
+        let mut log_tasks = Vec::new();
+        if let Some(stderr) = child.stderr.take() {
+            log_tasks.push(tokio::spawn(forward_lines(
+                stderr,
+                spec.group.clone(),
+                "stderr",
+            )));
+        }
+        let pipes = match spec.transport {
+            ChildTransport::Stdio => {
+                let to_child = child.stdin.take().expect("stdin was piped");
+                let from_child = child.stdout.take().expect("stdout was piped");
+                Some(ChildPipes {
+                    to_child,
+                    from_child,
+                })
+            }
+            ChildTransport::Unix => {
+                if let Some(stdout) = child.stdout.take() {
+                    log_tasks.push(tokio::spawn(forward_lines(
+                        stdout,
+                        spec.group.clone(),
+                        "stdout",
+                    )));
+                }
+                None
+            }
+        };
+        tracing::debug!(group = %spec.group, pid, "sandbox process started");
+        Ok((
+            Self {
+                child,
+                pid,
+                group: spec.group.clone(),
+                exit: None,
+                log_tasks,
+            },
+            pipes,
+        ))
+    }
+
+    /// The child's pid (and process group id).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits for the child to exit; the status is recorded once and returned to every caller.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.exit {
+            return Ok(status);
+        }
+        let status = self.child.wait().await?;
+        self.exit = Some(status);
+        Ok(status)
+    }
+
+    /// The exit status if the child has exited, without waiting.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none()
+            && let Ok(Some(status)) = self.child.try_wait()
+        {
+            self.exit = Some(status);
+        }
+        self.exit
+    }
+
+    /// Sends `signal` to the child's whole process group (so its own children get it too).
+    pub fn signal_group(&self, signal: Signal) {
+        if self.exit.is_some() {
+            return;
+        }
+        if let Err(error) = killpg(Pid::from_raw(self.pid as i32), signal)
+            && error != nix::errno::Errno::ESRCH
+        {
+            tracing::warn!(group = %self.group, pid = self.pid, %error, ?signal, "cannot signal sandbox");
+        }
+    }
+
+    /// Ends the child: SIGTERM to its group, up to `grace` to exit, then SIGKILL; always reaps.
+    /// Returns the exit status and whether SIGKILL was needed.
+    pub async fn terminate(&mut self, grace: Duration) -> (Option<ExitStatus>, bool) {
+        if let Some(status) = self.try_exit() {
+            return (Some(status), false);
+        }
+        self.signal_group(Signal::SIGTERM);
+        if let Ok(status) = tokio::time::timeout(grace, self.wait()).await {
+            return (status.ok(), false);
+        }
+        tracing::warn!(group = %self.group, pid = self.pid, ?grace, "sandbox ignored SIGTERM; killing it");
+        self.kill().await
+    }
+
+    /// SIGKILL to the group, then reap.
+    pub async fn kill(&mut self) -> (Option<ExitStatus>, bool) {
+        self.signal_group(Signal::SIGKILL);
+        (self.wait().await.ok(), true)
+    }
+}
+
+impl Drop for SandboxProcess {
+    fn drop(&mut self) {
+        // Whatever path dropped us (an error, a cancelled task), the group must not outlive
+        // this value; tokio's kill_on_drop then reaps the child in the background.
+        if self.try_exit().is_none() {
+            self.signal_group(Signal::SIGKILL);
+        }
+        for task in &self.log_tasks {
+            // The forwarding tasks end at EOF by themselves; this only stops them early if the
+            // group's grandchildren still hold the pipe open.
+            task.abort();
+        }
+    }
+}
+
+/// Describes an exit status for logs and status displays.
+pub fn describe_exit(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        format!("exited with code {code}")
+    } else if let Some(signal) = status.signal() {
+        match Signal::try_from(signal) {
+            Ok(signal) => format!("killed by {}", signal.as_str()),
+            Err(_) => format!("killed by signal {signal}"),
+        }
+    } else {
+        "ended".to_owned()
+    }
+}
+
+#[allow(unsafe_code)]
+fn install_child_hygiene(command: &mut Command, limits: ResourceLimits) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec. It only makes raw syscalls
+    // (prctl, getppid, setrlimit) that are async-signal-safe, allocates nothing (errors are
+    // built from raw errno values) and touches no lock.
+    unsafe {
+        command.pre_exec(move || {
+            // Die with the host, even if it is killed with SIGKILL. The check after it closes
+            // the race where the host died between fork and prctl.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(errno_error)?;
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc_esrch()));
+            }
+            // A crash loop must not fill the disk with core dumps.
+            setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(errno_error)?;
+            if let Some(bytes) = limits.address_space_bytes {
+                setrlimit(Resource::RLIMIT_AS, bytes, bytes).map_err(errno_error)?;
+            }
+            if let Some(files) = limits.open_files {
+                setrlimit(Resource::RLIMIT_NOFILE, files, files).map_err(errno_error)?;
+            }
+            if let Some(seconds) = limits.cpu_seconds {
+                setrlimit(Resource::RLIMIT_CPU, seconds, seconds).map_err(errno_error)?;
+            }
+            nix::sys::prctl::set_no_new_privs().map_err(errno_error)?;
+            Ok(())
+        });
+    }
+}
+
+fn errno_error(errno: nix::errno::Errno) -> io::Error {
+    io::Error::from_raw_os_error(errno as i32)
+}
+
+fn libc_esrch() -> i32 {
+    nix::errno::Errno::ESRCH as i32
+}
+
+/// Forwards a child's output to the log line by line, each line capped at
+/// [`MAX_LOG_LINE_BYTES`].
+async fn forward_lines(mut source: impl AsyncRead + Unpin, group: String, stream: &'static str) {
+    let mut chunk = vec![0u8; 8192];
+    let mut line: Vec<u8> = Vec::with_capacity(256);
+    let mut dropped = 0usize;
+    let emit = |line: &mut Vec<u8>, dropped: &mut usize| {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches('\r');
+        if *dropped > 0 {
+            tracing::info!(target: "sandbox", group = %group, stream, "{text}… ({dropped} more bytes dropped)");
+        } else {
+            tracing::info!(target: "sandbox", group = %group, stream, "{text}");
+        }
+        line.clear();
+        *dropped = 0;
+    };
+    loop {
+        let read = match source.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        for &byte in &chunk[..read] {
+            if byte == b'\n' {
+                emit(&mut line, &mut dropped);
+            } else if line.len() < MAX_LOG_LINE_BYTES {
+                line.push(byte);
+            } else {
+                dropped += 1;
+            }
+        }
+    }
+    if !line.is_empty() {
+        emit(&mut line, &mut dropped);
+    }
+}
