@@ -1,0 +1,314 @@
+//! The sandbox runtime: a private core hosting integrations, mirrored to main over one channel.
+//!
+//! Start order matters (the reference lost entry setups to a race here): every handler is
+//! registered before the channel reads its first frame, the store backend routes through main,
+//! the restore state is warm-loaded (a `store_load` call), the mirrors are installed, and `ready`
+//! is the last thing sent, so whatever main sends after it finds everything in place.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use homecore::{Context, Core, CoreConfig, IntegrationHandlers, ServiceRequest, ServiceTarget};
+use sandbox_proto::version::{self, Negotiated, Role};
+use sandbox_proto::wire::{self, IntegrationInfo};
+use sandbox_proto::{Channel, ChannelBuilder, ChannelConfig, RemoteError, Transport, json};
+use tokio::sync::Notify;
+
+use crate::approvals::Approvals;
+use crate::convert::service_error_to_remote;
+use crate::entries::EntryRunner;
+use crate::flows::FlowRunner;
+use crate::mirror::Mirror;
+use crate::store::ChannelStoreBackend;
+
+/// How long main has to acknowledge `ready`.
+pub const READY_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the shutdown reply (and anything else in flight) has to reach the wire before the
+/// channel is closed.
+pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a runtime hosts: the integrations' code and what main is told about them.
+#[derive(Clone)]
+pub struct Integrations {
+    /// Finds each integration's flows and entry setup by domain.
+    pub handlers: Arc<dyn IntegrationHandlers>,
+    /// Their manifests, announced in `ready`.
+    pub manifests: Vec<IntegrationInfo>,
+    /// The entity domains (`light`, `sensor`, ...): never mirrored as services.
+    pub entity_domains: HashSet<String>,
+}
+
+/// How a runtime is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// The group main started it for.
+    pub group: String,
+    /// The private core's configuration directory (nothing is stored there: store IO goes to
+    /// main; integrations may keep caches in it).
+    pub config_dir: PathBuf,
+}
+
+/// Why a runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The private core could not be built or loaded.
+    #[error("the private core could not start: {0}")]
+    Core(#[from] homecore::CoreError),
+    /// Main refused `ready` or did not answer it.
+    #[error("main did not accept ready: {0}")]
+    Ready(sandbox_proto::CallError),
+    /// Main's version is incompatible.
+    #[error(transparent)]
+    Version(#[from] version::VersionError),
+    /// A bus listener could not be installed.
+    #[error("cannot listen on the private bus: {0}")]
+    Bus(#[from] homecore::event::EventError),
+}
+
+/// How a runtime ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Main asked it to shut down.
+    Shutdown,
+    /// Main closed the channel (or went away).
+    MainGone,
+    /// The process was told to terminate.
+    Terminated,
+}
+
+/// The parts every handler reaches.
+struct Parts {
+    core: Core,
+    entries: EntryRunner,
+    flows: FlowRunner,
+    group: String,
+    /// Rung by the `shutdown` handler once its reply is ready.
+    shutdown: Notify,
+}
+
+/// Runs a sandbox until main shuts it down or goes away.
+pub async fn run(
+    config: RuntimeConfig,
+    integrations: Integrations,
+    transport: Transport,
+) -> Result<Ending, RuntimeError> {
+    let backend = ChannelStoreBackend::new();
+    let core = Core::builder(CoreConfig::new(config.config_dir.clone()))
+        .store_backend(Arc::new(backend.clone()))
+        .build()?;
+    let approvals = Arc::new(Approvals::new());
+    let (flows, wrapped) = FlowRunner::new(core.clone(), Arc::clone(&integrations.handlers));
+    core.config_entries().set_handlers(wrapped.clone());
+    let entries = EntryRunner::new(core.clone(), wrapped, Arc::clone(&approvals), &config.group);
+    let parts = Arc::new(Parts {
+        core: core.clone(),
+        entries,
+        flows,
+        group: config.group.clone(),
+        shutdown: Notify::new(),
+    });
+
+    let channel = handlers(
+        ChannelBuilder::new(ChannelConfig::named(config.group.clone())),
+        &parts,
+    )
+    .start(transport);
+    backend.attach(channel.clone());
+
+    let started = start(&parts, &channel, &approvals, &integrations).await;
+    let _mirror = match started {
+        Ok(mirror) => mirror,
+        Err(error) => {
+            channel.close().await;
+            return Err(error);
+        }
+    };
+
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    let ending = tokio::select! {
+        () = parts.shutdown.notified() => Ending::Shutdown,
+        _ = channel.closed() => Ending::MainGone,
+        () = terminate => Ending::Terminated,
+    };
+    match ending {
+        Ending::Shutdown => {
+            // The reply carries the restore state: it must be on the wire before we close.
+            if !channel.drain_inflight(SHUTDOWN_DRAIN_TIMEOUT).await {
+                tracing::warn!("the shutdown reply was not written within the drain timeout");
+            }
+        }
+        Ending::MainGone | Ending::Terminated => {
+            tracing::info!(?ending, "stopping");
+            parts.entries.unload_all().await;
+            if let Err(error) = parts.core.stop().await {
+                tracing::warn!(%error, "the private core did not stop cleanly");
+            }
+        }
+    }
+    channel.close().await;
+    Ok(ending)
+}
+
+async fn start(
+    parts: &Arc<Parts>,
+    channel: &Channel,
+    approvals: &Arc<Approvals>,
+    integrations: &Integrations,
+) -> Result<Arc<Mirror>, RuntimeError> {
+    // Warm-load before ready: the restore state is in place before the first entry setup.
+    parts.core.load().await?;
+    let mirror = Mirror::install(
+        parts.core.clone(),
+        channel.clone(),
+        Arc::clone(approvals),
+        integrations.entity_domains.clone(),
+    )?;
+    let ready = wire::Ready {
+        protocol_version: version::PROTOCOL_VERSION.to_owned(),
+        features: version::features(),
+        group: parts.group.clone(),
+        runtime: format!("sandbox-runtime {}", env!("CARGO_PKG_VERSION")),
+        integrations: integrations.manifests.clone(),
+    };
+    let ack = channel
+        .call_timeout(&ready, READY_ACK_TIMEOUT)
+        .await
+        .map_err(RuntimeError::Ready)?;
+    let negotiated: Negotiated =
+        version::negotiate(Role::Sandbox, &ack.protocol_version, &ack.features)?;
+    tracing::info!(group = %parts.group, host_version = %negotiated.peer_version, "ready");
+    Ok(mirror)
+}
+
+fn handlers(builder: ChannelBuilder, parts: &Arc<Parts>) -> ChannelBuilder {
+    let on = |parts: &Arc<Parts>| Arc::clone(parts);
+    let p = on(parts);
+    let builder = builder.on_call::<wire::Ping, _, _>(move |ping, _| {
+        let p = Arc::clone(&p);
+        async move {
+            Ok(wire::Pong {
+                nonce: ping.nonce,
+                rss_bytes: resident_bytes(),
+                entities: p.core.states().len() as u32,
+            })
+        }
+    });
+    let p = on(parts);
+    let builder = builder.on_call::<wire::EntrySetup, _, _>(move |request, _| {
+        let p = Arc::clone(&p);
+        async move { p.entries.setup(request).await }
+    });
+    let p = on(parts);
+    let builder = builder.on_call::<wire::EntryUnload, _, _>(move |request, _| {
+        let p = Arc::clone(&p);
+        async move { p.entries.unload(request).await }
+    });
+    let p = on(parts);
+    let builder = builder.on_call::<wire::FlowInit, _, _>(move |request, _| {
+        let p = Arc::clone(&p);
+        async move { p.flows.init(request).await }
+    });
+    let p = on(parts);
+    let builder = builder.on_call::<wire::FlowStep, _, _>(move |request, _| {
+        let p = Arc::clone(&p);
+        async move { p.flows.step(request).await }
+    });
+    let p = on(parts);
+    let builder = builder.on_call::<wire::FlowAbort, _, _>(move |request, _| {
+        let p = Arc::clone(&p);
+        async move { p.flows.abort(request).await }
+    });
+    let p = on(parts);
+    let builder = builder.on_call::<wire::CallService, _, _>(move |request, _| {
+        let p = Arc::clone(&p);
+        async move { call_service(&p.core, request).await }
+    });
+    let p = on(parts);
+    builder.on_call::<wire::Shutdown, _, _>(move |request, _| {
+        let p = Arc::clone(&p);
+        async move { shutdown(&p, request).await }
+    })
+}
+
+/// A context id from main as this core's context: main's id is kept, so what the call causes
+/// carries it back to main (which restores the full context it issued).
+pub fn context_from_id(context_id: &str) -> Context {
+    match context_id.parse::<ulid::Ulid>() {
+        Ok(id) => Context {
+            id,
+            user_id: None,
+            parent_id: None,
+        },
+        Err(_) => Context::new(),
+    }
+}
+
+async fn call_service(
+    core: &Core,
+    request: wire::CallService,
+) -> Result<wire::CallServiceResult, RemoteError> {
+    let data = json::object_from_bytes(&request.data_json)
+        .map_err(|error| RemoteError::bad_request(format!("field `data_json`: {error}")))?;
+    let mut call = ServiceRequest::new(request.domain.clone(), request.service.clone())
+        .with_data(data)
+        .with_context(context_from_id(&request.context_id));
+    if !request.entity_ids.is_empty() {
+        call = call.with_target(ServiceTarget::entities(request.entity_ids.iter().cloned()));
+    }
+    if request.return_response {
+        call = call.with_response();
+    }
+    let response = core
+        .services()
+        .call(call)
+        .await
+        .map_err(|error| service_error_to_remote(&error))?;
+    Ok(wire::CallServiceResult {
+        response_json: response.map(|response| json::object_to_bytes(&response)),
+    })
+}
+
+async fn shutdown(
+    parts: &Parts,
+    request: wire::Shutdown,
+) -> Result<wire::ShutdownResult, RemoteError> {
+    tracing::info!(reason = %request.reason, "main asked to shut down");
+    // Capture the last states while the entities still exist, then unload and stop the core
+    // (which writes the restore state and every pending save through main).
+    let restore_state = json::to_json_safe(&parts.core.restore_state().dump());
+    parts.entries.unload_all().await;
+    if let Err(error) = parts.core.stop().await {
+        tracing::warn!(%error, "the private core did not stop cleanly");
+    }
+    parts.shutdown.notify_one();
+    Ok(wire::ShutdownResult {
+        restore_state_json: json::to_bytes(&restore_state),
+    })
+}
+
+/// This process's resident memory in bytes, 0 if unknown.
+pub fn resident_bytes() -> u64 {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let resident_pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|pages| pages.parse().ok())
+        .unwrap_or(0);
+    let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
+    resident_pages * page_size
+}
