@@ -35,6 +35,12 @@ impl FileStoreBackend {
         }
     }
 
+    /// A backend writing straight into `dir` (for hosts that keep several stores, such as one
+    /// per sandbox group).
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
     /// The folder holding the files.
     pub fn dir(&self) -> &Path {
         &self.dir
