@@ -1,0 +1,243 @@
+//! The store server: where a sandbox group's store IO lands on main.
+//!
+//! One folder per group, `<config>/.storage/sandbox/<group>/`, one file per key, written
+//! atomically (temp file, fsync, rename, fsync folder). A compromised sandbox must not exhaust
+//! the host's disk, so every write is checked first: key at most [`MAX_KEY_BYTES`] and
+//! path-safe, value at most [`MAX_VALUE_BYTES`], the group at most [`MAX_GROUP_BYTES`] and
+//! [`MAX_GROUP_KEYS`] keys. A refused write changes nothing on disk.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use homecore::{FileStoreBackend, StoreBackend, StoreEnvelope, StoreError, StoreKey};
+use sandbox_proto::RemoteError;
+use sandbox_proto::error::ErrorKind;
+
+/// Longest store key, in bytes (well under a file name's 255).
+pub const MAX_KEY_BYTES: usize = 128;
+/// Largest stored envelope, in bytes.
+pub const MAX_VALUE_BYTES: usize = 4 * 1024 * 1024;
+/// Most bytes one group may keep.
+pub const MAX_GROUP_BYTES: u64 = 32 * 1024 * 1024;
+/// Most keys one group may keep.
+pub const MAX_GROUP_KEYS: usize = 256;
+
+/// Why a store request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreServerError {
+    /// The group name cannot be a folder name.
+    #[error("group name {0:?} is not path-safe")]
+    InvalidGroup(String),
+    /// The key is too long or not path-safe.
+    #[error("invalid store key: {0}")]
+    InvalidKey(String),
+    /// The value is over [`MAX_VALUE_BYTES`].
+    #[error("value for {key} is {len} bytes; the limit is {max}")]
+    ValueTooLarge {
+        /// The key.
+        key: String,
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The group would hold more than [`MAX_GROUP_BYTES`].
+    #[error("group {group} would hold {total} bytes; the limit is {max}")]
+    GroupTooLarge {
+        /// The group.
+        group: String,
+        /// What it would hold.
+        total: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The group would hold more than [`MAX_GROUP_KEYS`] keys.
+    #[error("group {group} would hold more than {max} keys")]
+    TooManyKeys {
+        /// The group.
+        group: String,
+        /// The limit.
+        max: usize,
+    },
+    /// The value is not a store envelope.
+    #[error("value for {key} is not a store envelope: {message}")]
+    InvalidEnvelope {
+        /// The key.
+        key: String,
+        /// Why.
+        message: String,
+    },
+    /// Reading or writing failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Listing the group's folder failed.
+    #[error("cannot inspect {path}: {source}")]
+    Io {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<&StoreServerError> for RemoteError {
+    fn from(error: &StoreServerError) -> Self {
+        let kind = match error {
+            StoreServerError::InvalidGroup(_)
+            | StoreServerError::InvalidKey(_)
+            | StoreServerError::InvalidEnvelope { .. } => ErrorKind::BadRequest,
+            StoreServerError::ValueTooLarge { .. }
+            | StoreServerError::GroupTooLarge { .. }
+            | StoreServerError::TooManyKeys { .. } => ErrorKind::Quota,
+            StoreServerError::Store(_) | StoreServerError::Io { .. } => ErrorKind::Internal,
+        };
+        RemoteError::new(kind, error.to_string())
+    }
+}
+
+/// One group's store folder.
+pub struct GroupStore {
+    group: String,
+    backend: FileStoreBackend,
+    /// Serialises writes so quota checks see what they check.
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+impl GroupStore {
+    /// The store of `group` under `config_dir`.
+    pub fn new(config_dir: &Path, group: &str) -> Result<Self, StoreServerError> {
+        if StoreKey::new(group).is_err() {
+            return Err(StoreServerError::InvalidGroup(group.to_owned()));
+        }
+        let dir = config_dir
+            .join(homecore::file_backend::STORAGE_DIR)
+            .join("sandbox")
+            .join(group);
+        Ok(Self {
+            group: group.to_owned(),
+            backend: FileStoreBackend::in_dir(dir),
+            write_lock: Default::default(),
+        })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        self.backend.dir()
+    }
+
+    fn key(key: &str) -> Result<StoreKey, StoreServerError> {
+        if key.len() > MAX_KEY_BYTES {
+            return Err(StoreServerError::InvalidKey(format!(
+                "{} bytes; the limit is {MAX_KEY_BYTES}",
+                key.len()
+            )));
+        }
+        StoreKey::new(key).map_err(|error| StoreServerError::InvalidKey(error.to_string()))
+    }
+
+    /// `store_load`: the envelope as JSON, `None` when nothing is stored.
+    pub async fn load(&self, key: &str) -> Result<Option<Bytes>, StoreServerError> {
+        let key = Self::key(key)?;
+        let Some(envelope) = self.backend.load(&key).await? else {
+            return Ok(None);
+        };
+        let bytes =
+            serde_json::to_vec(&envelope).map_err(|error| StoreServerError::InvalidEnvelope {
+                key: key.as_str().to_owned(),
+                message: error.to_string(),
+            })?;
+        Ok(Some(bytes.into()))
+    }
+
+    /// `store_save`: checks key, size and quotas, then writes atomically.
+    pub async fn save(&self, key: &str, envelope_json: &[u8]) -> Result<(), StoreServerError> {
+        let key = Self::key(key)?;
+        if envelope_json.len() > MAX_VALUE_BYTES {
+            return Err(StoreServerError::ValueTooLarge {
+                key: key.as_str().to_owned(),
+                len: envelope_json.len(),
+                max: MAX_VALUE_BYTES,
+            });
+        }
+        let mut envelope: StoreEnvelope =
+            serde_json::from_slice(envelope_json).map_err(|error| {
+                StoreServerError::InvalidEnvelope {
+                    key: key.as_str().to_owned(),
+                    message: error.to_string(),
+                }
+            })?;
+        // The key inside is informational; the file name decides.
+        envelope.key = key.as_str().to_owned();
+        let _write = self.write_lock.lock().await;
+        let (keys, bytes, existing) = self.usage(&key)?;
+        let new_keys = keys + usize::from(existing.is_none());
+        if new_keys > MAX_GROUP_KEYS {
+            return Err(StoreServerError::TooManyKeys {
+                group: self.group.clone(),
+                max: MAX_GROUP_KEYS,
+            });
+        }
+        let total = bytes - existing.unwrap_or(0) + envelope_json.len() as u64;
+        if total > MAX_GROUP_BYTES {
+            return Err(StoreServerError::GroupTooLarge {
+                group: self.group.clone(),
+                total,
+                max: MAX_GROUP_BYTES,
+            });
+        }
+        std::fs::create_dir_all(self.dir()).map_err(|source| StoreServerError::Io {
+            path: self.dir().to_owned(),
+            source,
+        })?;
+        self.backend.save(&key, &envelope).await?;
+        Ok(())
+    }
+
+    /// `store_remove`.
+    pub async fn remove(&self, key: &str) -> Result<(), StoreServerError> {
+        let key = Self::key(key)?;
+        let _write = self.write_lock.lock().await;
+        self.backend.remove(&key).await?;
+        Ok(())
+    }
+
+    /// (keys, bytes) the group holds, and the current size of `key` if it exists.
+    fn usage(&self, key: &StoreKey) -> Result<(usize, u64, Option<u64>), StoreServerError> {
+        let dir = self.dir();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0, None)),
+            Err(source) => {
+                return Err(StoreServerError::Io {
+                    path: dir.to_owned(),
+                    source,
+                });
+            }
+        };
+        let (mut keys, mut bytes, mut existing) = (0usize, 0u64, None);
+        for entry in entries {
+            let entry = entry.map_err(|source| StoreServerError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
+            let metadata = entry.metadata().map_err(|source| StoreServerError::Io {
+                path: entry.path(),
+                source,
+            })?;
+            if !metadata.is_file() {
+                continue;
+            }
+            // Temp files of interrupted writes count against the quota too: they use disk.
+            keys += 1;
+            bytes += metadata.len();
+            if entry.file_name().to_str() == Some(key.as_str()) {
+                existing = Some(metadata.len());
+            }
+        }
+        Ok((keys, bytes, existing))
+    }
+}
+
+#[cfg(test)]
+mod tests;

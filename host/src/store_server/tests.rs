@@ -1,0 +1,124 @@
+//! Tests of the store server: round trips, atomic files, every quota, hostile keys.
+
+use super::*;
+use serde_json::json;
+
+fn envelope(key: &str, data: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({"version": 1, "minor_version": 1, "key": key, "data": data}))
+        .expect("encodes")
+}
+
+#[tokio::test]
+async fn save_load_remove_round_trip_in_the_group_folder() {
+    let config = tempfile::tempdir().expect("tempdir");
+    let store = GroupStore::new(config.path(), "built-in").expect("valid group");
+    assert_eq!(store.dir(), config.path().join(".storage/sandbox/built-in"));
+    assert!(store.load("demo.data").await.expect("loads").is_none());
+    store
+        .save(
+            "demo.data",
+            &envelope("demo.data", json!({"count": 3, "ratio": 0.5})),
+        )
+        .await
+        .expect("saves");
+    assert!(store.dir().join("demo.data").is_file());
+    let loaded: serde_json::Value = serde_json::from_slice(
+        &store
+            .load("demo.data")
+            .await
+            .expect("loads")
+            .expect("stored"),
+    )
+    .expect("json");
+    assert_eq!(loaded["data"], json!({"count": 3, "ratio": 0.5}));
+    assert!(loaded["data"]["count"].is_u64());
+    store.remove("demo.data").await.expect("removes");
+    assert!(store.load("demo.data").await.expect("loads").is_none());
+}
+
+#[tokio::test]
+async fn hostile_keys_are_refused_and_nothing_is_written() {
+    let config = tempfile::tempdir().expect("tempdir");
+    let store = GroupStore::new(config.path(), "built-in").expect("valid group");
+    let long = "k".repeat(MAX_KEY_BYTES + 1);
+    for key in ["../escape", "a/b", ".hidden", "", long.as_str(), "x\0y"] {
+        let error = store
+            .save(key, &envelope(key, json!(1)))
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(error, StoreServerError::InvalidKey(_)),
+            "{key:?}: {error}"
+        );
+        assert_eq!(RemoteError::from(&error).kind, ErrorKind::BadRequest);
+    }
+    assert!(!store.dir().exists(), "nothing was written");
+    assert!(GroupStore::new(config.path(), "../other").is_err());
+}
+
+#[tokio::test]
+async fn an_oversized_value_is_refused_whole() {
+    let config = tempfile::tempdir().expect("tempdir");
+    let store = GroupStore::new(config.path(), "g").expect("valid group");
+    let big = envelope("big", json!("x".repeat(MAX_VALUE_BYTES)));
+    let error = store.save("big", &big).await.expect_err("too large");
+    assert!(matches!(error, StoreServerError::ValueTooLarge { .. }));
+    assert_eq!(RemoteError::from(&error).kind, ErrorKind::Quota);
+    assert!(!store.dir().join("big").exists());
+}
+
+#[tokio::test]
+async fn the_key_count_quota_holds_but_overwrites_are_fine() {
+    let config = tempfile::tempdir().expect("tempdir");
+    let store = GroupStore::new(config.path(), "g").expect("valid group");
+    for index in 0..MAX_GROUP_KEYS {
+        let key = format!("k{index}");
+        store
+            .save(&key, &envelope(&key, json!(index)))
+            .await
+            .expect("within quota");
+    }
+    let error = store
+        .save("one.more", &envelope("one.more", json!(0)))
+        .await
+        .expect_err("over quota");
+    assert!(
+        matches!(error, StoreServerError::TooManyKeys { .. }),
+        "{error}"
+    );
+    store
+        .save("k0", &envelope("k0", json!("updated")))
+        .await
+        .expect("overwriting is not a new key");
+}
+
+#[tokio::test]
+async fn the_group_byte_quota_holds() {
+    let config = tempfile::tempdir().expect("tempdir");
+    let store = GroupStore::new(config.path(), "g").expect("valid group");
+    let chunk = "x".repeat(MAX_VALUE_BYTES - 200);
+    let mut saved = 0;
+    let error = loop {
+        let key = format!("chunk{saved}");
+        match store.save(&key, &envelope(&key, json!(chunk))).await {
+            Ok(()) => saved += 1,
+            Err(error) => break error,
+        }
+    };
+    assert!(
+        matches!(error, StoreServerError::GroupTooLarge { .. }),
+        "{error}"
+    );
+    assert_eq!(saved, 8, "32 MiB holds eight values just under 4 MiB");
+}
+
+#[tokio::test]
+async fn a_non_envelope_is_refused() {
+    let config = tempfile::tempdir().expect("tempdir");
+    let store = GroupStore::new(config.path(), "g").expect("valid group");
+    let error = store
+        .save("k", b"[1, 2, 3]")
+        .await
+        .expect_err("not an envelope");
+    assert!(matches!(error, StoreServerError::InvalidEnvelope { .. }));
+}
