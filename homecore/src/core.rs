@@ -12,17 +12,20 @@ use tokio::task::JoinHandle;
 use crate::area_registry::AreaRegistry;
 use crate::config_entries::{ConfigEntries, ConfigEntryError};
 use crate::device_registry::DeviceRegistry;
+use crate::entity_component::EntityComponents;
 use crate::entity_registry::EntityRegistry;
 use crate::event::{
     EVENT_CORE_CONFIG_UPDATED, EVENT_HOMEASSISTANT_CLOSE, EVENT_HOMEASSISTANT_FINAL_WRITE,
     EVENT_HOMEASSISTANT_START, EVENT_HOMEASSISTANT_STARTED, EVENT_HOMEASSISTANT_STOP, EventBus,
 };
 use crate::file_backend::FileStoreBackend;
+use crate::integration::{Integration, IntegrationError, IntegrationLoader};
 use crate::registry::{Registries, RegistryError};
 use crate::restore_state::{RestoreState, STATE_DUMP_INTERVAL};
 use crate::service::ServiceRegistry;
 use crate::state::StateMachine;
 use crate::store::{Store, StoreBackend, StoreError, Stores};
+use crate::translation::Translations;
 
 #[cfg(test)]
 mod tests;
@@ -269,6 +272,9 @@ pub enum CoreError {
     /// Config entries failed to load.
     #[error(transparent)]
     ConfigEntries(#[from] ConfigEntryError),
+    /// An integration could not be made available.
+    #[error(transparent)]
+    Integration(#[from] IntegrationError),
 }
 
 /// Everything one core owns.
@@ -291,6 +297,12 @@ pub(crate) struct CoreInner {
     config_entries: ConfigEntries,
     /// Restore state.
     restore_state: RestoreState,
+    /// Entity components, platforms and live entities.
+    entities: EntityComponents,
+    /// The integrations available to this core.
+    integrations: IntegrationLoader,
+    /// Integrations' translation strings.
+    translations: Translations,
     /// The runtime configuration's store.
     config_store: Store,
     /// The default file backend, when in use, to sweep interrupted writes at load.
@@ -323,6 +335,8 @@ pub struct CoreBuilder {
     config: CoreConfig,
     /// A store backend replacing the default file backend.
     backend: Option<Arc<dyn StoreBackend>>,
+    /// Integrations made available at build.
+    integrations: Vec<Arc<dyn Integration>>,
 }
 
 impl CoreBuilder {
@@ -332,7 +346,17 @@ impl CoreBuilder {
         self
     }
 
-    /// Builds the core (not yet loaded or started).
+    /// Makes `integrations` available to the core (see [`Core::integrations`]).
+    pub fn integrations(
+        mut self,
+        integrations: impl IntoIterator<Item = Arc<dyn Integration>>,
+    ) -> Self {
+        self.integrations.extend(integrations);
+        self
+    }
+
+    /// Builds the core (not yet loaded or started). Its config entries find local
+    /// integration code through the core's [`IntegrationLoader`].
     pub fn build(self) -> Result<Core, CoreError> {
         self.config.validate()?;
         let (backend, file_backend): (Arc<dyn StoreBackend>, Option<FileStoreBackend>) =
@@ -355,8 +379,14 @@ impl CoreBuilder {
             crate::config_entries::CONFIG_ENTRIES_STORE_VERSION,
             1,
         )?;
+        let integrations = IntegrationLoader::new();
+        integrations.add_all(self.integrations)?;
+        let translations = Translations::new(integrations.clone());
         let inner = Arc::new_cyclic(|weak| CoreInner {
             config_entries: ConfigEntries::new(weak.clone(), bus.clone(), entries_store),
+            entities: EntityComponents::new(weak.clone()),
+            integrations: integrations.clone(),
+            translations,
             config: RwLock::new(self.config),
             state: RwLock::new(CoreState::NotRunning),
             bus,
@@ -370,6 +400,7 @@ impl CoreBuilder {
             loaded: tokio::sync::Mutex::new(false),
             dump_task: Mutex::new(None),
         });
+        inner.config_entries.set_handlers(Arc::new(integrations));
         Ok(Core { inner })
     }
 }
@@ -380,6 +411,7 @@ impl Core {
         CoreBuilder {
             config,
             backend: None,
+            integrations: Vec::new(),
         }
     }
 
@@ -445,6 +477,22 @@ impl Core {
     /// Restore state.
     pub fn restore_state(&self) -> &RestoreState {
         &self.inner.restore_state
+    }
+
+    /// Entity components: platforms, live entities, entity services and the sandbox seams
+    /// (observers, call by entity id, remote platforms).
+    pub fn entities(&self) -> &EntityComponents {
+        &self.inner.entities
+    }
+
+    /// The integrations available to this core, and which are loaded.
+    pub fn integrations(&self) -> &IntegrationLoader {
+        &self.inner.integrations
+    }
+
+    /// Integrations' translation strings and the translation provider seam.
+    pub fn translations(&self) -> &Translations {
+        &self.inner.translations
     }
 
     fn set_state(&self, state: CoreState) {

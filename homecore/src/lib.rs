@@ -5,11 +5,16 @@
 //! It knows nothing about sandboxes; it exposes seams a host plugs into: the
 //! [`ConfigEntryRouter`] (where flows and entries run), the [`StoreBackend`]
 //! (where storage IO goes) and [`IntegrationHandlers`] (where local integration
-//! code is found). Semantics follow Home Assistant's.
+//! code is found, implemented by the [`IntegrationLoader`]). Entities of every domain are
+//! served by one generic code path driven by the data-driven domain [`catalog`]; a host
+//! attaches remote entities through the remote platform seam, observes entities through
+//! [`EntityObserver`]s, and supplies translations and integration listings through providers.
+//! Semantics follow Home Assistant's.
 //!
 //! # Layout
 //!
 //! - [`core`]: [`Core`], its configuration and lifecycle (start, stop stages, final write).
+//! - [`catalog`]: every entity domain's states, services, feature flags and queries, as data.
 //! - [`context`]: [`Context`], the ULID-identified cause of every change.
 //! - [`entity_id`]: entity id and domain validation, `slugify`.
 //! - [`event`]: the event bus with bounded per-listener queues; event type names.
@@ -24,19 +29,31 @@
 //! - [`config_entries`]: config entries, their lifecycle, config and options flows, the router seam.
 //! - [`data_entry_flow`]: the flow engine, [`FlowHandler`], flow results.
 //! - [`restore_state`]: entities' last states across restarts.
+//! - [`entity`]: the [`Entity`] trait, [`EntityInfo`], [`EntityDescription`], [`EntityHandle`].
+//! - [`entity_platform`]: [`EntityPlatform`], one integration's entities of a domain for an entry.
+//! - [`entity_component`]: per-domain components, service dispatch, target resolution, the
+//!   observer, call-by-id and remote platform seams.
+//! - [`integration`]: the [`Integration`] trait, [`Manifest`], the [`IntegrationLoader`] and
+//!   the catalog provider seam.
+//! - [`translation`]: translation strings and the translation provider seam.
 
 #![forbid(unsafe_code)]
 
 pub mod area_registry;
+pub mod catalog;
 pub mod config_entries;
 pub mod context;
 pub mod core;
 pub mod data_entry_flow;
 pub mod device_registry;
+pub mod entity;
+pub mod entity_component;
 pub mod entity_id;
+pub mod entity_platform;
 pub mod entity_registry;
 pub mod event;
 pub mod file_backend;
+pub mod integration;
 pub mod registry;
 pub mod restore_state;
 pub mod schema;
@@ -44,8 +61,12 @@ pub mod selector;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod translation;
 
 pub use crate::area_registry::{AreaEntry, AreaRegistry};
+pub use crate::catalog::{
+    Catalog, DomainSpec, FeatureFlag, ServiceSpec, StateKind, StateVocabulary, catalog,
+};
 pub use crate::config_entries::{
     ConfigEntries, ConfigEntry, ConfigEntryError, ConfigEntryRouter, ConfigEntryState,
     ConfigEntryUpdate, EntrySetupHandler, HandlerTable, IntegrationHandlers, Routed, RoutedFlow,
@@ -59,9 +80,21 @@ pub use crate::data_entry_flow::{
     FlowContext, FlowError, FlowHandler, FlowResult, FlowStep, FlowStepContext, MenuOption,
 };
 pub use crate::device_registry::{DeviceEntry, DeviceInfo, DeviceRegistry};
+pub use crate::entity::{
+    Entity, EntityDescription, EntityDeviceInfo, EntityError, EntityHandle, EntityInfo, EntityRef,
+    EntityServiceCall,
+};
+pub use crate::entity_component::{
+    EntityComponent, EntityComponents, EntityObserver, ObserverHandle,
+};
+pub use crate::entity_platform::EntityPlatform;
 pub use crate::entity_registry::{EntityRegistration, EntityRegistry, RegistryEntry};
 pub use crate::event::{Event, EventBus, EventOrigin, ListenerHandle};
 pub use crate::file_backend::FileStoreBackend;
+pub use crate::integration::{
+    CatalogProviderHandle, Integration, IntegrationCatalogProvider, IntegrationDescriptor,
+    IntegrationError, IntegrationLoader, IntegrationType, Manifest,
+};
 pub use crate::registry::{Registries, RegistryError};
 pub use crate::restore_state::{RestoreState, StoredState};
 pub use crate::schema::{Field, FieldType, Schema, SchemaError, ValidationErrors};
@@ -74,3 +107,4 @@ pub use crate::state::{State, StateMachine};
 pub use crate::store::{
     MemoryStoreBackend, Store, StoreBackend, StoreEnvelope, StoreError, StoreKey, Stores,
 };
+pub use crate::translation::{TranslationProvider, TranslationProviderHandle, Translations};
