@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`runtime`]: start order, the channel's handlers, shutdown; [`runtime::run`].
+//! - [`entities`]: the entity bridge: registrations, ordered state pushes, removals.
 //! - [`entries`]: entry setup and unload for main, with domain approvals.
 //! - [`flows`]: config and options flows for main; `create_entry` goes to main, not the core.
 //! - [`mirror`]: services and events of approved domains, mirrored to main.
@@ -14,6 +15,7 @@
 
 pub mod approvals;
 pub mod convert;
+pub mod entities;
 pub mod entries;
 pub mod flows;
 pub mod mirror;

@@ -5,11 +5,11 @@
 //! the restore state is warm-loaded (a `store_load` call), the mirrors are installed, and `ready`
 //! is the last thing sent, so whatever main sends after it finds everything in place.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use homecore::integration::Integration;
 use homecore::{Context, Core, CoreConfig, IntegrationHandlers, ServiceRequest, ServiceTarget};
 use sandbox_proto::version::{self, Negotiated, Role};
 use sandbox_proto::wire::{self, IntegrationInfo};
@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use crate::approvals::Approvals;
 use crate::convert::service_error_to_remote;
+use crate::entities::EntityBridge;
 use crate::entries::EntryRunner;
 use crate::flows::FlowRunner;
 use crate::mirror::Mirror;
@@ -30,15 +31,18 @@ pub const READY_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// channel is closed.
 pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What a runtime hosts: the integrations' code and what main is told about them.
-#[derive(Clone)]
+/// What a runtime hosts: the integrations whose code is in this binary.
+#[derive(Clone, Default)]
 pub struct Integrations {
-    /// Finds each integration's flows and entry setup by domain.
-    pub handlers: Arc<dyn IntegrationHandlers>,
-    /// Their manifests, announced in `ready`.
-    pub manifests: Vec<IntegrationInfo>,
-    /// The entity domains (`light`, `sensor`, ...): never mirrored as services.
-    pub entity_domains: HashSet<String>,
+    /// The integrations, announced to main in `ready` and set up on its request.
+    pub list: Vec<Arc<dyn Integration>>,
+}
+
+impl Integrations {
+    /// A set of integrations.
+    pub fn new(list: Vec<Arc<dyn Integration>>) -> Self {
+        Self { list }
+    }
 }
 
 /// How a runtime is set up.
@@ -82,6 +86,8 @@ pub enum Ending {
 /// The parts every handler reaches.
 struct Parts {
     core: Core,
+    /// The entity bridge, once installed (before `ready`).
+    bridge: parking_lot::Mutex<Option<Arc<EntityBridge>>>,
     entries: EntryRunner,
     flows: FlowRunner,
     group: String,
@@ -98,13 +104,16 @@ pub async fn run(
     let backend = ChannelStoreBackend::new();
     let core = Core::builder(CoreConfig::new(config.config_dir.clone()))
         .store_backend(Arc::new(backend.clone()))
+        .integrations(integrations.list.iter().cloned())
         .build()?;
     let approvals = Arc::new(Approvals::new());
-    let (flows, wrapped) = FlowRunner::new(core.clone(), Arc::clone(&integrations.handlers));
+    let loader: Arc<dyn IntegrationHandlers> = Arc::new(core.integrations().clone());
+    let (flows, wrapped) = FlowRunner::new(core.clone(), loader);
     core.config_entries().set_handlers(wrapped.clone());
     let entries = EntryRunner::new(core.clone(), wrapped, Arc::clone(&approvals), &config.group);
     let parts = Arc::new(Parts {
         core: core.clone(),
+        bridge: parking_lot::Mutex::new(None),
         entries,
         flows,
         group: config.group.clone(),
@@ -118,7 +127,7 @@ pub async fn run(
     .start(transport);
     backend.attach(channel.clone());
 
-    let started = start(&parts, &channel, &approvals, &integrations).await;
+    let started = start(&parts, &channel, &approvals).await;
     let _mirror = match started {
         Ok(mirror) => mirror,
         Err(error) => {
@@ -163,7 +172,6 @@ async fn start(
     parts: &Arc<Parts>,
     channel: &Channel,
     approvals: &Arc<Approvals>,
-    integrations: &Integrations,
 ) -> Result<Arc<Mirror>, RuntimeError> {
     // Warm-load before ready: the restore state is in place before the first entry setup.
     parts.core.load().await?;
@@ -171,14 +179,25 @@ async fn start(
         parts.core.clone(),
         channel.clone(),
         Arc::clone(approvals),
-        integrations.entity_domains.clone(),
+        homecore::catalog::catalog()
+            .domains()
+            .map(|spec| spec.domain.clone())
+            .collect(),
     )?;
+    let bridge = EntityBridge::install(parts.core.clone(), channel.clone(), Arc::clone(approvals))?;
+    *parts.bridge.lock() = Some(Arc::new(bridge));
     let ready = wire::Ready {
         protocol_version: version::PROTOCOL_VERSION.to_owned(),
         features: version::features(),
         group: parts.group.clone(),
         runtime: format!("sandbox-runtime {}", env!("CARGO_PKG_VERSION")),
-        integrations: integrations.manifests.clone(),
+        integrations: parts
+            .core
+            .integrations()
+            .available()
+            .iter()
+            .map(manifest_to_wire)
+            .collect(),
     };
     let ack = channel
         .call_timeout(&ready, READY_ACK_TIMEOUT)
@@ -199,7 +218,11 @@ fn handlers(builder: ChannelBuilder, parts: &Arc<Parts>) -> ChannelBuilder {
             Ok(wire::Pong {
                 nonce: ping.nonce,
                 rss_bytes: resident_bytes(),
-                entities: p.core.states().len() as u32,
+                entities: p
+                    .bridge
+                    .lock()
+                    .as_ref()
+                    .map_or(0, |bridge| bridge.registered()) as u32,
             })
         }
     });
@@ -234,6 +257,24 @@ fn handlers(builder: ChannelBuilder, parts: &Arc<Parts>) -> ChannelBuilder {
         async move { call_service(&p.core, request).await }
     });
     let p = on(parts);
+    let builder = builder.on_call::<wire::EntityQuery, _, _>(move |request, _| {
+        let p = Arc::clone(&p);
+        async move { entity_query(&p.core, request).await }
+    });
+    let p = on(parts);
+    let builder = builder.on_call::<wire::GetTranslations, _, _>(move |request, _| {
+        let p = Arc::clone(&p);
+        async move {
+            let domains: Vec<&str> = request.domains.iter().map(String::as_str).collect();
+            let strings = p.core.translations().get(&request.language, &domains).await;
+            let strings: serde_json::Map<String, serde_json::Value> = strings.into_iter().collect();
+            Ok(wire::GetTranslationsResult {
+                language: request.language,
+                strings_json: json::object_to_bytes(&strings),
+            })
+        }
+    });
+    let p = on(parts);
     builder.on_call::<wire::Shutdown, _, _>(move |request, _| {
         let p = Arc::clone(&p);
         async move { shutdown(&p, request).await }
@@ -259,9 +300,42 @@ async fn call_service(
 ) -> Result<wire::CallServiceResult, RemoteError> {
     let data = json::object_from_bytes(&request.data_json)
         .map_err(|error| RemoteError::bad_request(format!("field `data_json`: {error}")))?;
+    let context = context_from_id(&request.context_id);
+    let is_entity_domain = homecore::catalog::catalog()
+        .domain(&request.domain)
+        .is_some();
+    if !request.entity_ids.is_empty() && is_entity_domain {
+        // A proxy's call: straight to the entities, each answering for itself.
+        let mut responses = serde_json::Map::new();
+        for entity_id in &request.entity_ids {
+            let response = core
+                .entities()
+                .call_entity_service(
+                    entity_id,
+                    &request.service,
+                    data.clone(),
+                    Some(context.clone()),
+                    request.return_response,
+                )
+                .await
+                .map_err(|error| service_error_to_remote(&error))?;
+            if let Some(response) = response {
+                responses.insert(entity_id.clone(), response);
+            }
+        }
+        let response_json = request.return_response.then(|| {
+            if request.entity_ids.len() == 1 {
+                let only = responses.into_iter().next().map(|(_, value)| value);
+                json::to_bytes(only.as_ref().unwrap_or(&serde_json::Value::Null))
+            } else {
+                json::object_to_bytes(&responses)
+            }
+        });
+        return Ok(wire::CallServiceResult { response_json });
+    }
     let mut call = ServiceRequest::new(request.domain.clone(), request.service.clone())
         .with_data(data)
-        .with_context(context_from_id(&request.context_id));
+        .with_context(context);
     if !request.entity_ids.is_empty() {
         call = call.with_target(ServiceTarget::entities(request.entity_ids.iter().cloned()));
     }
@@ -275,6 +349,22 @@ async fn call_service(
         .map_err(|error| service_error_to_remote(&error))?;
     Ok(wire::CallServiceResult {
         response_json: response.map(|response| json::object_to_bytes(&response)),
+    })
+}
+
+async fn entity_query(
+    core: &Core,
+    request: wire::EntityQuery,
+) -> Result<wire::EntityQueryResult, RemoteError> {
+    let args = json::object_from_bytes(&request.args_json)
+        .map_err(|error| RemoteError::bad_request(format!("field `args_json`: {error}")))?;
+    let result = core
+        .entities()
+        .query_entity(&request.entity_id, &request.method, args)
+        .await
+        .map_err(|error| service_error_to_remote(&error))?;
+    Ok(wire::EntityQueryResult {
+        result_json: json::to_bytes(&result),
     })
 }
 
@@ -294,6 +384,22 @@ async fn shutdown(
     Ok(wire::ShutdownResult {
         restore_state_json: json::to_bytes(&restore_state),
     })
+}
+
+/// A manifest as `ready` announces it.
+pub fn manifest_to_wire(manifest: &homecore::integration::Manifest) -> IntegrationInfo {
+    IntegrationInfo {
+        domain: manifest.domain.clone(),
+        name: manifest.name.clone(),
+        version: manifest.version.to_string(),
+        integration_type: serde_json::to_value(manifest.integration_type)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        config_flow: manifest.config_flow,
+        platforms: manifest.platforms.clone(),
+        dependencies: manifest.dependencies.clone(),
+    }
 }
 
 /// This process's resident memory in bytes, 0 if unknown.

@@ -3,17 +3,17 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use homecore::data_entry_flow::FlowStepContext;
+use homecore::integration::{Integration, Manifest};
 use homecore::schema::Field;
 use homecore::{
-    ConfigEntry, Core, EntrySetupHandler, FieldType, FlowError, FlowHandler, FlowStep,
-    HandlerTable, Schema, SetupError, SupportsResponse,
+    ConfigEntry, Core, EntrySetupHandler, FieldType, FlowError, FlowHandler, FlowStep, Schema,
+    SetupError, SupportsResponse,
 };
 use sandbox_proto::error::ErrorKind;
 use sandbox_proto::test_util::duplex_transports;
@@ -31,6 +31,10 @@ struct Seen {
     services: Mutex<Vec<(String, String)>>,
     events: Mutex<Vec<wire::FireEvent>>,
     saved: Mutex<Vec<(String, Value)>>,
+    registered: Mutex<Vec<wire::RegisterEntity>>,
+    states: Mutex<Vec<wire::StateChanged>>,
+    /// When set, main holds each register_entity call until a permit is added.
+    register_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Seen {
@@ -139,6 +143,20 @@ impl EntrySetupHandler for TestSetup {
                 .save(json!({"entry": entry.entry_id, "count": 1}))
                 .await
                 .map_err(|e| SetupError::Failed(e.to_string()))?;
+            let platform = core
+                .entities()
+                .forward_entry_setup(entry, "light")
+                .map_err(|e| SetupError::Failed(e.to_string()))?;
+            let flip_after_add = entry.data.get("flip").is_some();
+            let light = TestLight {
+                on: Mutex::new(false),
+                flip_after_add,
+                handle: Mutex::new(None),
+            };
+            platform
+                .add_entity(Arc::new(light))
+                .await
+                .map_err(|e| SetupError::Failed(e.to_string()))?;
             Ok(())
         })
     }
@@ -150,24 +168,135 @@ impl EntrySetupHandler for TestSetup {
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             core.services().remove("testint", "status");
+            core.entities()
+                .unload_entry_platforms(&_entry.entry_id)
+                .await;
             Ok(())
         })
     }
 }
 
-fn integrations(fail: Arc<AtomicBool>) -> Integrations {
-    let table = HandlerTable::new();
-    table.register_config_flow("testint", || Box::new(TestFlow) as Box<dyn FlowHandler>);
-    table.register_entry_setup("testint", Arc::new(TestSetup { fail }));
-    Integrations {
-        handlers: Arc::new(table),
-        manifests: vec![wire::IntegrationInfo {
-            domain: "testint".into(),
-            name: "Test".into(),
+/// A light whose state lives in memory; optionally turns itself on right after being added.
+struct TestLight {
+    on: Mutex<bool>,
+    flip_after_add: bool,
+    handle: Mutex<Option<homecore::entity::EntityHandle>>,
+}
+
+impl homecore::entity::Entity for TestLight {
+    fn info(&self) -> homecore::entity::EntityInfo {
+        let mut info = homecore::entity::EntityInfo::new("light");
+        info.unique_id = Some("lamp-1".into());
+        info.name = Some("Lamp".into());
+        info.capabilities = json!({"supported_color_modes": ["onoff"]})
+            .as_object()
+            .cloned()
+            .unwrap();
+        info.device_info = Some(homecore::entity::EntityDeviceInfo {
+            identifiers: vec![("testint".into(), "hub-1".into())],
+            name: Some("Hub".into()),
             ..Default::default()
-        }],
-        entity_domains: HashSet::from(["light".to_owned()]),
+        });
+        info
     }
+
+    fn state(&self) -> Option<String> {
+        Some(
+            if *self.on.lock().unwrap() {
+                "on"
+            } else {
+                "off"
+            }
+            .to_owned(),
+        )
+    }
+
+    fn added_to_core(&self, handle: homecore::entity::EntityHandle) -> BoxFuture<'_, ()> {
+        *self.handle.lock().unwrap() = Some(handle.clone());
+        let flip = self.flip_after_add;
+        Box::pin(async move {
+            if flip {
+                // Change state while main is still registering the entity.
+                *self.on.lock().unwrap() = true;
+                tokio::spawn(async move {
+                    tokio::task::yield_now().await;
+                    let _ = handle.write_state();
+                });
+            }
+        })
+    }
+
+    fn call_service(
+        &self,
+        call: homecore::entity::EntityServiceCall,
+    ) -> BoxFuture<'_, Result<Option<Value>, homecore::ServiceError>> {
+        Box::pin(async move {
+            *self.on.lock().unwrap() = call.service == "turn_on";
+            let handle = self.handle.lock().unwrap().clone().unwrap();
+            handle.write_state_with_context(call.context).unwrap();
+            Ok(None)
+        })
+    }
+}
+
+/// The test integration: `TestFlow` as its config flow, `TestSetup` for its entries.
+struct TestIntegration {
+    manifest: Manifest,
+    setup: TestSetup,
+}
+
+impl Integration for TestIntegration {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn config_flow(&self) -> Option<Box<dyn FlowHandler>> {
+        Some(Box::new(TestFlow))
+    }
+
+    fn entry_version(&self) -> (u32, u32) {
+        self.setup.version()
+    }
+
+    fn setup_entry<'a>(
+        &'a self,
+        core: &'a Core,
+        entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Result<(), SetupError>> {
+        self.setup.setup_entry(core, entry)
+    }
+
+    fn unload_entry<'a>(
+        &'a self,
+        core: &'a Core,
+        entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        self.setup.unload_entry(core, entry)
+    }
+
+    fn translations(&self, _language: &str) -> Option<Map<String, Value>> {
+        json!({"title": "Test integration", "config": {"step": {"user": {"title": "Connect"}}}})
+            .as_object()
+            .cloned()
+    }
+}
+
+fn integrations(fail: Arc<AtomicBool>) -> Integrations {
+    let manifest = Manifest {
+        domain: "testint".into(),
+        name: "Test".into(),
+        version: semver::Version::new(1, 2, 0),
+        integration_type: Default::default(),
+        config_flow: true,
+        platforms: vec!["light".into()],
+        dependencies: vec![],
+        iot_class: None,
+        single_config_entry: false,
+    };
+    Integrations::new(vec![Arc::new(TestIntegration {
+        manifest,
+        setup: TestSetup { fail },
+    })])
 }
 
 struct Harness {
@@ -184,6 +313,12 @@ fn main_builder(seen: &Arc<Seen>) -> ChannelBuilder {
         move |ready, _| {
             let s = s.clone();
             async move {
+                for integration in &ready.integrations {
+                    s.push(format!(
+                        "announces {} {}",
+                        integration.domain, integration.version
+                    ));
+                }
                 s.push(format!("ready {}", ready.group));
                 Ok(wire::ReadyAck {
                     protocol_version: ready.protocol_version,
@@ -239,9 +374,39 @@ fn main_builder(seen: &Arc<Seen>) -> ChannelBuilder {
         }
     });
     let s = seen.clone();
-    builder.on_push::<wire::FireEvent, _, _>(move |event, _| {
+    let builder = builder.on_push::<wire::FireEvent, _, _>(move |event, _| {
         let s = s.clone();
         async move { s.events.lock().unwrap().push(event) }
+    });
+    let s = seen.clone();
+    let builder = builder.on_call::<wire::RegisterEntity, _, _>(move |register, _| {
+        let s = s.clone();
+        async move {
+            let gate = s.register_gate.lock().unwrap().clone();
+            if let Some(gate) = gate {
+                gate.acquire().await.unwrap().forget();
+            }
+            let entity_id = register.description.as_ref().unwrap().entity_id.clone();
+            s.push(format!("register_entity {entity_id}"));
+            s.registered.lock().unwrap().push(register);
+            Ok(wire::RegisterEntityResult { entity_id })
+        }
+    });
+    let s = seen.clone();
+    let builder = builder.on_call::<wire::UnregisterEntity, _, _>(move |unregister, _| {
+        let s = s.clone();
+        async move {
+            s.push(format!("unregister_entity {}", unregister.entity_id));
+            Ok(wire::UnregisterEntityResult {})
+        }
+    });
+    let s = seen.clone();
+    builder.on_push_inline::<wire::StateChanged, _>(move |change| {
+        s.push(format!(
+            "state_changed {} {}",
+            change.entity_id, change.state
+        ));
+        s.states.lock().unwrap().push(change);
     })
 }
 
@@ -317,6 +482,10 @@ async fn ready_is_the_last_start_step_after_the_warm_load() {
         .iter()
         .position(|line| line == "ready built-in")
         .unwrap();
+    assert!(
+        log.iter().any(|line| line == "announces testint 1.2.0"),
+        "{log:?}"
+    );
     let warm = log
         .iter()
         .position(|line| line == "store_load core.restore_state")
@@ -699,4 +868,201 @@ async fn main_refusing_ready_fails_the_start() {
     let error = outcome.unwrap_err();
     assert!(error.to_string().contains("upgrade the sandbox"), "{error}");
     main.close().await;
+}
+
+fn last_state(seen: &Seen, entity_id: &str) -> Option<String> {
+    let registered = seen
+        .registered
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|r| r.description.as_ref().unwrap().entity_id == entity_id)
+        .map(|r| r.state.as_ref().unwrap().state.clone());
+    let pushed = seen
+        .states
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|c| c.entity_id == entity_id)
+        .map(|c| c.state.clone());
+    pushed.or(registered)
+}
+
+#[tokio::test]
+async fn entities_are_registered_with_description_device_and_state_then_follow_service_calls() {
+    let harness = start().await;
+    setup(&harness.main, "e1").await;
+    wait_for(&harness.seen, |log| {
+        log.iter().any(|line| line == "register_entity light.lamp")
+    })
+    .await;
+    let registered = harness.seen.registered.lock().unwrap()[0].clone();
+    let description = registered.description.unwrap();
+    assert_eq!(description.domain, "light");
+    assert_eq!(description.platform, "testint");
+    assert_eq!(description.entry_id, "e1");
+    assert_eq!(description.unique_id.as_deref(), Some("lamp-1"));
+    let device = description.device.unwrap();
+    assert_eq!(device.identifiers[0].second, "hub-1");
+    assert_eq!(registered.state.unwrap().state, "off");
+
+    let context_id = ulid::Ulid::new().to_string();
+    let call = wire::CallService {
+        domain: "light".into(),
+        service: "turn_on".into(),
+        entity_ids: vec!["light.lamp".into()],
+        context_id: context_id.clone(),
+        ..Default::default()
+    };
+    harness.main.call_timeout(&call, HANG_GUARD).await.unwrap();
+    wait_for(&harness.seen, |log| {
+        log.iter().any(|line| line == "state_changed light.lamp on")
+    })
+    .await;
+    let change = harness.seen.states.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        change.context_id.as_deref(),
+        Some(context_id.as_str()),
+        "the call's context id comes back"
+    );
+    assert_eq!(
+        harness
+            .main
+            .call_timeout(&wire::Ping { nonce: 1 }, HANG_GUARD)
+            .await
+            .unwrap()
+            .entities,
+        1
+    );
+
+    harness
+        .main
+        .call_timeout(
+            &wire::EntryUnload {
+                entry_id: "e1".into(),
+            },
+            HANG_GUARD,
+        )
+        .await
+        .unwrap();
+    wait_for(&harness.seen, |log| {
+        log.iter()
+            .any(|line| line == "unregister_entity light.lamp")
+    })
+    .await;
+    assert_eq!(
+        harness
+            .main
+            .call_timeout(&wire::Ping { nonce: 1 }, HANG_GUARD)
+            .await
+            .unwrap()
+            .entities,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_state_change_racing_the_registration_is_not_lost() {
+    let harness = start().await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *harness.seen.register_gate.lock().unwrap() = Some(gate.clone());
+    let mut flipping = entry("e1");
+    flipping.data_json = json::to_bytes(&json!({"host": "h", "flip": true}));
+    let request = wire::EntrySetup {
+        entry: Some(flipping),
+        ..Default::default()
+    };
+    harness
+        .main
+        .call_timeout(&request, HANG_GUARD)
+        .await
+        .unwrap();
+    // The light turned itself on while its registration waits at main.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    gate.add_permits(10);
+    wait_for(&harness.seen, |_| {
+        last_state(&harness.seen, "light.lamp").as_deref() == Some("on")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_removal_racing_the_registration_leaves_no_ghost() {
+    let harness = start().await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *harness.seen.register_gate.lock().unwrap() = Some(gate.clone());
+    setup(&harness.main, "e1").await;
+    // The entity is removed while main still holds its registration.
+    harness
+        .main
+        .call_timeout(
+            &wire::EntryUnload {
+                entry_id: "e1".into(),
+            },
+            HANG_GUARD,
+        )
+        .await
+        .unwrap();
+    gate.add_permits(10);
+    wait_for(&harness.seen, |log| {
+        let registered = log
+            .iter()
+            .position(|line| line == "register_entity light.lamp");
+        let unregistered = log
+            .iter()
+            .position(|line| line == "unregister_entity light.lamp");
+        matches!((registered, unregistered), (Some(r), Some(u)) if r < u)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn translations_are_answered_for_the_requested_domains() {
+    let harness = start().await;
+    let request = wire::GetTranslations {
+        language: "en".into(),
+        domains: vec!["testint".into(), "nosuch".into()],
+    };
+    let result = harness
+        .main
+        .call_timeout(&request, HANG_GUARD)
+        .await
+        .unwrap();
+    let strings = json::from_bytes(&result.strings_json).unwrap();
+    assert_eq!(strings["testint"]["title"], "Test integration");
+    assert!(strings.get("nosuch").is_none(), "{strings}");
+}
+
+#[tokio::test]
+async fn entity_queries_reach_the_entity_and_unknown_methods_are_refused() {
+    let harness = start().await;
+    setup(&harness.main, "e1").await;
+    wait_for(&harness.seen, |log| {
+        log.iter().any(|line| line == "register_entity light.lamp")
+    })
+    .await;
+    let query = wire::EntityQuery {
+        entity_id: "light.lamp".into(),
+        method: "get_events".into(),
+        ..Default::default()
+    };
+    let error = harness
+        .main
+        .call_timeout(&query, HANG_GUARD)
+        .await
+        .unwrap_err();
+    assert_eq!(error.remote().unwrap().kind, ErrorKind::Validation);
+    let missing = wire::EntityQuery {
+        entity_id: "light.nope".into(),
+        method: "get_events".into(),
+        ..Default::default()
+    };
+    let error = harness
+        .main
+        .call_timeout(&missing, HANG_GUARD)
+        .await
+        .unwrap_err();
+    assert!(error.remote().is_some(), "{error}");
 }

@@ -1,0 +1,407 @@
+//! The entity bridge: every entity an integration adds to the private core is registered with
+//! main, its state changes are pushed in order, and its removal is mirrored.
+//!
+//! One worker task does all of it, so the races the reference had cannot happen here:
+//! - a state change while the entity's registration is in flight is not lost: the worker reads
+//!   the current state when it registers, and later changes are pushed after the registration;
+//! - a removal while the registration is in flight leaves no ghost: the removal is processed
+//!   after the registration returns, and unregisters what was just registered;
+//! - states are pushed by one task in the order the core wrote them, and a change older than
+//!   the state already sent is skipped, so main always ends on the entity's latest state.
+//!
+//! Registered entities hold an approval of their entity domain, released on every unregister
+//! path. Entity registry updates re-describe the entity (main updates the proxy in place).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Weak};
+
+use chrono::{DateTime, Utc};
+use homecore::entity::EntityDescription;
+use homecore::entity_component::{EntityObserver, ObserverHandle};
+use homecore::event::EVENT_STATE_CHANGED;
+use homecore::{Core, Event, ListenerHandle, State};
+use parking_lot::Mutex;
+use sandbox_proto::{Channel, json, wire};
+use tokio::sync::{Notify, mpsc};
+
+use crate::approvals::Approvals;
+
+/// State changes waiting for the worker. The bus listener waits when it is full (and the bus
+/// bounds that listener's own queue), so a flood slows the integration's events down instead of
+/// growing memory.
+pub const STATE_QUEUE_CAPACITY: usize = 4096;
+
+/// The entity registry's update event.
+const EVENT_ENTITY_REGISTRY_UPDATED: &str = "entity_registry_updated";
+
+/// What main knows of one entity.
+struct Tracked {
+    /// Registered with main (and holding an approval).
+    registered: bool,
+    /// Removed from the core; to be unregistered.
+    removed: bool,
+    /// Its description changed; to be registered again.
+    redescribe: bool,
+    /// The entity domain whose approval it holds.
+    domain: String,
+    /// When the state last sent to main was written in the core.
+    sent_updated: Option<DateTime<Utc>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Entity ids with registration work, in arrival order, each once.
+    queue: VecDeque<String>,
+    queued: HashSet<String>,
+}
+
+struct Shared {
+    core: Core,
+    channel: Channel,
+    approvals: Arc<Approvals>,
+    entities: Mutex<HashMap<String, Tracked>>,
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+impl Shared {
+    fn enqueue(&self, entity_id: &str) {
+        let mut pending = self.pending.lock();
+        if pending.queued.insert(entity_id.to_owned()) {
+            pending.queue.push_back(entity_id.to_owned());
+        }
+        drop(pending);
+        self.wake.notify_one();
+    }
+
+    fn next_pending(&self) -> Option<String> {
+        let mut pending = self.pending.lock();
+        let entity_id = pending.queue.pop_front()?;
+        pending.queued.remove(&entity_id);
+        Some(entity_id)
+    }
+}
+
+/// The core's observer: records the work, never blocks.
+struct Observer(Weak<Shared>);
+
+impl EntityObserver for Observer {
+    fn entity_added(&self, description: &EntityDescription) {
+        let Some(shared) = self.0.upgrade() else {
+            return;
+        };
+        shared.entities.lock().insert(
+            description.entity_id.clone(),
+            Tracked {
+                registered: false,
+                removed: false,
+                redescribe: false,
+                domain: description.info.domain.clone(),
+                sent_updated: None,
+            },
+        );
+        shared.enqueue(&description.entity_id);
+    }
+
+    fn entity_removed(&self, description: &EntityDescription) {
+        let Some(shared) = self.0.upgrade() else {
+            return;
+        };
+        if let Some(tracked) = shared.entities.lock().get_mut(&description.entity_id) {
+            tracked.removed = true;
+        }
+        shared.enqueue(&description.entity_id);
+    }
+}
+
+/// Mirrors the private core's entities to main.
+pub struct EntityBridge {
+    shared: Arc<Shared>,
+    observer: Option<ObserverHandle>,
+    listeners: Vec<ListenerHandle>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl EntityBridge {
+    /// Starts mirroring. Must run inside the runtime.
+    pub fn install(
+        core: Core,
+        channel: Channel,
+        approvals: Arc<Approvals>,
+    ) -> Result<Self, homecore::event::EventError> {
+        let shared = Arc::new(Shared {
+            core: core.clone(),
+            channel,
+            approvals,
+            entities: Mutex::default(),
+            pending: Mutex::default(),
+            wake: Notify::new(),
+        });
+        let (states_tx, states_rx) = mpsc::channel::<Arc<State>>(STATE_QUEUE_CAPACITY);
+        let weak = Arc::downgrade(&shared);
+        let state_listener = core
+            .bus()
+            .listen(EVENT_STATE_CHANGED, move |event: Arc<Event>| {
+                let (weak, states_tx) = (weak.clone(), states_tx.clone());
+                async move {
+                    let Some(shared) = weak.upgrade() else { return };
+                    let Some(entity_id) = event.data.get("entity_id").and_then(|id| id.as_str())
+                    else {
+                        return;
+                    };
+                    let registered = match shared.entities.lock().get(entity_id) {
+                        Some(tracked) => tracked.registered,
+                        None => return,
+                    };
+                    if !registered {
+                        // Its first state: now it can be registered (with the state it has then).
+                        shared.enqueue(entity_id);
+                    }
+                    // The state as written; a removal (no new state) is handled by the observer.
+                    // Changes arriving while the registration is in flight are pushed after it
+                    // when newer than what the registration carried.
+                    if let Some(state) = shared.core.states().get(entity_id) {
+                        let _ = states_tx.send(state).await;
+                    }
+                }
+            })?;
+        let weak = Arc::downgrade(&shared);
+        let registry_listener =
+            core.bus()
+                .listen(EVENT_ENTITY_REGISTRY_UPDATED, move |event: Arc<Event>| {
+                    let weak = weak.clone();
+                    async move {
+                        let Some(shared) = weak.upgrade() else { return };
+                        let Some(entity_id) =
+                            event.data.get("entity_id").and_then(|id| id.as_str())
+                        else {
+                            return;
+                        };
+                        let known = match shared.entities.lock().get_mut(entity_id) {
+                            Some(tracked) if tracked.registered => {
+                                tracked.redescribe = true;
+                                true
+                            }
+                            _ => false,
+                        };
+                        if known {
+                            shared.enqueue(entity_id);
+                        }
+                    }
+                })?;
+        let observer = core
+            .entities()
+            .add_observer(Arc::new(Observer(Arc::downgrade(&shared))));
+        // Entities that already exist (added before the bridge) are mirrored too.
+        for description in core.entities().descriptions() {
+            Observer(Arc::downgrade(&shared)).entity_added(&description);
+        }
+        let worker = tokio::spawn(work(Arc::clone(&shared), states_rx));
+        Ok(Self {
+            shared,
+            observer: Some(observer),
+            listeners: vec![state_listener, registry_listener],
+            worker,
+        })
+    }
+
+    /// Entities registered with main now.
+    pub fn registered(&self) -> usize {
+        self.shared
+            .entities
+            .lock()
+            .values()
+            .filter(|tracked| tracked.registered)
+            .count()
+    }
+}
+
+impl Drop for EntityBridge {
+    fn drop(&mut self) {
+        if let Some(observer) = self.observer.take() {
+            observer.remove();
+        }
+        for listener in self.listeners.drain(..) {
+            listener.remove();
+        }
+        self.worker.abort();
+    }
+}
+
+async fn work(shared: Arc<Shared>, mut states: mpsc::Receiver<Arc<State>>) {
+    loop {
+        // Registration work first: a state change of an entity not yet registered is covered
+        // by the registration, which sends the entity's current state.
+        while let Some(entity_id) = shared.next_pending() {
+            settle(&shared, &entity_id).await;
+        }
+        tokio::select! {
+            biased;
+            () = shared.wake.notified() => {}
+            state = states.recv() => match state {
+                Some(state) => push_state(&shared, &state).await,
+                None => return,
+            },
+        }
+    }
+}
+
+/// Brings main's view of one entity in line with the core's.
+async fn settle(shared: &Shared, entity_id: &str) {
+    let (registered, removed, redescribe, domain) = match shared.entities.lock().get(entity_id) {
+        Some(tracked) => (
+            tracked.registered,
+            tracked.removed,
+            tracked.redescribe,
+            tracked.domain.clone(),
+        ),
+        None => return,
+    };
+    if removed {
+        shared.entities.lock().remove(entity_id);
+        if registered {
+            shared.approvals.release(&domain);
+            let request = wire::UnregisterEntity {
+                entity_id: entity_id.to_owned(),
+            };
+            if let Err(error) = shared.channel.call(&request).await {
+                tracing::warn!(entity_id, %error, "main did not unregister the entity");
+            }
+        }
+        return;
+    }
+    if registered && !redescribe {
+        return;
+    }
+    let Some(description) = shared.core.entities().description(entity_id) else {
+        return;
+    };
+    let state = shared.core.states().get(entity_id);
+    if state.is_none() && !registered {
+        // Not written yet: its first state change enqueues it again.
+        return;
+    }
+    let request = wire::RegisterEntity {
+        description: Some(describe(&description)),
+        state: Some(state.as_deref().map(entity_state).unwrap_or_default()),
+        context_id: state.as_ref().map(|state| state.context.id.to_string()),
+    };
+    match shared.channel.call(&request).await {
+        Ok(_) => {
+            let mut entities = shared.entities.lock();
+            if let Some(tracked) = entities.get_mut(entity_id) {
+                if !tracked.registered {
+                    shared.approvals.approve(&domain);
+                }
+                tracked.registered = true;
+                tracked.redescribe = false;
+                if let Some(state) = &state {
+                    tracked.sent_updated = Some(state.last_updated);
+                }
+            }
+        }
+        Err(error) => {
+            tracing::warn!(entity_id, %error, "main did not register the entity");
+            // Not registered: forget it unless something else is pending for it.
+            let mut entities = shared.entities.lock();
+            if let Some(tracked) = entities.get(entity_id)
+                && !tracked.registered
+                && !tracked.removed
+            {
+                entities.remove(entity_id);
+            }
+        }
+    }
+}
+
+async fn push_state(shared: &Shared, state: &State) {
+    {
+        let mut entities = shared.entities.lock();
+        let Some(tracked) = entities.get_mut(&state.entity_id) else {
+            return;
+        };
+        if !tracked.registered || tracked.removed {
+            return;
+        }
+        if tracked
+            .sent_updated
+            .is_some_and(|sent| sent >= state.last_updated)
+        {
+            return;
+        }
+        tracked.sent_updated = Some(state.last_updated);
+    }
+    let push = wire::StateChanged {
+        entity_id: state.entity_id.clone(),
+        state: state.state.clone(),
+        attributes_json: json::object_to_bytes(&state.attributes),
+        available: state.state != "unavailable",
+        context_id: Some(state.context.id.to_string()),
+    };
+    if let Err(error) = shared.channel.push(&push).await {
+        tracing::debug!(entity_id = %state.entity_id, %error, "state not pushed");
+    }
+}
+
+fn entity_state(state: &State) -> wire::EntityState {
+    wire::EntityState {
+        state: state.state.clone(),
+        attributes_json: json::object_to_bytes(&state.attributes),
+        available: state.state != "unavailable",
+    }
+}
+
+/// An entity's description as the wire carries it.
+pub fn describe(description: &EntityDescription) -> wire::EntityDescription {
+    let info = &description.info;
+    wire::EntityDescription {
+        entity_id: description.entity_id.clone(),
+        entry_id: description.config_entry_id.clone().unwrap_or_default(),
+        platform: description.platform.clone(),
+        domain: info.domain.clone(),
+        unique_id: info.unique_id.clone(),
+        name: info.name.clone(),
+        has_entity_name: info.has_entity_name,
+        translation_key: info.translation_key.clone(),
+        icon: info.icon.clone(),
+        device_class: info.device_class.clone(),
+        entity_category: info.entity_category.as_ref().map(|category| {
+            serde_json::to_value(category)
+                .ok()
+                .and_then(|value| value.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        }),
+        supported_features: info.supported_features,
+        unit_of_measurement: info.unit_of_measurement.clone(),
+        state_class: info.state_class.clone(),
+        capabilities_json: json::object_to_bytes(&info.capabilities),
+        device: info.device_info.as_ref().map(|device| wire::DeviceInfo {
+            identifiers: device.identifiers.iter().map(pair).collect(),
+            connections: device.connections.iter().map(pair).collect(),
+            name: device.name.clone(),
+            manufacturer: device.manufacturer.clone(),
+            model: device.model.clone(),
+            model_id: device.model_id.clone(),
+            sw_version: device.sw_version.clone(),
+            hw_version: device.hw_version.clone(),
+            serial_number: device.serial_number.clone(),
+            via_device: device.via_device.as_ref().map(pair),
+            entry_type: device.entry_type.as_ref().map(|entry_type| {
+                serde_json::to_value(entry_type)
+                    .ok()
+                    .and_then(|value| value.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            }),
+            configuration_url: device.configuration_url.clone(),
+            suggested_area: device.suggested_area.clone(),
+        }),
+        entity_registry_enabled_default: info.entity_registry_enabled_default,
+    }
+}
+
+fn pair(key: &homecore::device_registry::DeviceKey) -> wire::StringPair {
+    wire::StringPair {
+        first: key.0.clone(),
+        second: key.1.clone(),
+    }
+}
