@@ -20,5 +20,5 @@ pub mod demo;
 /// Every built-in integration, freshly made: hand the result to one core
 /// (`Core::builder(config).integrations(integrations::builtin())`).
 pub fn builtin() -> Vec<Arc<dyn Integration>> {
-    Vec::new()
+    vec![Arc::new(demo::DemoIntegration::new())]
 }
