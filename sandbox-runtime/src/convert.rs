@@ -416,3 +416,46 @@ pub fn flow_error_from_remote(error: &RemoteError) -> FlowError {
 
 #[cfg(test)]
 mod tests;
+
+/// An entity description from the wire as the core's entity info (what a proxy says about
+/// itself). Enum-like fields a newer peer may extend (`entity_category`, `entry_type`) are
+/// dropped when unknown rather than failing the entity.
+pub fn entity_info_from_wire(
+    description: &wire::EntityDescription,
+) -> homecore::entity::EntityInfo {
+    use homecore::entity::{EntityDeviceInfo, EntityInfo};
+    fn parse<T: serde::de::DeserializeOwned>(text: &Option<String>) -> Option<T> {
+        text.as_ref()
+            .and_then(|text| serde_json::from_value(Value::String(text.clone())).ok())
+    }
+    let pair = |pair: &wire::StringPair| (pair.first.clone(), pair.second.clone());
+    let mut info = EntityInfo::new(description.domain.clone());
+    info.unique_id = description.unique_id.clone();
+    info.name = description.name.clone();
+    info.has_entity_name = description.has_entity_name;
+    info.translation_key = description.translation_key.clone();
+    info.icon = description.icon.clone();
+    info.device_class = description.device_class.clone();
+    info.entity_category = parse(&description.entity_category);
+    info.supported_features = description.supported_features;
+    info.unit_of_measurement = description.unit_of_measurement.clone();
+    info.state_class = description.state_class.clone();
+    info.capabilities = json::object_from_bytes(&description.capabilities_json).unwrap_or_default();
+    info.device_info = description.device.as_ref().map(|device| EntityDeviceInfo {
+        identifiers: device.identifiers.iter().map(pair).collect(),
+        connections: device.connections.iter().map(pair).collect(),
+        name: device.name.clone(),
+        manufacturer: device.manufacturer.clone(),
+        model: device.model.clone(),
+        model_id: device.model_id.clone(),
+        sw_version: device.sw_version.clone(),
+        hw_version: device.hw_version.clone(),
+        serial_number: device.serial_number.clone(),
+        via_device: device.via_device.as_ref().map(pair),
+        entry_type: parse(&device.entry_type),
+        configuration_url: device.configuration_url.clone(),
+        suggested_area: device.suggested_area.clone(),
+    });
+    info.entity_registry_enabled_default = description.entity_registry_enabled_default;
+    info
+}
