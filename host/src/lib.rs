@@ -7,15 +7,27 @@
 //! - [`process`]: one child process with its hygiene (process group, parent-death signal,
 //!   resource limits, `no_new_privs`), stderr forwarding, kill and reap on drop.
 //! - [`budget`]: the restart budget and backoff.
+//! - [`bridge`]: main's side of one group channel: gates, proxies, services, events, store.
+//! - [`proxy`]: the generic proxy entity, driven by the domain catalog.
+//! - [`classifier`]: where an integration runs (main, `built-in`, `custom-<domain>`).
+//! - [`groups`]: every group's manager and bridge slot, and the hooks joining them.
+//! - [`router`]: the config entries seam and the flow proxy.
+//! - [`plugin`]: [`plugin::SandboxPlugin::install`], the entry point for a core.
 //! - [`gates`]: the trust gates, decided from main's own state.
 //! - [`context_cache`]: restores the contexts main issued; mints fresh ones otherwise.
 //! - [`store_server`]: a group's store folder on main, atomic and under quotas.
 
+pub mod bridge;
 pub mod budget;
+pub mod classifier;
 pub mod context_cache;
 pub mod gates;
+pub mod groups;
 pub mod manager;
+pub mod plugin;
 pub mod process;
+pub mod proxy;
+pub mod router;
 pub mod store_server;
 
 pub use budget::{RestartBudget, RestartPolicy};

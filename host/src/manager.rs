@@ -390,6 +390,12 @@ impl GroupManager {
             .is_some_and(|task| !task.is_finished());
         if alive {
             let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            // Starting from now on, so a caller's ensure_started waits for the new start instead
+            // of reading the old failure.
+            self.shared.update(|status| {
+                status.state = GroupState::Starting;
+                status.failure = None;
+            });
             self.desired.send_replace(Desired::Run(generation));
         } else {
             self.start_locked();

@@ -471,9 +471,35 @@ struct Shared {
     tasks: Mutex<Option<Tasks>>,
     teardown: tokio::sync::Mutex<bool>,
     counters: Counters,
+    /// The first write error, once writing failed. Sending stops at once, but the channel stays
+    /// open for reading: replies the peer already sent (a shutdown reply racing the peer's exit)
+    /// are still delivered, until EOF or the close grace.
+    write_error: Mutex<Option<(String, tokio::time::Instant)>>,
+    /// Wakes the reader when writing fails, so it can bound how long it keeps reading.
+    write_failed: tokio::sync::Notify,
 }
 
 impl Shared {
+    /// Records that writing failed (first error wins) and stops every later send.
+    fn fail_writes(&self, message: String) {
+        let mut error = self.write_error.lock().expect("write error lock poisoned");
+        if error.is_none() {
+            tracing::warn!(channel = %self.config.name, %message, "writing failed; still reading what the peer sent");
+            *error = Some((
+                message,
+                tokio::time::Instant::now() + self.config.close_grace,
+            ));
+            self.write_failed.notify_one();
+        }
+    }
+
+    fn write_error(&self) -> Option<(String, tokio::time::Instant)> {
+        self.write_error
+            .lock()
+            .expect("write error lock poisoned")
+            .clone()
+    }
+
     fn mark_closed(&self, reason: CloseReason) {
         let drained = {
             let mut calls = self.calls.lock().expect("call table lock poisoned");
@@ -623,8 +649,9 @@ impl Shared {
                 match Pin::new(writer.get_mut()).poll_flush(&mut cx) {
                     Poll::Ready(Ok(())) => {}
                     Poll::Ready(Err(error)) => {
+                        *guard = None;
                         drop(guard);
-                        self.mark_closed(CloseReason::WriteFailed(error.to_string()));
+                        self.fail_writes(error.to_string());
                         return DirectWrite::Failed;
                     }
                     Poll::Pending => self.nudge_writer(),
@@ -642,17 +669,17 @@ impl Shared {
                         DirectWrite::Taken
                     }
                     _ => {
+                        *guard = None;
                         drop(guard);
-                        self.mark_closed(CloseReason::WriteFailed(
-                            "a partly written frame could not be buffered".into(),
-                        ));
+                        self.fail_writes("a partly written frame could not be buffered".into());
                         DirectWrite::Failed
                     }
                 }
             }
             Poll::Ready(Err(error)) => {
+                *guard = None;
                 drop(guard);
-                self.mark_closed(CloseReason::WriteFailed(error.to_string()));
+                self.fail_writes(error.to_string());
                 DirectWrite::Failed
             }
             Poll::Pending => DirectWrite::Busy,
@@ -816,6 +843,8 @@ impl ChannelBuilder {
             tasks: Mutex::new(None),
             teardown: tokio::sync::Mutex::new(false),
             counters: Counters::default(),
+            write_error: Mutex::new(None),
+            write_failed: tokio::sync::Notify::new(),
         });
         let owner = Arc::new(Owner {
             shared: Arc::clone(&shared),
@@ -977,8 +1006,13 @@ impl Channel {
     }
 
     fn closed_now(&self) -> CallError {
+        let reason = self.shared.close_reason().or_else(|| {
+            self.shared
+                .write_error()
+                .map(|(message, _)| CloseReason::WriteFailed(message))
+        });
         self.shared
-            .closed_error(self.shared.close_reason().unwrap_or(CloseReason::Dropped))
+            .closed_error(reason.unwrap_or(CloseReason::Dropped))
     }
 
     /// Sends a one-way message, waiting for room in the write queue if it is full.
@@ -1195,8 +1229,18 @@ async fn read_loop(shared: Arc<Shared>, owner: Weak<Owner>, mut reader: BoxReade
         }
         // Reads land in a zeroed scratch buffer (initialised once, so no per-read zeroing and no
         // unsafe), then are appended to the frame buffer.
-        match reader.read(&mut scratch).await {
-            Ok(0) if buf.is_empty() => break CloseReason::Eof,
+        let read = tokio::select! {
+            biased;
+            read = reader.read(&mut scratch) => read,
+            message = write_failure_deadline(&shared) => break CloseReason::WriteFailed(message),
+        };
+        match read {
+            Ok(0) if buf.is_empty() => {
+                break match shared.write_error() {
+                    Some((message, _)) => CloseReason::WriteFailed(message),
+                    None => CloseReason::Eof,
+                };
+            }
             Ok(0) => break CloseReason::Truncated,
             Ok(read) => {
                 let missing = framing::bytes_needed(&buf).saturating_sub(buf.len());
@@ -1207,6 +1251,21 @@ async fn read_loop(shared: Arc<Shared>, owner: Weak<Owner>, mut reader: BoxReade
         }
     };
     shared.mark_closed(reason);
+}
+
+/// Resolves (with the write error) once writing has failed and the close grace has passed
+/// since: the reader keeps delivering the peer's replies until then.
+async fn write_failure_deadline(shared: &Shared) -> String {
+    loop {
+        let notified = shared.write_failed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some((message, deadline)) = shared.write_error() {
+            tokio::time::sleep_until(deadline).await;
+            return message;
+        }
+        notified.await;
+    }
 }
 
 fn dispatch(shared: &Arc<Shared>, owner: &Arc<Owner>, frame: Bytes) {
@@ -1468,7 +1527,7 @@ async fn write_loop(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outbound>) {
                             Ok(()) => bump(&shared.counters.frames_out),
                             Err(error) => {
                                 *guard = None;
-                                shared.mark_closed(CloseReason::WriteFailed(error.to_string()));
+                                shared.fail_writes(error.to_string());
                             }
                         }
                     }
@@ -1486,7 +1545,7 @@ async fn write_loop(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outbound>) {
             && let Err(error) = writer.flush().await
         {
             *guard = None;
-            shared.mark_closed(CloseReason::WriteFailed(error.to_string()));
+            shared.fail_writes(error.to_string());
         }
         for ack in acks {
             let _ = ack.send(());

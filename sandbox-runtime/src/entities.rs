@@ -62,6 +62,8 @@ struct Shared {
     entities: Mutex<HashMap<String, Tracked>>,
     pending: Mutex<Pending>,
     wake: Notify,
+    /// True while the worker settles an entity (a call to main may be in flight).
+    busy: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -136,6 +138,7 @@ impl EntityBridge {
             entities: Mutex::default(),
             pending: Mutex::default(),
             wake: Notify::new(),
+            busy: std::sync::atomic::AtomicBool::new(false),
         });
         let (states_tx, states_rx) = mpsc::channel::<Arc<State>>(STATE_QUEUE_CAPACITY);
         let weak = Arc::downgrade(&shared);
@@ -205,6 +208,24 @@ impl EntityBridge {
         })
     }
 
+    /// Waits (at most `timeout`) until every registration and removal queued so far has been
+    /// told to main; returns whether it got there. Shutdown uses it so the unregistrations of
+    /// unloaded entities are on the wire before the channel closes.
+    pub async fn wait_settled(&self, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let idle = self.shared.pending.lock().queue.is_empty()
+                && !self.shared.busy.load(std::sync::atomic::Ordering::Acquire);
+            if idle {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
     /// Entities registered with main now.
     pub fn registered(&self) -> usize {
         self.shared
@@ -232,9 +253,17 @@ async fn work(shared: Arc<Shared>, mut states: mpsc::Receiver<Arc<State>>) {
     loop {
         // Registration work first: a state change of an entity not yet registered is covered
         // by the registration, which sends the entity's current state.
-        while let Some(entity_id) = shared.next_pending() {
+        while let Some(entity_id) = {
+            shared
+                .busy
+                .store(true, std::sync::atomic::Ordering::Release);
+            shared.next_pending()
+        } {
             settle(&shared, &entity_id).await;
         }
+        shared
+            .busy
+            .store(false, std::sync::atomic::Ordering::Release);
         tokio::select! {
             biased;
             () = shared.wake.notified() => {}

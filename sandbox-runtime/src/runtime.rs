@@ -377,6 +377,12 @@ async fn shutdown(
     // (which writes the restore state and every pending save through main).
     let restore_state = json::to_json_safe(&parts.core.restore_state().dump());
     parts.entries.unload_all().await;
+    let bridge = parts.bridge.lock().clone();
+    if let Some(bridge) = bridge
+        && !bridge.wait_settled(SHUTDOWN_DRAIN_TIMEOUT).await
+    {
+        tracing::warn!("entity removals were still being told to main at shutdown");
+    }
     if let Err(error) = parts.core.stop().await {
         tracing::warn!(%error, "the private core did not stop cleanly");
     }

@@ -850,3 +850,49 @@ fn defaults_are_the_documented_constants() {
     assert_eq!(config.max_handlers_in_flight, 1024);
     assert_eq!(config.max_frame_len, 16 * 1024 * 1024);
 }
+
+#[tokio::test]
+async fn a_reply_already_on_its_way_is_delivered_after_a_write_failure() {
+    // The peer answers and exits; our next write fails before we read its answer. The answer
+    // must still reach its caller (a sandbox's shutdown reply racing its exit).
+    let (transport, mut peer) = RawPeer::new();
+    let (transport, faults) = faulty(transport);
+    let channel = builder("main").start(transport);
+    let call = tokio::spawn({
+        let channel = channel.clone();
+        async move { channel.call(&Ping { nonce: 4 }).await }
+    });
+    let (id, _, _) = guard(peer.recv_request::<Ping>()).await.expect("call");
+    faults.fail_writes();
+    let failed = channel.push(&FireEvent::default()).await;
+    assert!(
+        matches!(
+            failed,
+            Err(CallError::Closed {
+                reason: CloseReason::WriteFailed(_),
+                ..
+            })
+        ),
+        "{failed:?}"
+    );
+    peer.reply::<Ping>(
+        id,
+        &Pong {
+            nonce: 4,
+            ..Pong::default()
+        },
+    )
+    .await
+    .expect("reply");
+    let pong = guard(call)
+        .await
+        .expect("task")
+        .expect("the reply is delivered");
+    assert_eq!(pong.nonce, 4);
+    peer.hang_up_writes().await.expect("hang up");
+    assert!(matches!(
+        guard(channel.closed()).await,
+        CloseReason::WriteFailed(_)
+    ));
+    guard(channel.close()).await;
+}

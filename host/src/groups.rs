@@ -1,0 +1,301 @@
+//! The groups: one [`GroupManager`] and one [`Bridge`] slot per sandbox group, created on first
+//! use, and the hooks that join them — handlers installed on every new channel, a fresh bridge
+//! on every `ready`, proxies unavailable at once on every crash, and recovery on respawn.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use homecore::{ConfigEntryState, Core};
+use parking_lot::Mutex;
+use sandbox_proto::{Channel, ChannelBuilder, TransportUrl};
+
+use crate::bridge::{Bridge, BridgeSlot, install_handlers};
+use crate::context_cache::ContextCache;
+use crate::manager::{
+    GroupConfig, GroupEvents, GroupManager, GroupState, ManagerError, ReadyInfo, StopReport,
+};
+use crate::store_server::GroupStore;
+
+/// How the groups are run.
+#[derive(Clone)]
+pub struct GroupsConfig {
+    /// Main's configuration directory (the groups' store folders live under it).
+    pub config_dir: PathBuf,
+    /// The program (and leading arguments) of the built-in sandbox; `--name` and `--url` are
+    /// appended.
+    pub runtime_command: Vec<OsString>,
+    /// Programs of custom groups (`custom-<domain>`), by group; missing ones use the runtime.
+    pub custom_commands: HashMap<String, Vec<OsString>>,
+    /// Settings every group starts from (its name is set per group).
+    pub group_defaults: GroupConfig,
+}
+
+impl GroupsConfig {
+    /// How long entry setup waits for a group to be ready: the ready timeout of every start the
+    /// budget allows, plus their backoff.
+    pub fn ensure_timeout(&self) -> Duration {
+        let policy = &self.group_defaults.restart;
+        (self.group_defaults.ready_timeout + policy.backoff_max) * policy.max_starts.max(1)
+    }
+}
+
+/// One group's parts.
+pub struct GroupHandle {
+    /// Its supervisor.
+    pub manager: GroupManager,
+    /// The current bridge (empty until ready).
+    pub slot: BridgeSlot,
+    /// Its store folder.
+    pub store: Arc<GroupStore>,
+    /// Set while main itself reloads the group's entries after the group failed, so those
+    /// setups report the failure instead of restarting the group.
+    pub failing_over: AtomicBool,
+}
+
+struct Inner {
+    core: Core,
+    config: GroupsConfig,
+    contexts: Arc<ContextCache>,
+    groups: Mutex<HashMap<String, Arc<GroupHandle>>>,
+}
+
+/// Every sandbox group of one hub.
+#[derive(Clone)]
+pub struct Groups {
+    inner: Arc<Inner>,
+}
+
+impl Groups {
+    /// No group yet; they start on demand.
+    pub fn new(core: Core, config: GroupsConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                core,
+                config,
+                contexts: Arc::new(ContextCache::new()),
+                groups: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Main's core.
+    pub fn core(&self) -> &Core {
+        &self.inner.core
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &GroupsConfig {
+        &self.inner.config
+    }
+
+    /// The group `name`, created (not started) on first use.
+    pub fn group(
+        &self,
+        name: &str,
+    ) -> Result<Arc<GroupHandle>, crate::store_server::StoreServerError> {
+        if let Some(handle) = self.inner.groups.lock().get(name) {
+            return Ok(Arc::clone(handle));
+        }
+        let store = Arc::new(GroupStore::new(&self.inner.config.config_dir, name)?);
+        let slot: BridgeSlot = Arc::default();
+        let hooks = Arc::new(Hooks {
+            groups: Arc::downgrade(&self.inner),
+            slot: Arc::clone(&slot),
+            store: Arc::clone(&store),
+        });
+        let mut config = self.inner.config.group_defaults.clone();
+        config.name = name.to_owned();
+        config.channel.name = name.to_owned();
+        let program = self
+            .inner
+            .config
+            .custom_commands
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.inner.config.runtime_command.clone());
+        let factory = Arc::new(move |group: &str, url: &TransportUrl| {
+            let mut argv = program.clone();
+            argv.extend([
+                OsString::from("--name"),
+                group.into(),
+                OsString::from("--url"),
+                url.to_string().into(),
+            ]);
+            argv
+        });
+        let handle = Arc::new(GroupHandle {
+            manager: GroupManager::new(config, factory, hooks),
+            slot,
+            store,
+            failing_over: AtomicBool::new(false),
+        });
+        let mut groups = self.inner.groups.lock();
+        let handle = Arc::clone(groups.entry(name.to_owned()).or_insert(handle));
+        drop(groups);
+        self.watch_failures(name, &handle);
+        Ok(handle)
+    }
+
+    /// The group if it exists.
+    pub fn get(&self, name: &str) -> Option<Arc<GroupHandle>> {
+        self.inner.groups.lock().get(name).cloned()
+    }
+
+    /// The names of the groups created so far.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.groups.lock().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The group's channel, starting the group if needed (a failed group is started again
+    /// with a fresh budget unless main is itself failing its entries over).
+    pub async fn channel(&self, name: &str) -> Result<Channel, ManagerError> {
+        let handle = self.group(name).map_err(|error| ManagerError::Failed {
+            group: name.to_owned(),
+            reason: error.to_string(),
+        })?;
+        if handle.manager.status().state == GroupState::Failed
+            && !handle.failing_over.load(Ordering::Acquire)
+        {
+            handle.manager.restart().await;
+        }
+        handle
+            .manager
+            .ensure_started(self.inner.config.ensure_timeout())
+            .await
+    }
+
+    /// The group's current bridge, if it is running.
+    pub fn bridge(&self, name: &str) -> Option<Arc<Bridge>> {
+        self.get(name).and_then(|handle| handle.slot.lock().clone())
+    }
+
+    /// The contexts main issued to sandboxes.
+    pub fn contexts(&self) -> &Arc<ContextCache> {
+        &self.inner.contexts
+    }
+
+    /// Stops every group in parallel; each returns its report (restore state included).
+    pub async fn stop_all(&self) -> Vec<(String, StopReport)> {
+        let handles: Vec<(String, Arc<GroupHandle>)> = self
+            .inner
+            .groups
+            .lock()
+            .iter()
+            .map(|(name, handle)| (name.clone(), Arc::clone(handle)))
+            .collect();
+        let stops = handles.into_iter().map(|(name, handle)| async move {
+            let report = handle.manager.stop().await;
+            let bridge = handle.slot.lock().take();
+            if let Some(bridge) = bridge {
+                bridge.teardown().await;
+            }
+            (name, report)
+        });
+        futures::future::join_all(stops).await
+    }
+
+    /// When a group fails (budget exhausted), its entries are reloaded so they show
+    /// `setup_error` with the budget's reason, instead of staying "loaded" with dead proxies
+    /// (or showing only the crash that interrupted their last setup).
+    fn watch_failures(&self, name: &str, handle: &Arc<GroupHandle>) {
+        let mut watcher = handle.manager.watch();
+        let weak = Arc::downgrade(&self.inner);
+        let group = name.to_owned();
+        tokio::spawn(async move {
+            let mut was_failed = false;
+            loop {
+                let failed = watcher.borrow_and_update().state == GroupState::Failed;
+                if failed && !was_failed {
+                    let Some(inner) = weak.upgrade() else { return };
+                    fail_over(&Groups { inner }, &group).await;
+                }
+                was_failed = failed;
+                if watcher.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn fail_over(groups: &Groups, group: &str) {
+    let Some(handle) = groups.get(group) else {
+        return;
+    };
+    handle.failing_over.store(true, Ordering::Release);
+    let entries = groups.inner.core.config_entries();
+    for entry in entries.entries(None) {
+        let affected = matches!(
+            entry.state,
+            ConfigEntryState::Loaded | ConfigEntryState::SetupError | ConfigEntryState::SetupRetry
+        );
+        if entry.sandbox.as_deref() == Some(group)
+            && affected
+            && let Err(error) = entries.reload(&entry.entry_id).await
+        {
+            tracing::warn!(%group, entry_id = %entry.entry_id, %error, "could not mark the entry failed");
+        }
+    }
+    handle.failing_over.store(false, Ordering::Release);
+}
+
+/// The manager's hooks for one group.
+struct Hooks {
+    groups: Weak<Inner>,
+    slot: BridgeSlot,
+    store: Arc<GroupStore>,
+}
+
+impl GroupEvents for Hooks {
+    fn configure_channel(&self, _group: &str, builder: ChannelBuilder) -> ChannelBuilder {
+        install_handlers(builder, &self.slot, Arc::clone(&self.store))
+    }
+
+    fn on_ready(&self, group: &str, channel: &Channel, _ready: &ReadyInfo) {
+        let Some(inner) = self.groups.upgrade() else {
+            return;
+        };
+        let bridge = Bridge::new(
+            inner.core.clone(),
+            group,
+            channel.clone(),
+            Arc::clone(&inner.contexts),
+        );
+        let displaced = self.slot.lock().replace(bridge);
+        let Some(displaced) = displaced else { return };
+        // A respawn: the old bridge's proxies and services go first (freeing the platform
+        // slots), then the group's loaded entries are set up again in the new process.
+        let entries: Vec<String> = inner
+            .core
+            .config_entries()
+            .entries(None)
+            .into_iter()
+            .filter(|entry| {
+                entry.sandbox.as_deref() == Some(group) && entry.state == ConfigEntryState::Loaded
+            })
+            .map(|entry| entry.entry_id)
+            .collect();
+        let core = inner.core.clone();
+        let group = group.to_owned();
+        tokio::spawn(async move {
+            displaced.teardown().await;
+            for entry_id in entries {
+                if let Err(error) = core.config_entries().reload(&entry_id).await {
+                    tracing::warn!(%group, %entry_id, %error, "could not set the entry up again after a respawn");
+                }
+            }
+        });
+    }
+
+    fn on_channel_closed(&self, _group: &str, _reason: &str) {
+        if let Some(bridge) = self.slot.lock().clone() {
+            bridge.mark_unavailable();
+        }
+    }
+}

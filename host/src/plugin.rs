@@ -1,0 +1,210 @@
+//! The plugin: installs the sandbox host into a core — the router seam, the translation and
+//! catalog providers — and stops every group with the core, keeping their restore states.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use homecore::integration::{
+    CatalogProviderHandle, IntegrationCatalogProvider, IntegrationDescriptor,
+};
+use homecore::translation::{TranslationProvider, TranslationProviderHandle};
+use homecore::{Core, ListenerHandle};
+use parking_lot::Mutex;
+use sandbox_proto::{json, wire};
+use serde_json::{Map, Value};
+
+use crate::classifier::Placement;
+use crate::groups::{Groups, GroupsConfig};
+use crate::manager::StopReport;
+use crate::router::{CustomIntegration, SandboxRouter};
+
+/// The store key (in each group's folder) where main keeps the restore state a group returned
+/// when it was stopped.
+pub const RESTORE_STATE_KEY: &str = "sandbox.restore_state";
+
+/// How the plugin runs.
+#[derive(Clone)]
+pub struct PluginConfig {
+    /// How groups are run.
+    pub groups: GroupsConfig,
+    /// Custom integrations, each run in its own group from its pinned artifact.
+    pub custom: Vec<CustomIntegration>,
+}
+
+/// The sandbox host, installed into one core.
+pub struct SandboxPlugin {
+    core: Core,
+    groups: Groups,
+    router: Arc<SandboxRouter>,
+    handles: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    stop_listener: Mutex<Option<ListenerHandle>>,
+}
+
+impl SandboxPlugin {
+    /// Installs the plugin: from now on, flows and entries of sandboxed integrations go to
+    /// their groups. Must be called inside the runtime, before the core starts.
+    pub fn install(core: &Core, config: PluginConfig) -> Arc<Self> {
+        let groups = Groups::new(core.clone(), config.groups);
+        let router = Arc::new(SandboxRouter::new(
+            groups.clone(),
+            core.integrations().available(),
+            config.custom.clone(),
+        ));
+        core.config_entries().set_router(Some(router.clone()));
+        let translations: TranslationProviderHandle =
+            core.translations()
+                .add_provider(Arc::new(SandboxTranslations {
+                    groups: groups.clone(),
+                    router: Arc::clone(&router),
+                }));
+        let catalog: CatalogProviderHandle =
+            core.integrations()
+                .add_catalog_provider(Arc::new(CustomCatalog {
+                    custom: config.custom,
+                }));
+        let plugin = Arc::new(Self {
+            core: core.clone(),
+            groups,
+            router,
+            handles: Mutex::new(vec![
+                Box::new(move || translations.remove()),
+                Box::new(move || catalog.remove()),
+            ]),
+            stop_listener: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&plugin);
+        let listener = core
+            .bus()
+            .listen(homecore::event::EVENT_HOMEASSISTANT_STOP, move |_| {
+                let plugin = weak.upgrade();
+                async move {
+                    if let Some(plugin) = plugin {
+                        plugin.stop().await;
+                    }
+                }
+            });
+        match listener {
+            Ok(listener) => *plugin.stop_listener.lock() = Some(listener),
+            Err(error) => tracing::error!(%error, "cannot stop the sandboxes with the core"),
+        }
+        plugin
+    }
+
+    /// The groups.
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
+    /// Where `domain` runs.
+    pub fn placement(&self, domain: &str) -> Option<Placement> {
+        self.router.placement(domain)
+    }
+
+    /// Stops every group in parallel and saves each one's restore state in its store folder.
+    pub async fn stop(&self) -> Vec<(String, StopReport)> {
+        let reports = self.groups.stop_all().await;
+        for (group, report) in &reports {
+            let Some(restore_state) = &report.restore_state else {
+                continue;
+            };
+            let Some(handle) = self.groups.get(group) else {
+                continue;
+            };
+            let data = json::from_bytes(restore_state).unwrap_or(Value::Null);
+            let envelope = serde_json::json!({"version": 1, "minor_version": 1, "key": RESTORE_STATE_KEY, "data": data});
+            let bytes = serde_json::to_vec(&envelope).unwrap_or_default();
+            if let Err(error) = handle.store.save(RESTORE_STATE_KEY, &bytes).await {
+                tracing::warn!(%group, %error, "could not save the group's restore state");
+            }
+        }
+        reports
+    }
+
+    /// Removes the plugin's seams from the core (after [`SandboxPlugin::stop`]).
+    pub fn uninstall(&self) {
+        self.core.config_entries().set_router(None);
+        for remove in self.handles.lock().drain(..) {
+            remove();
+        }
+        if let Some(listener) = self.stop_listener.lock().take() {
+            listener.remove();
+        }
+    }
+}
+
+/// Translations of integrations whose code lives only in a sandbox, pulled from their group
+/// and narrowed to the domains requested and returned.
+struct SandboxTranslations {
+    groups: Groups,
+    router: Arc<SandboxRouter>,
+}
+
+impl TranslationProvider for SandboxTranslations {
+    fn translations<'a>(
+        &'a self,
+        language: &'a str,
+        domains: &'a [String],
+    ) -> BoxFuture<'a, Map<String, Value>> {
+        Box::pin(async move {
+            let mut by_group: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+            for domain in domains {
+                if let Some(Placement::Group(group)) = self.router.placement(domain) {
+                    by_group.entry(group).or_default().push(domain.clone());
+                }
+            }
+            let mut strings = Map::new();
+            for (group, wanted) in by_group {
+                // Only running groups are asked: translations never start a sandbox.
+                let Some(channel) = self
+                    .groups
+                    .get(&group)
+                    .and_then(|handle| handle.manager.channel())
+                else {
+                    continue;
+                };
+                let request = wire::GetTranslations {
+                    language: language.to_owned(),
+                    domains: wanted.clone(),
+                };
+                let Ok(result) = channel
+                    .call_timeout(
+                        &request,
+                        homecore::translation::TRANSLATION_PROVIDER_TIMEOUT,
+                    )
+                    .await
+                else {
+                    continue;
+                };
+                let returned = json::object_from_bytes(&result.strings_json).unwrap_or_default();
+                let wanted: BTreeSet<String> = wanted.into_iter().collect();
+                strings.extend(
+                    returned
+                        .into_iter()
+                        .filter(|(domain, _)| wanted.contains(domain)),
+                );
+            }
+            strings
+        })
+    }
+}
+
+/// Lists custom integrations in the add-integration picker without starting their sandbox.
+struct CustomCatalog {
+    custom: Vec<CustomIntegration>,
+}
+
+impl IntegrationCatalogProvider for CustomCatalog {
+    fn descriptors(&self) -> Vec<IntegrationDescriptor> {
+        self.custom
+            .iter()
+            .map(|custom| IntegrationDescriptor {
+                domain: custom.manifest.domain.clone(),
+                name: custom.manifest.name.clone(),
+                integration_type: custom.manifest.integration_type,
+                config_flow: custom.manifest.config_flow,
+                title_translations: Default::default(),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,383 @@
+//! The router: main's config entries seam, taking flows and entries of sandboxed integrations
+//! to their group, and the flow proxy that runs a sandbox's flow step by step.
+//!
+//! Main alone decides the group (the classifier, at flow creation) and records it in the
+//! entry; nothing the sandbox sends can change it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use homecore::data_entry_flow::FlowStepContext;
+use homecore::integration::Manifest;
+use homecore::{
+    ConfigEntry, ConfigEntryRouter, ConfigEntryUpdate, FlowContext, FlowError, FlowHandler,
+    FlowStep, Routed, RoutedFlow, SetupError,
+};
+use sandbox_proto::{CallError, Channel, json, wire};
+use sandbox_runtime::convert::{entry_to_wire, flow_error_from_remote, flow_step_from_wire};
+use serde_json::{Map, Value};
+
+use crate::classifier::{Placement, classify};
+use crate::groups::Groups;
+
+/// How long one flow step may take in a sandbox.
+pub const FLOW_STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long main waits for a sandbox to set an entry up or unload it.
+pub const ENTRY_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A custom integration: its manifest and the pinned artifact main verifies before running it.
+#[derive(Debug, Clone)]
+pub struct CustomIntegration {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// The sandbox binary built with the SDK.
+    pub artifact: PathBuf,
+    /// The pinned SHA-256 of the artifact, lowercase hex.
+    pub sha256: String,
+}
+
+/// Routes flows and entries of sandboxed integrations to their groups.
+pub struct SandboxRouter {
+    groups: Groups,
+    /// Manifests of the integrations main knows (built in).
+    builtin: HashMap<String, Manifest>,
+    /// Custom integrations by domain.
+    custom: HashMap<String, CustomIntegration>,
+}
+
+impl SandboxRouter {
+    /// A router over `groups`, knowing these integrations.
+    pub fn new(groups: Groups, builtin: Vec<Manifest>, custom: Vec<CustomIntegration>) -> Self {
+        Self {
+            groups,
+            builtin: builtin
+                .into_iter()
+                .map(|manifest| (manifest.domain.clone(), manifest))
+                .collect(),
+            custom: custom
+                .into_iter()
+                .map(|custom| (custom.manifest.domain.clone(), custom))
+                .collect(),
+        }
+    }
+
+    /// Where `domain` runs; `None` for an integration main does not know.
+    pub fn placement(&self, domain: &str) -> Option<Placement> {
+        if let Some(custom) = self.custom.get(domain) {
+            return Some(classify(&custom.manifest, true));
+        }
+        self.builtin
+            .get(domain)
+            .map(|manifest| classify(manifest, false))
+    }
+
+    fn source(&self, domain: &str) -> Result<wire::IntegrationSource, SetupError> {
+        let kind = match self.custom.get(domain) {
+            None => wire::integration_source::Kind::Builtin(wire::BuiltinSource {}),
+            Some(custom) => {
+                verify_artifact(custom).map_err(SetupError::Failed)?;
+                wire::integration_source::Kind::Artifact(wire::ArtifactSource {
+                    version: custom.manifest.version.to_string(),
+                    sha256: custom.sha256.clone(),
+                    path: custom.artifact.display().to_string(),
+                })
+            }
+        };
+        Ok(wire::IntegrationSource { kind: Some(kind) })
+    }
+}
+
+/// Checks a custom integration's artifact against its pinned SHA-256.
+pub fn verify_artifact(custom: &CustomIntegration) -> Result<(), String> {
+    use sha2::Digest;
+    let bytes = std::fs::read(&custom.artifact).map_err(|error| {
+        format!(
+            "cannot read the artifact of {}: {error}",
+            custom.manifest.domain
+        )
+    })?;
+    let digest = sha2::Sha256::digest(&bytes);
+    let actual: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    if actual != custom.sha256.to_ascii_lowercase() {
+        return Err(format!(
+            "the artifact of {} {} does not match its pinned sha256 (expected {}, found {actual}); refusing to run it",
+            custom.manifest.domain, custom.manifest.version, custom.sha256
+        ));
+    }
+    Ok(())
+}
+
+fn setup_failure(group: &str, error: CallError) -> SetupError {
+    match error {
+        CallError::Closed { .. } => {
+            SetupError::Failed(format!("sandbox group {group} stopped during setup"))
+        }
+        other => SetupError::Failed(format!("sandbox group {group}: {other}")),
+    }
+}
+
+impl ConfigEntryRouter for SandboxRouter {
+    fn create_flow<'a>(
+        &'a self,
+        domain: &'a str,
+        _context: &'a FlowContext,
+        _data: Option<&'a Map<String, Value>>,
+    ) -> BoxFuture<'a, Result<Routed<RoutedFlow>, FlowError>> {
+        Box::pin(async move {
+            match self.placement(domain) {
+                None | Some(Placement::Main(_)) => Ok(Routed::NotMine),
+                Some(Placement::Group(group)) => Ok(Routed::Taken(RoutedFlow {
+                    handler: Box::new(FlowProxy::new(self.groups.clone(), &group, domain, None)),
+                    sandbox: Some(group),
+                })),
+            }
+        })
+    }
+
+    fn create_options_flow<'a>(
+        &'a self,
+        entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Result<Routed<Box<dyn FlowHandler>>, FlowError>> {
+        Box::pin(async move {
+            match &entry.sandbox {
+                None => Ok(Routed::NotMine),
+                Some(group) => Ok(Routed::Taken(Box::new(FlowProxy::new(
+                    self.groups.clone(),
+                    group,
+                    &entry.domain,
+                    Some(entry.clone()),
+                )) as Box<dyn FlowHandler>)),
+            }
+        })
+    }
+
+    fn setup_entry<'a>(
+        &'a self,
+        entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Routed<Result<(), SetupError>>> {
+        Box::pin(async move {
+            let Some(group) = entry.sandbox.clone() else {
+                return Routed::NotMine;
+            };
+            Routed::Taken(self.setup_in_group(&group, entry).await)
+        })
+    }
+
+    fn unload_entry<'a>(
+        &'a self,
+        entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Routed<Result<(), String>>> {
+        Box::pin(async move {
+            let Some(group) = entry.sandbox.clone() else {
+                return Routed::NotMine;
+            };
+            // Main's side is released whatever the sandbox does: proxies and platform slots.
+            if let Some(bridge) = self.groups.bridge(&group) {
+                bridge.teardown_entry(&entry.entry_id).await;
+            }
+            let Some(channel) = self
+                .groups
+                .get(&group)
+                .and_then(|handle| handle.manager.channel())
+            else {
+                return Routed::Taken(Ok(()));
+            };
+            let request = wire::EntryUnload {
+                entry_id: entry.entry_id.clone(),
+            };
+            Routed::Taken(
+                match channel.call_timeout(&request, ENTRY_CALL_TIMEOUT).await {
+                    Ok(result) if result.ok => Ok(()),
+                    Ok(result) => Err(result.reason),
+                    // The sandbox went away meanwhile: nothing is left running there.
+                    Err(CallError::Closed { .. }) => Ok(()),
+                    Err(error) => Err(error.to_string()),
+                },
+            )
+        })
+    }
+}
+
+impl SandboxRouter {
+    async fn setup_in_group(&self, group: &str, entry: &ConfigEntry) -> Result<(), SetupError> {
+        let source = self.source(&entry.domain)?;
+        let channel = self
+            .groups
+            .channel(group)
+            .await
+            .map_err(|error| SetupError::Failed(error.to_string()))?;
+        let request = wire::EntrySetup {
+            entry: Some(entry_to_wire(entry)),
+            source: Some(source),
+            core_config: None,
+        };
+        let result = channel
+            .call_timeout(&request, ENTRY_CALL_TIMEOUT)
+            .await
+            .map_err(|error| setup_failure(group, error))?;
+        if let Some(updated) = result.updated_entry {
+            self.apply_migration(entry, &updated);
+        }
+        match wire::SetupOutcome::try_from(result.outcome) {
+            Ok(wire::SetupOutcome::Loaded) => Ok(()),
+            Ok(wire::SetupOutcome::SetupRetry) => Err(SetupError::NotReady(result.reason)),
+            _ => Err(SetupError::Failed(result.reason)),
+        }
+    }
+
+    fn apply_migration(&self, entry: &ConfigEntry, updated: &wire::ConfigEntry) {
+        let update = ConfigEntryUpdate {
+            title: Some(updated.title.clone()),
+            data: json::object_from_bytes(&updated.data_json).ok(),
+            options: json::object_from_bytes(&updated.options_json).ok(),
+            unique_id: Some(updated.unique_id.clone()),
+            version: Some(updated.version),
+            minor_version: Some(updated.minor_version),
+            ..ConfigEntryUpdate::default()
+        };
+        if let Err(error) = self
+            .groups
+            .core()
+            .config_entries()
+            .update_entry(&entry.entry_id, update)
+        {
+            tracing::warn!(entry_id = %entry.entry_id, %error, "could not store the migrated entry");
+        }
+    }
+}
+
+/// Runs a sandbox's config or options flow step by step for main's flow manager.
+pub struct FlowProxy {
+    groups: Groups,
+    group: String,
+    domain: String,
+    /// For an options flow: the entry.
+    entry: Option<ConfigEntry>,
+    /// The flow's id in the sandbox, once started.
+    remote_flow: Option<String>,
+    /// The sandbox's last result was a menu (a choice becomes `next_step_id`).
+    after_menu: bool,
+    /// The sandbox flow is over (created or aborted): nothing to abort on removal.
+    finished: bool,
+    /// The channel the sandbox flow lives on.
+    channel: Option<Channel>,
+}
+
+impl FlowProxy {
+    fn new(groups: Groups, group: &str, domain: &str, entry: Option<ConfigEntry>) -> Self {
+        Self {
+            groups,
+            group: group.to_owned(),
+            domain: domain.to_owned(),
+            entry,
+            remote_flow: None,
+            after_menu: false,
+            finished: false,
+            channel: None,
+        }
+    }
+
+    async fn run(
+        &mut self,
+        flow: &FlowStepContext,
+        step_id: &str,
+        input: Option<Map<String, Value>>,
+    ) -> Result<FlowStep, FlowError> {
+        let result = match &self.remote_flow {
+            None => {
+                let channel = self
+                    .groups
+                    .channel(&self.group)
+                    .await
+                    .map_err(|error| FlowError::Handler(error.to_string()))?;
+                let context = flow.context();
+                let request = wire::FlowInit {
+                    kind: if self.entry.is_some() {
+                        wire::FlowKind::Options
+                    } else {
+                        wire::FlowKind::Config
+                    } as i32,
+                    handler: self.domain.clone(),
+                    source: context.source.clone(),
+                    data_json: input
+                        .as_ref()
+                        .map(json::object_to_bytes)
+                        .unwrap_or_default(),
+                    context_json: json::to_bytes(&json::to_json_safe(&context)),
+                    entry: self.entry.as_ref().map(entry_to_wire),
+                    core_config: None,
+                };
+                let result = channel.call_timeout(&request, FLOW_STEP_TIMEOUT).await;
+                self.channel = Some(channel);
+                result
+            }
+            Some(remote_flow) => {
+                let input = if self.after_menu {
+                    Some(Map::from_iter([(
+                        "next_step_id".to_owned(),
+                        Value::String(step_id.to_owned()),
+                    )]))
+                } else {
+                    input
+                };
+                let request = wire::FlowStep {
+                    flow_id: remote_flow.clone(),
+                    user_input_json: input
+                        .as_ref()
+                        .map(json::object_to_bytes)
+                        .unwrap_or_default(),
+                };
+                let channel = self
+                    .channel
+                    .clone()
+                    .ok_or_else(|| FlowError::Handler("no channel".into()))?;
+                channel.call_timeout(&request, FLOW_STEP_TIMEOUT).await
+            }
+        };
+        let result = result.map_err(|error| match error {
+            CallError::Remote { error, .. } => flow_error_from_remote(&error),
+            other => FlowError::Handler(format!("sandbox group {}: {other}", self.group)),
+        })?;
+        self.remote_flow = Some(result.flow_id.clone());
+        let (step, unique_id) =
+            flow_step_from_wire(&result).map_err(|error| FlowError::Handler(error.to_string()))?;
+        if let Some(unique_id) = unique_id {
+            flow.set_unique_id(Some(&unique_id), false)?;
+        }
+        self.after_menu = matches!(step, FlowStep::Menu { .. });
+        self.finished = step.is_finished();
+        Ok(step)
+    }
+}
+
+impl FlowHandler for FlowProxy {
+    fn step<'a>(
+        &'a mut self,
+        flow: &'a FlowStepContext,
+        step_id: &'a str,
+        input: Option<Map<String, Value>>,
+    ) -> BoxFuture<'a, Result<FlowStep, FlowError>> {
+        Box::pin(self.run(flow, step_id, input))
+    }
+
+    fn on_remove(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Whatever ended the proxy flow (abort, removal, an error), the sandbox flow must not
+            // stay behind holding its unique id (already_in_progress forever).
+            if self.finished {
+                return;
+            }
+            if let (Some(remote_flow), Some(channel)) = (&self.remote_flow, &self.channel) {
+                let request = wire::FlowAbort {
+                    flow_id: remote_flow.clone(),
+                };
+                if let Err(error) = channel.call_timeout(&request, FLOW_STEP_TIMEOUT).await {
+                    tracing::debug!(group = %self.group, %error, "sandbox flow not aborted");
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,403 @@
+//! End to end over the real `sandbox-runtime` binary: a hub (homecore + the host plugin)
+//! configures the demo integration through its config flow in the `built-in` group, and the
+//! sandboxed demo must look like the in-process baseline; then crash, recovery, unload while
+//! down, budget exhaustion and shutdown.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::sync::Arc;
+use std::time::Duration;
+
+use homecore::{
+    ConfigEntryState, Context, Core, CoreConfig, FlowContext, FlowStep, ServiceRequest,
+    ServiceTarget,
+};
+use sandbox_host::groups::GroupsConfig;
+use sandbox_host::plugin::{PluginConfig, SandboxPlugin};
+use sandbox_host::{GroupConfig, GroupState, RestartPolicy};
+use serde_json::{Map, Value, json};
+
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+struct Hub {
+    core: Core,
+    plugin: Option<Arc<SandboxPlugin>>,
+    _dir: tempfile::TempDir,
+}
+
+fn group_defaults() -> GroupConfig {
+    let mut config = GroupConfig::new("template");
+    config.watchdog = None;
+    config.stop_grace = Duration::from_secs(5);
+    config.restart = RestartPolicy {
+        max_starts: 3,
+        window: Duration::from_secs(60),
+        backoff_initial: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(50),
+        forgive_after: Duration::from_secs(300),
+    };
+    config
+}
+
+async fn hub(sandboxed: bool, runtime: Vec<OsString>) -> Hub {
+    let dir = tempfile::tempdir().unwrap();
+    let core = Core::builder(CoreConfig::new(dir.path()))
+        .integrations(integrations::builtin())
+        .build()
+        .unwrap();
+    let plugin = sandboxed.then(|| {
+        SandboxPlugin::install(
+            &core,
+            PluginConfig {
+                groups: GroupsConfig {
+                    config_dir: dir.path().to_owned(),
+                    runtime_command: runtime,
+                    custom_commands: Default::default(),
+                    group_defaults: group_defaults(),
+                },
+                custom: vec![],
+            },
+        )
+    });
+    core.start().await.unwrap();
+    Hub {
+        core,
+        plugin,
+        _dir: dir,
+    }
+}
+
+fn runtime() -> Vec<OsString> {
+    vec![env!("CARGO_BIN_EXE_sandbox-runtime").into()]
+}
+
+/// Runs the demo's config flow (menu, then defaults) and returns the created entry's id.
+async fn configure_demo(core: &Core) -> String {
+    let flows = core.config_entries().flow();
+    let menu = flows
+        .init("demo", FlowContext::new("user"), None)
+        .await
+        .unwrap();
+    assert!(matches!(menu.step, FlowStep::Menu { .. }), "{menu:?}");
+    let choice = Map::from_iter([("next_step_id".to_owned(), json!("defaults"))]);
+    let created = flows.configure(&menu.flow_id, Some(choice)).await.unwrap();
+    let FlowStep::CreateEntry {
+        entry_id, version, ..
+    } = created.step
+    else {
+        panic!("create_entry: {created:?}")
+    };
+    assert_eq!(version, 2);
+    entry_id.unwrap()
+}
+
+async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    tokio::time::timeout(HANG_GUARD, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+fn demo_states(core: &Core) -> BTreeMap<String, String> {
+    core.states()
+        .all(None)
+        .into_iter()
+        .map(|state| (state.entity_id.clone(), state.state.clone()))
+        .collect()
+}
+
+fn proxyable_count() -> usize {
+    homecore::catalog::catalog()
+        .domains()
+        .filter(|spec| spec.proxyable)
+        .count()
+}
+
+fn domains_with_entities(core: &Core) -> usize {
+    let domains: std::collections::BTreeSet<String> = core
+        .states()
+        .all(None)
+        .iter()
+        .map(|state| state.domain().to_owned())
+        .collect();
+    homecore::catalog::catalog()
+        .domains()
+        .filter(|spec| spec.proxyable && domains.contains(&spec.domain))
+        .count()
+}
+
+async fn call(
+    core: &Core,
+    domain: &str,
+    service: &str,
+    entity_id: &str,
+    data: Value,
+    context: Context,
+) {
+    let request = ServiceRequest::new(domain, service)
+        .with_target(ServiceTarget::entities([entity_id]))
+        .with_data(data.as_object().cloned().unwrap_or_default())
+        .with_context(context);
+    core.services().call(request).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandboxed_demo_matches_the_in_process_baseline() {
+    let baseline = hub(false, vec![]).await;
+    let entry = configure_demo(&baseline.core).await;
+    assert_eq!(
+        baseline
+            .core
+            .config_entries()
+            .entry(&entry)
+            .unwrap()
+            .sandbox,
+        None
+    );
+    wait_until("baseline entities", || {
+        domains_with_entities(&baseline.core) == proxyable_count()
+    })
+    .await;
+
+    let sandboxed = hub(true, runtime()).await;
+    let entry = configure_demo(&sandboxed.core).await;
+    let stored = sandboxed.core.config_entries().entry(&entry).unwrap();
+    assert_eq!(
+        stored.sandbox.as_deref(),
+        Some("built-in"),
+        "main decided the group"
+    );
+    assert_eq!(stored.state, ConfigEntryState::Loaded);
+    wait_until("proxies in every proxyable domain", || {
+        domains_with_entities(&sandboxed.core) == proxyable_count()
+    })
+    .await;
+    let expected = demo_states(&baseline.core);
+    wait_until("the same entities and states", || {
+        demo_states(&sandboxed.core) == expected
+    })
+    .await;
+
+    // A service call through a proxy: same new state, and the caller's context comes back.
+    let light = expected
+        .keys()
+        .find(|id| id.starts_with("light."))
+        .unwrap()
+        .clone();
+    for hub in [&baseline, &sandboxed] {
+        let context = Context::with_user("user-1");
+        call(
+            &hub.core,
+            "light",
+            "turn_on",
+            &light,
+            json!({"brightness": 77}),
+            context.clone(),
+        )
+        .await;
+        wait_until("the light's state", || {
+            hub.core
+                .states()
+                .get(&light)
+                .is_some_and(|state| state.attributes.get("brightness") == Some(&json!(77)))
+        })
+        .await;
+        let state = hub.core.states().get(&light).unwrap();
+        assert_eq!(state.state, "on");
+        assert_eq!(
+            state.context, context,
+            "the state change is attributed to the caller"
+        );
+        assert_eq!(state.context.user_id.as_deref(), Some("user-1"));
+    }
+    sandboxed.plugin.as_ref().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_turns_proxies_unavailable_and_a_respawn_recovers_them() {
+    let hub = hub(true, runtime()).await;
+    let entry = configure_demo(&hub.core).await;
+    wait_until("proxies", || {
+        domains_with_entities(&hub.core) == proxyable_count()
+    })
+    .await;
+    let plugin = hub.plugin.clone().unwrap();
+    let group = plugin.groups().get("built-in").unwrap();
+    let pid = group.manager.status().pid.unwrap();
+    let proxies = plugin
+        .groups()
+        .bridge("built-in")
+        .unwrap()
+        .proxy_entity_ids();
+    assert!(!proxies.is_empty());
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until("every proxy unavailable", || {
+        proxies.iter().all(|id| {
+            hub.core
+                .states()
+                .get(id)
+                .is_some_and(|state| state.state == "unavailable")
+        })
+    })
+    .await;
+    wait_until("a respawn", || {
+        group.manager.status().pid.is_some_and(|new| new != pid)
+            && group.manager.status().state == GroupState::Running
+    })
+    .await;
+    wait_until("proxies back", || {
+        proxies.iter().all(|id| {
+            hub.core
+                .states()
+                .get(id)
+                .is_some_and(|state| state.state != "unavailable")
+        })
+    })
+    .await;
+    assert_eq!(
+        hub.core.config_entries().entry(&entry).unwrap().state,
+        ConfigEntryState::Loaded
+    );
+    plugin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unload_while_the_sandbox_is_down_releases_main_side_proxies() {
+    let hub = hub(true, runtime()).await;
+    let entry = configure_demo(&hub.core).await;
+    wait_until("proxies", || {
+        domains_with_entities(&hub.core) == proxyable_count()
+    })
+    .await;
+    let plugin = hub.plugin.clone().unwrap();
+    let group = plugin.groups().get("built-in").unwrap();
+    group.manager.stop().await;
+    assert!(hub.core.config_entries().unload(&entry).await.unwrap());
+    assert_eq!(domains_with_entities(&hub.core), 0, "no proxy left behind");
+    // And a later setup works: the platform slots were freed.
+    assert!(hub.core.config_entries().setup(&entry).await.unwrap());
+    wait_until("proxies again", || {
+        domains_with_entities(&hub.core) == proxyable_count()
+    })
+    .await;
+    plugin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_exhaustion_shows_setup_error_and_a_manual_reload_recovers() {
+    let hub = hub(true, runtime()).await;
+    let entry = configure_demo(&hub.core).await;
+    wait_until("proxies", || {
+        domains_with_entities(&hub.core) == proxyable_count()
+    })
+    .await;
+    let plugin = hub.plugin.clone().unwrap();
+    let group = plugin.groups().get("built-in").unwrap();
+    // Three starts are allowed in the window: crash the first and both respawns.
+    for _ in 0..3 {
+        let pid = group.manager.status().pid.unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        wait_until("a respawn or the failure", || {
+            let status = group.manager.status();
+            status.state == GroupState::Failed
+                || (status.state == GroupState::Running && status.pid != Some(pid))
+        })
+        .await;
+    }
+    assert_eq!(group.manager.status().state, GroupState::Failed);
+    wait_until("the entry shows setup_error", || {
+        hub.core.config_entries().entry(&entry).unwrap().state == ConfigEntryState::SetupError
+    })
+    .await;
+    wait_until("main's fail-over to finish", || {
+        !group
+            .failing_over
+            .load(std::sync::atomic::Ordering::Acquire)
+    })
+    .await;
+    let reason = hub
+        .core
+        .config_entries()
+        .entry(&entry)
+        .unwrap()
+        .reason
+        .unwrap_or_default();
+    assert!(reason.contains("restart budget exhausted"), "{reason}");
+    assert_eq!(domains_with_entities(&hub.core), 0, "no dead proxies left");
+
+    // A manual reload starts the group again with a fresh budget.
+    let reloaded = hub.core.config_entries().reload(&entry).await.unwrap();
+    let after = hub.core.config_entries().entry(&entry).unwrap();
+    assert!(
+        reloaded,
+        "{:?} {:?} {:?}",
+        after.state,
+        after.reason,
+        group.manager.status()
+    );
+    assert_eq!(group.manager.status().state, GroupState::Running);
+    wait_until("proxies again", || {
+        domains_with_entities(&hub.core) == proxyable_count()
+    })
+    .await;
+    plugin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_hub_stops_the_groups_and_keeps_their_restore_state() {
+    let hub = hub(true, runtime()).await;
+    configure_demo(&hub.core).await;
+    wait_until("proxies", || {
+        domains_with_entities(&hub.core) == proxyable_count()
+    })
+    .await;
+    let plugin = hub.plugin.clone().unwrap();
+    let pid = plugin
+        .groups()
+        .get("built-in")
+        .unwrap()
+        .manager
+        .status()
+        .pid
+        .unwrap();
+    hub.core.stop().await.unwrap();
+    let status = plugin.groups().get("built-in").unwrap().manager.status();
+    assert_eq!(status.state, GroupState::Stopped);
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err(),
+        "no process left"
+    );
+    let saved = hub
+        ._dir
+        .path()
+        .join(".storage/sandbox/built-in")
+        .join(sandbox_host::plugin::RESTORE_STATE_KEY);
+    let listing: Vec<_> = std::fs::read_dir(saved.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let saved: Value = serde_json::from_slice(
+        &std::fs::read(&saved).unwrap_or_else(|e| panic!("{e}: {listing:?}")),
+    )
+    .unwrap();
+    assert!(
+        saved["data"]
+            .as_array()
+            .is_some_and(|states| !states.is_empty()),
+        "{saved}"
+    );
+}
