@@ -215,6 +215,58 @@ async fn the_sandboxed_demo_matches_the_in_process_baseline() {
         );
         assert_eq!(state.context.user_id.as_deref(), Some("user-1"));
     }
+
+    // The same integration services, and the same events for the same action.
+    let demo_services = |core: &Core| {
+        core.services()
+            .services()
+            .get("demo")
+            .map(|s| s.keys().cloned().collect::<Vec<_>>())
+    };
+    assert_eq!(
+        demo_services(&baseline.core),
+        demo_services(&sandboxed.core)
+    );
+    assert!(demo_services(&sandboxed.core).is_some_and(|services| !services.is_empty()));
+    let button = expected
+        .keys()
+        .find(|id| id.starts_with("button."))
+        .unwrap()
+        .clone();
+    let mut events = Vec::new();
+    for hub in [&baseline, &sandboxed] {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let listener = hub
+            .core
+            .bus()
+            .listen("demo_button_pressed", move |event: Arc<homecore::Event>| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(event.data.clone()).await;
+                }
+            })
+            .unwrap();
+        call(
+            &hub.core,
+            "button",
+            "press",
+            &button,
+            json!({}),
+            Context::new(),
+        )
+        .await;
+        events.push(
+            tokio::time::timeout(HANG_GUARD, rx.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+        listener.remove();
+    }
+    assert_eq!(
+        events[0], events[1],
+        "the sandboxed event carries the same data"
+    );
     sandboxed.plugin.as_ref().unwrap().stop().await;
 }
 
@@ -400,4 +452,84 @@ async fn stopping_the_hub_stops_the_groups_and_keeps_their_restore_state() {
             .is_some_and(|states| !states.is_empty()),
         "{saved}"
     );
+}
+
+/// Every state as (state, attributes): what the two hubs must agree on.
+fn full_states(core: &Core) -> BTreeMap<String, (String, Value)> {
+    core.states()
+        .all(None)
+        .into_iter()
+        .map(|state| {
+            (
+                state.entity_id.clone(),
+                (state.state.clone(), Value::Object(state.attributes.clone())),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_field_free_domain_service_has_the_same_effect_sandboxed() {
+    // Each domain service that needs no data is called on every entity of its domain, in the
+    // same order on both hubs; outcomes and every state (attributes included) must match.
+    let baseline = hub(false, vec![]).await;
+    configure_demo(&baseline.core).await;
+    wait_until("baseline entities", || {
+        domains_with_entities(&baseline.core) == proxyable_count()
+    })
+    .await;
+    let sandboxed = hub(true, runtime()).await;
+    configure_demo(&sandboxed.core).await;
+    wait_until("proxies", || {
+        domains_with_entities(&sandboxed.core) == proxyable_count()
+    })
+    .await;
+    let expected = full_states(&baseline.core);
+    wait_until("the same starting states", || {
+        full_states(&sandboxed.core) == expected
+    })
+    .await;
+
+    let mut calls = 0;
+    for spec in homecore::catalog::catalog()
+        .domains()
+        .filter(|spec| spec.proxyable)
+    {
+        for service in &spec.services {
+            if service.schema.fields.iter().any(|field| field.required) {
+                continue;
+            }
+            for entity_id in baseline.core.states().entity_ids(Some(&spec.domain)) {
+                let mut outcomes = Vec::new();
+                for hub in [&baseline, &sandboxed] {
+                    let mut request =
+                        ServiceRequest::new(spec.domain.clone(), service.name.clone())
+                            .with_target(ServiceTarget::entities([entity_id.clone()]))
+                            .with_context(Context::new());
+                    if service.supports_response == homecore::SupportsResponse::Only {
+                        request = request.with_response();
+                    }
+                    let outcome = hub.core.services().call(request).await;
+                    outcomes.push(match outcome {
+                        Ok(_) => "ok".to_owned(),
+                        Err(error) => format!("error: {error}"),
+                    });
+                }
+                assert_eq!(
+                    outcomes[0], outcomes[1],
+                    "{}.{} on {entity_id}",
+                    spec.domain, service.name
+                );
+                let expected = full_states(&baseline.core);
+                wait_until(
+                    &format!("{}.{} on {entity_id} to match", spec.domain, service.name),
+                    || full_states(&sandboxed.core) == expected,
+                )
+                .await;
+                calls += 1;
+            }
+        }
+    }
+    assert!(calls > 40, "only {calls} calls were compared");
+    sandboxed.plugin.as_ref().unwrap().stop().await;
 }
