@@ -25,7 +25,7 @@ use sandbox_runtime::convert::service_error_from_remote;
 use crate::context_cache::ContextCache;
 use crate::gates::{self, GateError};
 use crate::proxy::{PROXY_CALL_TIMEOUT, ProxyEntity, ProxyLink};
-use crate::store_server::GroupStore;
+use crate::store_server::{GroupStore, StoreServerError};
 
 /// Refusals per gate, for a group's status.
 #[derive(Debug, Default)]
@@ -61,8 +61,9 @@ pub struct Bridge {
     platforms: Mutex<HashMap<(String, String), EntityPlatform>>,
     /// Services this bridge registered on main.
     services: Mutex<HashSet<(String, String)>>,
-    /// Refusals per gate.
-    pub refused: GateCounters,
+    /// Refusals per gate, shared by every bridge of the group (store refusals are counted
+    /// before any bridge exists).
+    pub refused: Arc<GateCounters>,
     /// Set once torn down: late messages of this generation are ignored.
     torn_down: AtomicBool,
 }
@@ -74,6 +75,7 @@ impl Bridge {
         group: &str,
         channel: Channel,
         contexts: Arc<ContextCache>,
+        refused: Arc<GateCounters>,
     ) -> Arc<Self> {
         Arc::new(Self {
             core,
@@ -86,7 +88,7 @@ impl Bridge {
             proxies: Mutex::default(),
             platforms: Mutex::default(),
             services: Mutex::default(),
-            refused: GateCounters::default(),
+            refused,
             torn_down: AtomicBool::new(false),
         })
     }
@@ -284,30 +286,44 @@ impl Bridge {
         Ok(platform)
     }
 
-    /// A device may only merge into a device whose every config entry belongs to this group.
+    /// A device may only merge into devices whose every config entry belongs to this group.
+    /// Every device matching any identifier or connection is checked, not just the first: a
+    /// description listing the group's own device first and a foreign identifier after it must
+    /// not pull the foreign identifier into the group's device.
     fn check_device(&self, device: &wire::DeviceInfo) -> Result<(), GateError> {
-        let pairs = |pairs: &[wire::StringPair]| -> Vec<(String, String)> {
-            pairs
+        use homecore::device_registry::normalize_connection;
+        let identifiers: Vec<(String, String)> = device
+            .identifiers
+            .iter()
+            .map(|pair| (pair.first.clone(), pair.second.clone()))
+            .collect();
+        let connections: Vec<(String, String)> = device
+            .connections
+            .iter()
+            .map(|pair| normalize_connection(&(pair.first.clone(), pair.second.clone())))
+            .collect();
+        for existing in self.core.device_registry().devices() {
+            let matched = identifiers
                 .iter()
-                .map(|pair| (pair.first.clone(), pair.second.clone()))
-                .collect()
-        };
-        let identifiers = pairs(&device.identifiers);
-        let connections = pairs(&device.connections);
-        let Some(existing) = self.core.device_registry().find(&identifiers, &connections) else {
-            return Ok(());
-        };
-        for entry_id in &existing.config_entries {
-            if gates::entry_of_group(&self.core, self.group(), entry_id).is_err() {
-                let identifier = identifiers
-                    .first()
-                    .or(connections.first())
-                    .map(|(kind, value)| format!("({kind}, {value})"))
-                    .unwrap_or_default();
-                return Err(GateError::ForeignDevice {
-                    identifier,
-                    group: self.group().to_owned(),
+                .find(|key| existing.identifiers.contains(key))
+                .or_else(|| {
+                    connections.iter().find(|key| {
+                        existing
+                            .connections
+                            .iter()
+                            .any(|known| normalize_connection(known) == **key)
+                    })
                 });
+            let Some((kind, value)) = matched else {
+                continue;
+            };
+            for entry_id in &existing.config_entries {
+                if gates::entry_of_group(&self.core, self.group(), entry_id).is_err() {
+                    return Err(GateError::ForeignDevice {
+                        identifier: format!("({kind}, {value})"),
+                        group: self.group().to_owned(),
+                    });
+                }
             }
         }
         Ok(())
@@ -518,6 +534,23 @@ impl Bridge {
     }
 }
 
+/// Answers a failed store request: refusals (bad keys, quotas) are counted and logged, IO
+/// failures only logged.
+fn store_refusal(refused: &GateCounters, key: &str, error: &StoreServerError) -> RemoteError {
+    let remote = RemoteError::from(error);
+    let is_refusal = matches!(
+        remote.kind,
+        sandbox_proto::error::ErrorKind::BadRequest | sandbox_proto::error::ErrorKind::Quota
+    );
+    if is_refusal {
+        refused.store.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(key, %error, "refused a sandbox store request");
+    } else {
+        tracing::error!(key, %error, "a sandbox store request failed");
+    }
+    remote
+}
+
 /// Where a group's channel handlers find the current bridge; empty until the group is ready.
 pub type BridgeSlot = Arc<Mutex<Option<Arc<Bridge>>>>;
 
@@ -533,42 +566,42 @@ pub fn install_handlers(
     builder: ChannelBuilder,
     slot: &BridgeSlot,
     store: Arc<GroupStore>,
+    refused: Arc<GateCounters>,
 ) -> ChannelBuilder {
-    let store_load = Arc::clone(&store);
-    let store_save = Arc::clone(&store);
-    let store_remove = store;
-    let builder =
-        builder
-            .on_call::<wire::StoreLoad, _, _>(move |request, _| {
-                let store = Arc::clone(&store_load);
-                async move {
-                    let envelope_json = store
-                        .load(&request.key)
-                        .await
-                        .map_err(|error| RemoteError::from(&error))?;
-                    Ok(wire::StoreLoadResult { envelope_json })
-                }
-            })
-            .on_call::<wire::StoreSave, _, _>(move |request, _| {
-                let store = Arc::clone(&store_save);
-                async move {
-                    store.save(&request.key, &request.envelope_json).await.map_err(|error| {
-                    tracing::warn!(key = %request.key, %error, "refused a sandbox store write");
-                    RemoteError::from(&error)
-                })?;
-                    Ok(wire::StoreSaveResult {})
-                }
-            })
-            .on_call::<wire::StoreRemove, _, _>(move |request, _| {
-                let store = Arc::clone(&store_remove);
-                async move {
-                    store
-                        .remove(&request.key)
-                        .await
-                        .map_err(|error| RemoteError::from(&error))?;
-                    Ok(wire::StoreRemoveResult {})
-                }
-            });
+    let (store_load, store_save, store_remove) = (Arc::clone(&store), Arc::clone(&store), store);
+    let (load_refused, save_refused, remove_refused) =
+        (Arc::clone(&refused), Arc::clone(&refused), refused);
+    let builder = builder
+        .on_call::<wire::StoreLoad, _, _>(move |request, _| {
+            let (store, refused) = (Arc::clone(&store_load), Arc::clone(&load_refused));
+            async move {
+                let envelope_json = store
+                    .load(&request.key)
+                    .await
+                    .map_err(|error| store_refusal(&refused, &request.key, &error))?;
+                Ok(wire::StoreLoadResult { envelope_json })
+            }
+        })
+        .on_call::<wire::StoreSave, _, _>(move |request, _| {
+            let (store, refused) = (Arc::clone(&store_save), Arc::clone(&save_refused));
+            async move {
+                store
+                    .save(&request.key, &request.envelope_json)
+                    .await
+                    .map_err(|error| store_refusal(&refused, &request.key, &error))?;
+                Ok(wire::StoreSaveResult {})
+            }
+        })
+        .on_call::<wire::StoreRemove, _, _>(move |request, _| {
+            let (store, refused) = (Arc::clone(&store_remove), Arc::clone(&remove_refused));
+            async move {
+                store
+                    .remove(&request.key)
+                    .await
+                    .map_err(|error| store_refusal(&refused, &request.key, &error))?;
+                Ok(wire::StoreRemoveResult {})
+            }
+        });
     let s = Arc::clone(slot);
     let builder = builder.on_call::<wire::RegisterEntity, _, _>(move |request, _| {
         let bridge = current(&s);

@@ -13,7 +13,7 @@ use homecore::{ConfigEntryState, Core};
 use parking_lot::Mutex;
 use sandbox_proto::{Channel, ChannelBuilder, TransportUrl};
 
-use crate::bridge::{Bridge, BridgeSlot, install_handlers};
+use crate::bridge::{Bridge, BridgeSlot, GateCounters, install_handlers};
 use crate::context_cache::ContextCache;
 use crate::manager::{
     GroupConfig, GroupEvents, GroupManager, GroupState, ManagerError, ReadyInfo, StopReport,
@@ -51,6 +51,8 @@ pub struct GroupHandle {
     pub slot: BridgeSlot,
     /// Its store folder.
     pub store: Arc<GroupStore>,
+    /// Refusals per gate, across every bridge of the group.
+    pub refused: Arc<GateCounters>,
     /// Set while main itself reloads the group's entries after the group failed, so those
     /// setups report the failure instead of restarting the group.
     pub failing_over: AtomicBool,
@@ -102,10 +104,12 @@ impl Groups {
         }
         let store = Arc::new(GroupStore::new(&self.inner.config.config_dir, name)?);
         let slot: BridgeSlot = Arc::default();
+        let refused: Arc<GateCounters> = Arc::default();
         let hooks = Arc::new(Hooks {
             groups: Arc::downgrade(&self.inner),
             slot: Arc::clone(&slot),
             store: Arc::clone(&store),
+            refused: Arc::clone(&refused),
         });
         let mut config = self.inner.config.group_defaults.clone();
         config.name = name.to_owned();
@@ -131,6 +135,7 @@ impl Groups {
             manager: GroupManager::new(config, factory, hooks),
             slot,
             store,
+            refused,
             failing_over: AtomicBool::new(false),
         });
         let mut groups = self.inner.groups.lock();
@@ -250,11 +255,17 @@ struct Hooks {
     groups: Weak<Inner>,
     slot: BridgeSlot,
     store: Arc<GroupStore>,
+    refused: Arc<GateCounters>,
 }
 
 impl GroupEvents for Hooks {
     fn configure_channel(&self, _group: &str, builder: ChannelBuilder) -> ChannelBuilder {
-        install_handlers(builder, &self.slot, Arc::clone(&self.store))
+        install_handlers(
+            builder,
+            &self.slot,
+            Arc::clone(&self.store),
+            Arc::clone(&self.refused),
+        )
     }
 
     fn on_ready(&self, group: &str, channel: &Channel, _ready: &ReadyInfo) {
@@ -266,6 +277,7 @@ impl GroupEvents for Hooks {
             group,
             channel.clone(),
             Arc::clone(&inner.contexts),
+            Arc::clone(&self.refused),
         );
         let displaced = self.slot.lock().replace(bridge);
         let Some(displaced) = displaced else { return };

@@ -697,7 +697,7 @@ async fn attempt(
     };
     drop(listener);
 
-    let (ready_tx, ready_rx) = oneshot::channel::<Result<ReadyInfo, String>>();
+    let (ready_tx, ready_rx) = oneshot::channel();
     let ready_slot = Arc::new(Mutex::new(Some(ready_tx)));
     let builder = shared.events.configure_channel(
         &group,
@@ -709,13 +709,13 @@ async fn attempt(
     let channel = builder
         .on_call::<Ready, _, _>(move |ready, _| {
             let ready_slot = Arc::clone(&ready_slot);
-            async move { answer_ready(ready, pid, &ready_slot) }
+            async move { answer_ready(ready, pid, &ready_slot).await }
         })
         .start(transport);
 
-    let ready = tokio::select! {
+    let (ready, acknowledge) = tokio::select! {
         outcome = ready_rx => match outcome {
-            Ok(Ok(info)) => info,
+            Ok(Ok(ready)) => ready,
             Ok(Err(incompatible)) => {
                 // Let the refusal reach the child before it is stopped.
                 channel.drain_inflight(Duration::from_secs(1)).await;
@@ -750,14 +750,17 @@ async fn attempt(
     };
 
     tracing::info!(group = %group, pid, version = %ready.negotiated.peer_version, "sandbox ready");
+    // The hooks run before the child gets its acknowledgement and before anyone sees the group
+    // running: whatever the child sends after `ready` finds main's handlers fully in place.
+    shared.events.on_ready(&group, &channel, &ready);
     *shared.channel.lock().expect("channel slot lock poisoned") = Some(channel.clone());
     shared.update(|status| {
         status.state = GroupState::Running;
         status.pid = Some(pid);
         status.protocol_version = Some(ready.negotiated.peer_version.to_string());
     });
+    let _ = acknowledge.send(());
     let running_since = Instant::now();
-    shared.events.on_ready(&group, &channel, &ready);
 
     let reason = tokio::select! {
         status = process.wait() => exit_text(status),
@@ -839,10 +842,12 @@ fn exit_text(status: std::io::Result<std::process::ExitStatus>) -> String {
     }
 }
 
-fn answer_ready(
+/// Hands the child's `ready` to the supervisor and answers it once the supervisor has run the
+/// hooks (or gave up on the child).
+async fn answer_ready(
     ready: Ready,
     pid: u32,
-    slot: &Mutex<Option<oneshot::Sender<Result<ReadyInfo, String>>>>,
+    slot: &Mutex<Option<ReadySender>>,
 ) -> Result<ReadyAck, RemoteError> {
     let sender = slot.lock().expect("ready slot lock poisoned").take();
     let Some(sender) = sender else {
@@ -854,12 +859,15 @@ fn answer_ready(
                 protocol_version: version::PROTOCOL_VERSION.to_owned(),
                 features: negotiated.features.iter().cloned().collect(),
             };
-            let _ = sender.send(Ok(ReadyInfo {
+            let (done_tx, done_rx) = oneshot::channel();
+            let info = ReadyInfo {
                 negotiated,
                 runtime: ready.runtime,
                 integrations: ready.integrations,
                 pid,
-            }));
+            };
+            let _ = sender.send(Ok((info, done_tx)));
+            let _ = done_rx.await;
             Ok(ack)
         }
         Err(error) => {
@@ -869,6 +877,10 @@ fn answer_ready(
         }
     }
 }
+
+/// Where the `ready` handler hands the child's announcement to the supervisor, with the sender
+/// that releases the handler's answer.
+type ReadySender = oneshot::Sender<Result<(ReadyInfo, oneshot::Sender<()>), String>>;
 
 /// Pings the sandbox forever; returns only when a ping goes unanswered in time.
 async fn watchdog(channel: &Channel, config: Option<WatchdogConfig>) -> String {
