@@ -1,0 +1,1 @@
+//! An example custom integration built as its own sandbox binary (being written).
