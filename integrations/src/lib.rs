@@ -15,10 +15,14 @@ use std::sync::Arc;
 
 use homecore::Integration;
 
+pub mod command_line;
 pub mod demo;
 
 /// Every built-in integration, freshly made: hand the result to one core
 /// (`Core::builder(config).integrations(integrations::builtin())`).
 pub fn builtin() -> Vec<Arc<dyn Integration>> {
-    vec![Arc::new(demo::DemoIntegration::new())]
+    vec![
+        Arc::new(demo::DemoIntegration::new()),
+        Arc::new(command_line::CommandLineIntegration::new()),
+    ]
 }
