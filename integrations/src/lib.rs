@@ -17,6 +17,7 @@ use homecore::Integration;
 
 pub mod command_line;
 pub mod demo;
+pub mod systemmonitor;
 
 /// Every built-in integration, freshly made: hand the result to one core
 /// (`Core::builder(config).integrations(integrations::builtin())`).
@@ -24,5 +25,6 @@ pub fn builtin() -> Vec<Arc<dyn Integration>> {
     vec![
         Arc::new(demo::DemoIntegration::new()),
         Arc::new(command_line::CommandLineIntegration::new()),
+        Arc::new(systemmonitor::SystemMonitorIntegration::new()),
     ]
 }
