@@ -17,6 +17,7 @@ use homecore::Integration;
 
 pub mod command_line;
 pub mod demo;
+pub mod file;
 pub mod systemmonitor;
 
 /// Every built-in integration, freshly made: hand the result to one core
@@ -26,5 +27,6 @@ pub fn builtin() -> Vec<Arc<dyn Integration>> {
         Arc::new(demo::DemoIntegration::new()),
         Arc::new(command_line::CommandLineIntegration::new()),
         Arc::new(systemmonitor::SystemMonitorIntegration::new()),
+        Arc::new(file::FileIntegration::new()),
     ]
 }
