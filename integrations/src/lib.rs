@@ -19,6 +19,7 @@ pub mod command_line;
 pub mod demo;
 pub mod file;
 pub mod systemmonitor;
+pub mod template;
 
 /// Every built-in integration, freshly made: hand the result to one core
 /// (`Core::builder(config).integrations(integrations::builtin())`).
@@ -28,5 +29,6 @@ pub fn builtin() -> Vec<Arc<dyn Integration>> {
         Arc::new(command_line::CommandLineIntegration::new()),
         Arc::new(systemmonitor::SystemMonitorIntegration::new()),
         Arc::new(file::FileIntegration::new()),
+        Arc::new(template::TemplateIntegration::new()),
     ]
 }
