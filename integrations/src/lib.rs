@@ -18,6 +18,7 @@ use homecore::Integration;
 pub mod command_line;
 pub mod demo;
 pub mod file;
+pub mod group;
 pub mod systemmonitor;
 pub mod template;
 
@@ -30,5 +31,6 @@ pub fn builtin() -> Vec<Arc<dyn Integration>> {
         Arc::new(systemmonitor::SystemMonitorIntegration::new()),
         Arc::new(file::FileIntegration::new()),
         Arc::new(template::TemplateIntegration::new()),
+        Arc::new(group::GroupIntegration::new()),
     ]
 }
