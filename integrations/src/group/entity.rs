@@ -31,17 +31,16 @@ pub(crate) struct Summary {
 /// available unless every member is unavailable or missing.
 pub(crate) fn summarize(members: &[Option<(String, Map<String, Value>)>], all: bool) -> Summary {
     let states: Vec<&(String, Map<String, Value>)> = members.iter().flatten().collect();
-    let mode = |mut test: Box<dyn FnMut(&&(String, Map<String, Value>)) -> bool>| {
+    // Home Assistant's `mode`: `any`, or `all` (which is false for no members).
+    let mode = |test: &dyn Fn(&str) -> bool| {
         if all {
-            !states.is_empty() && states.iter().all(&mut test)
+            !states.is_empty() && states.iter().all(|(state, _)| test(state))
         } else {
-            states.iter().any(test)
+            states.iter().any(|(state, _)| test(state))
         }
     };
-    let valid = mode(Box::new(|(state, _)| {
-        state != "unknown" && state != "unavailable"
-    }));
-    let on = mode(Box::new(|(state, _)| state == "on"));
+    let valid = mode(&|state| state != "unknown" && state != "unavailable");
+    let on = mode(&|state| state == "on");
     let brightness: Vec<i64> = states
         .iter()
         .filter(|(state, _)| state == "on")
