@@ -6,6 +6,12 @@
 //!   menu, an options flow, entries at version 2), devices and entities in every proxyable
 //!   entity domain with Home-Assistant-like service effects and queries, a domain service
 //!   with a response, `demo_*` events, data in the store and state restored after a restart.
+//! - [`command_line`]: a sensor, binary sensor or switch per entry, driven by shell commands
+//!   (real subprocesses, timeout, capped output).
+//! - [`systemmonitor`]: CPU, memory, disk, load and network sensors from `/proc` and `statvfs`.
+//! - [`file`]: a sensor following a file's last line; a notifier appending to a file.
+//! - [`template`]: a sensor computed from other entities' states (runs on main).
+//! - [`group`]: light and switch groups over other entities (runs on main).
 //!
 //! [`builtin`] returns a fresh instance of every built-in integration, for one core.
 
