@@ -247,9 +247,14 @@ async fn a_switch_group_toggles_its_members_and_all_mode_needs_every_member_on()
     assert_eq!(state(&core, &ac), "on");
     assert_eq!(state(&core, &all), "on");
 
-    let entry_id = core.config_entries().entries(Some(DOMAIN))[0]
-        .entry_id
-        .clone();
+    // Entries come back in id order, not creation order: pick the `any` group by title.
+    let entry_id = core
+        .config_entries()
+        .entries(Some(DOMAIN))
+        .into_iter()
+        .find(|entry| entry.title == "Any switch")
+        .unwrap()
+        .entry_id;
     assert!(core.config_entries().unload(&entry_id).await.unwrap());
     call(&core, "switch", "turn_off", &ac, json!({})).await;
     let after = core.states().get(&any).map(|s| s.state.clone());
