@@ -4,4 +4,6 @@
 //!
 //! # Layout
 //! - [`misbehaving`]: integrations that panic, abort, hang, flood, print to stdout, or forge.
+//! - [`bench_lights`]: N plain lights and a `flood` service, for the benchmarks.
+pub mod bench_lights;
 pub mod misbehaving;

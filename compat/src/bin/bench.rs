@@ -1,0 +1,638 @@
+//! The benchmark runner: the mission's figures, each next to a raw baseline measured in the
+//! same run, printed as one JSON object with `--json`.
+//!
+//! `cargo run --release -p sandbox-compat --bin bench -- --json`. The hidden subcommands make
+//! this binary its own sandbox runtime (with the benchmark lights) and its own raw peers.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use homecore::entity_registry::EntityUpdate;
+use homecore::{
+    ConfigEntry, Context, Core, CoreConfig, FlowContext, FlowStep, ServiceRequest, ServiceTarget,
+};
+use parking_lot::Mutex;
+use sandbox_compat::bench_lights::{self, BenchLights, monotonic_ns};
+use sandbox_host::groups::GroupsConfig;
+use sandbox_host::plugin::{PluginConfig, SandboxPlugin};
+use sandbox_host::{GroupConfig, GroupState};
+use sandbox_proto::framing::{self, MAX_FRAME_LEN};
+use sandbox_proto::{json, wire};
+use serde_json::{Map, Value, json};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench",
+    about = "Measures the sandbox host against raw baselines"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Groups in the many-groups latency figure.
+    #[arg(long, default_value_t = 50)]
+    groups: usize,
+    /// Entities per group in the many-groups latency figure.
+    #[arg(long, default_value_t = 200)]
+    entities: usize,
+    /// State changes in the push throughput figure.
+    #[arg(long, default_value_t = 200_000)]
+    pushes: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The sandbox runtime with the built-in integrations and the benchmark lights.
+    #[command(hide = true)]
+    RunSandbox(sandbox_runtime::sdk::Args),
+    /// Raw peer: reads `request` bytes, answers `reply` bytes, until EOF.
+    #[command(hide = true)]
+    RawEcho { request: usize, reply: usize },
+    /// Raw peer: writes `count` frames of `frame` bytes as fast as it can.
+    #[command(hide = true)]
+    RawProducer { frame: usize, count: u64 },
+}
+
+/// Round trips timed for the RTT figure (after as many again for warm-up... a tenth of it).
+const RTT_ROUNDS: usize = 3000;
+/// Area calls timed.
+const AREA_ROUNDS: usize = 30;
+/// Spawns timed for the spawn figures.
+const SPAWN_ROUNDS: usize = 15;
+/// State changes per group in the latency figures.
+const LATENCY_PUSHES: u64 = 200;
+/// How long any one wait may take before the run is abandoned.
+const WAIT_LIMIT: Duration = Duration::from_secs(300);
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match cli.command {
+        Some(Command::RunSandbox(args)) => {
+            let mut list = integrations::builtin();
+            list.push(Arc::new(BenchLights::new()));
+            ExitCode::from(sandbox_runtime::sdk::run_with_args(
+                args,
+                sandbox_runtime::Integrations::new(list),
+            ))
+        }
+        Some(Command::RawEcho { request, reply }) => raw_echo(request, reply),
+        Some(Command::RawProducer { frame, count }) => raw_producer(frame, count),
+        None => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("bench: {error}");
+                    return ExitCode::from(1);
+                }
+            };
+            match runtime.block_on(run(&cli)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("bench failed: {error:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn raw_echo(request: usize, reply: usize) -> ExitCode {
+    let (mut input, mut output) = (std::io::stdin().lock(), std::io::stdout().lock());
+    let (mut buffer, answer) = (vec![0u8; request], vec![7u8; reply]);
+    while input.read_exact(&mut buffer).is_ok() {
+        if output
+            .write_all(&answer)
+            .and_then(|()| output.flush())
+            .is_err()
+        {
+            break;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn raw_producer(frame: usize, count: u64) -> ExitCode {
+    let mut output = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let bytes = vec![7u8; frame];
+    for _ in 0..count {
+        if output.write_all(&bytes).is_err() {
+            return ExitCode::from(1);
+        }
+    }
+    let _ = output.flush();
+    ExitCode::SUCCESS
+}
+
+fn this_program() -> Result<OsString> {
+    Ok(std::env::current_exe()
+        .context("cannot find this program")?
+        .into_os_string())
+}
+
+fn percentile(samples: &mut [f64], fraction: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples[((samples.len() as f64 - 1.0) * fraction).round() as usize]
+}
+
+fn round(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+async fn wait_for(what: &str, condition: impl Fn() -> bool) -> Result<Duration> {
+    let started = Instant::now();
+    tokio::time::timeout(WAIT_LIMIT, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    })
+    .await
+    .with_context(|| format!("timed out waiting for {what}"))?;
+    Ok(started.elapsed())
+}
+
+fn resident_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse().ok())
+        .unwrap_or(f64::NAN);
+    kb / 1024.0
+}
+
+fn bench_proxies(core: &Core) -> Vec<String> {
+    core.states()
+        .entity_ids(Some("light"))
+        .into_iter()
+        .filter(|id| id.starts_with("light.bench_light_"))
+        .collect()
+}
+
+async fn run(cli: &Cli) -> Result<()> {
+    let mut figures = BTreeMap::<String, Value>::new();
+    let dir = tempfile::tempdir()?;
+    let mut list = integrations::builtin();
+    list.push(Arc::new(BenchLights::new()));
+    let core = Core::builder(CoreConfig::new(dir.path()))
+        .integrations(list)
+        .build()?;
+    let mut group_defaults = GroupConfig::new("template");
+    group_defaults.watchdog = None;
+    let runtime_command = vec![this_program()?, OsString::from("run-sandbox")];
+    let plugin = SandboxPlugin::install(
+        &core,
+        PluginConfig {
+            groups: GroupsConfig {
+                config_dir: dir.path().to_owned(),
+                runtime_command: runtime_command.clone(),
+                custom_commands: Default::default(),
+                group_defaults: group_defaults.clone(),
+            },
+            custom: vec![],
+        },
+    );
+    core.start().await?;
+
+    // 100 sandboxed lights through the config flow, in the built-in group.
+    let flows = core.config_entries().flow();
+    let form = flows
+        .init(bench_lights::DOMAIN, FlowContext::new("user"), None)
+        .await?;
+    let created = match form.step {
+        FlowStep::CreateEntry { .. } => form,
+        _ => {
+            flows
+                .configure(
+                    &form.flow_id,
+                    Some(Map::from_iter([("count".to_owned(), json!(100))])),
+                )
+                .await?
+        }
+    };
+    let FlowStep::CreateEntry {
+        entry_id: Some(entry_id),
+        ..
+    } = created.step
+    else {
+        bail!(
+            "the benchmark lights were not configured: {:?}",
+            created.step
+        );
+    };
+    wait_for("100 proxies", || bench_proxies(&core).len() == 100).await?;
+    let group_name = core
+        .config_entries()
+        .entry(&entry_id)
+        .and_then(|entry| entry.sandbox)
+        .context("sandboxed")?;
+    let group = plugin.groups().get(&group_name).context("the group")?;
+    let pid = group.manager.status().pid.context("a pid")?;
+    let lights = bench_proxies(&core);
+    let light = lights[0].clone();
+    eprintln!(
+        "bench: {} proxies in group {group_name} (pid {pid})",
+        lights.len()
+    );
+
+    // Service call round trip through a proxy, next to a raw ping-pong of the same bytes.
+    let mut samples = Vec::with_capacity(RTT_ROUNDS);
+    for round in 0..RTT_ROUNDS + RTT_ROUNDS / 10 {
+        let request = ServiceRequest::new("light", "toggle")
+            .with_target(ServiceTarget::entities([light.clone()]));
+        let started = Instant::now();
+        core.services().call(request).await?;
+        if round >= RTT_ROUNDS / 10 {
+            samples.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let (rtt_p50, rtt_p99) = (
+        percentile(&mut samples, 0.5),
+        percentile(&mut samples, 0.99),
+    );
+    let request_frame = framing::encode_request(
+        1_000_000,
+        "call_service",
+        &wire::CallService {
+            domain: "light".into(),
+            service: "toggle".into(),
+            entity_ids: vec!["light.bench_light_0".into()],
+            data_json: json::to_bytes(&json!({})),
+            context_id: ulid_text(),
+            return_response: false,
+        },
+        MAX_FRAME_LEN,
+    )?;
+    let reply_frame = framing::encode_response(
+        1_000_000,
+        "call_service",
+        &wire::CallServiceResult {
+            response_json: None,
+        },
+        MAX_FRAME_LEN,
+    )?;
+    let program = this_program()?;
+    let (request_len, reply_len) = (request_frame.len(), reply_frame.len());
+    let mut raw = tokio::task::spawn_blocking(move || {
+        raw_round_trips(&program, request_len, reply_len, RTT_ROUNDS)
+    })
+    .await??;
+    figures.insert("rtt_p50_us".into(), json!(round(rtt_p50)));
+    figures.insert("rtt_p99_us".into(), json!(round(rtt_p99)));
+    figures.insert(
+        "raw_rtt_p50_us".into(),
+        json!(round(percentile(&mut raw, 0.5))),
+    );
+    figures.insert(
+        "raw_rtt_p99_us".into(),
+        json!(round(percentile(&mut raw, 0.99))),
+    );
+    eprintln!("bench: rtt p50 {rtt_p50:.1} µs p99 {rtt_p99:.1} µs");
+
+    // One area call over the 100 sandboxed lights, awaited.
+    let area = core.area_registry().get_or_create("Bench")?;
+    for id in &lights {
+        core.entity_registry().update(
+            id,
+            EntityUpdate {
+                area_id: Some(Some(area.id.clone())),
+                ..EntityUpdate::default()
+            },
+        )?;
+    }
+    let mut area_samples = Vec::new();
+    for _ in 0..AREA_ROUNDS {
+        let target = ServiceTarget {
+            area_id: vec![area.id.clone()],
+            ..ServiceTarget::default()
+        };
+        let started = Instant::now();
+        core.services()
+            .call(
+                ServiceRequest::new("light", "toggle")
+                    .with_target(target)
+                    .with_context(Context::new()),
+            )
+            .await?;
+        area_samples.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    figures.insert(
+        "area_call_100_ms".into(),
+        json!(round(percentile(&mut area_samples, 0.5) * 100.0) / 100.0),
+    );
+    eprintln!(
+        "bench: area call over 100 lights p50 {:.3} ms",
+        percentile(&mut area_samples, 0.5)
+    );
+
+    // state_changed throughput of one group, next to raw frames of the same size.
+    let pushes = cli.pushes;
+    let last = format!("light.bench_light_{}", (pushes as usize - 1) % lights.len());
+    let started = Instant::now();
+    let flood = ServiceRequest::new(bench_lights::DOMAIN, "flood")
+        .with_data(Map::from_iter([("count".to_owned(), json!(pushes))]));
+    core.services().call(flood).await?;
+    wait_for("the flood's last state on main", || {
+        core.states()
+            .get(&last)
+            .and_then(|state| state.attributes.get("seq").and_then(Value::as_u64))
+            == Some(pushes)
+    })
+    .await?;
+    let push_elapsed = started.elapsed();
+    let push_per_s = pushes as f64 / push_elapsed.as_secs_f64();
+    let sample_state = core.states().get(&last).context("a state")?;
+    let state_frame = framing::encode_request(
+        0,
+        "state_changed",
+        &wire::StateChanged {
+            entity_id: "light.bench_light_0".into(),
+            state: sample_state.state.clone(),
+            attributes_json: json::object_to_bytes(&sample_state.attributes),
+            available: true,
+            context_id: Some(ulid_text()),
+        },
+        MAX_FRAME_LEN,
+    )?;
+    let program = this_program()?;
+    let frame_len = state_frame.len();
+    let raw_push_per_s =
+        tokio::task::spawn_blocking(move || raw_throughput(&program, frame_len, pushes)).await??;
+    figures.insert("push_per_s".into(), json!(push_per_s.round()));
+    figures.insert("raw_push_per_s".into(), json!(raw_push_per_s.round()));
+    figures.insert("push_frame_bytes".into(), json!(frame_len));
+    eprintln!(
+        "bench: {push_per_s:.0} pushes/s (raw {raw_push_per_s:.0}/s, {frame_len}-byte frames)"
+    );
+
+    // Memory: a group with 100 lights, and an idle group.
+    figures.insert(
+        "group_100_lights_rss_mb".into(),
+        json!(round(resident_mb(pid))),
+    );
+    plugin.groups().channel("idle").await?;
+    let idle_pid = plugin
+        .groups()
+        .get("idle")
+        .and_then(|group| group.manager.status().pid)
+        .context("idle pid")?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    figures.insert(
+        "idle_group_rss_mb".into(),
+        json!(round(resident_mb(idle_pid))),
+    );
+
+    // Crash to all proxies unavailable.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let unavailable = wait_for("every proxy unavailable", || {
+        lights.iter().all(|id| {
+            core.states()
+                .get(id)
+                .is_some_and(|state| state.state == "unavailable")
+        })
+    })
+    .await?;
+    figures.insert(
+        "crash_unavailable_ms".into(),
+        json!(round(unavailable.as_secs_f64() * 1e3)),
+    );
+    wait_for("the recovery", || {
+        let status = group.manager.status();
+        status.state == GroupState::Running && status.pid != Some(pid)
+    })
+    .await?;
+
+    // Spawn to Ready of the real runtime, next to spawning /bin/true.
+    let (mut spawn, mut raw_spawn) = (Vec::new(), Vec::new());
+    for round in 0..SPAWN_ROUNDS {
+        let started = Instant::now();
+        tokio::process::Command::new("/bin/true").status().await?;
+        raw_spawn.push(started.elapsed().as_secs_f64() * 1e3);
+        let name = format!("spawn-{round}");
+        let started = Instant::now();
+        plugin.groups().channel(&name).await?;
+        spawn.push(started.elapsed().as_secs_f64() * 1e3);
+        if let Some(handle) = plugin.groups().get(&name) {
+            handle.manager.stop().await;
+        }
+    }
+    figures.insert(
+        "spawn_ready_ms".into(),
+        json!(round(percentile(&mut spawn, 0.5))),
+    );
+    figures.insert(
+        "raw_spawn_ms".into(),
+        json!(round(percentile(&mut raw_spawn, 0.5))),
+    );
+
+    // Push latency of one group, then of many groups at once.
+    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let recorder = Arc::clone(&latencies);
+    let listener = core.bus().listen(
+        homecore::event::EVENT_STATE_CHANGED,
+        move |event: Arc<homecore::Event>| {
+            let recorder = Arc::clone(&recorder);
+            async move {
+                let now = monotonic_ns();
+                let sent = event
+                    .data
+                    .get("new_state")
+                    .and_then(|state| state.get("attributes"))
+                    .and_then(|attributes| attributes.get("sent_ns"))
+                    .and_then(Value::as_u64);
+                if let Some(sent) = sent.filter(|sent| *sent > 0 && *sent <= now) {
+                    recorder.lock().push((now - sent) as f64 / 1e3);
+                }
+            }
+        },
+    )?;
+    let group1 = load_groups(&core, &plugin, 0..1, cli.entities).await?;
+    latencies.lock().clear();
+    flood_groups(&plugin, &group1, LATENCY_PUSHES).await?;
+    wait_for("one group's latency samples", || {
+        latencies.lock().len() as u64 >= LATENCY_PUSHES
+    })
+    .await?;
+    let group1_p99 = percentile(&mut latencies.lock().clone(), 0.99);
+    let mut all = group1.clone();
+    all.extend(load_groups(&core, &plugin, 1..cli.groups, cli.entities).await?);
+    latencies.lock().clear();
+    let dropped_before = core.bus().dropped_events();
+    flood_groups(&plugin, &all, LATENCY_PUSHES).await?;
+    let expected = LATENCY_PUSHES * all.len() as u64;
+    let _ = wait_for("many groups' latency samples", || {
+        latencies.lock().len() as u64 >= expected
+    })
+    .await;
+    let groups_p99 = percentile(&mut latencies.lock().clone(), 0.99);
+    listener.remove();
+    figures.insert("group1_push_p99_us".into(), json!(round(group1_p99)));
+    figures.insert(
+        format!("groups{}_push_p99_us", all.len()),
+        json!(round(groups_p99)),
+    );
+    figures.insert("groups_push_samples".into(), json!(latencies.lock().len()));
+    figures.insert(
+        "groups_bus_events_dropped".into(),
+        json!(core.bus().dropped_events() - dropped_before),
+    );
+    figures.insert("groups".into(), json!(all.len()));
+    figures.insert("entities_per_group".into(), json!(cli.entities));
+
+    plugin.stop().await;
+    core.stop().await?;
+    figures.insert(
+        "cpus".into(),
+        json!(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        ),
+    );
+    if cli.json {
+        println!("{}", serde_json::to_string(&figures)?);
+    } else {
+        for (name, value) in &figures {
+            println!("{name:<28} {value}");
+        }
+    }
+    Ok(())
+}
+
+fn ulid_text() -> String {
+    homecore::Context::new().id.to_string()
+}
+
+/// Creates benchmark-light entries, each in a group of its own, and waits for their proxies.
+async fn load_groups(
+    core: &Core,
+    plugin: &SandboxPlugin,
+    range: std::ops::Range<usize>,
+    entities: usize,
+) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    let before = bench_proxies(core).len();
+    let setups = range.clone().map(|index| {
+        let mut entry = ConfigEntry::new(
+            bench_lights::DOMAIN,
+            format!("load {index}"),
+            Map::from_iter([("count".to_owned(), json!(entities))]),
+            "user",
+        );
+        entry.sandbox = Some(format!("load-{index}"));
+        names.push(format!("load-{index}"));
+        core.config_entries().add(entry)
+    });
+    for result in futures::future::join_all(setups).await {
+        result?;
+    }
+    let wanted = before + range.len() * entities;
+    wait_for("the groups' proxies", || {
+        bench_proxies(core).len() >= wanted
+    })
+    .await?;
+    let _ = plugin;
+    Ok(names)
+}
+
+/// Floods every group at once (straight over each group's channel: the mirrored service
+/// reaches only the group that registered it first).
+async fn flood_groups(plugin: &SandboxPlugin, groups: &[String], count: u64) -> Result<()> {
+    let calls = groups.iter().map(|group| {
+        let channel = plugin
+            .groups()
+            .get(group)
+            .and_then(|handle| handle.manager.channel());
+        async move {
+            let channel = channel.context("the group runs")?;
+            let request = wire::CallService {
+                domain: bench_lights::DOMAIN.into(),
+                service: "flood".into(),
+                entity_ids: vec![],
+                data_json: json::to_bytes(&json!({"count": count})),
+                context_id: String::new(),
+                return_response: false,
+            };
+            channel.call_timeout(&request, WAIT_LIMIT).await?;
+            anyhow::Ok(())
+        }
+    });
+    for result in futures::future::join_all(calls).await {
+        result?;
+    }
+    Ok(())
+}
+
+/// Raw ping-pong of the same bytes over pipes with a child process (the groups' transport).
+fn raw_round_trips(
+    program: &OsString,
+    request: usize,
+    reply: usize,
+    rounds: usize,
+) -> Result<Vec<f64>> {
+    let mut child = std::process::Command::new(program)
+        .args(["raw-echo", &request.to_string(), &reply.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut input = child.stdin.take().context("stdin")?;
+    let mut output = child.stdout.take().context("stdout")?;
+    let (bytes, mut answer) = (vec![1u8; request], vec![0u8; reply]);
+    let mut samples = Vec::with_capacity(rounds);
+    for round in 0..rounds + rounds / 10 {
+        let started = Instant::now();
+        input.write_all(&bytes)?;
+        output.read_exact(&mut answer)?;
+        if round >= rounds / 10 {
+            samples.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    drop(input);
+    child.wait()?;
+    Ok(samples)
+}
+
+/// Raw frames per second from a child process over a pipe.
+fn raw_throughput(program: &OsString, frame: usize, count: u64) -> Result<f64> {
+    let started = Instant::now();
+    let mut child = std::process::Command::new(program)
+        .args(["raw-producer", &frame.to_string(), &count.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut output = child.stdout.take().context("stdout")?;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let (mut total, wanted) = (0u64, frame as u64 * count);
+    while total < wanted {
+        let read = output.read(&mut buffer)?;
+        if read == 0 {
+            bail!("the raw producer stopped after {total} of {wanted} bytes");
+        }
+        total += read as u64;
+    }
+    child.wait()?;
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
