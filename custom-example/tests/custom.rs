@@ -280,42 +280,30 @@ async fn a_wrong_pin_refuses_setup_with_a_clear_error_and_runs_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_pin_config_flow_today_starts_the_unverified_artifact() {
+async fn a_wrong_pin_refuses_the_config_flow_before_anything_runs() {
     let hub = hub("0".repeat(64)).await;
     let flows = hub.core.config_entries().flow();
-    let form = tokio::time::timeout(
+    let outcome = tokio::time::timeout(
         HANG_GUARD,
         flows.init(DOMAIN, FlowContext::new("user"), None),
     )
     .await
     .unwrap();
-    // FIXME: the host verifies the pin only at entry setup (`SandboxRouter::source`); the flow
-    // proxy starts the custom group, i.e. runs the unverified artifact, to run its config flow.
-    // Once the flow path verifies the pin too, this flow must fail with "does not match its
-    // pinned sha256" and the group must never have had a process.
-    let form = form.unwrap();
-    assert!(matches!(form.step, FlowStep::Form { .. }), "{form:?}");
-    let status = hub.plugin.groups().get(GROUP).unwrap().manager.status();
-    assert_eq!(status.state, GroupState::Running, "{status:?}");
-    // The entry it creates is refused at setup, and that stops nothing already running.
-    let input = json!({"name": "Hall", "target_temperature": 21.0});
-    let created = tokio::time::timeout(
-        HANG_GUARD,
-        flows.configure(&form.flow_id, input.as_object().cloned()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let FlowStep::CreateEntry { entry_id, .. } = created.step else {
-        panic!("create_entry: {created:?}")
-    };
-    let entry = hub.core.config_entries().entry(&entry_id.unwrap()).unwrap();
-    assert_eq!(entry.state, ConfigEntryState::SetupError, "{entry:?}");
+    let error = outcome.expect_err("a wrong pin refuses the flow");
     assert!(
-        entry
-            .reason
-            .unwrap_or_default()
-            .contains("does not match its pinned sha256")
+        error
+            .to_string()
+            .contains("does not match its pinned sha256"),
+        "{error}"
+    );
+    let status = hub
+        .plugin
+        .groups()
+        .get(GROUP)
+        .map(|group| group.manager.status());
+    assert!(
+        status.as_ref().is_none_or(|status| status.pid.is_none()),
+        "the unverified artifact never ran: {status:?}"
     );
     assert!(live_ids(&hub.core, "climate").is_empty());
     hub.plugin.stop().await;

@@ -63,6 +63,9 @@ struct Inner {
     config: GroupsConfig,
     contexts: Arc<ContextCache>,
     groups: Mutex<HashMap<String, Arc<GroupHandle>>>,
+    /// Set by [`Groups::stop_all`]: no group starts again afterwards (a fail-over or a late
+    /// setup racing the stop must not respawn a sandbox the hub just stopped).
+    stopping: AtomicBool,
 }
 
 /// Every sandbox group of one hub.
@@ -80,6 +83,7 @@ impl Groups {
                 config,
                 contexts: Arc::new(ContextCache::new()),
                 groups: Mutex::default(),
+                stopping: AtomicBool::new(false),
             }),
         }
     }
@@ -160,6 +164,11 @@ impl Groups {
     /// The group's channel, starting the group if needed (a failed group is started again
     /// with a fresh budget unless main is itself failing its entries over).
     pub async fn channel(&self, name: &str) -> Result<Channel, ManagerError> {
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return Err(ManagerError::Stopped {
+                group: name.to_owned(),
+            });
+        }
         let handle = self.group(name).map_err(|error| ManagerError::Failed {
             group: name.to_owned(),
             reason: error.to_string(),
@@ -187,6 +196,7 @@ impl Groups {
 
     /// Stops every group in parallel; each returns its report (restore state included).
     pub async fn stop_all(&self) -> Vec<(String, StopReport)> {
+        self.inner.stopping.store(true, Ordering::Release);
         let handles: Vec<(String, Arc<GroupHandle>)> = self
             .inner
             .groups

@@ -129,10 +129,21 @@ impl ConfigEntryRouter for SandboxRouter {
         Box::pin(async move {
             match self.placement(domain) {
                 None | Some(Placement::Main(_)) => Ok(Routed::NotMine),
-                Some(Placement::Group(group)) => Ok(Routed::Taken(RoutedFlow {
-                    handler: Box::new(FlowProxy::new(self.groups.clone(), &group, domain, None)),
-                    sandbox: Some(group),
-                })),
+                Some(Placement::Group(group)) => {
+                    // A custom artifact is verified before anything of it runs, flows included.
+                    if let Some(custom) = self.custom.get(domain) {
+                        verify_artifact(custom).map_err(FlowError::NotAllowed)?;
+                    }
+                    Ok(Routed::Taken(RoutedFlow {
+                        handler: Box::new(FlowProxy::new(
+                            self.groups.clone(),
+                            &group,
+                            domain,
+                            None,
+                        )),
+                        sandbox: Some(group),
+                    }))
+                }
             }
         })
     }
