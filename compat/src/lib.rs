@@ -5,5 +5,18 @@
 //! # Layout
 //! - [`misbehaving`]: integrations that panic, abort, hang, flood, print to stdout, or forge.
 //! - [`bench_lights`]: N plain lights and a `flood` service, for the benchmarks.
+//! - [`scenario`]: scenario files and the runner playing one in-process or sandboxed.
 pub mod bench_lights;
 pub mod misbehaving;
+pub mod scenario;
+
+use std::sync::Arc;
+
+/// Every integration the sweep and the benchmarks know: the built-in ones, the benchmark
+/// lights, and the misbehaving ones (the same set on main and in the sandboxes).
+pub fn all_integrations() -> Vec<Arc<dyn homecore::Integration>> {
+    let mut list = integrations::builtin();
+    list.push(Arc::new(bench_lights::BenchLights::new()));
+    list.extend(misbehaving::all());
+    list
+}

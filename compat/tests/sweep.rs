@@ -1,0 +1,76 @@
+//! The sweep binary end to end: scenarios played in-process and sandboxed (the real runtime),
+//! a report and a CSV written; a malformed scenario is a clear error.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::process::Command;
+
+fn sweep(scenarios: &std::path::Path, out: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_compat"))
+        .arg("--scenarios")
+        .arg(scenarios)
+        .arg("--report")
+        .arg(out.join("COMPAT.md"))
+        .arg("--csv")
+        .arg(out.join("compat.csv"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_shipped_scenarios_are_equal_sandboxed_and_in_process() {
+    let out = tempfile::tempdir().unwrap();
+    let scenarios = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let output = sweep(&scenarios, out.path());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = std::fs::read_to_string(out.path().join("COMPAT.md")).unwrap();
+    assert!(
+        report.contains("Sandboxed equal to baseline: **100.00 %**"),
+        "{report}"
+    );
+    assert!(report.contains("| demo |"), "{report}");
+    let csv = std::fs::read_to_string(out.path().join("compat.csv")).unwrap();
+    assert!(csv.lines().count() > 100, "{csv}");
+    assert!(
+        csv.lines().skip(1).all(|line| line.ends_with(",true")),
+        "{csv}"
+    );
+}
+
+#[test]
+fn a_failed_expectation_is_counted_in_both_modes() {
+    let scenarios = tempfile::tempdir().unwrap();
+    std::fs::write(
+        scenarios.path().join("command_line.json"),
+        r#"{"integration": "command_line", "flow": [{"next_step_id": "sensor"}, {"name": "Answer", "command": "echo 41"}],
+            "steps": [{"expect_state": {"entity_id": "sensor.answer", "state": "42"}}]}"#,
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let output = sweep(scenarios.path(), out.path());
+    assert!(
+        output.status.success(),
+        "the same failure in both modes is no difference"
+    );
+    let report = std::fs::read_to_string(out.path().join("COMPAT.md")).unwrap();
+    assert!(
+        report.contains("| command_line | 2 | 1 | 1 | 2 | 0 |"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_malformed_scenario_is_a_clear_error() {
+    let scenarios = tempfile::tempdir().unwrap();
+    std::fs::write(scenarios.path().join("broken.json"), "{\"integration\": 3}").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let output = sweep(scenarios.path(), out.path());
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("broken.json is not a valid scenario")
+    );
+}
