@@ -932,6 +932,7 @@ async fn stop_running(
     channel.close().await;
     if exited_alone {
         report.graceful = true;
+        process.kill_leftovers();
     } else {
         let (_, killed) = process.terminate(grace).await;
         report.killed = killed;

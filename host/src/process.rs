@@ -220,6 +220,17 @@ impl SandboxProcess {
         if self.exit.is_some() {
             return;
         }
+        self.signal_group_members(signal);
+    }
+
+    /// SIGKILL to whatever is left of the group after its leader exited on its own: a
+    /// sandbox's own children must not outlive it. (The group id stays valid while any member
+    /// lives; this runs right after the leader is reaped.)
+    pub fn kill_leftovers(&self) {
+        self.signal_group_members(Signal::SIGKILL);
+    }
+
+    fn signal_group_members(&self, signal: Signal) {
         if let Err(error) = killpg(Pid::from_raw(self.pid as i32), signal)
             && error != nix::errno::Errno::ESRCH
         {
@@ -231,10 +242,12 @@ impl SandboxProcess {
     /// Returns the exit status and whether SIGKILL was needed.
     pub async fn terminate(&mut self, grace: Duration) -> (Option<ExitStatus>, bool) {
         if let Some(status) = self.try_exit() {
+            self.kill_leftovers();
             return (Some(status), false);
         }
         self.signal_group(Signal::SIGTERM);
         if let Ok(status) = tokio::time::timeout(grace, self.wait()).await {
+            self.kill_leftovers();
             return (status.ok(), false);
         }
         tracing::warn!(group = %self.group, pid = self.pid, ?grace, "sandbox ignored SIGTERM; killing it");
@@ -244,7 +257,9 @@ impl SandboxProcess {
     /// SIGKILL to the group, then reap.
     pub async fn kill(&mut self) -> (Option<ExitStatus>, bool) {
         self.signal_group(Signal::SIGKILL);
-        (self.wait().await.ok(), true)
+        let status = self.wait().await.ok();
+        self.kill_leftovers();
+        (status, true)
     }
 }
 
@@ -254,6 +269,8 @@ impl Drop for SandboxProcess {
         // this value; tokio's kill_on_drop then reaps the child in the background.
         if self.try_exit().is_none() {
             self.signal_group(Signal::SIGKILL);
+        } else {
+            self.kill_leftovers();
         }
         for task in &self.log_tasks {
             // The forwarding tasks end at EOF by themselves; this only stops them early if the
