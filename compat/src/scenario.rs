@@ -8,6 +8,7 @@
 //!   "integration": "demo",
 //!   "description": "what it covers",
 //!   "flow": [{"next_step_id": "defaults"}],
+//!   "files": {"{tmp}/value.txt": "21.5\n"},
 //!   "compare_states": true,
 //!   "steps": [
 //!     {"call": {"domain": "light", "service": "turn_on", "entity_id": "light.x", "data": {"brightness": 10}}},
@@ -47,6 +48,9 @@ pub struct Scenario {
     /// Inputs of the config flow's steps after the first.
     #[serde(default)]
     pub flow: Vec<Map<String, Value>>,
+    /// Files to create before the flow (path with `{tmp}` -> content).
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
     /// Whether states are compared between modes (off for integrations reading the machine).
     #[serde(default = "yes")]
     pub compare_states: bool,
@@ -148,7 +152,25 @@ fn object(value: Value) -> Map<String, Value> {
     }
 }
 
-fn snapshot(core: &Core, compare: bool) -> BTreeMap<String, (String, Value)> {
+/// The inverse of [`substitute`]: the run's private directory reads `{tmp}` again, so two runs
+/// (each with its own directory) compare equal.
+fn unsubstitute(value: &Value, tmp: &Path) -> Value {
+    match value {
+        Value::String(text) => Value::String(text.replace(&tmp.display().to_string(), "{tmp}")),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|item| unsubstitute(item, tmp)).collect())
+        }
+        Value::Object(object) => Value::Object(
+            object
+                .iter()
+                .map(|(k, v)| (k.clone(), unsubstitute(v, tmp)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn snapshot(core: &Core, compare: bool, tmp: &Path) -> BTreeMap<String, (String, Value)> {
     if !compare {
         return core
             .states()
@@ -161,22 +183,20 @@ fn snapshot(core: &Core, compare: bool) -> BTreeMap<String, (String, Value)> {
         .all(None)
         .into_iter()
         .map(|state| {
-            (
-                state.entity_id.clone(),
-                (state.state.clone(), Value::Object(state.attributes.clone())),
-            )
+            let attributes = unsubstitute(&Value::Object(state.attributes.clone()), tmp);
+            (state.entity_id.clone(), (state.state.clone(), attributes))
         })
         .collect()
 }
 
 /// Waits until the states stop changing (sandboxed states arrive after a call returns).
-async fn settle(core: &Core, compare: bool) -> BTreeMap<String, (String, Value)> {
+async fn settle(core: &Core, compare: bool, tmp: &Path) -> BTreeMap<String, (String, Value)> {
     let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
-    let mut last = snapshot(core, compare);
+    let mut last = snapshot(core, compare, tmp);
     let mut stable = 0;
     while stable < 3 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let now = snapshot(core, compare);
+        let now = snapshot(core, compare, tmp);
         if now == last {
             stable += 1;
         } else {
@@ -218,6 +238,10 @@ pub async fn run(
     core.start().await?;
     let mut records = Vec::new();
     let compare = scenario.compare_states;
+    for (path, content) in &scenario.files {
+        let path = path.replace("{tmp}", &tmp.display().to_string());
+        std::fs::write(&path, content)?;
+    }
 
     // The config flow.
     let flows = core.config_entries().flow();
@@ -257,7 +281,7 @@ pub async fn run(
         }
     };
     if let Some(entry_id) = entry_id {
-        let states = settle(&core, compare).await;
+        let states = settle(&core, compare, &tmp).await;
         let loaded = core
             .config_entries()
             .entry(&entry_id)
@@ -337,7 +361,7 @@ async fn play(
             vec![StepRecord {
                 label,
                 outcome,
-                states: settle(core, compare).await,
+                states: settle(core, compare, tmp).await,
             }]
         }
         Step::ExpectState {
@@ -345,7 +369,7 @@ async fn play(
             state,
             attributes,
         } => {
-            let states = settle(core, compare).await;
+            let states = settle(core, compare, tmp).await;
             let actual = core.states().get(entity_id);
             let outcome = match actual {
                 None => format!("expectation failed: {entity_id} does not exist"),
@@ -404,7 +428,7 @@ async fn play(
                     records.push(StepRecord {
                         label: format!("{index}: {domain}.{} on {entity_id}", service.name),
                         outcome,
-                        states: settle(core, compare).await,
+                        states: settle(core, compare, tmp).await,
                     });
                 }
             }
@@ -419,7 +443,7 @@ async fn play(
             vec![StepRecord {
                 label: format!("{index}: reload"),
                 outcome,
-                states: settle(core, compare).await,
+                states: settle(core, compare, tmp).await,
             }]
         }
         Step::Unload {} => {
@@ -431,7 +455,7 @@ async fn play(
             vec![StepRecord {
                 label: format!("{index}: unload"),
                 outcome,
-                states: settle(core, compare).await,
+                states: settle(core, compare, tmp).await,
             }]
         }
     }
