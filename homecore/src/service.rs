@@ -540,17 +540,15 @@ impl ServiceRegistry {
             target,
             return_response: request.return_response,
         };
-        let response = match tokio::spawn((registered.handler)(call)).await {
+        // The handler runs in the caller's task (no hop to another task: a service call is on
+        // the hot path of every proxy call); a panic still comes back as a handler error.
+        let handler = std::panic::AssertUnwindSafe((registered.handler)(call));
+        let response = match futures::FutureExt::catch_unwind(handler).await {
             Ok(result) => result?,
-            Err(join) if join.is_panic() => {
+            Err(_) => {
                 tracing::error!(%domain, %service, "service handler panicked");
                 return Err(ServiceError::Handler(format!(
                     "the handler of {domain}.{service} panicked"
-                )));
-            }
-            Err(_) => {
-                return Err(ServiceError::Handler(format!(
-                    "the handler of {domain}.{service} was cancelled"
                 )));
             }
         };

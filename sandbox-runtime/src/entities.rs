@@ -160,11 +160,17 @@ impl EntityBridge {
                         // Its first state: now it can be registered (with the state it has then).
                         shared.enqueue(entity_id);
                     }
-                    // The state as written; a removal (no new state) is handled by the observer.
-                    // Changes arriving while the registration is in flight are pushed after it
-                    // when newer than what the registration carried.
-                    if let Some(state) = shared.core.states().get(entity_id) {
-                        let _ = states_tx.send(state).await;
+                    // The state this event carries (not the entity's current one: every
+                    // transition reaches main, in order); a removal (no new state) is handled
+                    // by the observer. Changes arriving while the registration is in flight are
+                    // pushed after it when not older than what the registration carried.
+                    let new_state = event
+                        .data
+                        .get("new_state")
+                        .filter(|state| !state.is_null())
+                        .and_then(|state| serde_json::from_value::<State>(state.clone()).ok());
+                    if let Some(state) = new_state {
+                        let _ = states_tx.send(Arc::new(state)).await;
                     }
                 }
             })?;
@@ -352,9 +358,11 @@ async fn push_state(shared: &Shared, state: &State) {
         if !tracked.registered || tracked.removed {
             return;
         }
+        // Strictly older only: two writes can share a timestamp, and pushing the state the
+        // registration already carried again is harmless (main sees an identical state).
         if tracked
             .sent_updated
-            .is_some_and(|sent| sent >= state.last_updated)
+            .is_some_and(|sent| sent > state.last_updated)
         {
             return;
         }

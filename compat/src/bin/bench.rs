@@ -271,6 +271,29 @@ async fn run(cli: &Cli) -> Result<()> {
         percentile(&mut samples, 0.5),
         percentile(&mut samples, 0.99),
     );
+    // The same call straight over the group's channel (no service dispatch on main): splits
+    // the round trip into main's share and the sandbox's.
+    let channel = group.manager.channel().context("the group's channel")?;
+    let mut direct = Vec::with_capacity(RTT_ROUNDS);
+    for round in 0..RTT_ROUNDS + RTT_ROUNDS / 10 {
+        let request = wire::CallService {
+            domain: "light".into(),
+            service: "toggle".into(),
+            entity_ids: vec!["light.bench_light_0".into()],
+            data_json: json::to_bytes(&json!({})),
+            context_id: ulid_text(),
+            return_response: false,
+        };
+        let started = Instant::now();
+        channel.call_timeout(&request, WAIT_LIMIT).await?;
+        if round >= RTT_ROUNDS / 10 {
+            direct.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    figures.insert(
+        "direct_call_p50_us".into(),
+        json!(round(percentile(&mut direct, 0.5))),
+    );
     let request_frame = framing::encode_request(
         1_000_000,
         "call_service",
