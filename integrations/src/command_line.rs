@@ -6,11 +6,9 @@
 //! - `runner`: runs one command (`/bin/sh -c`, own process group, timeout, capped output).
 //! - `entity`: the entity, polling its state command with tokio time.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
 use futures::future::BoxFuture;
-use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
 use homecore::{
@@ -65,8 +63,6 @@ const STRINGS_EN: &str = include_str!("command_line/strings.json");
 pub struct CommandLineIntegration {
     /// Runs the entities' commands.
     runner: Arc<dyn CommandRunner>,
-    /// Loaded entries' entity domains, by entry id (what unload must release).
-    loaded: Mutex<BTreeMap<String, &'static str>>,
 }
 
 impl Default for CommandLineIntegration {
@@ -77,9 +73,7 @@ impl Default for CommandLineIntegration {
 
 impl std::fmt::Debug for CommandLineIntegration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommandLineIntegration")
-            .field("loaded", &*self.loaded.lock())
-            .finish()
+        f.debug_struct("CommandLineIntegration").finish()
     }
 }
 
@@ -91,10 +85,7 @@ impl CommandLineIntegration {
 
     /// The integration running commands through `runner` (tests run commands without processes).
     pub fn with_runner(runner: Arc<dyn CommandRunner>) -> Self {
-        Self {
-            runner,
-            loaded: Mutex::new(BTreeMap::new()),
-        }
+        Self { runner }
     }
 
     async fn setup(&self, core: &Core, entry: &ConfigEntry) -> Result<(), SetupError> {
@@ -110,17 +101,14 @@ impl CommandLineIntegration {
             .add_entities([entity as homecore::EntityRef])
             .await
             .map_err(|err| SetupError::Failed(err.to_string()))?;
-        self.loaded.lock().insert(entry.entry_id.clone(), domain);
         Ok(())
     }
 
     async fn unload(&self, core: &Core, entry: &ConfigEntry) -> Result<(), String> {
-        let domain = self.loaded.lock().remove(&entry.entry_id);
-        if let Some(domain) = domain {
-            core.entities()
-                .unload_platform(domain, &entry.entry_id)
-                .await;
-        }
+        // The core knows the entry's platforms: no bookkeeping of our own.
+        core.entities()
+            .unload_entry_platforms(&entry.entry_id)
+            .await;
         Ok(())
     }
 }
@@ -151,12 +139,6 @@ impl Integration for CommandLineIntegration {
     }
 
     fn translations(&self, language: &str) -> Option<Map<String, Value>> {
-        if language != "en" {
-            return None;
-        }
-        match serde_json::from_str(STRINGS_EN) {
-            Ok(Value::Object(strings)) => Some(strings),
-            _ => None,
-        }
+        crate::english_strings(language, STRINGS_EN)
     }
 }

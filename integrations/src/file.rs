@@ -6,11 +6,9 @@
 //! - `tail`: reading a file's last line, writing one message line.
 //! - `entity`: the sensor (polled on tokio time) and the notifier.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
 use futures::future::BoxFuture;
-use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
 use homecore::{
@@ -54,13 +52,10 @@ const STRINGS_EN: &str = include_str!("file/strings.json");
 
 /// The file integration. One instance serves one core.
 #[derive(Debug, Default)]
-pub struct FileIntegration {
-    /// Loaded entries' entity domains, by entry id.
-    loaded: Mutex<BTreeMap<String, &'static str>>,
-}
+pub struct FileIntegration {}
 
 impl FileIntegration {
-    /// An integration with nothing loaded.
+    /// A fresh instance, for one core.
     pub fn new() -> Self {
         Self::default()
     }
@@ -103,17 +98,14 @@ impl FileIntegration {
             .add_entities([entity])
             .await
             .map_err(|err| SetupError::Failed(err.to_string()))?;
-        self.loaded.lock().insert(entry.entry_id.clone(), domain);
         Ok(())
     }
 
     async fn unload(&self, core: &Core, entry: &ConfigEntry) -> Result<(), String> {
-        let domain = self.loaded.lock().remove(&entry.entry_id);
-        if let Some(domain) = domain {
-            core.entities()
-                .unload_platform(domain, &entry.entry_id)
-                .await;
-        }
+        // The core knows the entry's platforms: no bookkeeping of our own.
+        core.entities()
+            .unload_entry_platforms(&entry.entry_id)
+            .await;
         Ok(())
     }
 }
@@ -144,12 +136,6 @@ impl Integration for FileIntegration {
     }
 
     fn translations(&self, language: &str) -> Option<Map<String, Value>> {
-        if language != "en" {
-            return None;
-        }
-        match serde_json::from_str(STRINGS_EN) {
-            Ok(Value::Object(strings)) => Some(strings),
-            _ => None,
-        }
+        crate::english_strings(language, STRINGS_EN)
     }
 }

@@ -4,11 +4,9 @@
 //! - `entity`: the group entity and the pure summary of its members.
 //! - `config_flow`: a menu picks the group type, one form names the members.
 
-use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use futures::future::BoxFuture;
-use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
 use homecore::{
@@ -64,13 +62,10 @@ pub fn members_of(data: &Map<String, Value>) -> Vec<String> {
 
 /// The group integration. One instance serves one core.
 #[derive(Debug, Default)]
-pub struct GroupIntegration {
-    /// Loaded entries' group domains, by entry id.
-    loaded: Mutex<BTreeMap<String, &'static str>>,
-}
+pub struct GroupIntegration {}
 
 impl GroupIntegration {
-    /// An integration with nothing loaded.
+    /// A fresh instance, for one core.
     pub fn new() -> Self {
         Self::default()
     }
@@ -105,17 +100,14 @@ impl GroupIntegration {
             .add_entities([group as homecore::EntityRef])
             .await
             .map_err(|err| SetupError::Failed(err.to_string()))?;
-        self.loaded.lock().insert(entry.entry_id.clone(), domain);
         Ok(())
     }
 
     async fn unload(&self, core: &Core, entry: &ConfigEntry) -> Result<(), String> {
-        let domain = self.loaded.lock().remove(&entry.entry_id);
-        if let Some(domain) = domain {
-            core.entities()
-                .unload_platform(domain, &entry.entry_id)
-                .await;
-        }
+        // The core knows the entry's platforms: no bookkeeping of our own.
+        core.entities()
+            .unload_entry_platforms(&entry.entry_id)
+            .await;
         Ok(())
     }
 }
@@ -146,12 +138,6 @@ impl Integration for GroupIntegration {
     }
 
     fn translations(&self, language: &str) -> Option<Map<String, Value>> {
-        if language != "en" {
-            return None;
-        }
-        match serde_json::from_str(STRINGS_EN) {
-            Ok(Value::Object(strings)) => Some(strings),
-            _ => None,
-        }
+        crate::english_strings(language, STRINGS_EN)
     }
 }

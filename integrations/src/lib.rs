@@ -40,3 +40,18 @@ pub fn builtin() -> Vec<Arc<dyn Integration>> {
         Arc::new(group::GroupIntegration::new()),
     ]
 }
+
+/// An integration's English strings (the shape of `strings.json`) for `language`; `None` for
+/// other languages or unreadable strings (translations are cosmetic and must never fail).
+pub(crate) fn english_strings(
+    language: &str,
+    strings_json: &str,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    if language != "en" {
+        return None;
+    }
+    match serde_json::from_str(strings_json) {
+        Ok(serde_json::Value::Object(strings)) => Some(strings),
+        _ => None,
+    }
+}

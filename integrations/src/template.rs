@@ -119,12 +119,6 @@ impl Integration for TemplateIntegration {
     }
 
     fn translations(&self, language: &str) -> Option<Map<String, Value>> {
-        if language != "en" {
-            return None;
-        }
-        match serde_json::from_str(STRINGS_EN) {
-            Ok(Value::Object(strings)) => Some(strings),
-            _ => None,
-        }
+        crate::english_strings(language, STRINGS_EN)
     }
 }
