@@ -1,12 +1,17 @@
-//! The sweep binary end to end: scenarios played in-process and sandboxed (the real runtime),
-//! a report and a CSV written; a malformed scenario is a clear error.
+//! The sweep binary end to end: scenarios played in-process and sandboxed (the real runtime)
+//! and every trust gate checked (the binary as its own forging child), a report and a CSV
+//! written; a malformed scenario is a clear error.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::process::Command;
 
-fn sweep(scenarios: &std::path::Path, out: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_compat"))
+fn sweep(scenarios: &std::path::Path, out: &std::path::Path, gates: bool) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_compat"));
+    if !gates {
+        command.arg("--no-gates");
+    }
+    command
         .arg("--scenarios")
         .arg(scenarios)
         .arg("--report")
@@ -21,17 +26,30 @@ fn sweep(scenarios: &std::path::Path, out: &std::path::Path) -> std::process::Ou
 fn the_shipped_scenarios_are_equal_sandboxed_and_in_process() {
     let out = tempfile::tempdir().unwrap();
     let scenarios = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-    let output = sweep(&scenarios, out.path());
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = sweep(&scenarios, out.path(), true);
+    let progress = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{progress}");
     let report = std::fs::read_to_string(out.path().join("COMPAT.md")).unwrap();
     assert!(
         report.contains("Sandboxed equal to baseline: **100.00 %**"),
         "{report}"
     );
+    // Every gate check ran, was shown in the progress, and passed.
+    let checks = sandbox_forge::checks();
+    assert!(
+        report.contains(&format!("Trust gates passed: **{0} of {0}**", checks.len())),
+        "{report}"
+    );
+    for check in &checks {
+        assert!(
+            report.contains(&format!("| {} | `{}` |", check.gate, check.name)),
+            "{report}"
+        );
+        assert!(
+            progress.contains(&format!("gate {} {}: passed", check.gate, check.name)),
+            "{progress}"
+        );
+    }
     assert!(report.contains("| demo |"), "{report}");
     let csv = std::fs::read_to_string(out.path().join("compat.csv")).unwrap();
     assert!(csv.lines().count() > 100, "{csv}");
@@ -51,7 +69,7 @@ fn a_failed_expectation_is_counted_in_both_modes() {
     )
     .unwrap();
     let out = tempfile::tempdir().unwrap();
-    let output = sweep(scenarios.path(), out.path());
+    let output = sweep(scenarios.path(), out.path(), false);
     assert!(
         output.status.success(),
         "the same failure in both modes is no difference"
@@ -68,7 +86,7 @@ fn a_malformed_scenario_is_a_clear_error() {
     let scenarios = tempfile::tempdir().unwrap();
     std::fs::write(scenarios.path().join("broken.json"), "{\"integration\": 3}").unwrap();
     let out = tempfile::tempdir().unwrap();
-    let output = sweep(scenarios.path(), out.path());
+    let output = sweep(scenarios.path(), out.path(), false);
     assert_eq!(output.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("broken.json is not a valid scenario")

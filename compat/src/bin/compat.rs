@@ -1,9 +1,11 @@
 //! The compat sweep: every scenario in `compat/scenarios/` played in-process and sandboxed,
-//! compared step by step; writes `compat/COMPAT.md` and a CSV, and exits non-zero when the
-//! sandboxed run differs from the in-process baseline.
+//! compared step by step, and every trust gate's check of the forged-frame suite
+//! (`sandbox_forge::checks`); writes `compat/COMPAT.md` and a CSV, and exits non-zero when the
+//! sandboxed run differs from the in-process baseline or a gate check fails.
 //!
 //! `cargo run --release -p sandbox-compat --bin compat [-- --jobs 2]`. The hidden `run-sandbox`
-//! makes this binary its own sandbox runtime (with the same integrations as main).
+//! makes this binary its own sandbox runtime (with the same integrations as main), and the
+//! hidden `forge` its own forging child for the gate checks.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -14,6 +16,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use sandbox_compat::scenario::{self, Mode, Scenario, StepRecord};
+use sandbox_forge::GateCheck;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +38,9 @@ struct Cli {
     /// The CSV to write (machine output, git-ignored).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/compat.csv"))]
     csv: PathBuf,
+    /// Skip the trust gate checks (for a run over a scenario folder of one's own).
+    #[arg(long)]
+    no_gates: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,6 +48,28 @@ enum Command {
     /// The sandbox runtime with the sweep's integrations.
     #[command(hide = true)]
     RunSandbox(sandbox_runtime::sdk::Args),
+    /// The forging child of the trust gate checks.
+    #[command(hide = true)]
+    Forge(sandbox_forge::ForgerArgs),
+}
+
+/// One gate check's result.
+struct GateOutcome {
+    check: GateCheck,
+    /// Why it failed, if it did.
+    error: Option<String>,
+}
+
+/// What the sweep runs: a scenario in both modes, or a gate check.
+enum Job {
+    Scenario(Scenario),
+    Gate(GateCheck),
+}
+
+/// A finished job.
+enum Finished {
+    Scenario(Outcome),
+    Gate(GateOutcome),
 }
 
 /// One scenario's two runs.
@@ -106,11 +134,15 @@ fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
         }
     };
-    if let Some(Command::RunSandbox(args)) = cli.command {
-        return ExitCode::from(sandbox_runtime::sdk::run_with_args(
-            args,
-            sandbox_runtime::Integrations::new(sandbox_compat::all_integrations()),
-        ));
+    match cli.command {
+        Some(Command::RunSandbox(args)) => {
+            return ExitCode::from(sandbox_runtime::sdk::run_with_args(
+                args,
+                sandbox_runtime::Integrations::new(sandbox_compat::all_integrations()),
+            ));
+        }
+        Some(Command::Forge(args)) => return sandbox_forge::forger_main(args),
+        None => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -156,51 +188,94 @@ fn load(folder: &PathBuf) -> Result<Vec<Scenario>> {
 
 async fn sweep(cli: &Cli) -> Result<bool> {
     let scenarios = load(&cli.scenarios)?;
-    let runtime: Vec<OsString> = vec![
-        std::env::current_exe()
-            .context("cannot find this program")?
-            .into_os_string(),
-        "run-sandbox".into(),
-    ];
-    let total = scenarios.len();
+    let this = std::env::current_exe()
+        .context("cannot find this program")?
+        .into_os_string();
+    let runtime: Vec<OsString> = vec![this.clone(), "run-sandbox".into()];
+    let forger: Vec<OsString> = vec![this, "forge".into()];
+    let checks = if cli.no_gates {
+        Vec::new()
+    } else {
+        sandbox_forge::checks()
+    };
+    let jobs: Vec<Job> = scenarios
+        .into_iter()
+        .map(Job::Scenario)
+        .chain(checks.into_iter().map(Job::Gate))
+        .collect();
+    let total = jobs.len();
     let mut done = 0;
-    let runs = futures::stream::iter(scenarios.into_iter().map(|scenario| {
+    let runs = futures::stream::iter(jobs.into_iter().map(|job| {
         let runtime = runtime.clone();
+        let forger = forger.clone();
         async move {
-            let baseline = scenario::run(&scenario, Mode::InProcess, &runtime).await;
-            let sandboxed = scenario::run(&scenario, Mode::Sandboxed, &runtime).await;
-            (scenario, baseline, sandboxed)
+            match job {
+                Job::Scenario(scenario) => {
+                    let baseline = scenario::run(&scenario, Mode::InProcess, &runtime).await;
+                    let sandboxed = scenario::run(&scenario, Mode::Sandboxed, &runtime).await;
+                    Ok(Finished::Scenario(Outcome {
+                        scenario,
+                        baseline: baseline?,
+                        sandboxed: sandboxed?,
+                    }))
+                }
+                Job::Gate(check) => {
+                    let error = (check.run)(forger)
+                        .await
+                        .err()
+                        .map(|error| error.to_string());
+                    Ok::<_, anyhow::Error>(Finished::Gate(GateOutcome { check, error }))
+                }
+            }
         }
     }))
     .buffer_unordered(cli.jobs.max(1));
     tokio::pin!(runs);
     let mut outcomes = Vec::new();
-    while let Some((scenario, baseline, sandboxed)) = runs.next().await {
+    let mut gates = Vec::new();
+    while let Some(finished) = runs.next().await {
         done += 1;
-        let outcome = Outcome {
-            scenario,
-            baseline: baseline?,
-            sandboxed: sandboxed?,
-        };
-        let differences = outcome.differences().len();
         let bar: String = (0..20)
             .map(|cell| if cell * total < done * 20 { '#' } else { '.' })
             .collect();
-        eprintln!(
-            "[{bar}] {done}/{total} {}: {} steps, {differences} differences",
-            outcome.scenario.integration,
-            outcome.baseline.len()
-        );
-        outcomes.push(outcome);
+        match finished? {
+            Finished::Scenario(outcome) => {
+                eprintln!(
+                    "[{bar}] {done}/{total} {}: {} steps, {} differences",
+                    outcome.scenario.integration,
+                    outcome.baseline.len(),
+                    outcome.differences().len()
+                );
+                outcomes.push(outcome);
+            }
+            Finished::Gate(outcome) => {
+                eprintln!(
+                    "[{bar}] {done}/{total} gate {} {}: {}",
+                    outcome.check.gate,
+                    outcome.check.name,
+                    outcome
+                        .error
+                        .as_deref()
+                        .map_or("passed".to_owned(), |error| { format!("FAILED: {error}") })
+                );
+                gates.push(outcome);
+            }
+        }
     }
     outcomes.sort_by(|a, b| a.scenario.integration.cmp(&b.scenario.integration));
-    write_report(cli, &outcomes)?;
+    let order: Vec<&str> = sandbox_forge::checks()
+        .iter()
+        .map(|check| check.name)
+        .collect();
+    gates.sort_by_key(|outcome| order.iter().position(|name| *name == outcome.check.name));
+    write_report(cli, &outcomes, &gates)?;
     Ok(outcomes
         .iter()
-        .all(|outcome| outcome.differences().is_empty()))
+        .all(|outcome| outcome.differences().is_empty())
+        && gates.iter().all(|outcome| outcome.error.is_none()))
 }
 
-fn write_report(cli: &Cli, outcomes: &[Outcome]) -> Result<()> {
+fn write_report(cli: &Cli, outcomes: &[Outcome], gates: &[GateOutcome]) -> Result<()> {
     let mut report = String::from(
         "# Compat sweep\n\nEvery scenario in `compat/scenarios/` played twice — in-process (no sandbox) and \
          sandboxed (the host plugin with the real runtime) — and compared after every step: the \
@@ -258,6 +333,7 @@ fn write_report(cli: &Cli, outcomes: &[Outcome]) -> Result<()> {
         "| **total** | {steps} | {passed_base} | {passed_sand} | {equal_total} | {} |\n\nSandboxed equal to baseline: **{ratio:.2} %** of {steps} steps.\n",
         steps - equal_total
     );
+    write_gates(&mut report, cli, gates);
     for outcome in outcomes {
         let differences = outcome.differences();
         if !differences.is_empty() {
@@ -272,4 +348,44 @@ fn write_report(cli: &Cli, outcomes: &[Outcome]) -> Result<()> {
         .with_context(|| format!("cannot write {}", cli.report.display()))?;
     std::fs::write(&cli.csv, csv).with_context(|| format!("cannot write {}", cli.csv.display()))?;
     Ok(())
+}
+
+/// The "Trust gates" section: one row per gate check.
+fn write_gates(report: &mut String, cli: &Cli, gates: &[GateOutcome]) {
+    report.push_str("## Trust gates\n\n");
+    if cli.no_gates {
+        report.push_str("Not run (`--no-gates`).\n\n");
+        return;
+    }
+    report.push_str(
+        "The forged-frame suite (`tests/forge`, crate `sandbox-forge`), run against this binary: \
+         for each gate, a hub whose `built-in` group is a real child process forging the frames \
+         the gate must refuse. A check passes when main refused every forgery with the right \
+         error kind, counted it on the bridge, let nothing into its bus, services, states, \
+         registries or disk, accepted the allowed control request, and the group still runs on \
+         the same process and answers a ping.\n\n| gate | check | rule | result |\n|---|---|---|---|\n",
+    );
+    for outcome in gates {
+        let result = match &outcome.error {
+            None => "passed".to_owned(),
+            Some(error) => format!(
+                "**failed**: {}",
+                error.replace('|', "\\|").replace('\n', " ")
+            ),
+        };
+        let _ = writeln!(
+            report,
+            "| {} | `{}` | {} | {result} |",
+            outcome.check.gate, outcome.check.name, outcome.check.rule
+        );
+    }
+    let passed = gates
+        .iter()
+        .filter(|outcome| outcome.error.is_none())
+        .count();
+    let _ = writeln!(
+        report,
+        "\nTrust gates passed: **{passed} of {}**.\n",
+        gates.len()
+    );
 }

@@ -1,0 +1,603 @@
+//! The forging child: a sandbox stand-in that speaks the protocol just enough for main to route
+//! an entry to it (`ready`, `ping`, entry setup and unload, `shutdown`), then forges the frames
+//! of one [`ForgeScenario`] at main's trust gates and writes what main answered to a report.
+//!
+//! Entry setup always answers `loaded` and entry unload `ok`, so entries routed here load.
+//!
+//! Each scenario ends with an allowed control request proving the gate is not a blanket
+//! refusal. A call's outcome is reported as `{"step", "ok": true, ...}` or
+//! `{"step", "ok": false, "kind", "message"}`; a push, which has no answer, as
+//! `{"step", "pushed": true}`; a scenario that could not run as `{"error"}`. The last line is
+//! `{"done": true}`. The report is written whole (temp file, then rename).
+//!
+//! | scenario | forged frames |
+//! |---|---|
+//! | `foreign_entry` | `register_entity` for `--foreign-entry` and for an entry that does not exist |
+//! | `foreign_device` | `register_entity` whose device matches `--foreign-device` / `--foreign-connection` (the connection upper-cased); after the control, one listing the group's own device identifier and then `--foreign-device` |
+//! | `unproxyable_domain` | `register_entity` of a `camera` and of an unknown domain for `--own-entry` |
+//! | `service` | `register_service` of `persistent_notification.create`, `homeassistant.restart` and `--existing-service` |
+//! | `event` | `fire_event` of core events (`homeassistant_stop`, `homeassistant_start`, `call_service`, `state_changed`, `service_registered`) and unowned ones (`zha_event`, `hue_event`); control `demo_forged_ok` |
+//! | `store` | `store_save` with an over-long key, path-traversal keys, a value over 4 MiB; `store_load` of a traversal key |
+//! | `context` | `state_changed` and `fire_event` with a context id main never issued, then a flood of distinct unknown ids; ends with `demo_flood_done` |
+//! | `update_entry` | `update_entry` for `--foreign-entry` and for an entry that does not exist |
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use sandbox_proto::error::ErrorKind;
+use sandbox_proto::wire::{
+    self, EntrySetup, EntrySetupResult, EntryUnload, EntryUnloadResult, Ping, Pong, Ready,
+    SetupOutcome, Shutdown, ShutdownResult,
+};
+use sandbox_proto::{
+    CallError, Channel, ChannelBuilder, ChannelConfig, Transport, TransportUrl, version,
+};
+use serde_json::{Value, json};
+
+/// Exit code after a normal stop.
+pub const EXIT_OK: u8 = 0;
+/// Exit code when the forger could not run (transport, runtime, handshake).
+pub const EXIT_FAILED: u8 = 3;
+
+/// How many distinct unknown context ids the `context` scenario floods main with: three times
+/// main's context cache cap.
+pub const CONTEXT_FLOOD: usize = 3 * sandbox_host::context_cache::MAX_CONTEXTS;
+
+/// One byte over the store server's value limit (4 MiB).
+const OVER_VALUE_LIMIT: usize = 4 * 1024 * 1024 + 1;
+
+/// How many times the forger probes main's bridge before giving up, [`BRIDGE_PROBE_INTERVAL`]
+/// apart (30 s in all: main installs the bridge right after `ready`).
+const BRIDGE_PROBES: usize = 3000;
+
+/// Time between two probes of main's bridge.
+const BRIDGE_PROBE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long the reply to `shutdown` may take to leave before the channel closes.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+
+/// What the child forges: one scenario per trust gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum ForgeScenario {
+    /// `register_entity` for entries of another group, or none.
+    ForeignEntry,
+    /// `register_entity` on a device owned outside the group.
+    ForeignDevice,
+    /// `register_entity` of domains that cannot be proxied.
+    UnproxyableDomain,
+    /// `register_service` outside the owned domains or over an existing service.
+    Service,
+    /// `fire_event` of core and unowned events.
+    Event,
+    /// Store requests over quota or with unsafe keys.
+    Store,
+    /// Context ids main never issued, and a flood of them.
+    Context,
+    /// `update_entry` for entries of another group, or none.
+    UpdateEntry,
+}
+
+impl ForgeScenario {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ForeignEntry => "foreign_entry",
+            Self::ForeignDevice => "foreign_device",
+            Self::UnproxyableDomain => "unproxyable_domain",
+            Self::Service => "service",
+            Self::Event => "event",
+            Self::Store => "store",
+            Self::Context => "context",
+            Self::UpdateEntry => "update_entry",
+        }
+    }
+}
+
+/// Two strings given as one argument (`KIND=VALUE`, `DOMAIN.SERVICE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pair {
+    /// Before the separator.
+    pub first: String,
+    /// After it.
+    pub second: String,
+}
+
+fn split(value: &str, separator: char) -> Result<Pair, String> {
+    let (first, second) = value
+        .split_once(separator)
+        .ok_or_else(|| format!("{value:?} is not of the form A{separator}B"))?;
+    Ok(Pair {
+        first: first.to_owned(),
+        second: second.to_owned(),
+    })
+}
+
+fn kind_value(value: &str) -> Result<Pair, String> {
+    split(value, '=')
+}
+
+fn domain_service(value: &str) -> Result<Pair, String> {
+    split(value, '.')
+}
+
+/// The forger's command line; main's group manager adds `--name` and `--url`.
+#[derive(Debug, Clone, Parser)]
+#[command(about = "A sandbox stand-in forging frames at main's trust gates")]
+pub struct ForgerArgs {
+    /// The sandbox group this process serves (chosen by main).
+    #[arg(long)]
+    pub name: String,
+    /// How to reach main: stdio:// (default) or unix:///absolute/path.
+    #[arg(long, default_value = "stdio://")]
+    pub url: String,
+    /// What to forge, once main's bridge answers.
+    #[arg(long, value_enum)]
+    pub forge: ForgeScenario,
+    /// Where to write one JSON line per forged attempt, then `{"done":true}`.
+    #[arg(long)]
+    pub forge_report: PathBuf,
+    /// An entry main routed to this group (for the control requests).
+    #[arg(long, default_value = "")]
+    pub own_entry: String,
+    /// An entry main did not route to this group.
+    #[arg(long, default_value = "")]
+    pub foreign_entry: String,
+    /// An identifier of a device owned outside the group (`KIND=VALUE`).
+    #[arg(long, value_parser = kind_value)]
+    pub foreign_device: Option<Pair>,
+    /// A connection of a device owned outside the group (`KIND=VALUE`).
+    #[arg(long, value_parser = kind_value)]
+    pub foreign_connection: Option<Pair>,
+    /// A service main registered already (`DOMAIN.SERVICE`).
+    #[arg(long, value_parser = domain_service)]
+    pub existing_service: Option<Pair>,
+}
+
+/// Why the forger could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgeError {
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The channel to main could not be opened.
+    #[error("cannot open the channel to main: {0}")]
+    Transport(#[from] sandbox_proto::TransportError),
+    /// Main refused `ready`.
+    #[error("main refused ready: {0}")]
+    Ready(#[source] CallError),
+    /// Main's bridge did not answer.
+    #[error("main's bridge {0}")]
+    Bridge(String),
+    /// A push could not be sent.
+    #[error("cannot push {step}: {source}")]
+    Push {
+        /// The step.
+        step: String,
+        /// Why.
+        #[source]
+        source: CallError,
+    },
+    /// The report could not be written.
+    #[error("cannot write the forge report {path}: {source}")]
+    Report {
+        /// The report.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the forger to the end on its own single-threaded runtime; returns its exit code.
+pub fn forger_main(args: ForgerArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sandbox-forger: {}", ForgeError::Runtime(error));
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    match runtime.block_on(run_forger(args)) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(error) => {
+            eprintln!("sandbox-forger: {error}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// The forger: connects to main, says `ready`, forges the scenario (writing the report) while
+/// answering main's calls, and returns when main shuts it down or goes away.
+pub async fn run_forger(args: ForgerArgs) -> Result<(), ForgeError> {
+    let url = TransportUrl::parse(&args.url)?;
+    let transport = Transport::open(&url).await?;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let shutdown = Arc::clone(&stop);
+    let channel = ChannelBuilder::new(ChannelConfig::named(args.name.clone()))
+        .on_call::<Ping, _, _>(|ping, _| async move {
+            Ok(Pong {
+                nonce: ping.nonce,
+                rss_bytes: 0,
+                entities: 0,
+            })
+        })
+        .on_call::<EntrySetup, _, _>(|_: EntrySetup, _| async move {
+            Ok(EntrySetupResult {
+                outcome: SetupOutcome::Loaded as i32,
+                reason: String::new(),
+                updated_entry: None,
+            })
+        })
+        .on_call::<EntryUnload, _, _>(|_: EntryUnload, _| async move {
+            Ok(EntryUnloadResult {
+                ok: true,
+                reason: String::new(),
+            })
+        })
+        .on_call::<Shutdown, _, _>(move |_: Shutdown, _| {
+            let stop = Arc::clone(&shutdown);
+            async move {
+                stop.notify_one();
+                Ok(ShutdownResult {
+                    restore_state_json: Default::default(),
+                })
+            }
+        })
+        .start(transport);
+    let ready = Ready {
+        protocol_version: version::PROTOCOL_VERSION.to_owned(),
+        features: version::features(),
+        group: args.name.clone(),
+        runtime: "sandbox-forger".to_owned(),
+        integrations: Vec::new(),
+    };
+    channel.call(&ready).await.map_err(ForgeError::Ready)?;
+
+    let forging = {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            let mut lines = match forge_scenario(&channel, &args).await {
+                Ok(lines) => lines,
+                Err(error) => vec![json!({"error": error.to_string()})],
+            };
+            lines.push(json!({"done": true}));
+            if let Err(error) = write_report(&args.forge_report, &lines) {
+                eprintln!("sandbox-forger: {error}");
+            }
+        })
+    };
+    tokio::select! {
+        () = stop.notified() => {
+            channel.drain_inflight(SHUTDOWN_DRAIN).await;
+            channel.close().await;
+        }
+        _ = channel.closed() => channel.close().await,
+    }
+    forging.abort();
+    Ok(())
+}
+
+/// The outcome of one forged call, as a report line.
+fn outcome<T>(step: &str, result: Result<T, CallError>, extra: impl FnOnce(&T) -> Value) -> Value {
+    match result {
+        Ok(reply) => {
+            let mut line = json!({"step": step, "ok": true});
+            if let (Some(line), Value::Object(extra)) = (line.as_object_mut(), extra(&reply)) {
+                line.extend(extra);
+            }
+            line
+        }
+        Err(error) => match error.remote() {
+            Some(remote) => json!({
+                "step": step,
+                "ok": false,
+                "kind": format!("{:?}", remote.kind),
+                "message": remote.message,
+            }),
+            None => json!({
+                "step": step,
+                "ok": false,
+                "kind": "transport",
+                "message": error.to_string(),
+            }),
+        },
+    }
+}
+
+fn pushed(step: &str, result: Result<(), CallError>) -> Result<Value, ForgeError> {
+    result.map_err(|source| ForgeError::Push {
+        step: step.to_owned(),
+        source,
+    })?;
+    Ok(json!({"step": step, "pushed": true}))
+}
+
+/// Waits until main's bridge for this group answers (main says ready before it installs it).
+async fn wait_for_bridge(channel: &Channel) -> Result<(), ForgeError> {
+    let probe = wire::UnregisterService {
+        domain: "forge_probe".to_owned(),
+        service: "probe".to_owned(),
+    };
+    for _ in 0..BRIDGE_PROBES {
+        match channel.call(&probe).await {
+            Ok(_) => return Ok(()),
+            Err(CallError::Remote { error, .. }) if error.kind == ErrorKind::Refused => {
+                tokio::time::sleep(BRIDGE_PROBE_INTERVAL).await;
+            }
+            Err(error) => return Err(ForgeError::Bridge(format!("probe failed: {error}"))),
+        }
+    }
+    Err(ForgeError::Bridge("never answered".to_owned()))
+}
+
+fn string_pair(pair: &Pair) -> wire::StringPair {
+    wire::StringPair {
+        first: pair.first.clone(),
+        second: pair.second.clone(),
+    }
+}
+
+/// A `register_entity` of `domain.object_id` for `entry_id`.
+fn entity(
+    domain: &str,
+    object_id: &str,
+    entry_id: &str,
+    device: Option<wire::DeviceInfo>,
+) -> wire::RegisterEntity {
+    wire::RegisterEntity {
+        description: Some(wire::EntityDescription {
+            entity_id: format!("{domain}.{object_id}"),
+            entry_id: entry_id.to_owned(),
+            platform: "demo".to_owned(),
+            domain: domain.to_owned(),
+            unique_id: Some(object_id.to_owned()),
+            name: Some(object_id.replace('_', " ")),
+            device,
+            entity_registry_enabled_default: true,
+            ..Default::default()
+        }),
+        state: Some(wire::EntityState {
+            state: "on".to_owned(),
+            attributes_json: b"{}".to_vec().into(),
+            available: true,
+        }),
+        context_id: None,
+    }
+}
+
+async fn register(channel: &Channel, step: &str, request: &wire::RegisterEntity) -> Value {
+    outcome(
+        step,
+        channel.call(request).await,
+        |reply| json!({"entity_id": reply.entity_id}),
+    )
+}
+
+fn envelope(key: &str, data: Value) -> Vec<u8> {
+    json!({"version": 1, "minor_version": 1, "key": key, "data": data})
+        .to_string()
+        .into_bytes()
+}
+
+async fn save(channel: &Channel, step: &str, key: &str, envelope_json: Vec<u8>) -> Value {
+    let request = wire::StoreSave {
+        key: key.to_owned(),
+        envelope_json: envelope_json.into(),
+    };
+    outcome(step, channel.call(&request).await, |_| Value::Null)
+}
+
+fn event(event_type: &str, context_id: Option<String>) -> wire::FireEvent {
+    wire::FireEvent {
+        event_type: event_type.to_owned(),
+        data_json: json!({"forged": true}).to_string().into_bytes().into(),
+        context_id,
+    }
+}
+
+/// Runs the scenario; one report line per attempt.
+async fn forge_scenario(channel: &Channel, args: &ForgerArgs) -> Result<Vec<Value>, ForgeError> {
+    wait_for_bridge(channel).await?;
+    let own = args.own_entry.as_str();
+    let foreign = args.foreign_entry.as_str();
+    let mut lines = Vec::new();
+    match args.forge {
+        ForgeScenario::ForeignEntry => {
+            let request = entity("light", "forged_foreign", foreign, None);
+            lines.push(register(channel, "foreign_entry", &request).await);
+            let request = entity("light", "forged_missing", "no-such-entry", None);
+            lines.push(register(channel, "missing_entry", &request).await);
+            let request = entity("light", "control", own, None);
+            lines.push(register(channel, "control", &request).await);
+        }
+        ForgeScenario::ForeignDevice => {
+            let device = |identifiers: Vec<wire::StringPair>, connections| wire::DeviceInfo {
+                identifiers,
+                connections,
+                name: Some("forged device".to_owned()),
+                ..Default::default()
+            };
+            if let Some(identifier) = &args.foreign_device {
+                let forged = device(vec![string_pair(identifier)], Vec::new());
+                let request = entity("light", "forged_by_identifier", own, Some(forged));
+                lines.push(register(channel, "by_identifier", &request).await);
+            }
+            if let Some(connection) = &args.foreign_connection {
+                // Main normalises connections: another spelling must match all the same.
+                let upper = Pair {
+                    first: connection.first.clone(),
+                    second: connection.second.to_uppercase(),
+                };
+                let forged = device(Vec::new(), vec![string_pair(&upper)]);
+                let request = entity("light", "forged_by_connection", own, Some(forged));
+                lines.push(register(channel, "by_connection", &request).await);
+            }
+            let mine = device(
+                vec![wire::StringPair {
+                    first: "demo".to_owned(),
+                    second: "sandbox-device".to_owned(),
+                }],
+                Vec::new(),
+            );
+            let request = entity("light", "control", own, Some(mine.clone()));
+            lines.push(register(channel, "control", &request).await);
+            if let Some(identifier) = &args.foreign_device {
+                // The group's own device identifier first, then the foreign one: main must
+                // look at every device the description matches, not only the first.
+                let mut smuggled = mine;
+                smuggled.identifiers.push(string_pair(identifier));
+                let request = entity("light", "forged_smuggled", own, Some(smuggled));
+                lines.push(register(channel, "smuggled", &request).await);
+            }
+        }
+        ForgeScenario::UnproxyableDomain => {
+            let request = entity("camera", "forged_camera", own, None);
+            lines.push(register(channel, "camera", &request).await);
+            let request = entity("no_such_domain", "forged_unknown", own, None);
+            lines.push(register(channel, "unknown_domain", &request).await);
+            let request = entity("light", "control", own, None);
+            lines.push(register(channel, "control", &request).await);
+        }
+        ForgeScenario::Service => {
+            let mut targets = vec![
+                ("persistent_notification", "create"),
+                ("homeassistant", "restart"),
+            ];
+            if let Some(existing) = &args.existing_service {
+                targets.push((&existing.first, &existing.second));
+            }
+            targets.push(("demo", "forged_ok"));
+            for (domain, service) in targets {
+                let request = wire::RegisterService {
+                    domain: domain.to_owned(),
+                    service: service.to_owned(),
+                    supports_response: wire::SupportsResponse::None as i32,
+                    schema_json: Default::default(),
+                };
+                let step = format!("{domain}.{service}");
+                lines.push(outcome(&step, channel.call(&request).await, |_| {
+                    Value::Null
+                }));
+            }
+        }
+        ForgeScenario::Event => {
+            for event_type in [
+                "homeassistant_stop",
+                "homeassistant_start",
+                "call_service",
+                "state_changed",
+                "service_registered",
+                "zha_event",
+                "hue_event",
+                "demo_forged_ok",
+            ] {
+                lines.push(pushed(
+                    event_type,
+                    channel.push(&event(event_type, None)).await,
+                )?);
+            }
+        }
+        ForgeScenario::Store => {
+            let small = |key: &str| envelope(key, json!({"forged": true}));
+            let long_key = "k".repeat(129);
+            lines.push(save(channel, "long_key", &long_key, small(&long_key)).await);
+            for (step, key) in [
+                ("traversal", "../../etc/passwd"),
+                ("absolute", "/etc/passwd"),
+                ("dot_dot", ".."),
+                ("hidden", ".hidden"),
+                ("empty", ""),
+            ] {
+                lines.push(save(channel, step, key, small(key)).await);
+            }
+            let padding = "x".repeat(OVER_VALUE_LIMIT);
+            lines.push(save(channel, "too_large", "big", envelope("big", json!(padding))).await);
+            let load = wire::StoreLoad {
+                key: "../../etc/passwd".to_owned(),
+            };
+            lines.push(outcome("load_traversal", channel.call(&load).await, |_| {
+                Value::Null
+            }));
+            lines.push(save(channel, "control", "forged_ok", small("forged_ok")).await);
+        }
+        ForgeScenario::Context => {
+            let request = entity("light", "context_probe", own, None);
+            lines.push(register(channel, "control", &request).await);
+            let forged = ulid::Ulid::new().to_string();
+            let change = |state: &str, context_id: String| wire::StateChanged {
+                entity_id: "light.context_probe".to_owned(),
+                state: state.to_owned(),
+                attributes_json: b"{}".to_vec().into(),
+                available: true,
+                context_id: Some(context_id),
+            };
+            lines.push(pushed(
+                "state_changed",
+                channel.push(&change("off", forged.clone())).await,
+            )?);
+            lines.push(pushed(
+                "demo_forged_context",
+                channel
+                    .push(&event("demo_forged_context", Some(forged.clone())))
+                    .await,
+            )?);
+            lines.push(json!({"step": "forged_context", "context_id": forged}));
+            for _ in 0..CONTEXT_FLOOD {
+                let context_id = ulid::Ulid::new().to_string();
+                pushed("the flood", channel.push(&change("off", context_id)).await)?;
+            }
+            lines.push(json!({"step": "flood", "pushed": CONTEXT_FLOOD}));
+            lines.push(pushed(
+                "demo_flood_done",
+                channel.push(&event("demo_flood_done", None)).await,
+            )?);
+        }
+        ForgeScenario::UpdateEntry => {
+            let update = |entry_id: &str| wire::UpdateEntry {
+                entry_id: entry_id.to_owned(),
+                title: Some("renamed by the sandbox".to_owned()),
+                data_json: Some(
+                    json!({"host": "evil.example"})
+                        .to_string()
+                        .into_bytes()
+                        .into(),
+                ),
+                options_json: None,
+                unique_id: Some("stolen".to_owned()),
+            };
+            for (step, entry_id) in [
+                ("foreign_entry", foreign),
+                ("missing_entry", "no-such-entry"),
+                ("control", own),
+            ] {
+                lines.push(outcome(step, channel.call(&update(entry_id)).await, |_| {
+                    Value::Null
+                }));
+            }
+        }
+    }
+    Ok(lines)
+}
+
+fn write_report(path: &Path, lines: &[Value]) -> Result<(), ForgeError> {
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    let temp = path.with_extension("partial");
+    let failed = |source| ForgeError::Report {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::write(&temp, text).map_err(failed)?;
+    std::fs::rename(&temp, path).map_err(failed)?;
+    Ok(())
+}

@@ -1,0 +1,702 @@
+//! One check per trust gate. Each runs a hub whose `built-in` group is a real forging child
+//! process (`forger` is its command prefix), and proves main refuses the forgery with the right
+//! error kind, counts it on the bridge, lets nothing into its bus, services, states, registries
+//! or disk, and stays up: the group keeps running on the same process and still answers a ping.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use homecore::event::EventOrigin;
+use homecore::{DeviceInfo, Event, ServiceRequest, SupportsResponse};
+use sandbox_host::context_cache::MAX_CONTEXTS;
+use sandbox_proto::error::ErrorKind;
+use serde_json::{Value, json};
+
+use crate::forger::ForgeScenario;
+use crate::hub::{
+    FOREIGN_ENTRY, GROUP, HANG_GUARD, Hub, MAIN_ENTRY, OWN_ENTRY, Report, ensure, ensure_eq,
+    entity_ids, files_under, listing, only_counted, wait_until,
+};
+use crate::{CheckError, GateCheck};
+
+/// Every gate check, in the order of the gate table.
+pub fn checks() -> Vec<GateCheck> {
+    vec![
+        GateCheck {
+            name: "register_entity_for_an_entry_of_another_group_is_refused",
+            gate: "B4",
+            rule: "`register_entity` only for entries main routed to the group",
+            run: |forger| {
+                Box::pin(register_entity_for_an_entry_of_another_group_is_refused(
+                    forger,
+                ))
+            },
+        },
+        GateCheck {
+            name: "a_device_merging_into_a_device_owned_outside_the_group_is_refused",
+            gate: "B2",
+            rule: "no device merging into a device of an entry outside the group",
+            run: |forger| {
+                Box::pin(a_device_merging_into_a_device_owned_outside_the_group_is_refused(forger))
+            },
+        },
+        GateCheck {
+            name: "a_device_smuggling_a_foreign_identifier_behind_its_own_is_refused",
+            gate: "B2",
+            rule: "every device a description matches is checked, not only the first",
+            run: |forger| {
+                Box::pin(a_device_smuggling_a_foreign_identifier_behind_its_own_is_refused(forger))
+            },
+        },
+        GateCheck {
+            name: "register_entity_of_a_domain_that_cannot_be_proxied_is_refused",
+            gate: "B1",
+            rule: "only proxyable catalog domains get proxies",
+            run: |forger| {
+                Box::pin(register_entity_of_a_domain_that_cannot_be_proxied_is_refused(forger))
+            },
+        },
+        GateCheck {
+            name: "register_service_outside_owned_domains_or_over_an_existing_one_is_refused",
+            gate: "B5",
+            rule: "`register_service` only in owned domains, never over an existing service",
+            run: |forger| {
+                Box::pin(
+                    register_service_outside_owned_domains_or_over_an_existing_one_is_refused(
+                        forger,
+                    ),
+                )
+            },
+        },
+        GateCheck {
+            name: "core_and_unowned_events_never_reach_mains_bus",
+            gate: "B6",
+            rule: "`fire_event` only `<owned>_*`, never a core control-plane event",
+            run: |forger| Box::pin(core_and_unowned_events_never_reach_mains_bus(forger)),
+        },
+        GateCheck {
+            name: "contexts_main_never_issued_are_never_adopted_and_stay_bounded",
+            gate: "B7",
+            rule: "unknown context ids get fresh main contexts; the cache stays bounded",
+            run: |forger| {
+                Box::pin(contexts_main_never_issued_are_never_adopted_and_stay_bounded(forger))
+            },
+        },
+        GateCheck {
+            name: "store_requests_over_quota_or_with_unsafe_keys_are_refused_and_write_nothing",
+            gate: "B10",
+            rule: "store keys path-safe and short, values and groups under quota",
+            run: |forger| {
+                Box::pin(
+                    store_requests_over_quota_or_with_unsafe_keys_are_refused_and_write_nothing(
+                        forger,
+                    ),
+                )
+            },
+        },
+        GateCheck {
+            name: "update_entry_for_an_entry_of_another_group_is_refused",
+            gate: "B4",
+            rule: "`update_entry` only for entries of the group",
+            run: |forger| {
+                Box::pin(update_entry_for_an_entry_of_another_group_is_refused(
+                    forger,
+                ))
+            },
+        },
+    ]
+}
+
+/// B4: `register_entity` only for entries main routed to this group.
+pub async fn register_entity_for_an_entry_of_another_group_is_refused(
+    forger: Vec<OsString>,
+) -> Result<(), CheckError> {
+    let mut hub = Hub::start(&forger, ForgeScenario::ForeignEntry, &[]).await?;
+    let outcome = foreign_entry(&mut hub).await;
+    hub.finish(outcome).await
+}
+
+async fn foreign_entry(hub: &mut Hub) -> Result<(), CheckError> {
+    hub.add_foreign_entry().await?;
+    hub.add_own_entry().await?;
+    let report = hub.report().await?;
+
+    report.refused(
+        "foreign_entry",
+        ErrorKind::Refused,
+        &format!("config entry {FOREIGN_ENTRY} does not belong to group {GROUP}"),
+    )?;
+    report.refused(
+        "missing_entry",
+        ErrorKind::Refused,
+        "config entry no-such-entry does not exist",
+    )?;
+    report.ok("control")?;
+    let control = report.text("control", "entity_id")?;
+    let bridge = hub.bridge()?;
+    only_counted(&bridge, [2, 0, 0, 0, 0, 0])?;
+
+    // Nothing leaked: only the control proxy exists, in states and in the registry.
+    ensure_eq(
+        entity_ids(&hub.core),
+        vec![control.clone()],
+        "states on main",
+    )?;
+    ensure_eq(bridge.proxy_entity_ids(), vec![control], "proxies")?;
+    let registry = hub.core.entity_registry();
+    let foreign = registry.entries_for_config_entry(FOREIGN_ENTRY);
+    ensure!(
+        foreign.is_empty(),
+        "the foreign entry got registry entries: {foreign:?}"
+    );
+    let entries = registry.entries();
+    ensure!(
+        entries
+            .iter()
+            .all(|registered| registered.config_entry_id.as_deref() == Some(OWN_ENTRY)),
+        "registry entries outside the group's entry: {entries:?}"
+    );
+    hub.still_up().await
+}
+
+/// A hub forging `foreign_device` against main's device (identifier `hue/main-owned-device`,
+/// connection `mac/aa:bb:cc:dd:ee:ff`, of a main-only entry). With `group_device_first`, the
+/// group's own device (`demo/sandbox-device`) is older than main's. Returns main's device and
+/// the child's report.
+async fn device_setup(
+    hub: &mut Hub,
+    group_device_first: bool,
+) -> Result<(homecore::DeviceEntry, Report), CheckError> {
+    hub.add_main_entry().await?;
+    let devices = hub.core.device_registry();
+    let device_error = |error: homecore::RegistryError| CheckError::Setup(error.to_string());
+    let group_device = if group_device_first {
+        let device = devices
+            .get_or_create(DeviceInfo {
+                config_entry_id: OWN_ENTRY.to_owned(),
+                identifiers: vec![("demo".into(), "sandbox-device".into())],
+                ..DeviceInfo::default()
+            })
+            .map_err(device_error)?;
+        // Device ids are ULIDs: a later millisecond makes main's device sort after it.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        Some(device)
+    } else {
+        None
+    };
+    let main_device = devices
+        .get_or_create(DeviceInfo {
+            config_entry_id: MAIN_ENTRY.to_owned(),
+            identifiers: vec![("hue".into(), "main-owned-device".into())],
+            connections: vec![("mac".into(), "aa:bb:cc:dd:ee:ff".into())],
+            name: Some("Main's bridge".into()),
+            ..DeviceInfo::default()
+        })
+        .map_err(device_error)?;
+    if let Some(group_device) = &group_device {
+        ensure!(
+            group_device.id < main_device.id,
+            "precondition: the group's device is older than main's"
+        );
+    }
+    hub.add_own_entry().await?;
+    let report = hub.report().await?;
+    Ok((main_device, report))
+}
+
+async fn device_hub(forger: &[OsString]) -> Result<Hub, CheckError> {
+    Hub::start(
+        forger,
+        ForgeScenario::ForeignDevice,
+        &[
+            ("--foreign-device", "hue=main-owned-device"),
+            ("--foreign-connection", "mac=aa:bb:cc:dd:ee:ff"),
+        ],
+    )
+    .await
+}
+
+fn device_refusals(report: &Report) -> Result<(), CheckError> {
+    let says = format!("belongs to a config entry outside group {GROUP}");
+    report.refused("by_identifier", ErrorKind::Refused, &says)?;
+    report.refused("by_connection", ErrorKind::Refused, &says)?;
+    report.refused("smuggled", ErrorKind::Refused, &says)
+}
+
+/// B2: a device that would merge into a device of an entry outside the group is refused.
+pub async fn a_device_merging_into_a_device_owned_outside_the_group_is_refused(
+    forger: Vec<OsString>,
+) -> Result<(), CheckError> {
+    let mut hub = device_hub(&forger).await?;
+    let outcome = device_merge(&mut hub).await;
+    hub.finish(outcome).await
+}
+
+async fn device_merge(hub: &mut Hub) -> Result<(), CheckError> {
+    let (main_device, report) = device_setup(hub, false).await?;
+    device_refusals(&report)?;
+    report.ok("control")?;
+    let control = report.text("control", "entity_id")?;
+    only_counted(&hub.bridge()?, [0, 3, 0, 0, 0, 0])?;
+
+    // Main's device is untouched: same entries, identifiers, connections and name.
+    let devices = hub.core.device_registry();
+    ensure_eq(
+        devices.get(&main_device.id),
+        Some(main_device),
+        "main's device",
+    )?;
+    // The forged entities exist nowhere; the control one hangs off the sandbox's own device.
+    ensure_eq(entity_ids(&hub.core), vec![control], "states on main")?;
+    let own_devices = devices.devices_for_config_entry(OWN_ENTRY);
+    ensure!(
+        own_devices.len() == 1,
+        "the group's entry has {} devices: {own_devices:?}",
+        own_devices.len()
+    );
+    ensure_eq(
+        own_devices[0].config_entries.clone(),
+        vec![OWN_ENTRY.to_owned()],
+        "the group's device's entries",
+    )?;
+    ensure_eq(
+        own_devices[0].identifiers.clone(),
+        vec![("demo".to_owned(), "sandbox-device".to_owned())],
+        "the group's device's identifiers",
+    )?;
+    ensure_eq(devices.devices().len(), 2, "devices on main")?;
+    hub.still_up().await
+}
+
+/// B2: a description listing the group's own (older) device first and a foreign identifier
+/// after it: every matching device is checked, so the foreign identifier is not smuggled in.
+pub async fn a_device_smuggling_a_foreign_identifier_behind_its_own_is_refused(
+    forger: Vec<OsString>,
+) -> Result<(), CheckError> {
+    let mut hub = device_hub(&forger).await?;
+    let outcome = device_smuggle(&mut hub).await;
+    hub.finish(outcome).await
+}
+
+async fn device_smuggle(hub: &mut Hub) -> Result<(), CheckError> {
+    let (main_device, report) = device_setup(hub, true).await?;
+    device_refusals(&report)?;
+    report.ok("control")?;
+    only_counted(&hub.bridge()?, [0, 3, 0, 0, 0, 0])?;
+    let devices = hub.core.device_registry();
+    let main_identifier = ("hue".to_owned(), "main-owned-device".to_owned());
+    ensure_eq(
+        devices.get(&main_device.id),
+        Some(main_device.clone()),
+        "main's device itself",
+    )?;
+    let own = devices.devices_for_config_entry(OWN_ENTRY);
+    ensure!(own.len() == 1, "the group's entry has devices {own:?}");
+    ensure!(
+        !own[0].identifiers.contains(&main_identifier),
+        "the sandbox's device took main's identifier: {own:?}"
+    );
+    let found = devices
+        .find(std::slice::from_ref(&main_identifier), &[])
+        .map(|device| device.id);
+    ensure_eq(
+        found,
+        Some(main_device.id),
+        "the device main's identifier resolves to",
+    )?;
+    hub.still_up().await
+}
+
+/// B1/B4: only proxyable domains get proxies, whatever entry they claim.
+pub async fn register_entity_of_a_domain_that_cannot_be_proxied_is_refused(
+    forger: Vec<OsString>,
+) -> Result<(), CheckError> {
+    let mut hub = Hub::start(&forger, ForgeScenario::UnproxyableDomain, &[]).await?;
+    let outcome = unproxyable(&mut hub).await;
+    hub.finish(outcome).await
+}
+
+async fn unproxyable(hub: &mut Hub) -> Result<(), CheckError> {
+    hub.add_own_entry().await?;
+    let report = hub.report().await?;
+    report.refused(
+        "camera",
+        ErrorKind::Refused,
+        &format!("group {GROUP} does not own domain camera"),
+    )?;
+    report.refused(
+        "unknown_domain",
+        ErrorKind::Refused,
+        &format!("group {GROUP} does not own domain no_such_domain"),
+    )?;
+    report.ok("control")?;
+    let control = report.text("control", "entity_id")?;
+    let bridge = hub.bridge()?;
+    only_counted(&bridge, [0, 0, 2, 0, 0, 0])?;
+
+    ensure_eq(entity_ids(&hub.core), vec![control], "states on main")?;
+    ensure!(
+        hub.core.entities().component("camera").is_none(),
+        "a camera component appeared on main"
+    );
+    ensure!(
+        hub.core.entities().component("no_such_domain").is_none(),
+        "a no_such_domain component appeared on main"
+    );
+    let owned = bridge.owned_domains();
+    ensure!(
+        !owned.contains("camera"),
+        "the group owns camera: {owned:?}"
+    );
+    hub.still_up().await
+}
+
+/// B5: `register_service` only in owned domains, never over an existing service.
+pub async fn register_service_outside_owned_domains_or_over_an_existing_one_is_refused(
+    forger: Vec<OsString>,
+) -> Result<(), CheckError> {
+    let mut hub = Hub::start(
+        &forger,
+        ForgeScenario::Service,
+        &[("--existing-service", "demo.main_only")],
+    )
+    .await?;
+    let outcome = services(&mut hub).await;
+    hub.finish(outcome).await
+}
+
+async fn services(hub: &mut Hub) -> Result<(), CheckError> {
+    // A service main registered itself, in a domain the group will own.
+    hub.core
+        .services()
+        .register(
+            "demo",
+            "main_only",
+            None,
+            SupportsResponse::Optional,
+            |_| async { Ok(Some(json!({"answered_by": "main"}))) },
+        )
+        .map_err(|error| CheckError::Setup(format!("main's own service: {error}")))?;
+    hub.add_own_entry().await?;
+    let report = hub.report().await?;
+
+    let unowned = |domain: &str| format!("group {GROUP} does not own domain {domain}");
+    report.refused(
+        "persistent_notification.create",
+        ErrorKind::Refused,
+        &unowned("persistent_notification"),
+    )?;
+    report.refused(
+        "homeassistant.restart",
+        ErrorKind::Refused,
+        &unowned("homeassistant"),
+    )?;
+    report.refused(
+        "demo.main_only",
+        ErrorKind::Refused,
+        "service demo.main_only already exists",
+    )?;
+    report.ok("demo.forged_ok")?;
+    only_counted(&hub.bridge()?, [0, 0, 0, 3, 0, 0])?;
+
+    let services = hub.core.services();
+    ensure!(
+        !services.has_service("persistent_notification", "create"),
+        "persistent_notification.create reached main"
+    );
+    ensure!(
+        !services.has_service("homeassistant", "restart"),
+        "homeassistant.restart reached main"
+    );
+    ensure!(
+        services.has_service("demo", "forged_ok"),
+        "the control service demo.forged_ok is missing"
+    );
+    // Never clobbered: main's own handler still answers.
+    let response = tokio::time::timeout(
+        HANG_GUARD,
+        services.call(ServiceRequest::new("demo", "main_only").with_response()),
+    )
+    .await
+    .map_err(|_| CheckError::Hung("main's own service".to_owned()))?
+    .map_err(|error| CheckError::Failed(format!("main's own service failed: {error}")))?;
+    ensure_eq(
+        response.map(Value::Object),
+        Some(json!({"answered_by": "main"})),
+        "main's own service's answer",
+    )?;
+    hub.still_up().await
+}
+
+/// B6: `fire_event` only `<owned>_*`, never a core control-plane event.
+pub async fn core_and_unowned_events_never_reach_mains_bus(
+    forger: Vec<OsString>,
+) -> Result<(), CheckError> {
+    let mut hub = Hub::start(&forger, ForgeScenario::Event, &[]).await?;
+    let outcome = events(&mut hub).await;
+    hub.finish(outcome).await
+}
+
+async fn events(hub: &mut Hub) -> Result<(), CheckError> {
+    let events = hub.record_events()?;
+    // `state_reported`/`homeassistant_close` aside, a match-all listener sees every event;
+    // `homeassistant_stop` gets its own listener too, since it would stop the whole hub.
+    let stops = Arc::new(AtomicU64::new(0));
+    let stop_count = Arc::clone(&stops);
+    let stop_listener = hub
+        .core
+        .bus()
+        .listen(homecore::event::EVENT_HOMEASSISTANT_STOP, move |_| {
+            stop_count.fetch_add(1, Ordering::SeqCst);
+            async {}
+        })
+        .map_err(|error| CheckError::Setup(format!("stop listener: {error}")))?;
+    hub.keep_listener(stop_listener);
+    hub.add_own_entry().await?;
+    let report = hub.report().await?;
+    for step in [
+        "homeassistant_stop",
+        "homeassistant_start",
+        "call_service",
+        "state_changed",
+        "service_registered",
+        "zha_event",
+        "hue_event",
+        "demo_forged_ok",
+    ] {
+        ensure!(
+            report.step(step)?["pushed"] == true,
+            "the child did not push {step}"
+        );
+    }
+    // Pushes are handled in arrival order: once the control event is on the bus, every forged
+    // one before it has been decided.
+    wait_until("the control event", || events.seen("demo_forged_ok")).await?;
+    let control = events.of("demo_forged_ok")?;
+    ensure_eq(control.len(), 1, "control events on main")?;
+    ensure_eq(
+        control[0].origin,
+        EventOrigin::Remote,
+        "the control's origin",
+    )?;
+
+    only_counted(&hub.bridge()?, [0, 0, 0, 0, 7, 0])?;
+    let leaked: Vec<String> = events
+        .all()?
+        .iter()
+        .filter(|event| {
+            event.event_type != "demo_forged_ok"
+                && (event.origin == EventOrigin::Remote || event.data.contains_key("forged"))
+        })
+        .map(|event| event.event_type.clone())
+        .collect();
+    ensure!(leaked.is_empty(), "forged events reached main: {leaked:?}");
+    ensure_eq(
+        stops.load(Ordering::SeqCst),
+        0,
+        "homeassistant_stop events on main",
+    )?;
+    hub.still_up().await
+}
+
+/// B10: store keys path-safe and short, values and groups under quota; nothing written
+/// otherwise.
+pub async fn store_requests_over_quota_or_with_unsafe_keys_are_refused_and_write_nothing(
+    forger: Vec<OsString>,
+) -> Result<(), CheckError> {
+    let mut hub = Hub::start(&forger, ForgeScenario::Store, &[]).await?;
+    let outcome = store(&mut hub).await;
+    hub.finish(outcome).await
+}
+
+async fn store(hub: &mut Hub) -> Result<(), CheckError> {
+    hub.add_own_entry().await?;
+    let report = hub.report().await?;
+    report.refused(
+        "long_key",
+        ErrorKind::BadRequest,
+        "129 bytes; the limit is 128",
+    )?;
+    for step in ["traversal", "absolute", "dot_dot", "hidden", "empty"] {
+        report.refused(step, ErrorKind::BadRequest, "invalid store key")?;
+    }
+    report.refused("too_large", ErrorKind::Quota, "the limit is 4194304")?;
+    report.refused("load_traversal", ErrorKind::BadRequest, "invalid store key")?;
+    report.ok("control")?;
+
+    // On disk: the group's folder holds the control key only, and no forged key landed
+    // anywhere else under the config folder.
+    let sandbox_dir = hub.config_dir.join(".storage").join("sandbox");
+    ensure_eq(
+        listing(&sandbox_dir)?,
+        vec![GROUP.to_owned()],
+        "group folders",
+    )?;
+    ensure_eq(
+        listing(&sandbox_dir.join(GROUP))?,
+        vec!["forged_ok".to_owned()],
+        "the group's store keys",
+    )?;
+    let strays: Vec<PathBuf> = files_under(&hub.config_dir)?
+        .into_iter()
+        .filter(|path| {
+            let name = path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            name.contains("passwd") || name == "big" || name.starts_with("kkkk")
+        })
+        .collect();
+    ensure!(strays.is_empty(), "forged store files on disk: {strays:?}");
+    ensure!(
+        !hub.config_dir.join("etc").exists(),
+        "a forged etc folder on disk"
+    );
+    only_counted(&hub.bridge()?, [0, 0, 0, 0, 0, 8])?;
+    hub.still_up().await
+}
+
+/// B7: an unknown context id gets a fresh main-minted context, never the sandbox's ULID, and a
+/// flood of unknown ids keeps the cache bounded.
+pub async fn contexts_main_never_issued_are_never_adopted_and_stay_bounded(
+    forger: Vec<OsString>,
+) -> Result<(), CheckError> {
+    let mut hub = Hub::start(&forger, ForgeScenario::Context, &[]).await?;
+    let outcome = contexts(&mut hub).await;
+    hub.finish(outcome).await
+}
+
+async fn contexts(hub: &mut Hub) -> Result<(), CheckError> {
+    let events = hub.record_events()?;
+    hub.add_own_entry().await?;
+    let report = hub.report().await?;
+    report.ok("control")?;
+    let proxy = report.text("control", "entity_id")?;
+    let forged = report.text("forged_context", "context_id")?;
+    ensure_eq(
+        report.step("flood")?["pushed"].clone(),
+        json!(3 * MAX_CONTEXTS),
+        "unknown context ids pushed",
+    )?;
+    wait_until("the end of the flood", || events.seen("demo_flood_done")).await?;
+
+    // The event fired with the forged id carries a context main minted, with no user.
+    let forged_event = events.of("demo_forged_context")?;
+    ensure_eq(forged_event.len(), 1, "demo_forged_context events on main")?;
+    let minted = &forged_event[0].context;
+    ensure!(
+        minted.id.to_string() != forged,
+        "main adopted the forged context id {forged}"
+    );
+    ensure_eq(minted.user_id.clone(), None, "the minted context's user")?;
+    ensure_eq(minted.parent_id, None, "the minted context's parent")?;
+    // The state change with the forged id: main's own context there too.
+    let changes: Vec<Arc<Event>> = events
+        .of("state_changed")?
+        .into_iter()
+        .filter(|event| event.data.get("entity_id") == Some(&json!(proxy)))
+        .collect();
+    let to_off = changes
+        .iter()
+        .find(|event| event.data["new_state"]["state"] == "off")
+        .ok_or_else(|| {
+            CheckError::Failed("the forged state change never reached the proxy".to_owned())
+        })?;
+    ensure!(
+        to_off.context.id.to_string() != forged,
+        "the state change kept the forged context id"
+    );
+    ensure_eq(to_off.context.user_id.clone(), None, "the change's user")?;
+    // One sandbox cause, one main context.
+    ensure_eq(to_off.context.id, minted.id, "the change's context")?;
+    let state = hub
+        .core
+        .states()
+        .get(&proxy)
+        .ok_or_else(|| CheckError::Failed(format!("{proxy} has no state")))?;
+    ensure_eq(state.state.as_str(), "off", "the proxy's state")?;
+    ensure!(
+        state.context.id.to_string() != forged,
+        "the proxy's state kept the forged context id"
+    );
+    ensure_eq(state.context.user_id.clone(), None, "the state's user")?;
+    // No event or state on main carries the forged id.
+    ensure!(
+        events
+            .all()?
+            .iter()
+            .all(|event| event.context.id.to_string() != forged),
+        "an event on main carries the forged context id"
+    );
+
+    // The flood of 3x the cap: the cache holds at most the cap.
+    let cached = hub.plugin.groups().contexts().len();
+    ensure!(
+        cached > 0 && cached <= MAX_CONTEXTS,
+        "{cached} contexts cached after a flood of {}",
+        3 * MAX_CONTEXTS
+    );
+    only_counted(&hub.bridge()?, [0, 0, 0, 0, 0, 0])?;
+    hub.still_up().await
+}
+
+/// B4 (entries): `update_entry` only for entries of this group.
+pub async fn update_entry_for_an_entry_of_another_group_is_refused(
+    forger: Vec<OsString>,
+) -> Result<(), CheckError> {
+    let mut hub = Hub::start(&forger, ForgeScenario::UpdateEntry, &[]).await?;
+    let outcome = update_entry(&mut hub).await;
+    hub.finish(outcome).await
+}
+
+async fn update_entry(hub: &mut Hub) -> Result<(), CheckError> {
+    let foreign = hub.add_foreign_entry().await?;
+    hub.add_own_entry().await?;
+    let report = hub.report().await?;
+    report.refused(
+        "foreign_entry",
+        ErrorKind::Refused,
+        &format!("config entry {FOREIGN_ENTRY} does not belong to group {GROUP}"),
+    )?;
+    report.refused(
+        "missing_entry",
+        ErrorKind::Refused,
+        "config entry no-such-entry does not exist",
+    )?;
+    report.ok("control")?;
+    only_counted(&hub.bridge()?, [2, 0, 0, 0, 0, 0])?;
+
+    // The other group's entry is exactly as it was; the group's own entry took the update.
+    let entries = hub.core.config_entries();
+    ensure_eq(
+        entries.entry(FOREIGN_ENTRY),
+        Some(foreign),
+        "the other group's entry",
+    )?;
+    ensure!(
+        entries.entry("no-such-entry").is_none(),
+        "an entry no-such-entry was created"
+    );
+    let own = entries
+        .entry(OWN_ENTRY)
+        .ok_or_else(|| CheckError::Failed("the group's entry is gone".to_owned()))?;
+    ensure_eq(
+        own.title.as_str(),
+        "renamed by the sandbox",
+        "the group's entry's title",
+    )?;
+    ensure_eq(
+        own.unique_id.as_deref(),
+        Some("stolen"),
+        "the group's entry's unique id",
+    )?;
+    ensure_eq(
+        own.sandbox.as_deref(),
+        Some(GROUP),
+        "the group's entry's group (main alone decides)",
+    )?;
+    hub.still_up().await
+}

@@ -1,0 +1,119 @@
+//! The forged-frame suite: one hostile test per trust gate, each running its
+//! [`sandbox_forge::gates`] check against the real `sandbox-forger` binary. The compat sweep
+//! runs the same checks against itself.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::ffi::OsString;
+
+use sandbox_forge::{CheckError, gates};
+
+fn forger() -> Vec<OsString> {
+    vec![env!("CARGO_BIN_EXE_sandbox-forger").into()]
+}
+
+async fn passes(check: impl Future<Output = Result<(), CheckError>>) {
+    if let Err(error) = check.await {
+        panic!("{error}");
+    }
+}
+
+/// The tests below, by name: every check of [`gates::checks`] has one.
+const TESTED: [&str; 9] = [
+    "register_entity_for_an_entry_of_another_group_is_refused",
+    "a_device_merging_into_a_device_owned_outside_the_group_is_refused",
+    "a_device_smuggling_a_foreign_identifier_behind_its_own_is_refused",
+    "register_entity_of_a_domain_that_cannot_be_proxied_is_refused",
+    "register_service_outside_owned_domains_or_over_an_existing_one_is_refused",
+    "core_and_unowned_events_never_reach_mains_bus",
+    "contexts_main_never_issued_are_never_adopted_and_stay_bounded",
+    "store_requests_over_quota_or_with_unsafe_keys_are_refused_and_write_nothing",
+    "update_entry_for_an_entry_of_another_group_is_refused",
+];
+
+#[test]
+fn every_check_has_its_test_and_names_a_trust_gate() {
+    let checks = gates::checks();
+    let names: Vec<&str> = checks.iter().map(|check| check.name).collect();
+    assert_eq!(names, TESTED);
+    for check in &checks {
+        let id = check.gate.strip_prefix('B').unwrap();
+        assert!(id.parse::<u8>().is_ok(), "{check:?}");
+        assert!(!check.rule.is_empty(), "{check:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_entity_for_an_entry_of_another_group_is_refused() {
+    passes(gates::register_entity_for_an_entry_of_another_group_is_refused(forger())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_merging_into_a_device_owned_outside_the_group_is_refused() {
+    passes(gates::a_device_merging_into_a_device_owned_outside_the_group_is_refused(forger()))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_smuggling_a_foreign_identifier_behind_its_own_is_refused() {
+    passes(gates::a_device_smuggling_a_foreign_identifier_behind_its_own_is_refused(forger()))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_entity_of_a_domain_that_cannot_be_proxied_is_refused() {
+    passes(gates::register_entity_of_a_domain_that_cannot_be_proxied_is_refused(forger())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_service_outside_owned_domains_or_over_an_existing_one_is_refused() {
+    passes(
+        gates::register_service_outside_owned_domains_or_over_an_existing_one_is_refused(forger()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_and_unowned_events_never_reach_mains_bus() {
+    passes(gates::core_and_unowned_events_never_reach_mains_bus(
+        forger(),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contexts_main_never_issued_are_never_adopted_and_stay_bounded() {
+    passes(gates::contexts_main_never_issued_are_never_adopted_and_stay_bounded(forger())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_requests_over_quota_or_with_unsafe_keys_are_refused_and_write_nothing() {
+    passes(
+        gates::store_requests_over_quota_or_with_unsafe_keys_are_refused_and_write_nothing(
+            forger(),
+        ),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_entry_for_an_entry_of_another_group_is_refused() {
+    passes(gates::update_entry_for_an_entry_of_another_group_is_refused(forger())).await;
+}
+
+/// A check that fails says why instead of panicking, and leaves nothing running: here the
+/// forger is given a flag it refuses, so it exits at once and the group never says ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_against_a_child_that_cannot_forge_fails_with_an_error() {
+    let mut refusing = forger();
+    refusing.push("--no-such-flag".into());
+    let error = gates::register_entity_for_an_entry_of_another_group_is_refused(refusing)
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(!message.is_empty());
+    assert!(
+        matches!(error, CheckError::Failed(_) | CheckError::Setup(_)),
+        "{error:?}"
+    );
+}
