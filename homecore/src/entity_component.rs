@@ -818,30 +818,40 @@ impl ComponentsInner {
         domain: &str,
         target: &ServiceTarget,
     ) -> Vec<(String, bool)> {
-        let live: Vec<String> = {
-            let entities = self.entities.read();
-            let mut ids: Vec<String> = entities
-                .values()
-                .filter(|record| record.description.info.domain == domain)
-                .map(|record| record.description.entity_id.clone())
-                .collect();
-            ids.sort();
-            ids
+        // Liveness is a map lookup per id; only `all` lists the domain's entities (sorted).
+        let is_live = |entities: &HashMap<String, Arc<EntityRecord>>, id: &str| {
+            entities
+                .get(id)
+                .is_some_and(|record| record.description.info.domain == domain)
         };
         let mut out: Vec<(String, bool)> = Vec::new();
         let mut seen = HashSet::new();
         let all = target.entity_id.iter().any(|id| id == ENTITY_MATCH_ALL);
-        for id in &target.entity_id {
-            if live.contains(id) && seen.insert(id.clone()) {
-                out.push((id.clone(), true));
-            } else if id.starts_with(&format!("{domain}.")) && !live.contains(id) {
-                tracing::warn!(entity_id = %id, "referenced entity is missing or not loaded");
+        {
+            let entities = self.entities.read();
+            for id in &target.entity_id {
+                if is_live(&entities, id) {
+                    if seen.insert(id.clone()) {
+                        out.push((id.clone(), true));
+                    }
+                } else if id
+                    .strip_prefix(domain)
+                    .is_some_and(|rest| rest.starts_with('.'))
+                {
+                    tracing::warn!(entity_id = %id, "referenced entity is missing or not loaded");
+                }
             }
-        }
-        if all {
-            for id in &live {
-                if seen.insert(id.clone()) {
-                    out.push((id.clone(), false));
+            if all {
+                let mut ids: Vec<&String> = entities
+                    .values()
+                    .filter(|record| record.description.info.domain == domain)
+                    .map(|record| &record.description.entity_id)
+                    .collect();
+                ids.sort();
+                for id in ids {
+                    if seen.insert(id.clone()) {
+                        out.push((id.clone(), false));
+                    }
                 }
             }
         }
@@ -876,14 +886,13 @@ impl ComponentsInner {
             })
             .map(|device| device.id)
             .collect();
-        for entry in core.entity_registry().entries() {
+        let candidates = core.entity_registry().select_ids(|entry| {
             // Indirect targets skip config, diagnostic and hidden entities, as Home Assistant does.
             if entry.domain() != domain
                 || entry.entity_category.is_some()
                 || entry.hidden_by.is_some()
-                || !live.contains(&entry.entity_id)
             {
-                continue;
+                return false;
             }
             let by_device = entry
                 .device_id
@@ -896,8 +905,12 @@ impl ComponentsInner {
                     .as_ref()
                     .is_some_and(|device| devices_in_areas.contains(device)),
             };
-            if (by_device || by_area) && seen.insert(entry.entity_id.clone()) {
-                out.push((entry.entity_id.clone(), false));
+            by_device || by_area
+        });
+        let entities = self.entities.read();
+        for entity_id in candidates {
+            if is_live(&entities, &entity_id) && seen.insert(entity_id.clone()) {
+                out.push((entity_id, false));
             }
         }
         out
@@ -953,7 +966,16 @@ impl ComponentsInner {
 fn compose_state(core: &Core, record: &EntityRecord) -> (String, Map<String, Value>) {
     let entity = &record.entity;
     let info = entity.info();
-    let registered = core.entity_registry().get(&record.description.entity_id);
+    // Only the fields a state needs, read in place (no copy of the whole registry entry).
+    let registered = core
+        .entity_registry()
+        .with_entry(&record.description.entity_id, |entry| RegistryOverrides {
+            icon: entry.icon.clone(),
+            name: entry.name.clone(),
+            device_id: entry.device_id.clone(),
+            device_class: entry.device_class.clone(),
+        })
+        .unwrap_or_default();
     let available = entity.available();
     let state = if available {
         entity.state().unwrap_or_else(|| STATE_UNKNOWN.to_owned())
@@ -972,14 +994,10 @@ fn compose_state(core: &Core, record: &EntityRecord) -> (String, Map<String, Val
     if let Some(unit) = &info.unit_of_measurement {
         attributes.insert("unit_of_measurement".into(), Value::String(unit.clone()));
     }
-    let icon = registered
-        .as_ref()
-        .and_then(|entry| entry.icon.clone())
-        .or(info.icon.clone());
-    if let Some(icon) = icon {
+    if let Some(icon) = registered.icon.or_else(|| info.icon.clone()) {
         attributes.insert("icon".into(), Value::String(icon));
     }
-    if let Some(name) = friendly_name(core, registered.as_ref(), &info) {
+    if let Some(name) = friendly_name(core, registered.name, registered.device_id, &info) {
         attributes.insert("friendly_name".into(), Value::String(name));
     }
     let has_features = catalog()
@@ -991,32 +1009,40 @@ fn compose_state(core: &Core, record: &EntityRecord) -> (String, Map<String, Val
             Value::from(info.supported_features),
         );
     }
-    let device_class = registered
-        .as_ref()
-        .and_then(|entry| entry.device_class.clone())
-        .or(info.device_class.clone());
-    if let Some(device_class) = device_class {
+    if let Some(device_class) = registered
+        .device_class
+        .or_else(|| info.device_class.clone())
+    {
         attributes.insert("device_class".into(), Value::String(device_class));
     }
     (state, attributes)
+}
+
+/// What a person set in the entity registry that overrides the entity's own description.
+#[derive(Default)]
+struct RegistryOverrides {
+    icon: Option<String>,
+    name: Option<String>,
+    device_id: Option<String>,
+    device_class: Option<String>,
 }
 
 /// The name shown for an entity: a person's name for it, else (with `has_entity_name`) its
 /// device's name followed by its own, else its own.
 fn friendly_name(
     core: &Core,
-    registered: Option<&RegistryEntry>,
+    registered_name: Option<String>,
+    device_id: Option<String>,
     info: &EntityInfo,
 ) -> Option<String> {
-    if let Some(name) = registered.and_then(|entry| entry.name.clone()) {
-        return Some(name);
+    if registered_name.is_some() {
+        return registered_name;
     }
     if !info.has_entity_name {
         return info.name.clone();
     }
-    let device_name = registered
-        .and_then(|entry| entry.device_id.as_ref())
-        .and_then(|device_id| core.device_registry().get(device_id))
+    let device_name = device_id
+        .and_then(|device_id| core.device_registry().get(&device_id))
         .and_then(|device| device.name_by_user.or(device.name));
     match (device_name, &info.name) {
         (Some(device), Some(name)) => Some(format!("{device} {name}")),

@@ -331,6 +331,30 @@ impl EntityRegistry {
             .collect()
     }
 
+    /// `read` applied to the entry of `entity_id`, without copying the entry (hot paths: every
+    /// state write consults the registry). The registry is locked while `read` runs, so `read`
+    /// must not call back into it.
+    pub fn with_entry<R>(
+        &self,
+        entity_id: &str,
+        read: impl FnOnce(&RegistryEntry) -> R,
+    ) -> Option<R> {
+        self.inner.data.lock().by_entity_id.get(entity_id).map(read)
+    }
+
+    /// The entity ids of the entries `keep` selects, sorted, without copying the entries. The
+    /// registry is locked while `keep` runs, so `keep` must not call back into it.
+    pub fn select_ids(&self, keep: impl Fn(&RegistryEntry) -> bool) -> Vec<String> {
+        self.inner
+            .data
+            .lock()
+            .by_entity_id
+            .values()
+            .filter(|entry| keep(entry))
+            .map(|entry| entry.entity_id.clone())
+            .collect()
+    }
+
     /// Entries created by config entry `entry_id`.
     pub fn entries_for_config_entry(&self, entry_id: &str) -> Vec<RegistryEntry> {
         self.filter(|entry| entry.config_entry_id.as_deref() == Some(entry_id))

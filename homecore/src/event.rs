@@ -136,10 +136,16 @@ struct ListenerState {
     dropped: AtomicU64,
 }
 
+/// Which event types a [`MATCH_ALL`] listener wants, decided by the firer before anything is
+/// queued or built.
+pub type EventTypeFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// One registered listener, as the bus sees it.
 struct Slot {
     /// Identifies the listener for removal.
     id: u64,
+    /// Only for [`MATCH_ALL`] listeners registered with [`EventBus::listen_all_where`].
+    wants: Option<EventTypeFilter>,
     /// The listener's bounded queue.
     sender: mpsc::Sender<Arc<Event>>,
     /// Fire-once listeners are removed after their first event.
@@ -262,6 +268,13 @@ impl EventBus {
             };
             let to_all = to_all.into_iter().flatten().map(|slot| (MATCH_ALL, slot));
             for (registered_type, slot) in specific.chain(to_all) {
+                if slot
+                    .wants
+                    .as_ref()
+                    .is_some_and(|wants| !wants(&event.event_type))
+                {
+                    continue;
+                }
                 if slot.once && slot.fired.swap(true, Ordering::SeqCst) {
                     continue;
                 }
@@ -303,15 +316,37 @@ impl EventBus {
         }
     }
 
+    /// True when an event of `event_type` fired now would reach some listener. Firers of costly
+    /// events (the state machine's) skip building them when nobody listens.
+    pub fn has_listeners_for(&self, event_type: &str) -> bool {
+        let listeners = self.inner.listeners.read();
+        if listeners
+            .get(event_type)
+            .is_some_and(|slots| !slots.is_empty())
+        {
+            return true;
+        }
+        if EVENTS_EXCLUDED_FROM_MATCH_ALL.contains(&event_type) {
+            return false;
+        }
+        listeners.get(MATCH_ALL).is_some_and(|slots| {
+            slots
+                .iter()
+                .any(|slot| slot.wants.as_ref().is_none_or(|wants| wants(event_type)))
+        })
+    }
+
     fn add_slot(
         &self,
         event_type: &str,
         once: bool,
         tracked: bool,
+        wants: Option<EventTypeFilter>,
     ) -> (Arc<Slot>, mpsc::Receiver<Arc<Event>>) {
         let (sender, receiver) = mpsc::channel(LISTENER_QUEUE_CAPACITY);
         let slot = Arc::new(Slot {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+            wants,
             sender,
             once,
             fired: AtomicBool::new(false),
@@ -338,7 +373,24 @@ impl EventBus {
         F: Fn(Arc<Event>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.listen_inner(event_type, false, callback)
+        self.listen_inner(event_type, false, None, callback)
+    }
+
+    /// Listens to every event type `wants` accepts (a [`MATCH_ALL`] listener whose filter runs
+    /// in the firer: events it refuses are never queued to it, so a listener interested in a
+    /// few types does not wake for every state change). `wants` must be cheap and must not
+    /// touch the bus.
+    pub fn listen_all_where<W, F, Fut>(
+        &self,
+        wants: W,
+        callback: F,
+    ) -> Result<ListenerHandle, EventError>
+    where
+        W: Fn(&str) -> bool + Send + Sync + 'static,
+        F: Fn(Arc<Event>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.listen_inner(MATCH_ALL, false, Some(Arc::new(wants)), callback)
     }
 
     /// Like [`EventBus::listen`], but removes itself after the first event.
@@ -351,13 +403,14 @@ impl EventBus {
         F: Fn(Arc<Event>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.listen_inner(event_type, true, callback)
+        self.listen_inner(event_type, true, None, callback)
     }
 
     fn listen_inner<F, Fut>(
         &self,
         event_type: &str,
         once: bool,
+        wants: Option<EventTypeFilter>,
         callback: F,
     ) -> Result<ListenerHandle, EventError>
     where
@@ -368,7 +421,7 @@ impl EventBus {
             validate_event_type(event_type)?;
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| EventError::NoRuntime)?;
-        let (slot, mut receiver) = self.add_slot(event_type, once, true);
+        let (slot, mut receiver) = self.add_slot(event_type, once, true, wants);
         let state = Arc::clone(&slot.state);
         let bus = Arc::downgrade(&self.inner);
         let listened_type = event_type.to_owned();
@@ -407,7 +460,7 @@ impl EventBus {
         if event_type != MATCH_ALL {
             validate_event_type(event_type)?;
         }
-        let (slot, receiver) = self.add_slot(event_type, false, false);
+        let (slot, receiver) = self.add_slot(event_type, false, false, None);
         Ok(EventSubscription {
             receiver,
             handle: ListenerHandle {

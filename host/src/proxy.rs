@@ -60,6 +60,9 @@ pub struct ProxyEntity {
     /// The entity's id inside the sandbox (the key of every message about it).
     sandbox_entity_id: String,
     description: Mutex<wire::EntityDescription>,
+    /// The description as the core reads it, built once per description (the core reads it
+    /// on every state write and service call).
+    info: Mutex<EntityInfo>,
     state: Mutex<Mirrored>,
     handle: Mutex<Option<EntityHandle>>,
 }
@@ -81,6 +84,7 @@ impl ProxyEntity {
         Self {
             link,
             sandbox_entity_id: description.entity_id.clone(),
+            info: Mutex::new(proxy_info(&description)),
             description: Mutex::new(description),
             state: Mutex::new(mirrored),
             handle: Mutex::new(None),
@@ -116,6 +120,7 @@ impl ProxyEntity {
         description: wire::EntityDescription,
         state: Option<&wire::EntityState>,
     ) {
+        *self.info.lock() = proxy_info(&description);
         *self.description.lock() = description;
         if let Some(state) = state {
             *self.state.lock() = Mirrored {
@@ -146,17 +151,21 @@ impl ProxyEntity {
     }
 }
 
+/// What the core reads of a proxy's description.
+fn proxy_info(description: &wire::EntityDescription) -> EntityInfo {
+    let mut info = entity_info_from_wire(description);
+    // Two integrations of one group may reuse a unique id; on main both are the platform of
+    // the group's proxies, so the integration is part of the proxy's unique id.
+    info.unique_id = description
+        .unique_id
+        .as_ref()
+        .map(|unique_id| format!("{}:{unique_id}", description.platform));
+    info
+}
+
 impl Entity for ProxyEntity {
     fn info(&self) -> EntityInfo {
-        let description = self.description.lock();
-        let mut info = entity_info_from_wire(&description);
-        // Two integrations of one group may reuse a unique id; on main both are the platform
-        // of the group's proxies, so the integration is part of the proxy's unique id.
-        info.unique_id = description
-            .unique_id
-            .as_ref()
-            .map(|unique_id| format!("{}:{unique_id}", description.platform));
-        info
+        self.info.lock().clone()
     }
 
     fn available(&self) -> bool {

@@ -1033,6 +1033,59 @@ impl Channel {
         Ok(())
     }
 
+    /// Sends one-way messages in order with as few writes as possible: their frames are joined
+    /// into writes of up to [`WRITE_BUFFER_CAPACITY`] bytes, each sent like one frame of
+    /// [`Channel::push`] (waiting for room in the write queue when it is full). The peer reads
+    /// them as separate pushes. A message too large for a frame is skipped and its error
+    /// returned after the others are sent.
+    pub async fn push_batch<P: Push>(&self, messages: &[P]) -> Result<(), CallError> {
+        if self.shared.closed_flag.load(Ordering::Acquire) {
+            return Err(self.closed_now());
+        }
+        let max = self.shared.config.max_frame_len;
+        let mut first_error = None;
+        let mut chunk = BytesMut::new();
+        let mut frames_in_chunk = 0u64;
+        for message in messages {
+            let frame = match framing::encode_request(0, P::TYPE, message, max) {
+                Ok(frame) => frame,
+                Err(source) => {
+                    first_error.get_or_insert(CallError::TooLarge {
+                        type_name: P::TYPE.to_owned(),
+                        source,
+                    });
+                    continue;
+                }
+            };
+            if !chunk.is_empty() && chunk.len() + frame.len() > WRITE_BUFFER_CAPACITY {
+                self.send_frames(chunk.split().freeze(), frames_in_chunk)
+                    .await?;
+                frames_in_chunk = 0;
+            }
+            chunk.extend_from_slice(&frame);
+            frames_in_chunk += 1;
+        }
+        if !chunk.is_empty() {
+            self.send_frames(chunk.freeze(), frames_in_chunk).await?;
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Sends `count` whole frames joined in `bytes`, counting them as pushes.
+    async fn send_frames(&self, bytes: Bytes, count: u64) -> Result<(), CallError> {
+        self.shared
+            .send_frame(bytes)
+            .await
+            .map_err(|_| self.closed_now())?;
+        let counters = &self.shared.counters;
+        counters.pushes_sent.fetch_add(count, Ordering::Relaxed);
+        // The write path counts one frame per write.
+        counters
+            .frames_out
+            .fetch_add(count.saturating_sub(1), Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Sends a one-way message of any type string with an already-encoded payload.
     pub async fn push_raw(&self, type_name: &str, payload: &[u8]) -> Result<(), CallError> {
         if self.shared.closed_flag.load(Ordering::Acquire) {

@@ -13,23 +13,29 @@
 //! path. Entity registry updates re-describe the entity (main updates the proxy in place).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use chrono::{DateTime, Utc};
 use homecore::entity::EntityDescription;
 use homecore::entity_component::{EntityObserver, ObserverHandle};
-use homecore::event::EVENT_STATE_CHANGED;
+use homecore::state::StateObserverHandle;
 use homecore::{Core, Event, ListenerHandle, State};
 use parking_lot::Mutex;
 use sandbox_proto::{Channel, json, wire};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::approvals::Approvals;
 
-/// State changes waiting for the worker. The bus listener waits when it is full (and the bus
-/// bounds that listener's own queue), so a flood slows the integration's events down instead of
-/// growing memory.
+/// State changes waiting for the worker. The core hands every change over synchronously (no
+/// event, no task switch); past this many waiting, a change is not queued but its entity is
+/// marked, and the worker sends the entity's latest state after the queue: under a flood the
+/// in-between transitions of some entities are skipped (and counted), main still ends on every
+/// entity's latest state, and memory stays bounded.
 pub const STATE_QUEUE_CAPACITY: usize = 4096;
+
+/// State changes sent to main in one write at most (one `push_batch`).
+pub const STATE_BATCH_MAX: usize = 256;
 
 /// The entity registry's update event.
 const EVENT_ENTITY_REGISTRY_UPDATED: &str = "entity_registry_updated";
@@ -48,6 +54,15 @@ struct Tracked {
     sent_updated: Option<DateTime<Utc>>,
 }
 
+/// Changes handed over by the core's state observer, for the worker.
+#[derive(Default)]
+struct StateQueue {
+    /// In write order, at most [`STATE_QUEUE_CAPACITY`].
+    changes: VecDeque<Arc<State>>,
+    /// Entities with a change that did not fit (each once: bounded by the entities).
+    overflowed: HashSet<String>,
+}
+
 #[derive(Default)]
 struct Pending {
     /// Entity ids with registration work, in arrival order, each once.
@@ -61,6 +76,9 @@ struct Shared {
     approvals: Arc<Approvals>,
     entities: Mutex<HashMap<String, Tracked>>,
     pending: Mutex<Pending>,
+    states: Mutex<StateQueue>,
+    /// Transitions skipped because the queue was full (their entity's latest state was sent).
+    skipped: AtomicU64,
     wake: Notify,
     /// True while the worker settles an entity (a call to main may be in flight).
     busy: std::sync::atomic::AtomicBool,
@@ -120,6 +138,7 @@ impl EntityObserver for Observer {
 pub struct EntityBridge {
     shared: Arc<Shared>,
     observer: Option<ObserverHandle>,
+    state_observer: Option<StateObserverHandle>,
     listeners: Vec<ListenerHandle>,
     worker: tokio::task::JoinHandle<()>,
 }
@@ -137,43 +156,41 @@ impl EntityBridge {
             approvals,
             entities: Mutex::default(),
             pending: Mutex::default(),
+            states: Mutex::default(),
+            skipped: AtomicU64::new(0),
             wake: Notify::new(),
             busy: std::sync::atomic::AtomicBool::new(false),
         });
-        let (states_tx, states_rx) = mpsc::channel::<Arc<State>>(STATE_QUEUE_CAPACITY);
         let weak = Arc::downgrade(&shared);
-        let state_listener = core
-            .bus()
-            .listen(EVENT_STATE_CHANGED, move |event: Arc<Event>| {
-                let (weak, states_tx) = (weak.clone(), states_tx.clone());
-                async move {
-                    let Some(shared) = weak.upgrade() else { return };
-                    let Some(entity_id) = event.data.get("entity_id").and_then(|id| id.as_str())
-                    else {
-                        return;
-                    };
-                    let registered = match shared.entities.lock().get(entity_id) {
-                        Some(tracked) => tracked.registered,
-                        None => return,
-                    };
-                    if !registered {
-                        // Its first state: now it can be registered (with the state it has then).
-                        shared.enqueue(entity_id);
-                    }
-                    // The state this event carries (not the entity's current one: every
-                    // transition reaches main, in order); a removal (no new state) is handled
-                    // by the observer. Changes arriving while the registration is in flight are
-                    // pushed after it when not older than what the registration carried.
-                    let new_state = event
-                        .data
-                        .get("new_state")
-                        .filter(|state| !state.is_null())
-                        .and_then(|state| serde_json::from_value::<State>(state.clone()).ok());
-                    if let Some(state) = new_state {
-                        let _ = states_tx.send(Arc::new(state)).await;
-                    }
+        // Runs inside the core's state write (see `StateObserver`): only queues.
+        let state_observer = core.states().observe(Arc::new(
+            move |entity_id: &str, new_state: Option<&Arc<State>>| {
+                // A removal (no new state) is handled by the entity observer.
+                let (Some(shared), Some(new_state)) = (weak.upgrade(), new_state) else {
+                    return;
+                };
+                let registered = match shared.entities.lock().get(entity_id) {
+                    Some(tracked) => tracked.registered,
+                    None => return,
+                };
+                if !registered {
+                    // Its first state: now it can be registered (with the state it has then).
+                    shared.enqueue(entity_id);
                 }
-            })?;
+                // The state this change wrote (not the entity's current one: every transition
+                // reaches main, in order). Changes arriving while the registration is in flight
+                // are pushed after it when not older than what the registration carried.
+                let mut queue = shared.states.lock();
+                if queue.changes.len() < STATE_QUEUE_CAPACITY {
+                    queue.changes.push_back(Arc::clone(new_state));
+                } else {
+                    queue.overflowed.insert(entity_id.to_owned());
+                    shared.skipped.fetch_add(1, Ordering::Relaxed);
+                }
+                drop(queue);
+                shared.wake.notify_one();
+            },
+        ));
         let weak = Arc::downgrade(&shared);
         let registry_listener =
             core.bus()
@@ -205,11 +222,12 @@ impl EntityBridge {
         for description in core.entities().descriptions() {
             Observer(Arc::downgrade(&shared)).entity_added(&description);
         }
-        let worker = tokio::spawn(work(Arc::clone(&shared), states_rx));
+        let worker = tokio::spawn(work(Arc::clone(&shared)));
         Ok(Self {
             shared,
             observer: Some(observer),
-            listeners: vec![state_listener, registry_listener],
+            state_observer: Some(state_observer),
+            listeners: vec![registry_listener],
             worker,
         })
     }
@@ -232,6 +250,12 @@ impl EntityBridge {
         }
     }
 
+    /// State transitions skipped under overload (the queue was full; the entity's latest state
+    /// was sent instead).
+    pub fn skipped_transitions(&self) -> u64 {
+        self.shared.skipped.load(Ordering::Relaxed)
+    }
+
     /// Entities registered with main now.
     pub fn registered(&self) -> usize {
         self.shared
@@ -248,6 +272,9 @@ impl Drop for EntityBridge {
         if let Some(observer) = self.observer.take() {
             observer.remove();
         }
+        if let Some(observer) = self.state_observer.take() {
+            observer.remove();
+        }
         for listener in self.listeners.drain(..) {
             listener.remove();
         }
@@ -255,29 +282,81 @@ impl Drop for EntityBridge {
     }
 }
 
-async fn work(shared: Arc<Shared>, mut states: mpsc::Receiver<Arc<State>>) {
+async fn work(shared: Arc<Shared>) {
     loop {
         // Registration work first: a state change of an entity not yet registered is covered
         // by the registration, which sends the entity's current state.
         while let Some(entity_id) = {
-            shared
-                .busy
-                .store(true, std::sync::atomic::Ordering::Release);
+            shared.busy.store(true, Ordering::Release);
             shared.next_pending()
         } {
             settle(&shared, &entity_id).await;
         }
-        shared
-            .busy
-            .store(false, std::sync::atomic::Ordering::Release);
-        tokio::select! {
-            biased;
-            () = shared.wake.notified() => {}
-            state = states.recv() => match state {
-                Some(state) => push_state(&shared, &state).await,
-                None => return,
-            },
+        let batch = {
+            let mut queue = shared.states.lock();
+            let take = queue.changes.len().min(STATE_BATCH_MAX);
+            let changes: Vec<Arc<State>> = queue.changes.drain(..take).collect();
+            // Entities whose changes did not fit: their latest state, once the queue is empty.
+            let overflowed: Vec<String> = if queue.changes.is_empty() {
+                queue.overflowed.drain().collect()
+            } else {
+                Vec::new()
+            };
+            (changes, overflowed)
+        };
+        let (mut changes, overflowed) = batch;
+        changes.extend(
+            overflowed
+                .iter()
+                .filter_map(|entity_id| shared.core.states().get(entity_id)),
+        );
+        if changes.is_empty() {
+            shared.busy.store(false, Ordering::Release);
+            shared.wake.notified().await;
+            continue;
         }
+        push_states(&shared, &changes).await;
+    }
+}
+
+/// Sends the changes of registered entities not older than what main has, in one write.
+async fn push_states(shared: &Shared, changes: &[Arc<State>]) {
+    let pushes: Vec<wire::StateChanged> = {
+        let mut entities = shared.entities.lock();
+        changes
+            .iter()
+            .filter(|state| {
+                let Some(tracked) = entities.get_mut(&state.entity_id) else {
+                    return false;
+                };
+                if !tracked.registered || tracked.removed {
+                    return false;
+                }
+                // Strictly older only: two writes can share a timestamp, and pushing the state
+                // the registration already carried again is harmless (main sees it unchanged).
+                if tracked
+                    .sent_updated
+                    .is_some_and(|sent| sent > state.last_updated)
+                {
+                    return false;
+                }
+                tracked.sent_updated = Some(state.last_updated);
+                true
+            })
+            .map(|state| wire::StateChanged {
+                entity_id: state.entity_id.clone(),
+                state: state.state.clone(),
+                attributes_json: json::object_to_bytes(&state.attributes),
+                available: state.state != "unavailable",
+                context_id: Some(state.context.id.to_string()),
+            })
+            .collect()
+    };
+    if pushes.is_empty() {
+        return;
+    }
+    if let Err(error) = shared.channel.push_batch(&pushes).await {
+        tracing::debug!(states = pushes.len(), %error, "states not pushed");
     }
 }
 
@@ -349,37 +428,6 @@ async fn settle(shared: &Shared, entity_id: &str) {
     }
 }
 
-async fn push_state(shared: &Shared, state: &State) {
-    {
-        let mut entities = shared.entities.lock();
-        let Some(tracked) = entities.get_mut(&state.entity_id) else {
-            return;
-        };
-        if !tracked.registered || tracked.removed {
-            return;
-        }
-        // Strictly older only: two writes can share a timestamp, and pushing the state the
-        // registration already carried again is harmless (main sees an identical state).
-        if tracked
-            .sent_updated
-            .is_some_and(|sent| sent > state.last_updated)
-        {
-            return;
-        }
-        tracked.sent_updated = Some(state.last_updated);
-    }
-    let push = wire::StateChanged {
-        entity_id: state.entity_id.clone(),
-        state: state.state.clone(),
-        attributes_json: json::object_to_bytes(&state.attributes),
-        available: state.state != "unavailable",
-        context_id: Some(state.context.id.to_string()),
-    };
-    if let Err(error) = shared.channel.push(&push).await {
-        tracing::debug!(entity_id = %state.entity_id, %error, "state not pushed");
-    }
-}
-
 fn entity_state(state: &State) -> wire::EntityState {
     wire::EntityState {
         state: state.state.clone(),
@@ -442,3 +490,6 @@ fn pair(key: &homecore::device_registry::DeviceKey) -> wire::StringPair {
         second: key.1.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests;

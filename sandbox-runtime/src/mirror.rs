@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use homecore::event::{EVENT_SERVICE_REGISTERED, EVENT_SERVICE_REMOVED, MATCH_ALL};
+use homecore::event::{EVENT_SERVICE_REGISTERED, EVENT_SERVICE_REMOVED};
 use homecore::{Core, Event, ListenerHandle, SupportsResponse};
 use parking_lot::Mutex;
 use sandbox_proto::{Channel, json, wire};
@@ -87,14 +87,19 @@ impl Mirror {
             }
         })?);
         let this = Arc::downgrade(&mirror);
-        listeners.push(bus.listen(MATCH_ALL, move |event: Arc<Event>| {
-            let this = this.upgrade();
-            async move {
-                if let Some(this) = this {
-                    this.forward_event(&event).await;
+        // Core events never leave the sandbox: filtered in the firer, so state changes (the
+        // bulk of all events) never wake this listener.
+        listeners.push(bus.listen_all_where(
+            |event_type| !is_core_event(event_type),
+            move |event: Arc<Event>| {
+                let this = this.upgrade();
+                async move {
+                    if let Some(this) = this {
+                        this.forward_event(&event).await;
+                    }
                 }
-            }
-        })?);
+            },
+        )?);
         *mirror.listeners.lock() = listeners;
         let weak = Arc::downgrade(&mirror);
         approvals.on_approved(Arc::new(move |domain| {
@@ -170,10 +175,7 @@ impl Mirror {
     }
 
     async fn forward_event(&self, event: &Event) {
-        if CORE_EVENTS.contains(&event.event_type.as_str())
-            || event.event_type.starts_with("homeassistant_")
-            || !self.approvals.covers_event(&event.event_type)
-        {
+        if is_core_event(&event.event_type) || !self.approvals.covers_event(&event.event_type) {
             return;
         }
         let push = wire::FireEvent {
@@ -193,6 +195,11 @@ impl Drop for Mirror {
             listener.remove();
         }
     }
+}
+
+/// Events of the sandbox's private core that main never hears of.
+fn is_core_event(event_type: &str) -> bool {
+    CORE_EVENTS.contains(&event_type) || event_type.starts_with("homeassistant_")
 }
 
 fn service_of(event: &Event) -> Option<(String, String)> {

@@ -46,6 +46,28 @@ struct Cli {
     /// State changes in the push throughput figure.
     #[arg(long, default_value_t = 200_000)]
     pushes: u64,
+    /// Measure only these sections (repeatable; all when absent): rtt, area, push, memory,
+    /// crash, spawn, latency. For profiling one path at a time.
+    #[arg(long, value_enum)]
+    only: Vec<Section>,
+}
+
+/// The parts of a run, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    Rtt,
+    Area,
+    Push,
+    Memory,
+    Crash,
+    Spawn,
+    Latency,
+}
+
+impl Cli {
+    fn runs(&self, section: Section) -> bool {
+        self.only.is_empty() || self.only.contains(&section)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -257,275 +279,283 @@ async fn run(cli: &Cli) -> Result<()> {
     );
 
     // Service call round trip through a proxy, next to a raw ping-pong of the same bytes.
-    let mut samples = Vec::with_capacity(RTT_ROUNDS);
-    for round in 0..RTT_ROUNDS + RTT_ROUNDS / 10 {
-        let request = ServiceRequest::new("light", "toggle")
-            .with_target(ServiceTarget::entities([light.clone()]));
-        let started = Instant::now();
-        core.services().call(request).await?;
-        if round >= RTT_ROUNDS / 10 {
-            samples.push(started.elapsed().as_secs_f64() * 1e6);
+    if cli.runs(Section::Rtt) {
+        let mut samples = Vec::with_capacity(RTT_ROUNDS);
+        for round in 0..RTT_ROUNDS + RTT_ROUNDS / 10 {
+            let request = ServiceRequest::new("light", "toggle")
+                .with_target(ServiceTarget::entities([light.clone()]));
+            let started = Instant::now();
+            core.services().call(request).await?;
+            if round >= RTT_ROUNDS / 10 {
+                samples.push(started.elapsed().as_secs_f64() * 1e6);
+            }
         }
-    }
-    let (rtt_p50, rtt_p99) = (
-        percentile(&mut samples, 0.5),
-        percentile(&mut samples, 0.99),
-    );
-    // The same call straight over the group's channel (no service dispatch on main): splits
-    // the round trip into main's share and the sandbox's.
-    let channel = group.manager.channel().context("the group's channel")?;
-    let mut direct = Vec::with_capacity(RTT_ROUNDS);
-    for round in 0..RTT_ROUNDS + RTT_ROUNDS / 10 {
-        let request = wire::CallService {
-            domain: "light".into(),
-            service: "toggle".into(),
-            entity_ids: vec!["light.bench_light_0".into()],
-            data_json: json::to_bytes(&json!({})),
-            context_id: ulid_text(),
-            return_response: false,
-        };
-        let started = Instant::now();
-        channel.call_timeout(&request, WAIT_LIMIT).await?;
-        if round >= RTT_ROUNDS / 10 {
-            direct.push(started.elapsed().as_secs_f64() * 1e6);
+        let (rtt_p50, rtt_p99) = (
+            percentile(&mut samples, 0.5),
+            percentile(&mut samples, 0.99),
+        );
+        // The same call straight over the group's channel (no service dispatch on main): splits
+        // the round trip into main's share and the sandbox's.
+        let channel = group.manager.channel().context("the group's channel")?;
+        let mut direct = Vec::with_capacity(RTT_ROUNDS);
+        for round in 0..RTT_ROUNDS + RTT_ROUNDS / 10 {
+            let request = wire::CallService {
+                domain: "light".into(),
+                service: "toggle".into(),
+                entity_ids: vec!["light.bench_light_0".into()],
+                data_json: json::to_bytes(&json!({})),
+                context_id: ulid_text(),
+                return_response: false,
+            };
+            let started = Instant::now();
+            channel.call_timeout(&request, WAIT_LIMIT).await?;
+            if round >= RTT_ROUNDS / 10 {
+                direct.push(started.elapsed().as_secs_f64() * 1e6);
+            }
         }
+        figures.insert(
+            "direct_call_p50_us".into(),
+            json!(round(percentile(&mut direct, 0.5))),
+        );
+        let request_frame = framing::encode_request(
+            1_000_000,
+            "call_service",
+            &wire::CallService {
+                domain: "light".into(),
+                service: "toggle".into(),
+                entity_ids: vec!["light.bench_light_0".into()],
+                data_json: json::to_bytes(&json!({})),
+                context_id: ulid_text(),
+                return_response: false,
+            },
+            MAX_FRAME_LEN,
+        )?;
+        let reply_frame = framing::encode_response(
+            1_000_000,
+            "call_service",
+            &wire::CallServiceResult {
+                response_json: None,
+            },
+            MAX_FRAME_LEN,
+        )?;
+        let program = this_program()?;
+        let (request_len, reply_len) = (request_frame.len(), reply_frame.len());
+        let mut raw = tokio::task::spawn_blocking(move || {
+            raw_round_trips(&program, request_len, reply_len, RTT_ROUNDS)
+        })
+        .await??;
+        figures.insert("rtt_p50_us".into(), json!(round(rtt_p50)));
+        figures.insert("rtt_p99_us".into(), json!(round(rtt_p99)));
+        figures.insert(
+            "raw_rtt_p50_us".into(),
+            json!(round(percentile(&mut raw, 0.5))),
+        );
+        figures.insert(
+            "raw_rtt_p99_us".into(),
+            json!(round(percentile(&mut raw, 0.99))),
+        );
+        eprintln!("bench: rtt p50 {rtt_p50:.1} µs p99 {rtt_p99:.1} µs");
     }
-    figures.insert(
-        "direct_call_p50_us".into(),
-        json!(round(percentile(&mut direct, 0.5))),
-    );
-    let request_frame = framing::encode_request(
-        1_000_000,
-        "call_service",
-        &wire::CallService {
-            domain: "light".into(),
-            service: "toggle".into(),
-            entity_ids: vec!["light.bench_light_0".into()],
-            data_json: json::to_bytes(&json!({})),
-            context_id: ulid_text(),
-            return_response: false,
-        },
-        MAX_FRAME_LEN,
-    )?;
-    let reply_frame = framing::encode_response(
-        1_000_000,
-        "call_service",
-        &wire::CallServiceResult {
-            response_json: None,
-        },
-        MAX_FRAME_LEN,
-    )?;
-    let program = this_program()?;
-    let (request_len, reply_len) = (request_frame.len(), reply_frame.len());
-    let mut raw = tokio::task::spawn_blocking(move || {
-        raw_round_trips(&program, request_len, reply_len, RTT_ROUNDS)
-    })
-    .await??;
-    figures.insert("rtt_p50_us".into(), json!(round(rtt_p50)));
-    figures.insert("rtt_p99_us".into(), json!(round(rtt_p99)));
-    figures.insert(
-        "raw_rtt_p50_us".into(),
-        json!(round(percentile(&mut raw, 0.5))),
-    );
-    figures.insert(
-        "raw_rtt_p99_us".into(),
-        json!(round(percentile(&mut raw, 0.99))),
-    );
-    eprintln!("bench: rtt p50 {rtt_p50:.1} µs p99 {rtt_p99:.1} µs");
-
     // One area call over the 100 sandboxed lights, awaited.
-    let area = core.area_registry().get_or_create("Bench")?;
-    for id in &lights {
-        core.entity_registry().update(
-            id,
-            EntityUpdate {
-                area_id: Some(Some(area.id.clone())),
-                ..EntityUpdate::default()
+    if cli.runs(Section::Area) {
+        let area = core.area_registry().get_or_create("Bench")?;
+        for id in &lights {
+            core.entity_registry().update(
+                id,
+                EntityUpdate {
+                    area_id: Some(Some(area.id.clone())),
+                    ..EntityUpdate::default()
+                },
+            )?;
+        }
+        let mut area_samples = Vec::new();
+        for _ in 0..AREA_ROUNDS {
+            let target = ServiceTarget {
+                area_id: vec![area.id.clone()],
+                ..ServiceTarget::default()
+            };
+            let started = Instant::now();
+            core.services()
+                .call(
+                    ServiceRequest::new("light", "toggle")
+                        .with_target(target)
+                        .with_context(Context::new()),
+                )
+                .await?;
+            area_samples.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        figures.insert(
+            "area_call_100_ms".into(),
+            json!(round(percentile(&mut area_samples, 0.5) * 100.0) / 100.0),
+        );
+        eprintln!(
+            "bench: area call over 100 lights p50 {:.3} ms",
+            percentile(&mut area_samples, 0.5)
+        );
+    }
+    // state_changed throughput of one group, next to raw frames of the same size.
+    if cli.runs(Section::Push) {
+        let pushes = cli.pushes;
+        let last = format!("light.bench_light_{}", (pushes as usize - 1) % lights.len());
+        let started = Instant::now();
+        let flood = ServiceRequest::new(bench_lights::DOMAIN, "flood")
+            .with_data(Map::from_iter([("count".to_owned(), json!(pushes))]));
+        core.services().call(flood).await?;
+        wait_for("the flood's last state on main", || {
+            core.states()
+                .get(&last)
+                .and_then(|state| state.attributes.get("seq").and_then(Value::as_u64))
+                == Some(pushes)
+        })
+        .await?;
+        let push_elapsed = started.elapsed();
+        let push_per_s = pushes as f64 / push_elapsed.as_secs_f64();
+        let sample_state = core.states().get(&last).context("a state")?;
+        let state_frame = framing::encode_request(
+            0,
+            "state_changed",
+            &wire::StateChanged {
+                entity_id: "light.bench_light_0".into(),
+                state: sample_state.state.clone(),
+                attributes_json: json::object_to_bytes(&sample_state.attributes),
+                available: true,
+                context_id: Some(ulid_text()),
+            },
+            MAX_FRAME_LEN,
+        )?;
+        let program = this_program()?;
+        let frame_len = state_frame.len();
+        let raw_push_per_s =
+            tokio::task::spawn_blocking(move || raw_throughput(&program, frame_len, pushes))
+                .await??;
+        figures.insert("push_per_s".into(), json!(push_per_s.round()));
+        figures.insert("raw_push_per_s".into(), json!(raw_push_per_s.round()));
+        figures.insert("push_frame_bytes".into(), json!(frame_len));
+        eprintln!(
+            "bench: {push_per_s:.0} pushes/s (raw {raw_push_per_s:.0}/s, {frame_len}-byte frames)"
+        );
+    }
+    // Memory: a group with 100 lights, and an idle group.
+    if cli.runs(Section::Memory) {
+        figures.insert(
+            "group_100_lights_rss_mb".into(),
+            json!(round(resident_mb(pid))),
+        );
+        plugin.groups().channel("idle").await?;
+        let idle_pid = plugin
+            .groups()
+            .get("idle")
+            .and_then(|group| group.manager.status().pid)
+            .context("idle pid")?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        figures.insert(
+            "idle_group_rss_mb".into(),
+            json!(round(resident_mb(idle_pid))),
+        );
+    }
+    // Crash to all proxies unavailable.
+    if cli.runs(Section::Crash) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        let unavailable = wait_for("every proxy unavailable", || {
+            lights.iter().all(|id| {
+                core.states()
+                    .get(id)
+                    .is_some_and(|state| state.state == "unavailable")
+            })
+        })
+        .await?;
+        figures.insert(
+            "crash_unavailable_ms".into(),
+            json!(round(unavailable.as_secs_f64() * 1e3)),
+        );
+        wait_for("the recovery", || {
+            let status = group.manager.status();
+            status.state == GroupState::Running && status.pid != Some(pid)
+        })
+        .await?;
+    }
+    // Spawn to Ready of the real runtime, next to spawning /bin/true.
+    if cli.runs(Section::Spawn) {
+        let (mut spawn, mut raw_spawn) = (Vec::new(), Vec::new());
+        for round in 0..SPAWN_ROUNDS {
+            let started = Instant::now();
+            tokio::process::Command::new("/bin/true").status().await?;
+            raw_spawn.push(started.elapsed().as_secs_f64() * 1e3);
+            let name = format!("spawn-{round}");
+            let started = Instant::now();
+            plugin.groups().channel(&name).await?;
+            spawn.push(started.elapsed().as_secs_f64() * 1e3);
+            if let Some(handle) = plugin.groups().get(&name) {
+                handle.manager.stop().await;
+            }
+        }
+        figures.insert(
+            "spawn_ready_ms".into(),
+            json!(round(percentile(&mut spawn, 0.5))),
+        );
+        figures.insert(
+            "raw_spawn_ms".into(),
+            json!(round(percentile(&mut raw_spawn, 0.5))),
+        );
+    }
+    // Push latency of one group, then of many groups at once.
+    if cli.runs(Section::Latency) {
+        let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+        let recorder = Arc::clone(&latencies);
+        let listener = core.bus().listen(
+            homecore::event::EVENT_STATE_CHANGED,
+            move |event: Arc<homecore::Event>| {
+                let recorder = Arc::clone(&recorder);
+                async move {
+                    let now = monotonic_ns();
+                    let sent = event
+                        .data
+                        .get("new_state")
+                        .and_then(|state| state.get("attributes"))
+                        .and_then(|attributes| attributes.get("sent_ns"))
+                        .and_then(Value::as_u64);
+                    if let Some(sent) = sent.filter(|sent| *sent > 0 && *sent <= now) {
+                        recorder.lock().push((now - sent) as f64 / 1e3);
+                    }
+                }
             },
         )?;
-    }
-    let mut area_samples = Vec::new();
-    for _ in 0..AREA_ROUNDS {
-        let target = ServiceTarget {
-            area_id: vec![area.id.clone()],
-            ..ServiceTarget::default()
-        };
-        let started = Instant::now();
-        core.services()
-            .call(
-                ServiceRequest::new("light", "toggle")
-                    .with_target(target)
-                    .with_context(Context::new()),
-            )
-            .await?;
-        area_samples.push(started.elapsed().as_secs_f64() * 1e3);
-    }
-    figures.insert(
-        "area_call_100_ms".into(),
-        json!(round(percentile(&mut area_samples, 0.5) * 100.0) / 100.0),
-    );
-    eprintln!(
-        "bench: area call over 100 lights p50 {:.3} ms",
-        percentile(&mut area_samples, 0.5)
-    );
-
-    // state_changed throughput of one group, next to raw frames of the same size.
-    let pushes = cli.pushes;
-    let last = format!("light.bench_light_{}", (pushes as usize - 1) % lights.len());
-    let started = Instant::now();
-    let flood = ServiceRequest::new(bench_lights::DOMAIN, "flood")
-        .with_data(Map::from_iter([("count".to_owned(), json!(pushes))]));
-    core.services().call(flood).await?;
-    wait_for("the flood's last state on main", || {
-        core.states()
-            .get(&last)
-            .and_then(|state| state.attributes.get("seq").and_then(Value::as_u64))
-            == Some(pushes)
-    })
-    .await?;
-    let push_elapsed = started.elapsed();
-    let push_per_s = pushes as f64 / push_elapsed.as_secs_f64();
-    let sample_state = core.states().get(&last).context("a state")?;
-    let state_frame = framing::encode_request(
-        0,
-        "state_changed",
-        &wire::StateChanged {
-            entity_id: "light.bench_light_0".into(),
-            state: sample_state.state.clone(),
-            attributes_json: json::object_to_bytes(&sample_state.attributes),
-            available: true,
-            context_id: Some(ulid_text()),
-        },
-        MAX_FRAME_LEN,
-    )?;
-    let program = this_program()?;
-    let frame_len = state_frame.len();
-    let raw_push_per_s =
-        tokio::task::spawn_blocking(move || raw_throughput(&program, frame_len, pushes)).await??;
-    figures.insert("push_per_s".into(), json!(push_per_s.round()));
-    figures.insert("raw_push_per_s".into(), json!(raw_push_per_s.round()));
-    figures.insert("push_frame_bytes".into(), json!(frame_len));
-    eprintln!(
-        "bench: {push_per_s:.0} pushes/s (raw {raw_push_per_s:.0}/s, {frame_len}-byte frames)"
-    );
-
-    // Memory: a group with 100 lights, and an idle group.
-    figures.insert(
-        "group_100_lights_rss_mb".into(),
-        json!(round(resident_mb(pid))),
-    );
-    plugin.groups().channel("idle").await?;
-    let idle_pid = plugin
-        .groups()
-        .get("idle")
-        .and_then(|group| group.manager.status().pid)
-        .context("idle pid")?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    figures.insert(
-        "idle_group_rss_mb".into(),
-        json!(round(resident_mb(idle_pid))),
-    );
-
-    // Crash to all proxies unavailable.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )?;
-    let unavailable = wait_for("every proxy unavailable", || {
-        lights.iter().all(|id| {
-            core.states()
-                .get(id)
-                .is_some_and(|state| state.state == "unavailable")
+        let group1 = load_groups(&core, &plugin, 0..1, cli.entities).await?;
+        latencies.lock().clear();
+        flood_groups(&plugin, &group1, LATENCY_PUSHES).await?;
+        wait_for("one group's latency samples", || {
+            latencies.lock().len() as u64 >= LATENCY_PUSHES
         })
-    })
-    .await?;
-    figures.insert(
-        "crash_unavailable_ms".into(),
-        json!(round(unavailable.as_secs_f64() * 1e3)),
-    );
-    wait_for("the recovery", || {
-        let status = group.manager.status();
-        status.state == GroupState::Running && status.pid != Some(pid)
-    })
-    .await?;
-
-    // Spawn to Ready of the real runtime, next to spawning /bin/true.
-    let (mut spawn, mut raw_spawn) = (Vec::new(), Vec::new());
-    for round in 0..SPAWN_ROUNDS {
-        let started = Instant::now();
-        tokio::process::Command::new("/bin/true").status().await?;
-        raw_spawn.push(started.elapsed().as_secs_f64() * 1e3);
-        let name = format!("spawn-{round}");
-        let started = Instant::now();
-        plugin.groups().channel(&name).await?;
-        spawn.push(started.elapsed().as_secs_f64() * 1e3);
-        if let Some(handle) = plugin.groups().get(&name) {
-            handle.manager.stop().await;
-        }
+        .await?;
+        let group1_p99 = percentile(&mut latencies.lock().clone(), 0.99);
+        let mut all = group1.clone();
+        all.extend(load_groups(&core, &plugin, 1..cli.groups, cli.entities).await?);
+        latencies.lock().clear();
+        let dropped_before = core.bus().dropped_events();
+        flood_groups(&plugin, &all, LATENCY_PUSHES).await?;
+        let expected = LATENCY_PUSHES * all.len() as u64;
+        let _ = wait_for("many groups' latency samples", || {
+            latencies.lock().len() as u64 >= expected
+        })
+        .await;
+        let groups_p99 = percentile(&mut latencies.lock().clone(), 0.99);
+        listener.remove();
+        figures.insert("group1_push_p99_us".into(), json!(round(group1_p99)));
+        figures.insert(
+            format!("groups{}_push_p99_us", all.len()),
+            json!(round(groups_p99)),
+        );
+        figures.insert("groups_push_samples".into(), json!(latencies.lock().len()));
+        figures.insert(
+            "groups_bus_events_dropped".into(),
+            json!(core.bus().dropped_events() - dropped_before),
+        );
+        figures.insert("groups".into(), json!(all.len()));
+        figures.insert("entities_per_group".into(), json!(cli.entities));
     }
-    figures.insert(
-        "spawn_ready_ms".into(),
-        json!(round(percentile(&mut spawn, 0.5))),
-    );
-    figures.insert(
-        "raw_spawn_ms".into(),
-        json!(round(percentile(&mut raw_spawn, 0.5))),
-    );
-
-    // Push latency of one group, then of many groups at once.
-    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
-    let recorder = Arc::clone(&latencies);
-    let listener = core.bus().listen(
-        homecore::event::EVENT_STATE_CHANGED,
-        move |event: Arc<homecore::Event>| {
-            let recorder = Arc::clone(&recorder);
-            async move {
-                let now = monotonic_ns();
-                let sent = event
-                    .data
-                    .get("new_state")
-                    .and_then(|state| state.get("attributes"))
-                    .and_then(|attributes| attributes.get("sent_ns"))
-                    .and_then(Value::as_u64);
-                if let Some(sent) = sent.filter(|sent| *sent > 0 && *sent <= now) {
-                    recorder.lock().push((now - sent) as f64 / 1e3);
-                }
-            }
-        },
-    )?;
-    let group1 = load_groups(&core, &plugin, 0..1, cli.entities).await?;
-    latencies.lock().clear();
-    flood_groups(&plugin, &group1, LATENCY_PUSHES).await?;
-    wait_for("one group's latency samples", || {
-        latencies.lock().len() as u64 >= LATENCY_PUSHES
-    })
-    .await?;
-    let group1_p99 = percentile(&mut latencies.lock().clone(), 0.99);
-    let mut all = group1.clone();
-    all.extend(load_groups(&core, &plugin, 1..cli.groups, cli.entities).await?);
-    latencies.lock().clear();
-    let dropped_before = core.bus().dropped_events();
-    flood_groups(&plugin, &all, LATENCY_PUSHES).await?;
-    let expected = LATENCY_PUSHES * all.len() as u64;
-    let _ = wait_for("many groups' latency samples", || {
-        latencies.lock().len() as u64 >= expected
-    })
-    .await;
-    let groups_p99 = percentile(&mut latencies.lock().clone(), 0.99);
-    listener.remove();
-    figures.insert("group1_push_p99_us".into(), json!(round(group1_p99)));
-    figures.insert(
-        format!("groups{}_push_p99_us", all.len()),
-        json!(round(groups_p99)),
-    );
-    figures.insert("groups_push_samples".into(), json!(latencies.lock().len()));
-    figures.insert(
-        "groups_bus_events_dropped".into(),
-        json!(core.bus().dropped_events() - dropped_before),
-    );
-    figures.insert("groups".into(), json!(all.len()));
-    figures.insert("entities_per_group".into(), json!(cli.entities));
-
     plugin.stop().await;
     core.stop().await?;
     figures.insert(

@@ -190,3 +190,34 @@ async fn dropping_a_subscription_unsubscribes() {
     drop(sub);
     assert!(bus.listener_counts().is_empty());
 }
+
+#[tokio::test]
+async fn a_filtered_match_all_listener_is_never_queued_what_it_refuses() {
+    let bus = EventBus::new();
+    assert!(!bus.has_listeners_for("state_changed"));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let handle = bus
+        .listen_all_where(
+            |event_type| event_type != "state_changed",
+            move |event| {
+                let sink = Arc::clone(&sink);
+                async move { sink.lock().unwrap().push(event.event_type.clone()) }
+            },
+        )
+        .unwrap();
+    assert!(!bus.has_listeners_for("state_changed"));
+    assert!(bus.has_listeners_for("demo_event"));
+    assert!(
+        !bus.has_listeners_for(EVENT_STATE_REPORTED),
+        "excluded from match-all"
+    );
+    bus.fire("state_changed", Map::new(), None).unwrap();
+    bus.fire("demo_event", Map::new(), None).unwrap();
+    bus.wait_idle().await;
+    assert_eq!(*seen.lock().unwrap(), vec!["demo_event".to_owned()]);
+    let _plain = bus.subscribe("state_changed").unwrap();
+    assert!(bus.has_listeners_for("state_changed"));
+    handle.remove();
+    assert!(!bus.has_listeners_for("demo_event"));
+}

@@ -176,3 +176,49 @@ fn all_and_entity_ids_filter_by_domain() {
     assert_eq!(states.get("light.a").unwrap().domain(), "light");
     assert_eq!(states.get("light.a").unwrap().object_id(), "a");
 }
+
+#[tokio::test]
+async fn observers_see_every_change_in_order_and_events_are_built_only_for_listeners() {
+    let bus = EventBus::new();
+    let states = StateMachine::new(bus.clone());
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let observer = states.observe(Arc::new(
+        move |entity_id: &str, new: Option<&Arc<State>>| {
+            sink.lock()
+                .push((entity_id.to_owned(), new.map(|state| state.state.clone())));
+        },
+    ));
+    // Nobody listens yet: the change is observed, no event exists for anyone.
+    states
+        .set("light.a", "on", Map::new(), false, None)
+        .unwrap();
+    let mut changed = bus.subscribe(EVENT_STATE_CHANGED).unwrap();
+    states
+        .set("light.a", "off", Map::new(), false, None)
+        .unwrap();
+    // Unchanged: a report, not a change.
+    states
+        .set("light.a", "off", Map::new(), false, None)
+        .unwrap();
+    states.remove("light.a", None);
+    assert_eq!(
+        *seen.lock(),
+        vec![
+            ("light.a".to_owned(), Some("on".to_owned())),
+            ("light.a".to_owned(), Some("off".to_owned())),
+            ("light.a".to_owned(), None),
+        ]
+    );
+    let first = StateChangedData::from_event(&changed.try_recv().unwrap()).unwrap();
+    assert_eq!(first.old_state.unwrap().state, "on");
+    assert_eq!(first.new_state.unwrap().state, "off");
+    let removed = StateChangedData::from_event(&changed.try_recv().unwrap()).unwrap();
+    assert!(removed.new_state.is_none());
+    assert!(changed.try_recv().is_none());
+    observer.remove();
+    states
+        .set("light.b", "on", Map::new(), false, None)
+        .unwrap();
+    assert_eq!(seen.lock().len(), 3);
+}

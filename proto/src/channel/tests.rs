@@ -526,6 +526,49 @@ async fn inline_pushes_keep_their_order() {
     assert_eq!(main.stats().pushes_handled, 2000);
 }
 
+#[tokio::test]
+async fn a_push_batch_arrives_as_separate_pushes_in_order_and_skips_only_the_oversized() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let main_builder = builder("main").on_push_inline::<StateChanged, _>({
+        let seen = seen.clone();
+        move |change| seen.lock().expect("lock").push(change.state)
+    });
+    let config = ChannelConfig {
+        max_frame_len: 4096,
+        ..ChannelConfig::named("sandbox")
+    };
+    let (main, sandbox) = channel_pair(main_builder, echo_ping(ChannelBuilder::new(config)));
+    // Enough frames for several joined writes (each at most WRITE_BUFFER_CAPACITY bytes).
+    let mut batch: Vec<StateChanged> = (0..3000u32)
+        .map(|number| StateChanged {
+            entity_id: "light.a".into(),
+            state: number.to_string(),
+            ..StateChanged::default()
+        })
+        .collect();
+    batch[1500].state = "x".repeat(5000);
+    let outcome = guard(sandbox.push_batch(&batch)).await;
+    assert!(
+        matches!(outcome, Err(CallError::TooLarge { .. })),
+        "{outcome:?}"
+    );
+    guard(main.call(&Ping::default())).await.expect("reply");
+    tokio::time::timeout(HANG_GUARD, async {
+        while seen.lock().expect("lock").len() < 2999 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("all pushes arrive");
+    let expected: Vec<String> = (0..3000u32)
+        .filter(|number| *number != 1500)
+        .map(|number| number.to_string())
+        .collect();
+    assert_eq!(*seen.lock().expect("lock"), expected);
+    assert_eq!(sandbox.stats().pushes_sent, 2999);
+    assert_eq!(main.stats().pushes_handled, 2999);
+}
+
 #[tokio::test(start_paused = true)]
 async fn call_timeout_fails_the_call_and_a_late_reply_is_counted() {
     let (transport, mut peer) = RawPeer::new();

@@ -1,0 +1,151 @@
+//! Tests for the entity bridge over an in-memory main: every transition in order, and the
+//! bounded state queue under a flood written without a single await.
+
+use std::sync::atomic::AtomicU64;
+
+use futures::future::BoxFuture;
+use homecore::entity::{Entity, EntityHandle, EntityInfo};
+use homecore::entity_platform::EntityPlatform;
+use homecore::store::MemoryStoreBackend;
+use homecore::{ConfigEntry, CoreConfig};
+use parking_lot::Mutex;
+use sandbox_proto::test_util::channel_pair;
+use sandbox_proto::{ChannelBuilder, ChannelConfig};
+use serde_json::Map;
+
+use super::*;
+
+/// A sensor whose state is a counter the test moves.
+struct Counter {
+    value: AtomicU64,
+    handle: Mutex<Option<EntityHandle>>,
+}
+
+impl Counter {
+    fn set(&self, value: u64) {
+        self.value.store(value, Ordering::SeqCst);
+        let handle = self.handle.lock().clone();
+        handle
+            .expect("added to the core")
+            .write_state()
+            .expect("state written");
+    }
+}
+
+impl Entity for Counter {
+    fn info(&self) -> EntityInfo {
+        let mut info = EntityInfo::new("sensor");
+        info.unique_id = Some("counter".to_owned());
+        info.name = Some("Counter".to_owned());
+        info
+    }
+    fn state(&self) -> Option<String> {
+        Some(self.value.load(Ordering::SeqCst).to_string())
+    }
+    fn added_to_core(&self, handle: EntityHandle) -> BoxFuture<'_, ()> {
+        *self.handle.lock() = Some(handle);
+        Box::pin(async {})
+    }
+}
+
+/// What the in-memory main saw: the states pushed, in order.
+#[derive(Default)]
+struct Main {
+    states: Mutex<Vec<String>>,
+}
+
+async fn bridge() -> (EntityBridge, Arc<Counter>, Arc<Main>, Channel, Core) {
+    let core = Core::builder(CoreConfig::new("unused"))
+        .store_backend(Arc::new(MemoryStoreBackend::new()))
+        .build()
+        .unwrap();
+    core.start().await.unwrap();
+    let main = Arc::new(Main::default());
+    let seen = Arc::clone(&main);
+    let main_side = ChannelBuilder::new(ChannelConfig::named("main"))
+        .on_call::<wire::RegisterEntity, _, _>(|request, _| async move {
+            Ok(wire::RegisterEntityResult {
+                entity_id: request.description.map(|d| d.entity_id).unwrap_or_default(),
+            })
+        })
+        .on_push_inline::<wire::StateChanged, _>(move |change| {
+            seen.states.lock().push(change.state);
+        });
+    let (main_channel, sandbox_channel) = channel_pair(
+        main_side,
+        ChannelBuilder::new(ChannelConfig::named("sandbox")),
+    );
+    let bridge =
+        EntityBridge::install(core.clone(), sandbox_channel, Arc::new(Approvals::new())).unwrap();
+    let entry = core
+        .config_entries()
+        .add(ConfigEntry::new("counting", "Counting", Map::new(), "user"))
+        .await
+        .unwrap();
+    let platform = EntityPlatform::new("sensor", "counting", Some(&entry.entry_id));
+    core.entities().add_platform(&platform).unwrap();
+    let counter = Arc::new(Counter {
+        value: AtomicU64::new(0),
+        handle: Mutex::new(None),
+    });
+    platform.add_entity(counter.clone()).await.unwrap();
+    wait_until(|| bridge.registered() == 1).await;
+    (bridge, counter, main, main_channel, core)
+}
+
+async fn wait_until(condition: impl Fn() -> bool) {
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while !condition() {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("hang guard");
+}
+
+fn numbers(main: &Main) -> Vec<u64> {
+    main.states
+        .lock()
+        .iter()
+        .filter_map(|state| state.parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_transition_reaches_main_in_order() {
+    let (bridge, counter, main, main_channel, _core) = bridge().await;
+    for value in 1..=500 {
+        counter.set(value);
+        if value % 7 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    wait_until(|| numbers(&main).last() == Some(&500)).await;
+    let seen = numbers(&main);
+    let after_registration: Vec<u64> = seen.into_iter().filter(|n| *n > 0).collect();
+    assert_eq!(after_registration, (1..=500).collect::<Vec<u64>>());
+    assert_eq!(bridge.skipped_transitions(), 0);
+    main_channel.close().await;
+}
+
+#[tokio::test]
+async fn a_flood_past_the_queue_skips_transitions_but_main_ends_on_the_latest_state() {
+    let (bridge, counter, main, main_channel, _core) = bridge().await;
+    let written = (STATE_QUEUE_CAPACITY + 1000) as u64;
+    // No await in between: the worker cannot run, so the queue fills up.
+    for value in 1..=written {
+        counter.set(value);
+    }
+    assert_eq!(
+        bridge.skipped_transitions(),
+        1000,
+        "the changes past capacity"
+    );
+    wait_until(|| numbers(&main).last() == Some(&written)).await;
+    let seen: Vec<u64> = numbers(&main).into_iter().filter(|n| *n > 0).collect();
+    // The queued transitions in order, then the latest state of the overflowed entity.
+    let mut expected: Vec<u64> = (1..=STATE_QUEUE_CAPACITY as u64).collect();
+    expected.push(written);
+    assert_eq!(seen, expected);
+    main_channel.close().await;
+}
