@@ -6,6 +6,7 @@
 //! - [`misbehaving`]: integrations that panic, abort, hang, flood, print to stdout, or forge.
 //! - [`bench_lights`]: N plain lights and a `flood` service, for the benchmarks.
 //! - [`scenario`]: scenario files and the runner playing one in-process or sandboxed.
+//! - [`custom_integrations`]: the custom integration the sweep installs from a pinned artifact.
 pub mod bench_lights;
 pub mod misbehaving;
 pub mod scenario;
@@ -19,4 +20,11 @@ pub fn all_integrations() -> Vec<Arc<dyn homecore::Integration>> {
     list.push(Arc::new(bench_lights::BenchLights::new()));
     list.extend(misbehaving::all());
     list
+}
+
+/// The custom integrations the sweep knows (the `custom-example` crate's `acme_thermostat`):
+/// on main for the in-process baseline; sandboxed, never on main, but in their own group from
+/// a pinned artifact (the sweep binary's hidden `run-custom-sandbox`).
+pub fn custom_integrations() -> Vec<Arc<dyn homecore::Integration>> {
+    custom_example::integrations()
 }

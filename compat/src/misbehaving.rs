@@ -14,6 +14,8 @@
 //!
 //! They are meant to run in a sandbox (the `compat-sandbox` binary hosts them next to the
 //! built-in integrations); run in-process they would do the same harm to the process they are in.
+//! The compat sweep plays each (`compat/scenarios/misbehave_*.json`): sandboxed only, judged by
+//! what main must survive, except the flood, which is harmless in-process and compared.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,6 +1,8 @@
-//! The sweep binary end to end: scenarios played in-process and sandboxed (the real runtime)
-//! and every trust gate checked (the binary as its own forging child), a report and a CSV
-//! written; a malformed scenario is a clear error.
+//! The sweep binary end to end: scenarios played in-process and sandboxed (the real runtime;
+//! the custom integration from its pinned artifact), sandboxed-only scenarios judged by their
+//! own expectations, and every trust gate checked (the binary as its own forging child), a
+//! report and a CSV written; an unmet expectation fails the sweep; a malformed scenario is a
+//! clear error.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -51,6 +53,22 @@ fn the_shipped_scenarios_are_equal_sandboxed_and_in_process() {
         );
     }
     assert!(report.contains("| demo |"), "{report}");
+    // The custom integration is compared like the others; every misbehaving one is played.
+    assert!(report.contains("| acme_thermostat | "), "{report}");
+    for domain in sandbox_compat::misbehaving::DOMAINS {
+        assert!(
+            report.contains(&format!("| {domain} | ")),
+            "{domain}: {report}"
+        );
+    }
+    let met = report
+        .split("Sandboxed-only expectations met: **")
+        .nth(1)
+        .and_then(|rest| rest.split("**").next())
+        .unwrap();
+    let (met, of) = met.split_once(" of ").unwrap();
+    assert_eq!(met, of, "{report}");
+    assert!(of.parse::<usize>().unwrap() > 0, "{report}");
     let csv = std::fs::read_to_string(out.path().join("compat.csv")).unwrap();
     assert!(csv.lines().count() > 100, "{csv}");
     assert!(
@@ -90,5 +108,39 @@ fn a_malformed_scenario_is_a_clear_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("broken.json is not a valid scenario")
+    );
+}
+
+#[test]
+fn an_unmet_sandboxed_only_expectation_fails_the_sweep() {
+    let scenarios = tempfile::tempdir().unwrap();
+    std::fs::write(
+        scenarios.path().join("misbehave_flood.json"),
+        r#"{"integration": "misbehave_flood", "description": "a wrong expectation",
+            "sandboxed_only": "to test the sweep", "flow_init": {"count": 3},
+            "steps": [{"expect_service": {"domain": "compat_probe", "service": "echo", "exists": false}},
+                      {"probe_main": {}}]}"#,
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let output = sweep(scenarios.path(), out.path(), false);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = std::fs::read_to_string(out.path().join("COMPAT.md")).unwrap();
+    assert!(
+        report.contains("| misbehave_flood | to test the sweep | 3 | 2 |"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Sandboxed-only expectations met: **2 of 3**"),
+        "{report}"
+    );
+    assert!(
+        report.contains("compat_probe.echo exists on main"),
+        "{report}"
     );
 }

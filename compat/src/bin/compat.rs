@@ -1,11 +1,15 @@
 //! The compat sweep: every scenario in `compat/scenarios/` played in-process and sandboxed,
-//! compared step by step, and every trust gate's check of the forged-frame suite
-//! (`sandbox_forge::checks`); writes `compat/COMPAT.md` and a CSV, and exits non-zero when the
-//! sandboxed run differs from the in-process baseline or a gate check fails.
+//! compared step by step (scenarios and steps that can only run sandboxed are judged by their
+//! own expectations), and every trust gate's check of the forged-frame suite
+//! (`sandbox_forge::checks`); writes `compat/COMPAT.md` and a CSV, and exits non-zero when a
+//! sandboxed run differs from its in-process baseline, a sandboxed-only expectation is not met,
+//! or a gate check fails.
 //!
-//! `cargo run --release -p sandbox-compat --bin compat [-- --jobs 2]`. The hidden `run-sandbox`
-//! makes this binary its own sandbox runtime (with the same integrations as main), and the
-//! hidden `forge` its own forging child for the gate checks.
+//! `cargo run --release -p sandbox-compat --bin compat [-- --jobs 2]`. Hidden subcommands make
+//! this binary its own sandbox runtime (`run-sandbox`, with the same integrations as main), the
+//! sandbox of the custom integration (`run-custom-sandbox`, its SDK main; the sweep pins this
+//! binary's own SHA-256, computed at start, as the custom integration's artifact), and the
+//! forging child of the gate checks (`forge`).
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -15,7 +19,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use sandbox_compat::scenario::{self, Mode, Scenario, StepRecord};
+use sandbox_compat::scenario::{self, Mode, PinnedCustom, Sandboxing, Scenario, StepRecord};
 use sandbox_forge::GateCheck;
 
 #[derive(Debug, Parser)]
@@ -48,6 +52,9 @@ enum Command {
     /// The sandbox runtime with the sweep's integrations.
     #[command(hide = true)]
     RunSandbox(sandbox_runtime::sdk::Args),
+    /// The custom integration's own sandbox (its SDK main).
+    #[command(hide = true)]
+    RunCustomSandbox(sandbox_runtime::sdk::Args),
     /// The forging child of the trust gate checks.
     #[command(hide = true)]
     Forge(sandbox_forge::ForgerArgs),
@@ -60,31 +67,55 @@ struct GateOutcome {
     error: Option<String>,
 }
 
-/// What the sweep runs: a scenario in both modes, or a gate check.
+/// What the sweep runs: a scenario, or a gate check.
 enum Job {
-    Scenario(Scenario),
+    Scenario(Box<Scenario>),
     Gate(GateCheck),
 }
 
 /// A finished job.
 enum Finished {
-    Scenario(Outcome),
+    Scenario(Box<Outcome>),
     Gate(GateOutcome),
 }
 
-/// One scenario's two runs.
+/// One scenario's runs.
 struct Outcome {
     scenario: Scenario,
-    baseline: Vec<StepRecord>,
+    /// The in-process run; `None` for a sandboxed-only scenario.
+    baseline: Option<Vec<StepRecord>>,
     sandboxed: Vec<StepRecord>,
 }
 
 impl Outcome {
+    /// Records compared between the modes: (in-process, sandboxed) pairs, in order.
+    fn compared(&self) -> Vec<(Option<&StepRecord>, Option<&StepRecord>)> {
+        let Some(baseline) = &self.baseline else {
+            return Vec::new();
+        };
+        let base: Vec<&StepRecord> = baseline.iter().filter(|record| record.compared).collect();
+        let sand: Vec<&StepRecord> = self
+            .sandboxed
+            .iter()
+            .filter(|record| record.compared)
+            .collect();
+        (0..base.len().max(sand.len()))
+            .map(|index| (base.get(index).copied(), sand.get(index).copied()))
+            .collect()
+    }
+
+    /// Sandboxed records with no baseline, each judged by its own expectation.
+    fn sandboxed_only(&self) -> Vec<&StepRecord> {
+        self.sandboxed
+            .iter()
+            .filter(|record| self.baseline.is_none() || !record.compared)
+            .collect()
+    }
+
     fn differences(&self) -> Vec<String> {
         let mut differences = Vec::new();
-        let longest = self.baseline.len().max(self.sandboxed.len());
-        for index in 0..longest {
-            match (self.baseline.get(index), self.sandboxed.get(index)) {
+        for (index, pair) in self.compared().into_iter().enumerate() {
+            match pair {
                 (Some(base), Some(sand)) if base.label != sand.label => {
                     differences.push(format!(
                         "step {index}: `{}` in-process but `{}` sandboxed",
@@ -124,6 +155,19 @@ impl Outcome {
         }
         differences
     }
+
+    /// Sandboxed-only records that did not meet their expectation.
+    fn unmet(&self) -> Vec<String> {
+        self.sandboxed_only()
+            .into_iter()
+            .filter(|record| !record.passed())
+            .map(|record| format!("{}: `{}`", record.label, record.outcome))
+            .collect()
+    }
+
+    fn ok(&self) -> bool {
+        self.differences().is_empty() && self.unmet().is_empty()
+    }
 }
 
 fn main() -> ExitCode {
@@ -139,6 +183,12 @@ fn main() -> ExitCode {
             return ExitCode::from(sandbox_runtime::sdk::run_with_args(
                 args,
                 sandbox_runtime::Integrations::new(sandbox_compat::all_integrations()),
+            ));
+        }
+        Some(Command::RunCustomSandbox(args)) => {
+            return ExitCode::from(sandbox_runtime::sdk::run_with_args(
+                args,
+                sandbox_runtime::Integrations::new(sandbox_compat::custom_integrations()),
             ));
         }
         Some(Command::Forge(args)) => return sandbox_forge::forger_main(args),
@@ -186,13 +236,50 @@ fn load(folder: &PathBuf) -> Result<Vec<Scenario>> {
         .collect()
 }
 
+/// How the sandboxed runs start their groups: this binary as the built-in runtime, and as the
+/// custom integration's sandbox, pinned at its own SHA-256 (computed now, as an installer's
+/// `pin` step would).
+fn sandboxing() -> Result<Sandboxing> {
+    let this = std::env::current_exe().context("cannot find this program")?;
+    let pinned = custom_example::pin::pin(&this)
+        .with_context(|| format!("cannot pin {}", this.display()))?;
+    let manifest =
+        custom_example::manifest().context("the custom integration's manifest is invalid")?;
+    Ok(Sandboxing {
+        runtime: vec![this.clone().into_os_string(), "run-sandbox".into()],
+        custom: vec![PinnedCustom {
+            manifest,
+            artifact: this.clone(),
+            sha256: pinned.sha256,
+            command: vec![this.into_os_string(), "run-custom-sandbox".into()],
+        }],
+    })
+}
+
+/// Plays one scenario: both modes, or sandboxed only.
+async fn play(scenario: Scenario, sandboxing: &Sandboxing) -> Result<Outcome> {
+    let baseline = if scenario.is_sandboxed_only() {
+        None
+    } else {
+        Some(scenario::run(&scenario, Mode::InProcess, sandboxing).await?)
+    };
+    let sandboxed = scenario::run(&scenario, Mode::Sandboxed, sandboxing).await?;
+    Ok(Outcome {
+        scenario,
+        baseline,
+        sandboxed,
+    })
+}
+
 async fn sweep(cli: &Cli) -> Result<bool> {
     let scenarios = load(&cli.scenarios)?;
-    let this = std::env::current_exe()
-        .context("cannot find this program")?
-        .into_os_string();
-    let runtime: Vec<OsString> = vec![this.clone(), "run-sandbox".into()];
-    let forger: Vec<OsString> = vec![this, "forge".into()];
+    let sandboxing = sandboxing()?;
+    let forger: Vec<OsString> = vec![
+        std::env::current_exe()
+            .context("cannot find this program")?
+            .into_os_string(),
+        "forge".into(),
+    ];
     let checks = if cli.no_gates {
         Vec::new()
     } else {
@@ -200,31 +287,29 @@ async fn sweep(cli: &Cli) -> Result<bool> {
     };
     let jobs: Vec<Job> = scenarios
         .into_iter()
-        .map(Job::Scenario)
+        .map(|scenario| Job::Scenario(Box::new(scenario)))
         .chain(checks.into_iter().map(Job::Gate))
         .collect();
     let total = jobs.len();
     let mut done = 0;
     let runs = futures::stream::iter(jobs.into_iter().map(|job| {
-        let runtime = runtime.clone();
+        let sandboxing = &sandboxing;
         let forger = forger.clone();
         async move {
             match job {
                 Job::Scenario(scenario) => {
-                    let baseline = scenario::run(&scenario, Mode::InProcess, &runtime).await;
-                    let sandboxed = scenario::run(&scenario, Mode::Sandboxed, &runtime).await;
-                    Ok(Finished::Scenario(Outcome {
-                        scenario,
-                        baseline: baseline?,
-                        sandboxed: sandboxed?,
-                    }))
+                    let integration = scenario.integration.clone();
+                    play(*scenario, sandboxing)
+                        .await
+                        .map(|outcome| Finished::Scenario(Box::new(outcome)))
+                        .with_context(|| format!("cannot play the {integration} scenario"))
                 }
                 Job::Gate(check) => {
                     let error = (check.run)(forger)
                         .await
                         .err()
                         .map(|error| error.to_string());
-                    Ok::<_, anyhow::Error>(Finished::Gate(GateOutcome { check, error }))
+                    Ok(Finished::Gate(GateOutcome { check, error }))
                 }
             }
         }
@@ -240,13 +325,26 @@ async fn sweep(cli: &Cli) -> Result<bool> {
             .collect();
         match finished? {
             Finished::Scenario(outcome) => {
+                let only = outcome.sandboxed_only().len();
+                let unmet = outcome.unmet().len();
+                let line = match &outcome.baseline {
+                    None => format!("(sandboxed only) {only} steps, {unmet} expectations unmet"),
+                    Some(_) if only == 0 => format!(
+                        "{} steps, {} differences",
+                        outcome.compared().len(),
+                        outcome.differences().len()
+                    ),
+                    Some(_) => format!(
+                        "{} steps, {} differences; {only} sandboxed-only steps, {unmet} unmet",
+                        outcome.compared().len(),
+                        outcome.differences().len()
+                    ),
+                };
                 eprintln!(
-                    "[{bar}] {done}/{total} {}: {} steps, {} differences",
-                    outcome.scenario.integration,
-                    outcome.baseline.len(),
-                    outcome.differences().len()
+                    "[{bar}] {done}/{total} {}: {line}",
+                    outcome.scenario.integration
                 );
-                outcomes.push(outcome);
+                outcomes.push(*outcome);
             }
             Finished::Gate(outcome) => {
                 eprintln!(
@@ -269,33 +367,43 @@ async fn sweep(cli: &Cli) -> Result<bool> {
         .collect();
     gates.sort_by_key(|outcome| order.iter().position(|name| *name == outcome.check.name));
     write_report(cli, &outcomes, &gates)?;
-    Ok(outcomes
-        .iter()
-        .all(|outcome| outcome.differences().is_empty())
-        && gates.iter().all(|outcome| outcome.error.is_none()))
+    Ok(outcomes.iter().all(Outcome::ok) && gates.iter().all(|outcome| outcome.error.is_none()))
+}
+
+/// A CSV field, quoted.
+fn field(text: &str) -> String {
+    format!("\"{}\"", text.replace('"', "'"))
+}
+
+/// A markdown table cell.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
 }
 
 fn write_report(cli: &Cli, outcomes: &[Outcome], gates: &[GateOutcome]) -> Result<()> {
     let mut report = String::from(
         "# Compat sweep\n\nEvery scenario in `compat/scenarios/` played twice — in-process (no sandbox) and \
-         sandboxed (the host plugin with the real runtime) — and compared after every step: the \
-         step's outcome (errors included) and every state with its attributes.\n\nGenerated by \
+         sandboxed (the host plugin with the real runtime; the custom integration through the \
+         custom-integration path, from an artifact pinned by its SHA-256) — and compared after \
+         every step: the step's outcome (errors included) and every state with its attributes. \
+         Integrations that would harm the sweep's own process in-process, and steps about the \
+         sandbox itself, run sandboxed only and are judged by their own expectations. Then every \
+         trust gate's check of the forged-frame suite.\n\nGenerated by \
          `cargo run --release -p sandbox-compat --bin compat`.\n\n| integration | steps | passed in-process | passed sandboxed | equal to baseline | differences |\n|---|---|---|---|---|---|\n",
     );
-    let mut csv = String::from("integration,step,label,in_process,sandboxed,equal\n");
+    let mut csv = String::from("integration,step,label,in_process,sandboxed,ok\n");
     let (mut steps, mut passed_base, mut passed_sand, mut equal_total) = (0, 0, 0, 0);
-    for outcome in outcomes {
+    for outcome in outcomes.iter().filter(|outcome| outcome.baseline.is_some()) {
         let differences = outcome.differences();
-        let count = outcome.baseline.len();
-        let base = outcome
-            .baseline
+        let compared = outcome.compared();
+        let count = compared.len();
+        let base = compared
             .iter()
-            .filter(|record| record.passed())
+            .filter(|(base, _)| base.is_some_and(StepRecord::passed))
             .count();
-        let sand = outcome
-            .sandboxed
+        let sand = compared
             .iter()
-            .filter(|record| record.passed())
+            .filter(|(_, sand)| sand.is_some_and(StepRecord::passed))
             .count();
         let equal = count.saturating_sub(differences.len());
         steps += count;
@@ -308,18 +416,16 @@ fn write_report(cli: &Cli, outcomes: &[Outcome], gates: &[GateOutcome]) -> Resul
             outcome.scenario.integration,
             differences.len()
         );
-        for (index, record) in outcome.baseline.iter().enumerate() {
-            let sandboxed = outcome.sandboxed.get(index);
-            let same = sandboxed.is_some_and(|other| other == record);
+        for (index, (base, sand)) in compared.iter().enumerate() {
+            let same = matches!((base, sand), (Some(base), Some(sand)) if base == sand);
+            let label = base.or(*sand).map_or("", |record| record.label.as_str());
             let _ = writeln!(
                 csv,
-                "{},{index},\"{}\",\"{}\",\"{}\",{same}",
+                "{},{index},{},{},{},{same}",
                 outcome.scenario.integration,
-                record.label.replace('"', "'"),
-                record.outcome.replace('"', "'"),
-                sandboxed
-                    .map(|other| other.outcome.replace('"', "'"))
-                    .unwrap_or_default()
+                field(label),
+                field(base.map_or("", |record| record.outcome.as_str())),
+                field(sand.map_or("", |record| record.outcome.as_str())),
             );
         }
     }
@@ -333,13 +439,64 @@ fn write_report(cli: &Cli, outcomes: &[Outcome], gates: &[GateOutcome]) -> Resul
         "| **total** | {steps} | {passed_base} | {passed_sand} | {equal_total} | {} |\n\nSandboxed equal to baseline: **{ratio:.2} %** of {steps} steps.\n",
         steps - equal_total
     );
+
+    report.push_str(
+        "## Sandboxed only\n\nIntegrations that cannot run in-process without harming the sweep's own \
+         process (or with nothing to compare, since in-process nothing refuses what the sandbox \
+         must), and steps about the sandbox itself (a group's state, a wrong pin), each judged by \
+         its own expectation: an entry's state, a group's state and restarts after a crash or a \
+         hang, main still answering its own service, other groups' entities still working, \
+         nothing forbidden reaching main.\n\n| integration | why | steps | expectations met |\n|---|---|---|---|\n",
+    );
+    let (mut only_total, mut met_total) = (0, 0);
+    for outcome in outcomes {
+        let only = outcome.sandboxed_only();
+        if only.is_empty() {
+            continue;
+        }
+        let met = only.iter().filter(|record| record.passed()).count();
+        only_total += only.len();
+        met_total += met;
+        let why = outcome
+            .scenario
+            .sandboxed_only
+            .clone()
+            .unwrap_or_else(|| "steps about the sandbox itself".to_owned());
+        let _ = writeln!(
+            report,
+            "| {} | {} | {} | {met} |",
+            outcome.scenario.integration,
+            cell(&why),
+            only.len()
+        );
+        for (index, record) in only.iter().enumerate() {
+            let _ = writeln!(
+                csv,
+                "{},{index},{},{},{},{}",
+                outcome.scenario.integration,
+                field(&record.label),
+                field(""),
+                field(&record.outcome),
+                record.passed()
+            );
+        }
+    }
+    let _ = writeln!(
+        report,
+        "| **total** | | {only_total} | {met_total} |\n\nSandboxed-only expectations met: **{met_total} of {only_total}**.\n"
+    );
+
     write_gates(&mut report, cli, gates);
     for outcome in outcomes {
-        let differences = outcome.differences();
-        if !differences.is_empty() {
+        let problems: Vec<String> = outcome
+            .differences()
+            .into_iter()
+            .chain(outcome.unmet())
+            .collect();
+        if !problems.is_empty() {
             let _ = writeln!(report, "## {}\n", outcome.scenario.integration);
-            for difference in differences.iter().take(20) {
-                let _ = writeln!(report, "- {difference}");
+            for problem in problems.iter().take(20) {
+                let _ = writeln!(report, "- {problem}");
             }
             report.push('\n');
         }
@@ -368,10 +525,7 @@ fn write_gates(report: &mut String, cli: &Cli, gates: &[GateOutcome]) {
     for outcome in gates {
         let result = match &outcome.error {
             None => "passed".to_owned(),
-            Some(error) => format!(
-                "**failed**: {}",
-                error.replace('|', "\\|").replace('\n', " ")
-            ),
+            Some(error) => format!("**failed**: {}", cell(error)),
         };
         let _ = writeln!(
             report,
