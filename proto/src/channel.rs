@@ -617,6 +617,12 @@ impl Shared {
             DirectWrite::Failed => return Err(()),
             DirectWrite::Busy => {}
         }
+        self.queue_frame(frame).await
+    }
+
+    /// Queues a whole frame for the writer task, which joins everything queued into one write
+    /// (waiting for room when the queue is full). Fails only when the channel is closed.
+    async fn queue_frame(&self, frame: Bytes) -> Result<(), ()> {
         self.queued_frames.fetch_add(1, Ordering::AcqRel);
         if self.outbound.send(Outbound::Frame(frame)).await.is_err() {
             self.queued_frames.fetch_sub(1, Ordering::AcqRel);
@@ -1034,10 +1040,11 @@ impl Channel {
     }
 
     /// Sends one-way messages in order with as few writes as possible: their frames are joined
-    /// into writes of up to [`WRITE_BUFFER_CAPACITY`] bytes, each sent like one frame of
-    /// [`Channel::push`] (waiting for room in the write queue when it is full). The peer reads
-    /// them as separate pushes. A message too large for a frame is skipped and its error
-    /// returned after the others are sent.
+    /// into chunks of up to [`WRITE_BUFFER_CAPACITY`] bytes and always queued for the writer
+    /// task (waiting for room when the queue is full), which writes them together with whatever
+    /// is sent before it runs: a call's reply sent right after a batch leaves in the same write.
+    /// The peer reads them as separate pushes. A message too large for a frame is skipped and
+    /// its error returned after the others are sent.
     pub async fn push_batch<P: Push>(&self, messages: &[P]) -> Result<(), CallError> {
         if self.shared.closed_flag.load(Ordering::Acquire) {
             return Err(self.closed_now());
@@ -1071,10 +1078,10 @@ impl Channel {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Sends `count` whole frames joined in `bytes`, counting them as pushes.
+    /// Queues `count` whole frames joined in `bytes`, counting them as pushes.
     async fn send_frames(&self, bytes: Bytes, count: u64) -> Result<(), CallError> {
         self.shared
-            .send_frame(bytes)
+            .queue_frame(bytes)
             .await
             .map_err(|_| self.closed_now())?;
         let counters = &self.shared.counters;

@@ -77,6 +77,9 @@ struct Shared {
     entities: Mutex<HashMap<String, Tracked>>,
     pending: Mutex<Pending>,
     states: Mutex<StateQueue>,
+    /// Held while changes are taken from the queue and written, so the worker and
+    /// [`EntityBridge::flush_states`] never reorder them.
+    push_lock: tokio::sync::Mutex<()>,
     /// Transitions skipped because the queue was full (their entity's latest state was sent).
     skipped: AtomicU64,
     wake: Notify,
@@ -157,6 +160,7 @@ impl EntityBridge {
             entities: Mutex::default(),
             pending: Mutex::default(),
             states: Mutex::default(),
+            push_lock: tokio::sync::Mutex::new(()),
             skipped: AtomicU64::new(0),
             wake: Notify::new(),
             busy: std::sync::atomic::AtomicBool::new(false),
@@ -250,6 +254,20 @@ impl EntityBridge {
         }
     }
 
+    /// Sends every change queued so far, now. A service call's handler calls it before it
+    /// answers, so the states the call wrote reach main ahead of the reply: when main's caller
+    /// resumes, its proxies already show them, as they would in-process.
+    pub async fn flush_states(&self) {
+        let _pushing = self.shared.push_lock.lock().await;
+        loop {
+            let changes = take_changes(&self.shared);
+            if changes.is_empty() {
+                return;
+            }
+            push_states(&self.shared, &changes).await;
+        }
+    }
+
     /// State transitions skipped under overload (the queue was full; the entity's latest state
     /// was sent instead).
     pub fn skipped_transitions(&self) -> u64 {
@@ -292,31 +310,38 @@ async fn work(shared: Arc<Shared>) {
         } {
             settle(&shared, &entity_id).await;
         }
-        let batch = {
-            let mut queue = shared.states.lock();
-            let take = queue.changes.len().min(STATE_BATCH_MAX);
-            let changes: Vec<Arc<State>> = queue.changes.drain(..take).collect();
-            // Entities whose changes did not fit: their latest state, once the queue is empty.
-            let overflowed: Vec<String> = if queue.changes.is_empty() {
-                queue.overflowed.drain().collect()
-            } else {
-                Vec::new()
-            };
-            (changes, overflowed)
-        };
-        let (mut changes, overflowed) = batch;
-        changes.extend(
-            overflowed
-                .iter()
-                .filter_map(|entity_id| shared.core.states().get(entity_id)),
-        );
+        let pushing = shared.push_lock.lock().await;
+        let changes = take_changes(&shared);
         if changes.is_empty() {
+            drop(pushing);
             shared.busy.store(false, Ordering::Release);
             shared.wake.notified().await;
             continue;
         }
         push_states(&shared, &changes).await;
     }
+}
+
+/// The next changes to send: up to [`STATE_BATCH_MAX`] queued ones, then (once the queue is
+/// empty) the latest state of every entity whose changes did not fit.
+fn take_changes(shared: &Shared) -> Vec<Arc<State>> {
+    let (mut changes, overflowed) = {
+        let mut queue = shared.states.lock();
+        let take = queue.changes.len().min(STATE_BATCH_MAX);
+        let changes: Vec<Arc<State>> = queue.changes.drain(..take).collect();
+        let overflowed: Vec<String> = if queue.changes.is_empty() {
+            queue.overflowed.drain().collect()
+        } else {
+            Vec::new()
+        };
+        (changes, overflowed)
+    };
+    changes.extend(
+        overflowed
+            .iter()
+            .filter_map(|entity_id| shared.core.states().get(entity_id)),
+    );
+    changes
 }
 
 /// Sends the changes of registered entities not older than what main has, in one write.

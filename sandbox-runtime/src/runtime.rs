@@ -254,7 +254,15 @@ fn handlers(builder: ChannelBuilder, parts: &Arc<Parts>) -> ChannelBuilder {
     let p = on(parts);
     let builder = builder.on_call::<wire::CallService, _, _>(move |request, _| {
         let p = Arc::clone(&p);
-        async move { call_service(&p.core, request).await }
+        async move {
+            let outcome = call_service(&p.core, request).await;
+            // What the call wrote reaches main before the reply does.
+            let bridge = p.bridge.lock().clone();
+            if let Some(bridge) = bridge {
+                bridge.flush_states().await;
+            }
+            outcome
+        }
     });
     let p = on(parts);
     let builder = builder.on_call::<wire::EntityQuery, _, _>(move |request, _| {

@@ -533,3 +533,41 @@ async fn every_field_free_domain_service_has_the_same_effect_sandboxed() {
     assert!(calls > 40, "only {calls} calls were compared");
     sandboxed.plugin.as_ref().unwrap().stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_proxied_call_returns_main_already_shows_what_it_wrote() {
+    let hub = hub(true, runtime()).await;
+    configure_demo(&hub.core).await;
+    wait_until("proxies", || {
+        domains_with_entities(&hub.core) == proxyable_count()
+    })
+    .await;
+    let switch = hub
+        .core
+        .states()
+        .entity_ids(Some("switch"))
+        .into_iter()
+        .next()
+        .unwrap();
+    for round in 0..50 {
+        let before = hub.core.states().get(&switch).unwrap().state.clone();
+        let context = Context::new();
+        call(
+            &hub.core,
+            "switch",
+            "toggle",
+            &switch,
+            json!({}),
+            context.clone(),
+        )
+        .await;
+        // No waiting: the sandbox sends the states a call wrote ahead of its reply.
+        let after = hub.core.states().get(&switch).unwrap();
+        assert_ne!(
+            after.state, before,
+            "round {round}: the toggle is not on main yet"
+        );
+        assert_eq!(after.context.id, context.id, "round {round}");
+    }
+    hub.plugin.clone().unwrap().stop().await;
+}

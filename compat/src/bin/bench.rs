@@ -125,7 +125,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match runtime.block_on(run(&cli)) {
+            // The hub's code runs in tasks on its runtime, as a hub's does (the thread that
+            // blocks on the runtime is not one of its workers: a caller there would pay a
+            // cross-thread wake-up on every reply).
+            let outcome = runtime.block_on(async move {
+                tokio::spawn(async move { run(&cli).await })
+                    .await
+                    .context("the benchmark task")?
+            });
+            match outcome {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("bench failed: {error:#}");
