@@ -13,9 +13,10 @@
 //! - [`forbidden`] (`misbehave_forbidden`): tries every forbidden registration and event.
 //!
 //! They are meant to run in a sandbox (the `compat-sandbox` binary hosts them next to the
-//! built-in integrations); run in-process they would do the same harm to the process they are in.
+//! built-in integrations); run in-process most would do the same harm to the process they are in.
 //! The compat sweep plays each (`compat/scenarios/misbehave_*.json`): sandboxed only, judged by
-//! what main must survive, except the flood, which is harmless in-process and compared.
+//! what main must survive, except the flood, which is harmless in-process, and the panic, which
+//! homecore catches in either mode; those two are compared.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -80,9 +80,9 @@
 //! difference. Records of sandboxed-only steps (`expect_group`, `wrong_pin`), and every record
 //! of a `sandboxed_only` scenario, have no baseline: each must meet its own expectation. A
 //! `sandboxed_only` scenario is one whose integration would harm the sweep's own process
-//! in-process (abort it, block its thread, unwind through it, write to its stdout) or that has
-//! no meaningful baseline (in-process nothing stops what the sandbox refuses); the string says
-//! why. In such a scenario a `call` without `expect` must succeed.
+//! in-process (abort it, block its thread, write to its stdout) or that has no meaningful
+//! baseline (in-process nothing stops what the sandbox refuses); the string says why. In such
+//! a scenario a `call` without `expect` must succeed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;

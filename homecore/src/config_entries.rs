@@ -25,6 +25,7 @@ use crate::data_entry_flow::{
 use crate::entity_id::validate_domain;
 use crate::event::EventBus;
 use crate::store::{Store, StoreError};
+use crate::unwind::catch_panic;
 
 #[cfg(test)]
 mod tests;
@@ -756,18 +757,20 @@ impl ConfigEntries {
             )));
         }
         let entry = if entry.version < version || entry.minor_version < minor_version {
-            handler
-                .migrate_entry(core, &entry)
+            let what = format!("migration of {}", entry.domain);
+            catch_panic(&what, || handler.migrate_entry(core, &entry))
                 .await
+                .map_err(SetupFailure::Migration)?
                 .map_err(SetupFailure::Migration)?;
             self.require(entry_id)
                 .map_err(|err| SetupFailure::Setup(SetupError::Failed(err.to_string())))?
         } else {
             entry
         };
-        handler
-            .setup_entry(core, &entry)
+        let what = format!("entry setup of {}", entry.domain);
+        catch_panic(&what, || handler.setup_entry(core, &entry))
             .await
+            .unwrap_or_else(|reason| Err(SetupError::Failed(reason)))
             .map_err(SetupFailure::Setup)
     }
 
@@ -891,7 +894,12 @@ impl ConfigEntries {
                     None => None,
                 };
                 match handler {
-                    Some(handler) => handler.unload_entry(&core, &entry).await,
+                    Some(handler) => {
+                        let what = format!("entry unload of {}", entry.domain);
+                        catch_panic(&what, || handler.unload_entry(&core, &entry))
+                            .await
+                            .and_then(|outcome| outcome)
+                    }
                     None => Err(format!("integration {} not found", entry.domain)),
                 }
             }
@@ -954,7 +962,9 @@ impl ConfigEntries {
         if let Some(handlers) = self.handlers()
             && let Some(handler) = handlers.entry_setup(&removed.entry.domain).await
         {
-            handler.remove_entry(&core, &removed.entry).await;
+            // A panic is logged by the boundary; the entry is removed all the same.
+            let what = format!("entry removal of {}", removed.entry.domain);
+            let _ = catch_panic(&what, || handler.remove_entry(&core, &removed.entry)).await;
         }
         core.device_registry().clear_config_entry(entry_id);
         core.entity_registry().clear_config_entry(entry_id);
@@ -1172,7 +1182,12 @@ impl ConfigFlows {
             Routed::Taken(RoutedFlow { handler, sandbox }) => (handler, sandbox),
             Routed::NotMine => {
                 let handler = match self.entries.handlers() {
-                    Some(handlers) => handlers.config_flow(domain).await,
+                    Some(handlers) => {
+                        let what = format!("config flow creation of {domain}");
+                        catch_panic(&what, || handlers.config_flow(domain))
+                            .await
+                            .map_err(FlowError::Handler)?
+                    }
                     None => None,
                 };
                 (
@@ -1331,7 +1346,12 @@ impl OptionsFlows {
             Routed::Taken(handler) => handler,
             Routed::NotMine => {
                 let handler = match self.entries.handlers() {
-                    Some(handlers) => handlers.options_flow(&entry).await,
+                    Some(handlers) => {
+                        let what = format!("options flow creation of {}", entry.domain);
+                        catch_panic(&what, || handlers.options_flow(&entry))
+                            .await
+                            .map_err(FlowError::Handler)?
+                    }
                     None => None,
                 };
                 handler.ok_or_else(|| FlowError::UnknownHandler(entry_id.to_owned()))?

@@ -18,6 +18,7 @@ use crate::config_entries::ConfigEntry;
 use crate::core::Core;
 use crate::event::{EVENT_DATA_ENTRY_FLOW_PROGRESSED, EventBus};
 use crate::schema::{PathSegment, Schema, ValidationErrors};
+use crate::unwind::catch_panic;
 
 #[cfg(test)]
 mod tests;
@@ -325,7 +326,8 @@ pub enum FlowError {
     /// [`MAX_FLOWS_IN_PROGRESS`] flows are already running.
     #[error("too many flows in progress (at most {MAX_FLOWS_IN_PROGRESS})")]
     TooManyFlows,
-    /// The handler failed; the flow stays where it was.
+    /// The handler failed; the flow stays where it was, unless the handler panicked (the
+    /// flow then ended).
     #[error("flow handler failed: {0}")]
     Handler(String),
     /// The request is not allowed in the current state (e.g. options for a missing entry).
@@ -636,9 +638,7 @@ impl FlowManager {
             .await;
         if result.is_err() && runner.current.is_none() {
             // A first step that fails leaves nothing to configure: drop the flow.
-            self.inner.flows.lock().remove(&flow_id);
-            runner.finished = true;
-            runner.handler.on_remove().await;
+            self.end(&slot, &mut runner).await;
         }
         result
     }
@@ -730,16 +730,24 @@ impl FlowManager {
             core,
             manager: self.clone(),
         };
-        let step = match runner.handler.step(&flow, &step_id, input).await {
-            Ok(step) => step,
-            Err(FlowError::Abort {
+        let what = format!("flow step {step_id} of {}", slot.handler);
+        let outcome = catch_panic(&what, || runner.handler.step(&flow, &step_id, input)).await;
+        let step = match outcome {
+            Ok(Ok(step)) => step,
+            Ok(Err(FlowError::Abort {
                 reason,
                 description_placeholders,
-            }) => FlowStep::Abort {
+            })) => FlowStep::Abort {
                 reason,
                 description_placeholders,
             },
-            Err(err) => return Err(err),
+            Ok(Err(err)) => return Err(err),
+            Err(reason) => {
+                // A handler that panicked halfway through a step cannot be trusted with the
+                // next one: the flow ends.
+                self.end(slot, runner).await;
+                return Err(FlowError::Handler(reason));
+            }
         };
         let previous = runner.current.as_ref();
         match previous {
@@ -800,9 +808,7 @@ impl FlowManager {
                 step,
             });
         }
-        self.inner.flows.lock().remove(&slot.flow_id);
-        runner.finished = true;
-        runner.handler.on_remove().await;
+        self.end(slot, runner).await;
         let finished = FinishedFlow {
             flow_id: slot.flow_id.clone(),
             handler: slot.handler.clone(),
@@ -826,10 +832,19 @@ impl FlowManager {
             .remove(flow_id)
             .ok_or_else(|| FlowError::UnknownFlow(flow_id.to_owned()))?;
         let mut runner = slot.runner.lock().await;
-        if !runner.finished {
-            runner.finished = true;
-            runner.handler.on_remove().await;
-        }
+        self.end(&slot, &mut runner).await;
         Ok(())
+    }
+
+    /// Ends a flow: no longer in progress, no further step, and its handler's `on_remove`
+    /// called once (a panic in it is logged and goes no further).
+    async fn end(&self, slot: &FlowSlot, runner: &mut FlowRunner) {
+        self.inner.flows.lock().remove(&slot.flow_id);
+        if runner.finished {
+            return;
+        }
+        runner.finished = true;
+        let what = format!("removal of a flow of {}", slot.handler);
+        let _ = catch_panic(&what, || runner.handler.on_remove()).await;
     }
 }

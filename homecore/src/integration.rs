@@ -23,6 +23,7 @@ use crate::core::Core;
 use crate::data_entry_flow::FlowHandler;
 use crate::entity_id::validate_domain;
 use crate::event::EVENT_COMPONENT_LOADED;
+use crate::unwind::catch_panic;
 
 #[cfg(test)]
 mod tests;
@@ -382,7 +383,10 @@ impl IntegrationLoader {
             let integration = self
                 .get(&dependency)
                 .ok_or_else(|| SetupError::Failed(format!("integration {dependency} not found")))?;
-            integration.setup(core).await?;
+            let what = format!("setup of integration {dependency}");
+            catch_panic(&what, || integration.setup(core))
+                .await
+                .map_err(SetupError::Failed)??;
             self.inner.loaded.lock().insert(dependency.clone());
             let mut data = Map::new();
             data.insert("component".into(), Value::String(dependency));
@@ -505,7 +509,10 @@ impl EntrySetupHandler for EntrySetup {
     ) -> BoxFuture<'a, Result<(), SetupError>> {
         Box::pin(async move {
             self.loader.ensure_setup(core, &entry.domain).await?;
-            let outcome = self.integration.setup_entry(core, entry).await;
+            let what = format!("entry setup of {}", entry.domain);
+            let outcome = catch_panic(&what, || self.integration.setup_entry(core, entry))
+                .await
+                .unwrap_or_else(|reason| Err(SetupError::Failed(reason)));
             if outcome.is_err() {
                 // A failed setup leaves nothing behind, so a retry finds free platform slots.
                 core.entities()
@@ -522,7 +529,8 @@ impl EntrySetupHandler for EntrySetup {
         entry: &'a ConfigEntry,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            self.integration.unload_entry(core, entry).await?;
+            let what = format!("entry unload of {}", entry.domain);
+            catch_panic(&what, || self.integration.unload_entry(core, entry)).await??;
             let leftover = core
                 .entities()
                 .unload_entry_platforms(&entry.entry_id)

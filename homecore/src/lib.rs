@@ -62,6 +62,7 @@ pub mod service;
 pub mod state;
 pub mod store;
 pub mod translation;
+mod unwind;
 
 pub use crate::area_registry::{AreaEntry, AreaRegistry};
 pub use crate::catalog::{

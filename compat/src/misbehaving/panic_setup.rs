@@ -1,7 +1,8 @@
 //! `misbehave_panic`: panics in the middle of entry setup.
 //!
-//! In a sandbox the panic unwinds into the channel's handler, which answers main with an
-//! `internal` error: the entry shows `setup_error` and the sandbox process stays up.
+//! homecore catches the panic where it calls the integration's entry setup, in whichever core
+//! runs it: the entry shows `setup_error` (its reason says the setup panicked) and the process
+//! goes on, be it main in-process or the sandbox process (which is not restarted).
 
 use futures::future::BoxFuture;
 

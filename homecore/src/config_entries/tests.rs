@@ -619,3 +619,190 @@ fn all_eight_states_have_their_home_assistant_names() {
         ]
     );
 }
+
+/// Setup code that panics in the operations named in `panics` (`setup`, `unload`, `migrate`,
+/// `remove`): setup and migration once their future runs, unload and removal before their
+/// future exists.
+#[derive(Default)]
+struct PanickySetup {
+    /// The operations that panic.
+    panics: PlMutex<Vec<&'static str>>,
+    /// The version this code expects.
+    version: (u32, u32),
+}
+
+impl PanickySetup {
+    fn panics_in(&self, operation: &str) -> bool {
+        self.panics.lock().contains(&operation)
+    }
+}
+
+impl EntrySetupHandler for PanickySetup {
+    fn version(&self) -> (u32, u32) {
+        self.version
+    }
+
+    fn setup_entry<'a>(
+        &'a self,
+        _core: &'a Core,
+        _entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Result<(), SetupError>> {
+        let panics = self.panics_in("setup");
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            if panics {
+                panic!("setup panics on purpose");
+            }
+            Ok(())
+        })
+    }
+
+    fn unload_entry<'a>(
+        &'a self,
+        _core: &'a Core,
+        _entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        if self.panics_in("unload") {
+            panic!("unload panics on purpose");
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn migrate_entry<'a>(
+        &'a self,
+        _core: &'a Core,
+        _entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        let panics = self.panics_in("migrate");
+        Box::pin(async move {
+            if panics {
+                panic!("migration panics on purpose");
+            }
+            Err("no migration".into())
+        })
+    }
+
+    fn remove_entry<'a>(&'a self, _core: &'a Core, _entry: &'a ConfigEntry) -> BoxFuture<'a, ()> {
+        if self.panics_in("remove") {
+            panic!("removal panics on purpose");
+        }
+        Box::pin(async {})
+    }
+}
+
+#[tokio::test]
+async fn panics_in_entry_code_and_flow_factories_fail_only_that_operation() {
+    let panicky = Arc::new(PanickySetup {
+        panics: PlMutex::new(vec!["setup"]),
+        version: (1, 1),
+    });
+    let ancient = Arc::new(PanickySetup {
+        panics: PlMutex::new(vec!["migrate"]),
+        version: (2, 1),
+    });
+    let table = HandlerTable::new();
+    table.register_config_flow("quick", || Box::new(QuickFlow));
+    table.register_entry_setup("quick", scripted((1, 1)));
+    table.register_entry_setup(
+        "panicky",
+        Arc::clone(&panicky) as Arc<dyn EntrySetupHandler>,
+    );
+    table.register_entry_setup("ancient", ancient);
+    table.register_config_flow("panicky", || -> Box<dyn FlowHandler> {
+        panic!("the config flow factory panics on purpose")
+    });
+    table.register_options_flow("panicky", |_entry| -> Box<dyn FlowHandler> {
+        panic!("the options flow factory panics on purpose")
+    });
+    let core = Core::builder(CoreConfig::new("/nonexistent"))
+        .store_backend(Arc::new(MemoryStoreBackend::new()))
+        .build()
+        .unwrap();
+    core.config_entries().set_handlers(Arc::new(table));
+    let entries = core.config_entries();
+
+    // Setup: the entry ends in setup_error, saying it panicked, and is not stuck in progress.
+    let entry = entries
+        .add(ConfigEntry::new("panicky", "P", Map::new(), SOURCE_USER))
+        .await
+        .unwrap();
+    assert_eq!(entry.state, ConfigEntryState::SetupError);
+    assert_eq!(
+        entry.reason.as_deref(),
+        Some("entry setup of panicky panicked: setup panics on purpose")
+    );
+    panicky.panics.lock().clear();
+    assert!(entries.reload(&entry.entry_id).await.unwrap());
+
+    // Flow factories: the flow is refused with a handler error; nothing is left in progress.
+    let error = entries
+        .flow()
+        .init("panicky", FlowContext::new(SOURCE_USER), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        FlowError::Handler(
+            "config flow creation of panicky panicked: the config flow factory panics on purpose"
+                .into()
+        )
+    );
+    let error = entries
+        .options()
+        .init(&entry.entry_id, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, FlowError::Handler(reason) if reason.contains("options flow creation of panicky panicked")),
+        "{error}"
+    );
+    assert!(entries.flow().progress().is_empty());
+    assert!(entries.options().progress().is_empty());
+
+    // Unload: a panic is a failed unload.
+    panicky.panics.lock().push("unload");
+    assert!(!entries.unload(&entry.entry_id).await.unwrap());
+    let failed = entries.entry(&entry.entry_id).unwrap();
+    assert_eq!(failed.state, ConfigEntryState::FailedUnload);
+    assert_eq!(
+        failed.reason.as_deref(),
+        Some("entry unload of panicky panicked: unload panics on purpose")
+    );
+
+    // Removal: the entry goes all the same.
+    panicky.panics.lock().push("remove");
+    assert!(
+        entries
+            .remove(&entry.entry_id)
+            .await
+            .unwrap()
+            .require_restart
+    );
+    assert!(entries.entry(&entry.entry_id).is_none());
+
+    // Migration: a panic is a failed migration.
+    let old = entries
+        .add(ConfigEntry::new("ancient", "A", Map::new(), SOURCE_USER))
+        .await
+        .unwrap();
+    assert_eq!(old.state, ConfigEntryState::MigrationError);
+    assert_eq!(
+        old.reason.as_deref(),
+        Some("migration of ancient panicked: migration panics on purpose")
+    );
+
+    // The core goes on: other entries set up and other flows run.
+    assert_eq!(
+        add_quick(&core, json!({})).await.state,
+        ConfigEntryState::Loaded
+    );
+    let created = entries
+        .flow()
+        .init("quick", FlowContext::new(SOURCE_USER), None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(created.step, FlowStep::CreateEntry { .. }),
+        "{created:?}"
+    );
+}

@@ -57,6 +57,9 @@ impl FlowHandler for TourFlow {
                 )),
                 ("manual", None) => Ok(FlowStep::form("manual", Some(connection_schema()))),
                 ("manual", Some(input)) => {
+                    if input["host"] == "explode" {
+                        panic!("the manual step panics on purpose");
+                    }
                     if input["host"] == "unreachable" {
                         return Ok(FlowStep::form_with_errors(
                             "manual",
@@ -105,6 +108,7 @@ impl FlowHandler for TourFlow {
                     Ok(FlowStep::form("manual", Some(connection_schema())))
                 }
                 ("fail", _) => Err(FlowError::Handler("exploded".into())),
+                ("panic", _) => panic!("the first step panics on purpose"),
                 (other, _) => Err(FlowError::UnknownStep {
                     handler: flow.handler().into(),
                     step_id: other.into(),
@@ -410,4 +414,114 @@ fn results_serialize_with_home_assistant_type_names() {
     let form = FlowStep::form("user", Some(connection_schema()));
     let back: FlowStep = serde_json::from_str(&serde_json::to_string(&form).unwrap()).unwrap();
     assert_eq!(back, form, "schemas with sections survive the round trip");
+}
+
+#[tokio::test]
+async fn a_panicking_step_ends_its_flow_with_a_handler_error_and_flows_go_on() {
+    let (core, removed) = core_with_tour().await;
+    let flows = core.config_entries().flow();
+
+    // A first step that panics: no flow is left behind, and the handler was told.
+    let error = flows
+        .init("tour", FlowContext::new("panic"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        FlowError::Handler(
+            "flow step panic of tour panicked: the first step panics on purpose".into()
+        )
+    );
+    assert!(flows.progress().is_empty());
+    assert_eq!(removed.load(Ordering::SeqCst), 1);
+
+    // A later step that panics ends its flow too (its handler is not trusted with another step).
+    let claimed = flows
+        .init(
+            "tour",
+            FlowContext::new("claim"),
+            Some(obj(json!({"host": "lamp"}))),
+        )
+        .await
+        .unwrap();
+    let error = flows
+        .configure(&claimed.flow_id, Some(obj(json!({"host": "explode"}))))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, FlowError::Handler(reason) if reason.contains("flow step manual of tour panicked")),
+        "{error}"
+    );
+    assert!(flows.progress().is_empty());
+    assert_eq!(removed.load(Ordering::SeqCst), 2);
+    assert!(matches!(
+        flows.configure(&claimed.flow_id, None).await,
+        Err(FlowError::UnknownFlow(_))
+    ));
+
+    // Flows go on, the ended flow's unique id no longer in progress.
+    let again = flows
+        .init(
+            "tour",
+            FlowContext::new("claim"),
+            Some(obj(json!({"host": "lamp"}))),
+        )
+        .await
+        .unwrap();
+    let done = flows
+        .configure(&again.flow_id, Some(obj(json!({"host": "lamp"}))))
+        .await
+        .unwrap();
+    assert!(
+        matches!(done.step, FlowStep::CreateEntry { .. }),
+        "{done:?}"
+    );
+}
+
+/// A flow whose `on_remove` panics; its first step shows a form, the next creates an entry.
+struct FragileFlow;
+
+impl FlowHandler for FragileFlow {
+    fn step<'a>(
+        &'a mut self,
+        _flow: &'a FlowStepContext,
+        step_id: &'a str,
+        _input: Option<Map<String, Value>>,
+    ) -> BoxFuture<'a, Result<FlowStep, FlowError>> {
+        Box::pin(async move {
+            match step_id {
+                "user" => Ok(FlowStep::form("confirm", None)),
+                _ => Ok(FlowStep::create_entry("Fragile", Map::new())),
+            }
+        })
+    }
+
+    fn on_remove(&mut self) -> BoxFuture<'_, ()> {
+        panic!("on_remove panics on purpose")
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_on_remove_neither_blocks_an_abort_nor_a_finished_flow() {
+    let table = HandlerTable::new();
+    table.register_config_flow("fragile", || Box::new(FragileFlow));
+    let core = Core::builder(CoreConfig::new("/nonexistent"))
+        .store_backend(Arc::new(MemoryStoreBackend::new()))
+        .build()
+        .unwrap();
+    core.config_entries().set_handlers(Arc::new(table));
+    let flows = core.config_entries().flow();
+
+    let form = flows.init("fragile", user(), None).await.unwrap();
+    flows.abort(&form.flow_id).await.unwrap();
+    assert!(flows.progress().is_empty());
+
+    let form = flows.init("fragile", user(), None).await.unwrap();
+    let done = flows.configure(&form.flow_id, None).await.unwrap();
+    let FlowStep::CreateEntry { entry_id, .. } = &done.step else {
+        panic!("{done:?}")
+    };
+    assert!(flows.progress().is_empty());
+    let entry_id = entry_id.as_deref().unwrap();
+    assert!(core.config_entries().entry(entry_id).is_some());
 }

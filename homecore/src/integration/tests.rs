@@ -181,3 +181,144 @@ fn catalog_providers_list_non_local_integrations_and_local_ones_win() {
     handle.remove();
     assert_eq!(loader.descriptors().len(), 1);
 }
+
+/// An integration that panics in the operations named in `panics` (`setup`, `setup_entry`,
+/// `unload_entry`, `config_flow`); its entry setup first takes a `switch` platform slot.
+struct Panicky {
+    /// Its manifest.
+    manifest: Manifest,
+    /// The operations that panic.
+    panics: Mutex<Vec<&'static str>>,
+}
+
+impl Panicky {
+    fn panics_in(&self, operation: &str) -> bool {
+        self.panics.lock().contains(&operation)
+    }
+}
+
+impl Integration for Panicky {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    fn setup<'a>(&'a self, _core: &'a Core) -> BoxFuture<'a, Result<(), SetupError>> {
+        Box::pin(async move {
+            if self.panics_in("setup") {
+                panic!("one-time setup panics on purpose");
+            }
+            Ok(())
+        })
+    }
+    fn config_flow(&self) -> Option<Box<dyn FlowHandler>> {
+        if self.panics_in("config_flow") {
+            panic!("the config flow panics on purpose");
+        }
+        None
+    }
+    fn setup_entry<'a>(
+        &'a self,
+        core: &'a Core,
+        entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Result<(), SetupError>> {
+        Box::pin(async move {
+            core.entities()
+                .forward_entry_setup(entry, "switch")
+                .map_err(|err| SetupError::Failed(err.to_string()))?;
+            tokio::task::yield_now().await;
+            if self.panics_in("setup_entry") {
+                panic!("entry setup panics on purpose");
+            }
+            Ok(())
+        })
+    }
+    fn unload_entry<'a>(
+        &'a self,
+        _core: &'a Core,
+        _entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            if self.panics_in("unload_entry") {
+                panic!("unload panics on purpose");
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn panics_in_integration_code_fail_only_that_operation_and_free_its_platforms() {
+    let boom = Arc::new(Panicky {
+        manifest: manifest("boom", &[]),
+        panics: Mutex::new(vec!["setup"]),
+    });
+    let calm = Arc::new(Panicky {
+        manifest: manifest("calm", &[]),
+        panics: Mutex::new(Vec::new()),
+    });
+    let core = Core::builder(CoreConfig::new("unused"))
+        .store_backend(Arc::new(MemoryStoreBackend::new()))
+        .integrations([
+            Arc::clone(&boom) as Arc<dyn Integration>,
+            calm as Arc<dyn Integration>,
+        ])
+        .build()
+        .unwrap();
+    core.start().await.unwrap();
+    let entries = core.config_entries();
+
+    // One-time setup: the entry fails to set up and the integration is not marked loaded.
+    let entry = ConfigEntry::new("boom", "Boom", Map::new(), SOURCE_USER);
+    let entry = entries.add(entry).await.unwrap();
+    assert_eq!(entry.state, ConfigEntryState::SetupError);
+    assert_eq!(
+        entry.reason.as_deref(),
+        Some("setup of integration boom panicked: one-time setup panics on purpose")
+    );
+    assert!(!core.integrations().is_loaded("boom"));
+
+    // Entry setup: setup_error, and the platform slot it took is free again.
+    *boom.panics.lock() = vec!["setup_entry"];
+    assert!(!entries.reload(&entry.entry_id).await.unwrap());
+    let failed = entries.entry(&entry.entry_id).unwrap();
+    assert_eq!(failed.state, ConfigEntryState::SetupError);
+    assert_eq!(
+        failed.reason.as_deref(),
+        Some("entry setup of boom panicked: entry setup panics on purpose")
+    );
+    assert!(core.integrations().is_loaded("boom"));
+    assert!(core.entities().platforms().is_empty());
+    boom.panics.lock().clear();
+    assert!(entries.reload(&entry.entry_id).await.unwrap());
+    assert_eq!(core.entities().platforms().len(), 1);
+
+    // Config flow creation: refused with a handler error.
+    *boom.panics.lock() = vec!["config_flow"];
+    let error = entries
+        .flow()
+        .init(
+            "boom",
+            crate::data_entry_flow::FlowContext::new(SOURCE_USER),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("panicked"), "{error}");
+
+    // Entry unload: failed_unload, saying it panicked.
+    *boom.panics.lock() = vec!["unload_entry"];
+    assert!(!entries.unload(&entry.entry_id).await.unwrap());
+    let stuck = entries.entry(&entry.entry_id).unwrap();
+    assert_eq!(stuck.state, ConfigEntryState::FailedUnload);
+    assert_eq!(
+        stuck.reason.as_deref(),
+        Some("entry unload of boom panicked: unload panics on purpose")
+    );
+
+    // The core goes on: another integration's entry loads.
+    let other = ConfigEntry::new("calm", "Calm", Map::new(), SOURCE_USER);
+    assert_eq!(
+        entries.add(other).await.unwrap().state,
+        ConfigEntryState::Loaded
+    );
+    assert!(core.integrations().is_loaded("calm"));
+}
