@@ -76,6 +76,7 @@ impl Bridge {
         channel: Channel,
         contexts: Arc<ContextCache>,
         refused: Arc<GateCounters>,
+        joins_entity_calls: bool,
     ) -> Arc<Self> {
         Arc::new(Self {
             core,
@@ -84,6 +85,8 @@ impl Bridge {
                 channel,
                 alive: AtomicBool::new(true),
                 contexts,
+                joins_entity_calls,
+                open_batches: Mutex::default(),
             }),
             proxies: Mutex::default(),
             platforms: Mutex::default(),
@@ -442,6 +445,7 @@ impl Bridge {
             data_json: json::object_to_bytes(&call.data),
             context_id: self.link.contexts.remember(&call.context),
             return_response: call.return_response,
+            per_entity: false,
         };
         let result = self
             .link

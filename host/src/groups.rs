@@ -278,7 +278,7 @@ impl GroupEvents for Hooks {
         )
     }
 
-    fn on_ready(&self, group: &str, channel: &Channel, _ready: &ReadyInfo) {
+    fn on_ready(&self, group: &str, channel: &Channel, ready: &ReadyInfo) {
         let Some(inner) = self.groups.upgrade() else {
             return;
         };
@@ -288,6 +288,7 @@ impl GroupEvents for Hooks {
             channel.clone(),
             Arc::clone(&inner.contexts),
             Arc::clone(&self.refused),
+            ready.negotiated.features.contains("entity_outcomes"),
         );
         let displaced = self.slot.lock().replace(bridge);
         let Some(displaced) = displaced else { return };

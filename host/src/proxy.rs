@@ -4,9 +4,14 @@
 //! RPC to the sandbox, with the caller's context remembered so the resulting state change comes
 //! back attributed to the caller.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
 
 use futures::future::BoxFuture;
 use homecore::entity::{Entity, EntityHandle, EntityInfo, EntityServiceCall};
@@ -32,9 +37,140 @@ pub struct ProxyLink {
     pub alive: AtomicBool,
     /// Contexts main issued to this group.
     pub contexts: Arc<ContextCache>,
+    /// The sandbox answers joined entity calls one outcome per entity (feature
+    /// `entity_outcomes`): same-tick calls of one service on several proxies leave as one RPC.
+    pub joins_entity_calls: bool,
+    /// Joined calls waiting to leave, by what they share.
+    pub open_batches: Mutex<HashMap<BatchKey, Vec<Joined>>>,
+}
+
+/// What entity calls must share to leave in one `call_service`: the same service, data,
+/// context and response mode (one service call fanned out over several entities).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BatchKey {
+    domain: String,
+    service: String,
+    data_json: Bytes,
+    context_id: String,
+    return_response: bool,
+}
+
+/// One entity call waiting in a batch for its own outcome.
+pub struct Joined {
+    sandbox_entity_id: String,
+    outcome: oneshot::Sender<Result<Option<Value>, ServiceError>>,
+}
+
+/// Drops the open batch of a leader cancelled before sending it, so the calls that joined fail
+/// at once (their outcome senders drop) instead of waiting for a send that never comes.
+struct OpenBatchGuard<'a> {
+    link: &'a ProxyLink,
+    key: Option<BatchKey>,
+}
+
+impl Drop for OpenBatchGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.link.open_batches.lock().remove(&key);
+        }
+    }
 }
 
 impl ProxyLink {
+    /// Runs one entity's call, joined with the other calls of this service call made in the
+    /// same tick (X4): the first call opens a batch and yields once, so the calls fanned out
+    /// next to it (an area call's `join_all`) join; then it sends one `call_service` with
+    /// `per_entity` and hands every call its own outcome.
+    async fn call_joined(
+        &self,
+        key: BatchKey,
+        sandbox_entity_id: &str,
+    ) -> Result<Option<Value>, ServiceError> {
+        let (outcome_tx, outcome_rx) = oneshot::channel();
+        let joined = Joined {
+            sandbox_entity_id: sandbox_entity_id.to_owned(),
+            outcome: outcome_tx,
+        };
+        let leads = match self.open_batches.lock().entry(key.clone()) {
+            Entry::Occupied(mut open) => {
+                open.get_mut().push(joined);
+                false
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(vec![joined]);
+                true
+            }
+        };
+        if leads {
+            let mut guard = OpenBatchGuard {
+                link: self,
+                key: Some(key),
+            };
+            tokio::task::yield_now().await;
+            let key = guard.key.take().expect("the guard holds the key until now");
+            let batch = self.open_batches.lock().remove(&key).unwrap_or_default();
+            self.send_batch(&key, batch).await;
+        }
+        outcome_rx.await.unwrap_or_else(|_| {
+            Err(ServiceError::handler(format!(
+                "the call to sandbox group {} was cancelled",
+                self.group
+            )))
+        })
+    }
+
+    /// Sends a batch and answers each of its calls.
+    async fn send_batch(&self, key: &BatchKey, batch: Vec<Joined>) {
+        let request = wire::CallService {
+            domain: key.domain.clone(),
+            service: key.service.clone(),
+            entity_ids: batch
+                .iter()
+                .map(|joined| joined.sandbox_entity_id.clone())
+                .collect(),
+            data_json: key.data_json.clone(),
+            context_id: key.context_id.clone(),
+            return_response: key.return_response,
+            per_entity: true,
+        };
+        let result = match self
+            .channel
+            .call_timeout(&request, PROXY_CALL_TIMEOUT)
+            .await
+        {
+            Ok(result) => result,
+            Err(error) => {
+                let message = self.call_error(&key.domain, &key.service, error);
+                for joined in batch {
+                    let _ = joined.outcome.send(Err(message.clone()));
+                }
+                return;
+            }
+        };
+        let mut outcomes: HashMap<String, wire::EntityOutcome> = result
+            .outcomes
+            .into_iter()
+            .map(|outcome| (outcome.entity_id.clone(), outcome))
+            .collect();
+        for joined in batch {
+            let answer = match outcomes.remove(&joined.sandbox_entity_id) {
+                None => Err(ServiceError::handler(format!(
+                    "sandbox group {} sent no outcome for {}",
+                    self.group, joined.sandbox_entity_id
+                ))),
+                Some(outcome) => match outcome.error {
+                    Some(error) => Err(service_error_from_remote(
+                        &key.domain,
+                        &key.service,
+                        &sandbox_proto::RemoteError::from_wire(error),
+                    )),
+                    None => read_response(key.return_response, outcome.response_json),
+                },
+            };
+            let _ = joined.outcome.send(answer);
+        }
+    }
+
     fn call_error(&self, domain: &str, service: &str, error: CallError) -> ServiceError {
         match error {
             CallError::Remote { error, .. } => service_error_from_remote(domain, service, &error),
@@ -151,6 +287,19 @@ impl ProxyEntity {
     }
 }
 
+/// An entity's response as the caller gets it: the JSON the sandbox sent, when asked for.
+fn read_response(
+    return_response: bool,
+    response_json: Option<Bytes>,
+) -> Result<Option<Value>, ServiceError> {
+    match response_json {
+        Some(bytes) if return_response => json::from_bytes(&bytes).map(Some).map_err(|error| {
+            ServiceError::handler(format!("the sandbox sent an unreadable response: {error}"))
+        }),
+        _ => Ok(None),
+    }
+}
+
 /// What the core reads of a proxy's description.
 fn proxy_info(description: &wire::EntityDescription) -> EntityInfo {
     let mut info = entity_info_from_wire(description);
@@ -198,13 +347,26 @@ impl Entity for ProxyEntity {
                     self.link.group
                 )));
             }
+            let data_json = json::object_to_bytes(&call.data);
+            let context_id = self.link.contexts.remember(&call.context);
+            if self.link.joins_entity_calls {
+                let key = BatchKey {
+                    domain,
+                    service: call.service,
+                    data_json,
+                    context_id,
+                    return_response: call.return_response,
+                };
+                return self.link.call_joined(key, &self.sandbox_entity_id).await;
+            }
             let request = wire::CallService {
                 domain: domain.clone(),
                 service: call.service.clone(),
                 entity_ids: vec![self.sandbox_entity_id.clone()],
-                data_json: json::object_to_bytes(&call.data),
-                context_id: self.link.contexts.remember(&call.context),
+                data_json,
+                context_id,
                 return_response: call.return_response,
+                per_entity: false,
             };
             let result = self
                 .link
@@ -212,16 +374,7 @@ impl Entity for ProxyEntity {
                 .call_timeout(&request, PROXY_CALL_TIMEOUT)
                 .await
                 .map_err(|error| self.link.call_error(&domain, &call.service, error))?;
-            match result.response_json {
-                Some(bytes) if call.return_response => {
-                    json::from_bytes(&bytes).map(Some).map_err(|error| {
-                        ServiceError::handler(format!(
-                            "the sandbox sent an unreadable response: {error}"
-                        ))
-                    })
-                }
-                _ => Ok(None),
-            }
+            read_response(call.return_response, result.response_json)
         })
     }
 

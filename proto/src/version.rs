@@ -11,7 +11,7 @@ use std::fmt;
 use semver::Version;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: &str = "1.0.0";
+pub const PROTOCOL_VERSION: &str = "1.1.0";
 
 /// Optional features this build supports, announced in `Ready` and `ReadyAck`.
 pub const FEATURES: &[&str] = &[
@@ -23,6 +23,9 @@ pub const FEATURES: &[&str] = &[
     "update_entry",
     // `Pong` carries memory and entity counts.
     "ping_stats",
+    // `call_service` with `per_entity`: joined entity calls answered one outcome per entity
+    // (since 1.1).
+    "entity_outcomes",
 ];
 
 /// Which side of the protocol a peer is.

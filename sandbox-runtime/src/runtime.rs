@@ -312,6 +312,43 @@ async fn call_service(
     let is_entity_domain = homecore::catalog::catalog()
         .domain(&request.domain)
         .is_some();
+    if request.per_entity && is_entity_domain {
+        // Proxies' calls main joined into one: every entity answers on its own, concurrently
+        // (as the calls would have run on main), and one failure fails only its entity.
+        let calls = request.entity_ids.iter().map(|entity_id| {
+            core.entities().call_entity_service(
+                entity_id,
+                &request.service,
+                data.clone(),
+                Some(context.clone()),
+                request.return_response,
+            )
+        });
+        let results = futures::future::join_all(calls).await;
+        let outcomes = request
+            .entity_ids
+            .iter()
+            .zip(results)
+            .map(|(entity_id, result)| match result {
+                Ok(response) => wire::EntityOutcome {
+                    entity_id: entity_id.clone(),
+                    response_json: request.return_response.then(|| {
+                        json::to_bytes(response.as_ref().unwrap_or(&serde_json::Value::Null))
+                    }),
+                    error: None,
+                },
+                Err(error) => wire::EntityOutcome {
+                    entity_id: entity_id.clone(),
+                    response_json: None,
+                    error: Some(service_error_to_remote(&error).to_wire()),
+                },
+            })
+            .collect();
+        return Ok(wire::CallServiceResult {
+            response_json: None,
+            outcomes,
+        });
+    }
     if !request.entity_ids.is_empty() && is_entity_domain {
         // A proxy's call: straight to the entities, each answering for itself.
         let mut responses = serde_json::Map::new();
@@ -339,7 +376,10 @@ async fn call_service(
                 json::object_to_bytes(&responses)
             }
         });
-        return Ok(wire::CallServiceResult { response_json });
+        return Ok(wire::CallServiceResult {
+            response_json,
+            outcomes: Vec::new(),
+        });
     }
     let mut call = ServiceRequest::new(request.domain.clone(), request.service.clone())
         .with_data(data)
@@ -357,6 +397,7 @@ async fn call_service(
         .map_err(|error| service_error_to_remote(&error))?;
     Ok(wire::CallServiceResult {
         response_json: response.map(|response| json::object_to_bytes(&response)),
+        outcomes: Vec::new(),
     })
 }
 

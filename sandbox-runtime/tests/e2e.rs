@@ -571,3 +571,47 @@ async fn when_a_proxied_call_returns_main_already_shows_what_it_wrote() {
     }
     hub.plugin.clone().unwrap().stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_on_many_proxies_of_a_group_leaves_as_one_rpc_with_every_entity_answered() {
+    let hub = hub(true, runtime()).await;
+    configure_demo(&hub.core).await;
+    wait_until("proxies", || {
+        domains_with_entities(&hub.core) == proxyable_count()
+    })
+    .await;
+    let lights = hub.core.states().entity_ids(Some("light"));
+    assert!(lights.len() >= 2, "{lights:?}");
+    let channel = hub
+        .plugin
+        .clone()
+        .unwrap()
+        .groups()
+        .get("built-in")
+        .unwrap()
+        .manager
+        .channel()
+        .unwrap();
+    let before: BTreeMap<String, String> = lights
+        .iter()
+        .map(|id| (id.clone(), hub.core.states().get(id).unwrap().state.clone()))
+        .collect();
+    let calls_before = channel.stats().calls_sent;
+    let context = Context::new();
+    let request = ServiceRequest::new("light", "toggle")
+        .with_target(ServiceTarget::entities(lights.iter().cloned()))
+        .with_context(context.clone());
+    hub.core.services().call(request).await.unwrap();
+    assert_eq!(
+        channel.stats().calls_sent - calls_before,
+        1,
+        "one call_service for {} lights",
+        lights.len()
+    );
+    for id in &lights {
+        let after = hub.core.states().get(id).unwrap();
+        assert_ne!(after.state, before[id], "{id} toggled");
+        assert_eq!(after.context.id, context.id, "{id}");
+    }
+    hub.plugin.clone().unwrap().stop().await;
+}

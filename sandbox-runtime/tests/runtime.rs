@@ -731,6 +731,46 @@ async fn service_calls_return_responses_and_typed_errors() {
 }
 
 #[tokio::test]
+async fn a_joined_entity_call_answers_every_entity_on_its_own() {
+    let harness = start().await;
+    setup(&harness.main, "e1").await;
+    wait_for(&harness.seen, |_| {
+        last_state(&harness.seen, "light.lamp").is_some()
+    })
+    .await;
+    let joined = wire::CallService {
+        domain: "light".into(),
+        service: "turn_on".into(),
+        entity_ids: vec!["light.lamp".into(), "light.missing".into()],
+        data_json: json::to_bytes(&json!({})),
+        return_response: false,
+        per_entity: true,
+        ..Default::default()
+    };
+    let result = harness
+        .main
+        .call_timeout(&joined, HANG_GUARD)
+        .await
+        .unwrap();
+    assert_eq!(result.outcomes.len(), 2);
+    assert_eq!(result.outcomes[0].entity_id, "light.lamp");
+    assert!(
+        result.outcomes[0].error.is_none(),
+        "{:?}",
+        result.outcomes[0]
+    );
+    assert_eq!(result.outcomes[1].entity_id, "light.missing");
+    let error = result.outcomes[1].error.clone().unwrap();
+    assert_eq!(error.kind(), ErrorKind::Validation);
+    assert!(error.message.contains("not loaded"), "{}", error.message);
+    // The lamp's new state left before the reply.
+    assert_eq!(
+        last_state(&harness.seen, "light.lamp").as_deref(),
+        Some("on")
+    );
+}
+
+#[tokio::test]
 async fn only_approved_domain_events_are_forwarded_with_only_their_context_id() {
     let harness = start().await;
     setup(&harness.main, "e1").await;
@@ -744,6 +784,7 @@ async fn only_approved_domain_events_are_forwarded_with_only_their_context_id() 
         context_id: context_id.clone(),
         return_response: true,
         entity_ids: vec![],
+        per_entity: false,
     };
     harness.main.call_timeout(&call, HANG_GUARD).await.unwrap();
     tokio::time::timeout(HANG_GUARD, async {

@@ -86,7 +86,7 @@ enum Command {
 /// Round trips timed for the RTT figure (after as many again for warm-up... a tenth of it).
 const RTT_ROUNDS: usize = 3000;
 /// Area calls timed.
-const AREA_ROUNDS: usize = 30;
+const AREA_ROUNDS: usize = 200;
 /// Spawns timed for the spawn figures.
 const SPAWN_ROUNDS: usize = 15;
 /// State changes per group in the latency figures.
@@ -314,6 +314,7 @@ async fn run(cli: &Cli) -> Result<()> {
                 data_json: json::to_bytes(&json!({})),
                 context_id: ulid_text(),
                 return_response: false,
+                per_entity: false,
             };
             let started = Instant::now();
             channel.call_timeout(&request, WAIT_LIMIT).await?;
@@ -335,6 +336,7 @@ async fn run(cli: &Cli) -> Result<()> {
                 data_json: json::to_bytes(&json!({})),
                 context_id: ulid_text(),
                 return_response: false,
+                per_entity: false,
             },
             MAX_FRAME_LEN,
         )?;
@@ -343,6 +345,7 @@ async fn run(cli: &Cli) -> Result<()> {
             "call_service",
             &wire::CallServiceResult {
                 response_json: None,
+                outcomes: Vec::new(),
             },
             MAX_FRAME_LEN,
         )?;
@@ -637,6 +640,7 @@ async fn flood_groups(plugin: &SandboxPlugin, groups: &[String], count: u64) -> 
                 data_json: json::to_bytes(&json!({"count": count})),
                 context_id: String::new(),
                 return_response: false,
+                per_entity: false,
             };
             channel.call_timeout(&request, WAIT_LIMIT).await?;
             anyhow::Ok(())
