@@ -257,8 +257,9 @@ impl Integration for BenchLights {
     }
 }
 
-/// `bench_lights.flood {count}`: toggles the lights round-robin `count` times, each state
-/// carrying its sequence number and send time; answers the number written.
+/// `bench_lights.flood {count, interval_ms?, offset_us?}`: toggles the lights round-robin `count`
+/// times (one per `interval_ms` when given, the first after `offset_us`, else as fast as it
+/// can), each state carrying its sequence number and send time; answers the number written.
 async fn flood(
     lights: &Mutex<Vec<Arc<BenchLight>>>,
     data: &Map<String, Value>,
@@ -272,7 +273,30 @@ async fn flood(
     if lights.is_empty() {
         return Err(ServiceError::handler("no benchmark lights are set up"));
     }
+    // Paced (`interval_ms`): one change per interval, as a steady load; else as fast as it can.
+    let mut pace = data
+        .get("interval_ms")
+        .and_then(Value::as_u64)
+        .filter(|ms| *ms > 0)
+        .map(|ms| {
+            let mut ticks = tokio::time::interval(std::time::Duration::from_millis(ms));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
+    // `offset_us`: when the first paced change is written (groups of one run spread their
+    // changes over the interval instead of all writing at the same instant).
+    if pace.is_some()
+        && let Some(offset) = data.get("offset_us").and_then(Value::as_u64)
+    {
+        tokio::time::sleep(std::time::Duration::from_micros(offset.min(1_000_000))).await;
+        if let Some(ticks) = pace.as_mut() {
+            ticks.reset();
+        }
+    }
     for seq in 1..=count {
+        if let Some(ticks) = pace.as_mut() {
+            ticks.tick().await;
+        }
         let light = &lights[(seq as usize - 1) % lights.len()];
         {
             let mut state = light.state.lock();
