@@ -197,6 +197,9 @@ pub struct EntityServiceCall {
     pub context: Context,
     /// Whether the caller wants response data.
     pub return_response: bool,
+    /// How many entities this service call runs on at once (1 for a call on one entity): an
+    /// entity that forwards calls elsewhere (a sandbox's proxy) joins the calls of a fan-out.
+    pub fanned_out_to: usize,
 }
 
 /// Why an entity operation failed.

@@ -434,6 +434,7 @@ impl EntityComponents {
                 data,
                 context,
                 return_response,
+                fanned_out_to: 1,
             })
             .await?;
         Ok(if return_response { response } else { None })
@@ -944,6 +945,7 @@ impl ComponentsInner {
                 data: call.data.clone(),
                 context: call.context.clone(),
                 return_response: call.return_response,
+                fanned_out_to: selected.len(),
             })
         });
         let results = futures::future::join_all(calls).await;

@@ -78,38 +78,51 @@ impl Drop for OpenBatchGuard<'_> {
 
 impl ProxyLink {
     /// Runs one entity's call, joined with the other calls of this service call made in the
-    /// same tick (X4): the first call opens a batch and yields once, so the calls fanned out
-    /// next to it (an area call's `join_all`) join; then it sends one `call_service` with
-    /// `per_entity` and hands every call its own outcome.
+    /// same tick (X4): the first call opens a batch, the calls fanned out next to it (an area
+    /// call's `join_all`) join it, and the one that completes the fan-out sends one
+    /// `call_service` with `per_entity` and hands every call its own outcome. When part of the
+    /// fan-out is not in this group the batch never fills: the first call, after yielding once,
+    /// sends whatever joined.
     async fn call_joined(
         &self,
         key: BatchKey,
         sandbox_entity_id: &str,
+        fanned_out_to: usize,
     ) -> Result<Option<Value>, ServiceError> {
         let (outcome_tx, outcome_rx) = oneshot::channel();
         let joined = Joined {
             sandbox_entity_id: sandbox_entity_id.to_owned(),
             outcome: outcome_tx,
         };
-        let leads = match self.open_batches.lock().entry(key.clone()) {
-            Entry::Occupied(mut open) => {
-                open.get_mut().push(joined);
-                false
-            }
-            Entry::Vacant(vacant) => {
-                vacant.insert(vec![joined]);
-                true
+        // The call that completes the fan-out sends the batch at once; the first one yields
+        // once and sends whatever joined, in case some of the fan-out is not in this group.
+        let (leads, full) = {
+            let mut open = self.open_batches.lock();
+            match open.entry(key.clone()) {
+                Entry::Occupied(mut batch) => {
+                    batch.get_mut().push(joined);
+                    let full = batch.get().len() >= fanned_out_to;
+                    (false, full.then(|| batch.remove()))
+                }
+                Entry::Vacant(vacant) => {
+                    vacant.insert(vec![joined]);
+                    (true, None)
+                }
             }
         };
-        if leads {
+        if let Some(batch) = full {
+            self.send_batch(&key, batch).await;
+        } else if leads {
             let mut guard = OpenBatchGuard {
                 link: self,
                 key: Some(key),
             };
             tokio::task::yield_now().await;
             let key = guard.key.take().expect("the guard holds the key until now");
-            let batch = self.open_batches.lock().remove(&key).unwrap_or_default();
-            self.send_batch(&key, batch).await;
+            let batch = self.open_batches.lock().remove(&key);
+            if let Some(batch) = batch {
+                self.send_batch(&key, batch).await;
+            }
         }
         outcome_rx.await.unwrap_or_else(|_| {
             Err(ServiceError::handler(format!(
@@ -349,7 +362,7 @@ impl Entity for ProxyEntity {
             }
             let data_json = json::object_to_bytes(&call.data);
             let context_id = self.link.contexts.remember(&call.context);
-            if self.link.joins_entity_calls {
+            if self.link.joins_entity_calls && call.fanned_out_to > 1 {
                 let key = BatchKey {
                     domain,
                     service: call.service,
@@ -357,7 +370,10 @@ impl Entity for ProxyEntity {
                     context_id,
                     return_response: call.return_response,
                 };
-                return self.link.call_joined(key, &self.sandbox_entity_id).await;
+                return self
+                    .link
+                    .call_joined(key, &self.sandbox_entity_id, call.fanned_out_to)
+                    .await;
             }
             let request = wire::CallService {
                 domain: domain.clone(),
