@@ -400,7 +400,7 @@ async fn run(cli: &Cli) -> Result<()> {
         }
         figures.insert(
             "area_call_100_ms".into(),
-            json!(round(percentile(&mut area_samples, 0.5) * 100.0) / 100.0),
+            json!((percentile(&mut area_samples, 0.5) * 1000.0).round() / 1000.0),
         );
         eprintln!(
             "bench: area call over 100 lights p50 {:.3} ms",
