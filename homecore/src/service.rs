@@ -516,20 +516,25 @@ impl ServiceRegistry {
         };
 
         let context = request.context.clone().unwrap_or_default();
-        let mut service_data = data.clone();
-        if let Value::Object(target_fields) = serde_json::to_value(&target).unwrap_or(Value::Null) {
-            service_data.extend(target_fields);
-        }
-        let mut event = Map::new();
-        event.insert("domain".into(), Value::String(domain.clone()));
-        event.insert("service".into(), Value::String(service.clone()));
-        event.insert("service_data".into(), Value::Object(service_data));
-        if let Err(err) = self
-            .inner
-            .bus
-            .fire(EVENT_CALL_SERVICE, event, Some(context.clone()))
-        {
-            tracing::error!(%err, "could not fire call_service");
+        // The `call_service` event copies the data and target: built only when someone listens.
+        if self.inner.bus.has_listeners_for(EVENT_CALL_SERVICE) {
+            let mut service_data = data.clone();
+            if let Value::Object(target_fields) =
+                serde_json::to_value(&target).unwrap_or(Value::Null)
+            {
+                service_data.extend(target_fields);
+            }
+            let mut event = Map::new();
+            event.insert("domain".into(), Value::String(domain.clone()));
+            event.insert("service".into(), Value::String(service.clone()));
+            event.insert("service_data".into(), Value::Object(service_data));
+            if let Err(err) = self
+                .inner
+                .bus
+                .fire(EVENT_CALL_SERVICE, event, Some(context.clone()))
+            {
+                tracing::error!(%err, "could not fire call_service");
+            }
         }
 
         let call = ServiceCall {
