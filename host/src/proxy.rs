@@ -425,3 +425,6 @@ impl Entity for ProxyEntity {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

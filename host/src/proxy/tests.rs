@@ -1,0 +1,165 @@
+//! Tests for joined entity calls (X4) over an in-memory sandbox: one RPC per fan-out, every
+//! caller its own outcome, partial fan-outs and a cancelled leader.
+
+use std::sync::Mutex as StdMutex;
+
+use futures::future::join_all;
+use homecore::entity::{Entity, EntityServiceCall};
+use sandbox_proto::test_util::channel_pair;
+use sandbox_proto::{ChannelBuilder, ChannelConfig, RemoteError};
+
+use super::*;
+
+/// What the in-memory sandbox received: the entity ids of every `call_service`.
+type Received = Arc<StdMutex<Vec<Vec<String>>>>;
+
+/// A sandbox answering joined calls per entity; `light.broken` fails.
+fn sandbox(received: Received) -> ChannelBuilder {
+    ChannelBuilder::new(ChannelConfig::named("sandbox")).on_call::<wire::CallService, _, _>(
+        move |request, _| {
+            let received = Arc::clone(&received);
+            async move {
+                received
+                    .lock()
+                    .expect("lock")
+                    .push(request.entity_ids.clone());
+                let outcomes = request
+                    .entity_ids
+                    .iter()
+                    .map(|entity_id| wire::EntityOutcome {
+                        entity_id: entity_id.clone(),
+                        response_json: None,
+                        error: (entity_id == "light.broken")
+                            .then(|| RemoteError::bad_request("it is broken").to_wire()),
+                    })
+                    .collect();
+                Ok(wire::CallServiceResult {
+                    response_json: None,
+                    outcomes,
+                })
+            }
+        },
+    )
+}
+
+fn proxies(link: &Arc<ProxyLink>, ids: &[&str]) -> Vec<ProxyEntity> {
+    ids.iter()
+        .map(|id| {
+            ProxyEntity::new(
+                Arc::clone(link),
+                wire::EntityDescription {
+                    entity_id: (*id).to_owned(),
+                    domain: "light".into(),
+                    platform: "demo".into(),
+                    ..Default::default()
+                },
+                None,
+            )
+        })
+        .collect()
+}
+
+fn call(fanned_out_to: usize, context: &Context) -> EntityServiceCall {
+    EntityServiceCall {
+        service: "turn_on".into(),
+        data: Map::new(),
+        context: context.clone(),
+        return_response: false,
+        fanned_out_to,
+    }
+}
+
+fn link(channel: Channel) -> Arc<ProxyLink> {
+    Arc::new(ProxyLink {
+        group: "g".into(),
+        channel,
+        alive: AtomicBool::new(true),
+        contexts: Arc::new(ContextCache::new()),
+        joins_entity_calls: true,
+        open_batches: Mutex::default(),
+    })
+}
+
+#[tokio::test]
+async fn a_fan_out_is_one_call_and_each_caller_gets_its_own_outcome() {
+    let received = Received::default();
+    let (main, _sandbox) = channel_pair(
+        ChannelBuilder::new(ChannelConfig::named("main")),
+        sandbox(Arc::clone(&received)),
+    );
+    let link = link(main);
+    let lights = proxies(&link, &["light.a", "light.broken", "light.c"]);
+    let context = Context::new();
+    let outcomes = join_all(
+        lights
+            .iter()
+            .map(|light| light.call_service(call(3, &context))),
+    )
+    .await;
+    assert_eq!(
+        *received.lock().expect("lock"),
+        vec![vec!["light.a", "light.broken", "light.c"]]
+    );
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    let broken = outcomes[1].as_ref().unwrap_err().to_string();
+    assert!(broken.contains("it is broken"), "{broken}");
+    assert!(outcomes[2].is_ok(), "{:?}", outcomes[2]);
+    assert!(link.open_batches.lock().is_empty());
+}
+
+#[tokio::test]
+async fn a_fan_out_partly_elsewhere_is_sent_by_its_first_call_after_one_yield() {
+    let received = Received::default();
+    let (main, _sandbox) = channel_pair(
+        ChannelBuilder::new(ChannelConfig::named("main")),
+        sandbox(Arc::clone(&received)),
+    );
+    let link = link(main);
+    let lights = proxies(&link, &["light.a", "light.b"]);
+    let context = Context::new();
+    // The service call runs on three entities; the third is not in this group.
+    let outcomes = join_all(
+        lights
+            .iter()
+            .map(|light| light.call_service(call(3, &context))),
+    )
+    .await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(
+        *received.lock().expect("lock"),
+        vec![vec!["light.a", "light.b"]]
+    );
+    // A call on one entity is never joined.
+    let single = lights[0].call_service(call(1, &context)).await;
+    assert!(single.is_ok(), "{single:?}");
+    assert_eq!(received.lock().expect("lock").len(), 2);
+    assert!(link.open_batches.lock().is_empty());
+}
+
+#[tokio::test]
+async fn calls_joined_to_a_leader_cancelled_before_sending_fail_at_once() {
+    let received = Received::default();
+    let (main, _sandbox) = channel_pair(
+        ChannelBuilder::new(ChannelConfig::named("main")),
+        sandbox(Arc::clone(&received)),
+    );
+    let link = link(main);
+    let lights = proxies(&link, &["light.a", "light.b"]);
+    let context = Context::new();
+    let mut leader = Box::pin(lights[0].call_service(call(3, &context)));
+    // Polled once: it opens the batch and yields.
+    assert!(futures::poll!(leader.as_mut()).is_pending());
+    let mut joined = Box::pin(lights[1].call_service(call(3, &context)));
+    assert!(futures::poll!(joined.as_mut()).is_pending());
+    drop(leader);
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(30), joined)
+        .await
+        .expect("the joined call ends");
+    let error = outcome.unwrap_err().to_string();
+    assert!(error.contains("cancelled"), "{error}");
+    assert!(
+        received.lock().expect("lock").is_empty(),
+        "nothing was sent"
+    );
+    assert!(link.open_batches.lock().is_empty());
+}
