@@ -345,14 +345,7 @@ impl EntityRegistry {
     /// The entity ids of the entries `keep` selects, sorted, without copying the entries. The
     /// registry is locked while `keep` runs, so `keep` must not call back into it.
     pub fn select_ids(&self, keep: impl Fn(&RegistryEntry) -> bool) -> Vec<String> {
-        self.inner
-            .data
-            .lock()
-            .by_entity_id
-            .values()
-            .filter(|entry| keep(entry))
-            .map(|entry| entry.entity_id.clone())
-            .collect()
+        self.select(keep, |entry| entry.entity_id.clone())
     }
 
     /// Entries created by config entry `entry_id`.
@@ -366,13 +359,22 @@ impl EntityRegistry {
     }
 
     fn filter(&self, keep: impl Fn(&RegistryEntry) -> bool) -> Vec<RegistryEntry> {
+        self.select(keep, RegistryEntry::clone)
+    }
+
+    /// `take` of every entry `keep` selects, in entity id order, under one lock.
+    fn select<T>(
+        &self,
+        keep: impl Fn(&RegistryEntry) -> bool,
+        take: impl Fn(&RegistryEntry) -> T,
+    ) -> Vec<T> {
         self.inner
             .data
             .lock()
             .by_entity_id
             .values()
             .filter(|entry| keep(entry))
-            .cloned()
+            .map(take)
             .collect()
     }
 

@@ -310,15 +310,7 @@ async fn run(cli: &Cli) -> Result<()> {
         let channel = group.manager.channel().context("the group's channel")?;
         let mut direct = Vec::with_capacity(RTT_ROUNDS);
         for round in 0..RTT_ROUNDS + RTT_ROUNDS / 10 {
-            let request = wire::CallService {
-                domain: "light".into(),
-                service: "toggle".into(),
-                entity_ids: vec!["light.bench_light_0".into()],
-                data_json: json::to_bytes(&json!({})),
-                context_id: ulid_text(),
-                return_response: false,
-                per_entity: false,
-            };
+            let request = toggle_first_light();
             let started = Instant::now();
             channel.call_timeout(&request, WAIT_LIMIT).await?;
             if round >= RTT_ROUNDS / 10 {
@@ -332,15 +324,7 @@ async fn run(cli: &Cli) -> Result<()> {
         let request_frame = framing::encode_request(
             1_000_000,
             "call_service",
-            &wire::CallService {
-                domain: "light".into(),
-                service: "toggle".into(),
-                entity_ids: vec!["light.bench_light_0".into()],
-                data_json: json::to_bytes(&json!({})),
-                context_id: ulid_text(),
-                return_response: false,
-                per_entity: false,
-            },
+            &toggle_first_light(),
             MAX_FRAME_LEN,
         )?;
         let reply_frame = framing::encode_response(
@@ -601,6 +585,19 @@ async fn run(cli: &Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a proxy sends for `light.toggle` on the first benchmark light.
+fn toggle_first_light() -> wire::CallService {
+    wire::CallService {
+        domain: "light".into(),
+        service: "toggle".into(),
+        entity_ids: vec!["light.bench_light_0".into()],
+        data_json: json::to_bytes(&json!({})),
+        context_id: ulid_text(),
+        return_response: false,
+        per_entity: false,
+    }
 }
 
 fn ulid_text() -> String {

@@ -80,15 +80,38 @@ fn link(channel: Channel) -> Arc<ProxyLink> {
     })
 }
 
-#[tokio::test]
-async fn a_fan_out_is_one_call_and_each_caller_gets_its_own_outcome() {
+/// A main-side link to an in-memory sandbox, and proxies of `ids` on it.
+struct Fixture {
+    received: Received,
+    link: Arc<ProxyLink>,
+    lights: Vec<ProxyEntity>,
+    _sandbox: Channel,
+}
+
+fn fixture(ids: &[&str]) -> Fixture {
     let received = Received::default();
-    let (main, _sandbox) = channel_pair(
+    let (main, sandbox_side) = channel_pair(
         ChannelBuilder::new(ChannelConfig::named("main")),
         sandbox(Arc::clone(&received)),
     );
     let link = link(main);
-    let lights = proxies(&link, &["light.a", "light.broken", "light.c"]);
+    let lights = proxies(&link, ids);
+    Fixture {
+        received,
+        link,
+        lights,
+        _sandbox: sandbox_side,
+    }
+}
+
+#[tokio::test]
+async fn a_fan_out_is_one_call_and_each_caller_gets_its_own_outcome() {
+    let Fixture {
+        received,
+        link,
+        lights,
+        _sandbox,
+    } = fixture(&["light.a", "light.broken", "light.c"]);
     let context = Context::new();
     let outcomes = join_all(
         lights
@@ -109,13 +132,12 @@ async fn a_fan_out_is_one_call_and_each_caller_gets_its_own_outcome() {
 
 #[tokio::test]
 async fn a_fan_out_partly_elsewhere_is_sent_by_its_first_call_after_one_yield() {
-    let received = Received::default();
-    let (main, _sandbox) = channel_pair(
-        ChannelBuilder::new(ChannelConfig::named("main")),
-        sandbox(Arc::clone(&received)),
-    );
-    let link = link(main);
-    let lights = proxies(&link, &["light.a", "light.b"]);
+    let Fixture {
+        received,
+        link,
+        lights,
+        _sandbox,
+    } = fixture(&["light.a", "light.b"]);
     let context = Context::new();
     // The service call runs on three entities; the third is not in this group.
     let outcomes = join_all(
@@ -138,13 +160,12 @@ async fn a_fan_out_partly_elsewhere_is_sent_by_its_first_call_after_one_yield() 
 
 #[tokio::test]
 async fn calls_joined_to_a_leader_cancelled_before_sending_fail_at_once() {
-    let received = Received::default();
-    let (main, _sandbox) = channel_pair(
-        ChannelBuilder::new(ChannelConfig::named("main")),
-        sandbox(Arc::clone(&received)),
-    );
-    let link = link(main);
-    let lights = proxies(&link, &["light.a", "light.b"]);
+    let Fixture {
+        received,
+        link,
+        lights,
+        _sandbox,
+    } = fixture(&["light.a", "light.b"]);
     let context = Context::new();
     let mut leader = Box::pin(lights[0].call_service(call(3, &context)));
     // Polled once: it opens the batch and yields.
