@@ -240,20 +240,16 @@ impl Integration for BenchLights {
         })
     }
 
+    /// Forgets the entry's lights (the core releases their platform afterwards).
     fn unload_entry<'a>(
         &'a self,
-        core: &'a Core,
+        _core: &'a Core,
         entry: &'a ConfigEntry,
     ) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            self.lights
-                .lock()
-                .retain(|light| light.entry_id != entry.entry_id);
-            core.entities()
-                .unload_entry_platforms(&entry.entry_id)
-                .await;
-            Ok(())
-        })
+        self.lights
+            .lock()
+            .retain(|light| light.entry_id != entry.entry_id);
+        Box::pin(async { Ok(()) })
     }
 }
 

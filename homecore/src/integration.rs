@@ -172,12 +172,16 @@ pub trait Integration: Send + Sync + 'static {
         entry: &'a ConfigEntry,
     ) -> BoxFuture<'a, Result<(), SetupError>>;
 
-    /// Unloads a config entry; an `Err` marks it `failed_unload`.
+    /// Unloads a config entry; an `Err` marks it `failed_unload`. The core releases the entry's
+    /// platforms (and their entities) afterwards, so an integration with nothing else to stop
+    /// (no task, no connection, no listener) keeps this default.
     fn unload_entry<'a>(
         &'a self,
-        core: &'a Core,
-        entry: &'a ConfigEntry,
-    ) -> BoxFuture<'a, Result<(), String>>;
+        _core: &'a Core,
+        _entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 
     /// Migrates an entry stored at an older version (through `ConfigEntries::update_entry`).
     fn migrate_entry<'a>(

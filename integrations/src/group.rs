@@ -102,14 +102,6 @@ impl GroupIntegration {
             .map_err(|err| SetupError::Failed(err.to_string()))?;
         Ok(())
     }
-
-    async fn unload(&self, core: &Core, entry: &ConfigEntry) -> Result<(), String> {
-        // The core knows the entry's platforms: no bookkeeping of our own.
-        core.entities()
-            .unload_entry_platforms(&entry.entry_id)
-            .await;
-        Ok(())
-    }
 }
 
 impl Integration for GroupIntegration {
@@ -127,14 +119,6 @@ impl Integration for GroupIntegration {
         entry: &'a ConfigEntry,
     ) -> BoxFuture<'a, Result<(), SetupError>> {
         Box::pin(self.setup(core, entry))
-    }
-
-    fn unload_entry<'a>(
-        &'a self,
-        core: &'a Core,
-        entry: &'a ConfigEntry,
-    ) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(self.unload(core, entry))
     }
 
     fn translations(&self, language: &str) -> Option<Map<String, Value>> {
