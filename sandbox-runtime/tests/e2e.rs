@@ -93,6 +93,17 @@ async fn configure_demo(core: &Core) -> String {
     entry_id.unwrap()
 }
 
+/// A hub with the demo configured in the real sandbox runtime, every proxy in place; the entry id.
+async fn sandboxed_demo() -> (Hub, String) {
+    let hub = hub(true, runtime()).await;
+    let entry = configure_demo(&hub.core).await;
+    wait_until("proxies", || {
+        domains_with_entities(&hub.core) == proxyable_count()
+    })
+    .await;
+    (hub, entry)
+}
+
 async fn wait_until(what: &str, condition: impl Fn() -> bool) {
     tokio::time::timeout(HANG_GUARD, async {
         while !condition() {
@@ -272,12 +283,7 @@ async fn the_sandboxed_demo_matches_the_in_process_baseline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_turns_proxies_unavailable_and_a_respawn_recovers_them() {
-    let hub = hub(true, runtime()).await;
-    let entry = configure_demo(&hub.core).await;
-    wait_until("proxies", || {
-        domains_with_entities(&hub.core) == proxyable_count()
-    })
-    .await;
+    let (hub, entry) = sandboxed_demo().await;
     let plugin = hub.plugin.clone().unwrap();
     let group = plugin.groups().get("built-in").unwrap();
     let pid = group.manager.status().pid.unwrap();
@@ -325,12 +331,7 @@ async fn a_crash_turns_proxies_unavailable_and_a_respawn_recovers_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unload_while_the_sandbox_is_down_releases_main_side_proxies() {
-    let hub = hub(true, runtime()).await;
-    let entry = configure_demo(&hub.core).await;
-    wait_until("proxies", || {
-        domains_with_entities(&hub.core) == proxyable_count()
-    })
-    .await;
+    let (hub, entry) = sandboxed_demo().await;
     let plugin = hub.plugin.clone().unwrap();
     let group = plugin.groups().get("built-in").unwrap();
     group.manager.stop().await;
@@ -347,12 +348,7 @@ async fn unload_while_the_sandbox_is_down_releases_main_side_proxies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budget_exhaustion_shows_setup_error_and_a_manual_reload_recovers() {
-    let hub = hub(true, runtime()).await;
-    let entry = configure_demo(&hub.core).await;
-    wait_until("proxies", || {
-        domains_with_entities(&hub.core) == proxyable_count()
-    })
-    .await;
+    let (hub, entry) = sandboxed_demo().await;
     let plugin = hub.plugin.clone().unwrap();
     let group = plugin.groups().get("built-in").unwrap();
     // Three starts are allowed in the window: crash the first and both respawns.
@@ -411,12 +407,7 @@ async fn budget_exhaustion_shows_setup_error_and_a_manual_reload_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_hub_stops_the_groups_and_keeps_their_restore_state() {
-    let hub = hub(true, runtime()).await;
-    configure_demo(&hub.core).await;
-    wait_until("proxies", || {
-        domains_with_entities(&hub.core) == proxyable_count()
-    })
-    .await;
+    let (hub, _entry) = sandboxed_demo().await;
     let plugin = hub.plugin.clone().unwrap();
     let pid = plugin
         .groups()
@@ -536,12 +527,7 @@ async fn every_field_free_domain_service_has_the_same_effect_sandboxed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_a_proxied_call_returns_main_already_shows_what_it_wrote() {
-    let hub = hub(true, runtime()).await;
-    configure_demo(&hub.core).await;
-    wait_until("proxies", || {
-        domains_with_entities(&hub.core) == proxyable_count()
-    })
-    .await;
+    let (hub, _entry) = sandboxed_demo().await;
     let switch = hub
         .core
         .states()
@@ -574,12 +560,7 @@ async fn when_a_proxied_call_returns_main_already_shows_what_it_wrote() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_on_many_proxies_of_a_group_leaves_as_one_rpc_with_every_entity_answered() {
-    let hub = hub(true, runtime()).await;
-    configure_demo(&hub.core).await;
-    wait_until("proxies", || {
-        domains_with_entities(&hub.core) == proxyable_count()
-    })
-    .await;
+    let (hub, _entry) = sandboxed_demo().await;
     let lights = hub.core.states().entity_ids(Some("light"));
     assert!(lights.len() >= 2, "{lights:?}");
     let channel = hub
