@@ -61,6 +61,28 @@ pub const EVENT_CORE_CONFIG_UPDATED: &str = "core_config_updated";
 /// A data entry flow made progress outside the user's view (external or progress step done).
 pub const EVENT_DATA_ENTRY_FLOW_PROGRESSED: &str = "data_entry_flow_progressed";
 
+/// Every event type the core itself fires, here and in the registries. Nothing but the core may
+/// fire one of these: a sandbox that could would forge the hub's own control plane. The test
+/// `every_event_the_core_fires_is_a_core_event` fails when the core gains an event this list lacks.
+pub const CORE_EVENT_TYPES: &[&str] = &[
+    EVENT_STATE_CHANGED,
+    EVENT_STATE_REPORTED,
+    EVENT_CALL_SERVICE,
+    EVENT_SERVICE_REGISTERED,
+    EVENT_SERVICE_REMOVED,
+    EVENT_COMPONENT_LOADED,
+    EVENT_HOMEASSISTANT_START,
+    EVENT_HOMEASSISTANT_STARTED,
+    EVENT_HOMEASSISTANT_STOP,
+    EVENT_HOMEASSISTANT_FINAL_WRITE,
+    EVENT_HOMEASSISTANT_CLOSE,
+    EVENT_CORE_CONFIG_UPDATED,
+    EVENT_DATA_ENTRY_FLOW_PROGRESSED,
+    crate::entity_registry::EVENT_ENTITY_REGISTRY_UPDATED,
+    crate::device_registry::EVENT_DEVICE_REGISTRY_UPDATED,
+    crate::area_registry::EVENT_AREA_REGISTRY_UPDATED,
+];
+
 /// Event types a [`MATCH_ALL`] listener does not receive (as in Home Assistant:
 /// `state_reported` is too frequent and `homeassistant_close` comes after everything stopped).
 pub const EVENTS_EXCLUDED_FROM_MATCH_ALL: &[&str] =

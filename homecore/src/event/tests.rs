@@ -221,3 +221,61 @@ async fn a_filtered_match_all_listener_is_never_queued_what_it_refuses() {
     handle.remove();
     assert!(!bus.has_listeners_for("demo_event"));
 }
+
+/// Reads every non-test source file of this crate.
+fn core_sources() -> Vec<(std::path::PathBuf, String)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|ext| ext == "rs")
+                && path.file_name().is_some_and(|name| name != "tests.rs")
+            {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push((path, text));
+            }
+        }
+    }
+    let mut sources = Vec::new();
+    walk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut sources,
+    );
+    sources
+}
+
+#[test]
+fn every_event_the_core_fires_is_a_core_event() {
+    let sources = core_sources();
+    assert!(sources.len() > 10, "found the crate's sources");
+    let mut declared = Vec::new();
+    for (path, text) in &sources {
+        for line in text.lines() {
+            let line = line.trim();
+            // Every event type is a named constant ...
+            if let Some(rest) = line.strip_prefix("pub const EVENT_")
+                && let Some((_, value)) = rest.split_once("&str = \"")
+            {
+                let value = value.trim_end_matches("\";");
+                declared.push(value.to_owned());
+                assert!(
+                    CORE_EVENT_TYPES.contains(&value),
+                    "{}: the core fires {value:?}, which CORE_EVENT_TYPES lacks",
+                    path.display()
+                );
+            }
+            // ... and nothing fires a literal the list could miss.
+            for call in [".fire(\"", "fire_with_origin(\""] {
+                assert!(
+                    !line.contains(call),
+                    "{}: fires an event type that is not a named constant: {line}",
+                    path.display()
+                );
+            }
+        }
+    }
+    for core in CORE_EVENT_TYPES {
+        assert!(declared.iter().any(|value| value == core), "{core} is declared");
+    }
+}
