@@ -472,7 +472,7 @@ async fn nothing_forbidden_reaches_main_and_the_own_entity_works() {
     wait_until("the integration's done event", || !done.lock().is_empty()).await;
     let refused = Arc::clone(&hub.group().refused);
     wait_until("the hijacking device refused", || {
-        refused.foreign_device.load(Ordering::Relaxed) >= 1
+        refused.count(sandbox_host::refusals::Gate::ForeignDevice) >= 1
     })
     .await;
 

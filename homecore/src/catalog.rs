@@ -125,6 +125,10 @@ pub struct DomainSpec {
     /// Query-shaped entity methods (`get_events`, `release_notes`), called with arguments and
     /// answering a value, outside the service registry.
     pub queries: Vec<String>,
+    /// Its device classes (Home Assistant's `*DeviceClass` enums); empty when the domain has
+    /// none. An entity's `device_class` is one of these or none.
+    #[serde(default)]
+    pub device_classes: Vec<String>,
 }
 
 impl DomainSpec {
@@ -280,6 +284,9 @@ struct RawDomain {
     /// Its query methods.
     #[serde(default)]
     queries: Vec<String>,
+    /// Its device classes.
+    #[serde(default)]
+    device_classes: Vec<String>,
 }
 
 /// One service as written in the source.
@@ -319,6 +326,7 @@ impl RawDomain {
             features,
             services: Vec::new(),
             queries: self.queries,
+            device_classes: self.device_classes,
         };
         for raw in self.services {
             let service = raw.into_spec(&spec)?;

@@ -176,6 +176,18 @@ async fn blocking<T: Send + 'static>(
         })
 }
 
+impl FileStoreBackend {
+    /// Writes `bytes` as the file of `key`, atomically, exactly as given: for a caller that
+    /// validated an envelope's bytes and must store what it checked (a sandbox's store server
+    /// stores the compact bytes it counted against its quotas, never a re-serialized,
+    /// pretty-printed and larger copy).
+    pub async fn save_bytes(&self, key: &StoreKey, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let backend = self.clone();
+        let owned = key.clone();
+        blocking(key, move || backend.save_blocking(&owned, &bytes)).await
+    }
+}
+
 impl StoreBackend for FileStoreBackend {
     fn load<'a>(
         &'a self,

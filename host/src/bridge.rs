@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use homecore::entity_platform::EntityPlatform;
 use homecore::event::EventOrigin;
@@ -24,31 +24,21 @@ use sandbox_runtime::convert::service_error_from_remote;
 
 use crate::context_cache::ContextCache;
 use crate::gates::{self, GateError};
-use crate::proxy::{PROXY_CALL_TIMEOUT, ProxyEntity, ProxyLink};
+use crate::limits::{self, LimitError};
+use crate::proxy::{Mirrored, PROXY_CALL_TIMEOUT, ProxyEntity, ProxyLink};
+use crate::refusals::{Gate, GateCounters};
 use crate::store_server::{GroupStore, StoreServerError};
-
-/// Refusals per gate, for a group's status.
-#[derive(Debug, Default)]
-pub struct GateCounters {
-    /// `register_entity` for an entry of another group.
-    pub foreign_entry: AtomicU64,
-    /// A device merging into another group's device.
-    pub foreign_device: AtomicU64,
-    /// An entity of a domain that cannot be proxied.
-    pub unproxyable: AtomicU64,
-    /// `register_service` outside the owned domains, or over an existing service.
-    pub service: AtomicU64,
-    /// `fire_event` outside `<owned>_*`, or a core event.
-    pub event: AtomicU64,
-    /// Store requests over quota or with bad keys.
-    pub store: AtomicU64,
-}
 
 /// One entity's proxy and where it is attached.
 struct ProxyRecord {
     proxy: Arc<ProxyEntity>,
     entry_id: String,
     platform: EntityPlatform,
+    /// Bytes of its capabilities JSON, fixed per description.
+    capabilities_bytes: usize,
+    /// Bytes of attributes and capabilities JSON it holds, counted in the group's
+    /// [`limits::MAX_GROUP_MIRRORED_BYTES`].
+    mirrored_bytes: usize,
 }
 
 /// Main's side of one group channel.
@@ -66,6 +56,13 @@ pub struct Bridge {
     pub refused: Arc<GateCounters>,
     /// Set once torn down: late messages of this generation are ignored.
     torn_down: AtomicBool,
+    /// Most entities the group may have proxied (`GroupConfig::max_entities`).
+    max_entities: usize,
+    /// Entities proxied or being added: a slot is taken before an entity is added, so
+    /// concurrent registrations cannot overshoot `max_entities`.
+    entity_slots: AtomicUsize,
+    /// Bytes of attributes and capabilities JSON the proxies hold (guarded by `proxies`).
+    mirrored_bytes: AtomicUsize,
 }
 
 impl Bridge {
@@ -77,6 +74,7 @@ impl Bridge {
         contexts: Arc<ContextCache>,
         refused: Arc<GateCounters>,
         joins_entity_calls: bool,
+        max_entities: usize,
     ) -> Arc<Self> {
         Arc::new(Self {
             core,
@@ -93,6 +91,9 @@ impl Bridge {
             services: Mutex::default(),
             refused,
             torn_down: AtomicBool::new(false),
+            max_entities,
+            entity_slots: AtomicUsize::new(0),
+            mirrored_bytes: AtomicUsize::new(0),
         })
     }
 
@@ -159,9 +160,20 @@ impl Bridge {
                 .filter_map(|key| platforms.remove(&key))
                 .collect()
         };
-        self.proxies
-            .lock()
-            .retain(|_, record| record.entry_id != entry_id);
+        {
+            let mut proxies = self.proxies.lock();
+            let (mut entities, mut bytes) = (0, 0);
+            proxies.retain(|_, record| {
+                let keep = record.entry_id != entry_id;
+                if !keep {
+                    entities += 1;
+                    bytes += record.mirrored_bytes;
+                }
+                keep
+            });
+            self.entity_slots.fetch_sub(entities, Ordering::AcqRel);
+            self.mirrored_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        }
         for platform in platforms {
             if let Some(component) = self.core.entities().component(platform.domain())
                 && let Some(entry) = self.core.config_entries().entry(entry_id)
@@ -190,12 +202,79 @@ impl Bridge {
         for (domain, service) in services {
             self.core.services().remove(&domain, &service);
         }
+        self.refused.flush_log();
     }
 
-    fn refuse(&self, counter: &AtomicU64, error: &GateError) -> RemoteError {
-        counter.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(group = %self.group(), %error, "refused a sandbox request");
-        RemoteError::refused(error.to_string())
+    /// Entities proxied now (or being added).
+    pub fn entity_count(&self) -> usize {
+        self.entity_slots.load(Ordering::Acquire)
+    }
+
+    /// Bytes of attributes and capabilities JSON the group's proxies hold.
+    pub fn mirrored_bytes(&self) -> usize {
+        self.mirrored_bytes.load(Ordering::Acquire)
+    }
+
+    fn refuse(&self, gate: Gate, error: &GateError) -> RemoteError {
+        self.refused.refuse(gate, error)
+    }
+
+    /// A value over a bound: refused at the `bounds` gate.
+    fn over_bound(&self, error: LimitError) -> RemoteError {
+        self.refuse(Gate::Bounds, &GateError::Limit(error))
+    }
+
+    /// The context for an id the sandbox sent: an id longer than a ULID is refused (counted)
+    /// and gets a fresh context, never a cache slot.
+    fn context(&self, sandbox_id: Option<&str>) -> homecore::Context {
+        if let Some(id) = sandbox_id
+            && let Err(error) = limits::check_text("context_id", id, limits::MAX_CONTEXT_ID_LEN)
+        {
+            let _ = self.refused.refuse(Gate::Context, &error);
+            return homecore::Context::new();
+        }
+        self.link.contexts.resolve(sandbox_id)
+    }
+
+    /// Takes `new` bytes of the group's mirrored budget in place of `old`; false (and nothing
+    /// taken) when growing would pass [`limits::MAX_GROUP_MIRRORED_BYTES`].
+    fn swap_mirrored(&self, old: usize, new: usize) -> bool {
+        self.mirrored_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |total| {
+                let next = total.saturating_sub(old) + new;
+                (new <= old || next <= limits::MAX_GROUP_MIRRORED_BYTES).then_some(next)
+            })
+            .is_ok()
+    }
+
+    fn mirrored_refusal(&self) -> RemoteError {
+        self.refuse(
+            Gate::Bounds,
+            &GateError::MirroredBytes {
+                group: self.group().to_owned(),
+                max: limits::MAX_GROUP_MIRRORED_BYTES,
+            },
+        )
+    }
+
+    /// An entity state as sent, checked against its bounds.
+    fn mirrored_state(&self, state: Option<&wire::EntityState>) -> Result<Mirrored, RemoteError> {
+        let Some(state) = state else {
+            return Ok(Mirrored::default());
+        };
+        limits::check_text("state", &state.state, limits::MAX_TEXT_BYTES)
+            .map_err(|error| self.over_bound(error))?;
+        let attributes = limits::bounded_object(
+            "attributes_json",
+            &state.attributes_json,
+            limits::MAX_STATE_ATTRIBUTES_BYTES,
+        )
+        .map_err(|error| self.over_bound(error))?;
+        Ok(Mirrored {
+            state: state.state.clone(),
+            attributes,
+            available: state.available,
+        })
     }
 
     /// `register_entity`: a new proxy, or an existing one re-described in place.
@@ -204,13 +283,24 @@ impl Bridge {
         request: wire::RegisterEntity,
     ) -> Result<wire::RegisterEntityResult, RemoteError> {
         if self.torn_down.load(Ordering::Acquire) {
-            return Err(RemoteError::refused("this channel's bridge was replaced"));
+            return Err(self.refuse(
+                Gate::NotReady,
+                &GateError::NotReady {
+                    group: self.group().to_owned(),
+                },
+            ));
         }
-        let description = request
-            .description
-            .ok_or_else(|| RemoteError::bad_request("register_entity needs a description"))?;
+        let Some(mut description) = request.description else {
+            return Err(self.refused.refuse_as(
+                Gate::Bounds,
+                sandbox_proto::error::ErrorKind::BadRequest,
+                &"register_entity needs a description",
+            ));
+        };
+        limits::check_description(&description).map_err(|error| self.over_bound(error))?;
+        let mirrored = self.mirrored_state(request.state.as_ref())?;
         let entry = gates::entry_of_group(&self.core, self.group(), &description.entry_id)
-            .map_err(|error| self.refuse(&self.refused.foreign_entry, &error))?;
+            .map_err(|error| self.refuse(Gate::ForeignEntry, &error))?;
         let proxyable = homecore::catalog::catalog()
             .domain(&description.domain)
             .is_some_and(|spec| spec.proxyable);
@@ -219,46 +309,129 @@ impl Bridge {
                 domain: description.domain.clone(),
                 group: self.group().to_owned(),
             };
-            return Err(self.refuse(&self.refused.unproxyable, &error));
+            return Err(self.refuse(Gate::Unproxyable, &error));
         }
-        if let Some(device) = &description.device {
+        gates::check_device_class(&description.domain, description.device_class.as_deref())
+            .map_err(|error| self.refuse(Gate::Entity, &error))?;
+        if let Some(device) = description.device.as_mut() {
             self.check_device(device)
-                .map_err(|error| self.refuse(&self.refused.foreign_device, &error))?;
+                .map_err(|error| self.refuse(Gate::ForeignDevice, &error))?;
         }
-        // Re-description of an entity already proxied (a registry update in the sandbox).
-        let existing = self
-            .proxies
-            .lock()
-            .get(&description.entity_id)
-            .map(|record| Arc::clone(&record.proxy));
+        if let Some(context_id) = request.context_id.as_deref() {
+            // Only checked: a registration's first state is written without a cause.
+            let _ = self.context(Some(context_id));
+        }
+        let capabilities_bytes = description.capabilities_json.len();
+        let state_bytes = request
+            .state
+            .as_ref()
+            .map_or(0, |state| state.attributes_json.len());
+        // Re-description of an entity already proxied (a registry update in the sandbox): it
+        // stays what it is on main, the entity of one domain and one entry.
+        let existing = {
+            let mut proxies = self.proxies.lock();
+            match proxies.get_mut(&description.entity_id) {
+                None => None,
+                Some(record) => {
+                    let domain = record.proxy.domain();
+                    if domain != description.domain || record.entry_id != description.entry_id {
+                        let error = GateError::Redescription {
+                            entity_id: description.entity_id.clone(),
+                            domain,
+                            entry_id: record.entry_id.clone(),
+                        };
+                        drop(proxies);
+                        return Err(self.refuse(Gate::Entity, &error));
+                    }
+                    let held = if request.state.is_some() {
+                        capabilities_bytes + state_bytes
+                    } else {
+                        record.mirrored_bytes - record.capabilities_bytes + capabilities_bytes
+                    };
+                    if !self.swap_mirrored(record.mirrored_bytes, held) {
+                        drop(proxies);
+                        return Err(self.mirrored_refusal());
+                    }
+                    record.mirrored_bytes = held;
+                    record.capabilities_bytes = capabilities_bytes;
+                    Some(Arc::clone(&record.proxy))
+                }
+            }
+        };
         if let Some(proxy) = existing {
-            proxy.redescribe(description, request.state.as_ref());
+            proxy.redescribe(description, request.state.is_some().then_some(mirrored));
             return Ok(wire::RegisterEntityResult {
                 entity_id: proxy.entity_id().unwrap_or_default(),
             });
         }
-        let platform = self.platform(&entry, &description.domain)?;
+        let took_slot = self
+            .entity_slots
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
+                (taken < self.max_entities).then_some(taken + 1)
+            })
+            .is_ok();
+        if !took_slot {
+            let error = GateError::EntityCap {
+                group: self.group().to_owned(),
+                max: self.max_entities,
+            };
+            return Err(self.refuse(Gate::EntityCap, &error));
+        }
+        let held = capabilities_bytes + state_bytes;
+        if !self.swap_mirrored(0, held) {
+            self.entity_slots.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.mirrored_refusal());
+        }
+        let release = || {
+            self.entity_slots.fetch_sub(1, Ordering::AcqRel);
+            self.swap_mirrored(held, 0);
+        };
+        let platform = match self.platform(&entry, &description.domain) {
+            Ok(platform) => platform,
+            Err(error) => {
+                release();
+                return Err(error);
+            }
+        };
         let sandbox_entity_id = description.entity_id.clone();
         let proxy = Arc::new(ProxyEntity::new(
             Arc::clone(&self.link),
             description,
-            request.state.as_ref(),
+            mirrored,
         ));
         let added = platform
             .add_entity(Arc::clone(&proxy) as Arc<dyn homecore::entity::Entity>)
-            .await
-            .map_err(|error| {
-                RemoteError::handler(format!("the proxy could not be added: {error}"))
-            })?;
+            .await;
+        let added = match added {
+            Ok(added) => added,
+            Err(error) => {
+                release();
+                return Err(RemoteError::handler(format!(
+                    "the proxy could not be added: {error}"
+                )));
+            }
+        };
         let entity_id = added.unwrap_or_default();
-        self.proxies.lock().insert(
+        let displaced = self.proxies.lock().insert(
             sandbox_entity_id,
             ProxyRecord {
                 proxy,
                 entry_id: entry.entry_id.clone(),
                 platform,
+                capabilities_bytes,
+                mirrored_bytes: held,
             },
         );
+        if let Some(displaced) = displaced {
+            // Two registrations of one new entity raced: the later one stands.
+            self.entity_slots.fetch_sub(1, Ordering::AcqRel);
+            self.swap_mirrored(displaced.mirrored_bytes, 0);
+            if let Some(old_id) = displaced.proxy.entity_id()
+                && old_id != entity_id
+            {
+                let _ = displaced.platform.remove_entity(&old_id).await;
+            }
+        }
         Ok(wire::RegisterEntityResult { entity_id })
     }
 
@@ -289,91 +462,131 @@ impl Bridge {
         Ok(platform)
     }
 
-    /// A device may only merge into devices whose every config entry belongs to this group.
-    /// Every device matching any identifier or connection is checked, not just the first: a
-    /// description listing the group's own device first and a foreign identifier after it must
-    /// not pull the foreign identifier into the group's device.
-    fn check_device(&self, device: &wire::DeviceInfo) -> Result<(), GateError> {
+    /// Whether every entry of `device` belongs to this group.
+    fn owns_device(&self, device: &homecore::DeviceEntry) -> bool {
+        device
+            .config_entries
+            .iter()
+            .all(|entry_id| gates::entry_of_group(&self.core, self.group(), entry_id).is_ok())
+    }
+
+    /// The device rules (see `docs/ARCHITECTURE.md`, "Devices"): identifiers and `via_device`
+    /// only of the group's own integrations, and never naming a device with an entry outside
+    /// the group (every identifier is checked, not just the first: a description listing the
+    /// group's own device first and a foreign identifier after it must not pull the foreign
+    /// identifier in); a configuration URL of an allowed scheme. A connection never merges
+    /// across groups: one naming a device with an entry outside the group is dropped from the
+    /// description, and the device stands on its identifiers (refused when none are left).
+    fn check_device(&self, device: &mut wire::DeviceInfo) -> Result<(), GateError> {
         use homecore::device_registry::normalize_connection;
-        let identifiers: Vec<(String, String)> = device
-            .identifiers
-            .iter()
-            .map(|pair| (pair.first.clone(), pair.second.clone()))
-            .collect();
-        let connections: Vec<(String, String)> = device
-            .connections
-            .iter()
-            .map(|pair| normalize_connection(&(pair.first.clone(), pair.second.clone())))
-            .collect();
-        for existing in self.core.device_registry().devices() {
-            let matched = identifiers
-                .iter()
-                .find(|key| existing.identifiers.contains(key))
-                .or_else(|| {
-                    connections.iter().find(|key| {
-                        existing
-                            .connections
-                            .iter()
-                            .any(|known| normalize_connection(known) == **key)
-                    })
-                });
-            let Some((kind, value)) = matched else {
-                continue;
-            };
-            for entry_id in &existing.config_entries {
-                if gates::entry_of_group(&self.core, self.group(), entry_id).is_err() {
-                    return Err(GateError::ForeignDevice {
-                        identifier: format!("({kind}, {value})"),
-                        group: self.group().to_owned(),
-                    });
-                }
+        let integrations = gates::integration_domains(&self.core, self.group());
+        gates::check_device_rules(self.group(), &integrations, device)?;
+        let registry = self.core.device_registry();
+        let foreign = |kind: &str, value: &str| GateError::ForeignDevice {
+            identifier: format!("({kind}, {value})"),
+            group: self.group().to_owned(),
+        };
+        for pair in device.identifiers.iter().chain(&device.via_device) {
+            let key = (pair.first.clone(), pair.second.clone());
+            if let Some(existing) = registry.find(std::slice::from_ref(&key), &[])
+                && !self.owns_device(&existing)
+            {
+                return Err(foreign(&pair.first, &pair.second));
             }
+        }
+        let mut dropped = None;
+        device.connections.retain(|pair| {
+            let key = normalize_connection(&(pair.first.clone(), pair.second.clone()));
+            let keep = registry
+                .find(&[], std::slice::from_ref(&key))
+                .is_none_or(|existing| self.owns_device(&existing));
+            if !keep {
+                dropped = Some(pair.clone());
+            }
+            keep
+        });
+        if let Some(pair) = dropped {
+            if device.identifiers.is_empty() && device.connections.is_empty() {
+                return Err(foreign(&pair.first, &pair.second));
+            }
+            tracing::debug!(group = %self.group(), connection = ?(pair.first, pair.second), "a connection of another group's device was not merged");
         }
         Ok(())
     }
 
-    /// `unregister_entity`.
+    /// `unregister_entity`: only entities this group registered on this channel.
     pub async fn unregister_entity(
         &self,
         request: wire::UnregisterEntity,
-    ) -> wire::UnregisterEntityResult {
+    ) -> Result<wire::UnregisterEntityResult, RemoteError> {
         let record = self.proxies.lock().remove(&request.entity_id);
-        if let Some(record) = record
-            && let Some(entity_id) = record.proxy.entity_id()
+        let Some(record) = record else {
+            return Err(self.refuse(
+                Gate::Entity,
+                &GateError::UnknownEntity {
+                    entity_id: request.entity_id,
+                    group: self.group().to_owned(),
+                },
+            ));
+        };
+        self.entity_slots.fetch_sub(1, Ordering::AcqRel);
+        self.swap_mirrored(record.mirrored_bytes, 0);
+        if let Some(entity_id) = record.proxy.entity_id()
             && let Err(error) = record.platform.remove_entity(&entity_id).await
         {
             tracing::debug!(group = %self.group(), %entity_id, %error, "proxy already gone");
         }
-        wire::UnregisterEntityResult {}
+        Ok(wire::UnregisterEntityResult {})
     }
 
-    /// `state_changed`: applied in arrival order (an inline handler).
+    /// `state_changed`: applied in arrival order (an inline handler). A push for an entity the
+    /// group did not register, or over a bound, is dropped and counted.
     pub fn state_changed(&self, change: wire::StateChanged) {
         if self.torn_down.load(Ordering::Acquire) {
             return;
         }
-        let proxy = self
-            .proxies
-            .lock()
-            .get(&change.entity_id)
-            .map(|record| Arc::clone(&record.proxy));
-        match proxy {
-            Some(proxy) => {
-                let context = self.link.contexts.resolve(change.context_id.as_deref());
-                proxy.apply_state(&change, context);
+        let state = wire::EntityState {
+            state: change.state,
+            attributes_json: change.attributes_json,
+            available: change.available,
+        };
+        let Ok(mirrored) = self.mirrored_state(Some(&state)) else {
+            return;
+        };
+        let proxy = {
+            let mut proxies = self.proxies.lock();
+            let Some(record) = proxies.get_mut(&change.entity_id) else {
+                drop(proxies);
+                let _ = self.refuse(
+                    Gate::Entity,
+                    &GateError::UnknownEntity {
+                        entity_id: change.entity_id,
+                        group: self.group().to_owned(),
+                    },
+                );
+                return;
+            };
+            let held = record.capabilities_bytes + state.attributes_json.len();
+            if !self.swap_mirrored(record.mirrored_bytes, held) {
+                drop(proxies);
+                let _ = self.mirrored_refusal();
+                return;
             }
-            None => {
-                tracing::debug!(group = %self.group(), entity_id = %change.entity_id, "state of an unknown entity")
-            }
-        }
+            record.mirrored_bytes = held;
+            Arc::clone(&record.proxy)
+        };
+        let context = self.context(change.context_id.as_deref());
+        proxy.apply_state(mirrored, context);
     }
 
-    /// `register_service`: only in an owned domain, never over an existing service; calls are
-    /// forwarded to the sandbox.
+    /// `register_service`: a valid name, only in an owned domain, never over an existing
+    /// service; calls are forwarded to the sandbox.
     pub fn register_service(
         self: &Arc<Self>,
         request: wire::RegisterService,
     ) -> Result<wire::RegisterServiceResult, RemoteError> {
+        gates::check_service_name(&request.domain, &request.service)
+            .map_err(|error| self.refuse(Gate::Service, &error))?;
         let owned = self.owned_domains();
         gates::may_register_service(
             &self.core,
@@ -382,7 +595,13 @@ impl Bridge {
             &request.domain,
             &request.service,
         )
-        .map_err(|error| self.refuse(&self.refused.service, &error))?;
+        .map_err(|error| self.refuse(Gate::Service, &error))?;
+        limits::check_json(
+            "schema_json",
+            &request.schema_json,
+            limits::MAX_SERVICE_SCHEMA_BYTES,
+        )
+        .map_err(|error| self.over_bound(error))?;
         let schema: Option<Schema> = if request.schema_json.is_empty() {
             None
         } else {
@@ -470,56 +689,83 @@ impl Bridge {
     pub fn unregister_service(
         &self,
         request: wire::UnregisterService,
-    ) -> wire::UnregisterServiceResult {
-        if self
-            .services
-            .lock()
-            .remove(&(request.domain.clone(), request.service.clone()))
-        {
-            self.core
-                .services()
-                .remove(&request.domain, &request.service);
+    ) -> Result<wire::UnregisterServiceResult, RemoteError> {
+        let key = (request.domain, request.service);
+        if !self.services.lock().remove(&key) {
+            let (domain, service) = key;
+            return Err(self.refuse(
+                Gate::Service,
+                &GateError::ForeignService {
+                    domain,
+                    service,
+                    group: self.group().to_owned(),
+                },
+            ));
         }
-        wire::UnregisterServiceResult {}
+        self.core.services().remove(&key.0, &key.1);
+        Ok(wire::UnregisterServiceResult {})
     }
 
-    /// `fire_event`: only `<owned>_*`, never a core event; dropped otherwise.
+    /// `fire_event`: only `<owned>_*`, never a core event, data a bounded object; dropped and
+    /// counted otherwise.
     pub fn fire_event(&self, event: wire::FireEvent) {
-        let owned = self.owned_domains();
-        if let Err(error) = gates::may_fire_event(self.group(), &owned, &event.event_type) {
-            let _ = self.refuse(&self.refused.event, &error);
+        if let Err(error) = limits::check_text(
+            "event_type",
+            &event.event_type,
+            homecore::event::MAX_EVENT_TYPE_LENGTH,
+        ) {
+            let _ = self.refuse(Gate::Event, &GateError::Limit(error));
             return;
         }
-        let data = match json::object_from_bytes(&event.data_json) {
+        let owned = self.owned_domains();
+        if let Err(error) = gates::may_fire_event(self.group(), &owned, &event.event_type) {
+            let _ = self.refuse(Gate::Event, &error);
+            return;
+        }
+        let data = match limits::bounded_object(
+            "event data_json",
+            &event.data_json,
+            limits::MAX_EVENT_DATA_BYTES,
+        ) {
             Ok(data) => data,
             Err(error) => {
-                tracing::warn!(group = %self.group(), %error, "dropped an event with unreadable data");
+                let _ = self.refuse(Gate::Event, &GateError::Limit(error));
                 return;
             }
         };
-        let context = self.link.contexts.resolve(event.context_id.as_deref());
+        let context = self.context(event.context_id.as_deref());
         if let Err(error) = self.core.bus().fire_with_origin(
             &event.event_type,
             data,
             Some(context),
             EventOrigin::Remote,
         ) {
-            tracing::warn!(group = %self.group(), %error, "dropped an invalid event");
+            let _ = self.refused.refuse(Gate::Event, &error);
         }
     }
 
-    /// `update_entry`: only entries of this group.
+    /// `update_entry`: only entries of this group, data and options bounded.
     pub fn update_entry(
         &self,
         request: wire::UpdateEntry,
     ) -> Result<wire::UpdateEntryResult, RemoteError> {
         gates::entry_of_group(&self.core, self.group(), &request.entry_id)
-            .map_err(|error| self.refuse(&self.refused.foreign_entry, &error))?;
+            .map_err(|error| self.refuse(Gate::ForeignEntry, &error))?;
+        let texts = [
+            ("title", request.title.as_ref()),
+            ("unique_id", request.unique_id.as_ref()),
+        ];
+        for (field, text) in texts {
+            if let Some(text) = text {
+                limits::check_text(field, text, limits::MAX_TEXT_BYTES)
+                    .map_err(|error| self.over_bound(error))?;
+            }
+        }
         let object = |bytes: Option<&bytes::Bytes>, field: &str| -> Result<_, RemoteError> {
             bytes
                 .map(|bytes| {
-                    json::object_from_bytes(bytes)
-                        .map_err(|error| RemoteError::bad_request(format!("{field}: {error}")))
+                    limits::bounded_object(field, bytes, limits::MAX_ENTRY_DATA_BYTES)
+                        .map_err(|error| self.over_bound(error))
                 })
                 .transpose()
         };
@@ -538,8 +784,8 @@ impl Bridge {
     }
 }
 
-/// Answers a failed store request: refusals (bad keys, quotas) are counted and logged, IO
-/// failures only logged.
+/// Answers a failed store request: refusals (bad keys, values, quotas) are counted and logged
+/// within budget, IO failures logged.
 fn store_refusal(refused: &GateCounters, key: &str, error: &StoreServerError) -> RemoteError {
     let remote = RemoteError::from(error);
     let is_refusal = matches!(
@@ -547,21 +793,26 @@ fn store_refusal(refused: &GateCounters, key: &str, error: &StoreServerError) ->
         sandbox_proto::error::ErrorKind::BadRequest | sandbox_proto::error::ErrorKind::Quota
     );
     if is_refusal {
-        refused.store.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(key, %error, "refused a sandbox store request");
+        refused.refuse_as(Gate::Store, remote.kind, &remote.message)
     } else {
-        tracing::error!(key, %error, "a sandbox store request failed");
+        tracing::error!(group = %refused.group(), key = %key.chars().take(limits::MAX_TEXT_BYTES).collect::<String>(), %error, "a sandbox store request failed");
+        remote
     }
-    remote
 }
 
 /// Where a group's channel handlers find the current bridge; empty until the group is ready.
 pub type BridgeSlot = Arc<Mutex<Option<Arc<Bridge>>>>;
 
-fn current(slot: &BridgeSlot) -> Result<Arc<Bridge>, RemoteError> {
-    slot.lock()
-        .clone()
-        .ok_or_else(|| RemoteError::refused("the group is not ready yet"))
+/// The current bridge, or a counted `not_ready` refusal.
+fn current(slot: &BridgeSlot, refused: &GateCounters) -> Result<Arc<Bridge>, RemoteError> {
+    slot.lock().clone().ok_or_else(|| {
+        refused.refuse(
+            Gate::NotReady,
+            &GateError::NotReady {
+                group: refused.group().to_owned(),
+            },
+        )
+    })
 }
 
 /// Adds main's handlers for a group's channel: the store server (usable before `ready`, for
@@ -572,6 +823,12 @@ pub fn install_handlers(
     store: Arc<GroupStore>,
     refused: Arc<GateCounters>,
 ) -> ChannelBuilder {
+    // Every bridge handler finds the current bridge the same way: a request before `ready`
+    // is a counted refusal.
+    let bridge_of = {
+        let (slot, refused) = (Arc::clone(slot), Arc::clone(&refused));
+        move || current(&slot, &refused)
+    };
     let (store_load, store_save, store_remove) = (Arc::clone(&store), Arc::clone(&store), store);
     let (load_refused, save_refused, remove_refused) =
         (Arc::clone(&refused), Arc::clone(&refused), refused);
@@ -606,41 +863,40 @@ pub fn install_handlers(
                 Ok(wire::StoreRemoveResult {})
             }
         });
-    let s = Arc::clone(slot);
+    let b = bridge_of.clone();
     let builder = builder.on_call::<wire::RegisterEntity, _, _>(move |request, _| {
-        let bridge = current(&s);
+        let bridge = b();
         async move { bridge?.register_entity(request).await }
     });
-    let s = Arc::clone(slot);
+    let b = bridge_of.clone();
     let builder = builder.on_call::<wire::UnregisterEntity, _, _>(move |request, _| {
-        let bridge = current(&s);
-        async move { Ok(bridge?.unregister_entity(request).await) }
+        let bridge = b();
+        async move { bridge?.unregister_entity(request).await }
     });
-    let s = Arc::clone(slot);
+    let b = bridge_of.clone();
     let builder = builder.on_push_inline::<wire::StateChanged, _>(move |change| {
-        if let Ok(bridge) = current(&s) {
+        if let Ok(bridge) = b() {
             bridge.state_changed(change);
         }
     });
-    let s = Arc::clone(slot);
+    let b = bridge_of.clone();
     let builder = builder.on_call::<wire::RegisterService, _, _>(move |request, _| {
-        let bridge = current(&s);
+        let bridge = b();
         async move { bridge?.register_service(request) }
     });
-    let s = Arc::clone(slot);
+    let b = bridge_of.clone();
     let builder = builder.on_call::<wire::UnregisterService, _, _>(move |request, _| {
-        let bridge = current(&s);
-        async move { Ok(bridge?.unregister_service(request)) }
+        let bridge = b();
+        async move { bridge?.unregister_service(request) }
     });
-    let s = Arc::clone(slot);
+    let b = bridge_of.clone();
     let builder = builder.on_push_inline::<wire::FireEvent, _>(move |event| {
-        if let Ok(bridge) = current(&s) {
+        if let Ok(bridge) = b() {
             bridge.fire_event(event);
         }
     });
-    let s = Arc::clone(slot);
     builder.on_call::<wire::UpdateEntry, _, _>(move |request, _| {
-        let bridge = current(&s);
+        let bridge = bridge_of();
         async move { bridge?.update_entry(request) }
     })
 }

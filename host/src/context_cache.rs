@@ -54,10 +54,13 @@ impl ContextCache {
     }
 
     /// The context for an id a sandbox sent: the original for an id main issued, otherwise a
-    /// fresh one minted by main (and cached under the sandbox's id). No id at all gets a fresh,
-    /// uncached context.
+    /// fresh one minted by main (and cached under the sandbox's id). No id at all, or one
+    /// longer than a ULID ([`crate::limits::MAX_CONTEXT_ID_LEN`]), gets a fresh, uncached
+    /// context: the cache holds at most [`MAX_CONTEXTS`] ids of at most 26 bytes each.
     pub fn resolve(&self, sandbox_id: Option<&str>) -> Context {
-        let Some(sandbox_id) = sandbox_id.filter(|id| !id.is_empty()) else {
+        let Some(sandbox_id) =
+            sandbox_id.filter(|id| !id.is_empty() && id.len() <= crate::limits::MAX_CONTEXT_ID_LEN)
+        else {
             return Context::new();
         };
         {
@@ -170,6 +173,20 @@ mod tests {
         let after = cache.resolve(Some(&id));
         assert_ne!(after, original);
         assert_eq!(after.user_id, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ids_longer_than_a_ulid_are_never_cached() {
+        let cache = ContextCache::new();
+        let long = "x".repeat(1024 * 1024);
+        let first = cache.resolve(Some(&long));
+        assert_ne!(cache.resolve(Some(&long)), first, "not cached");
+        assert!(cache.is_empty());
+        let ulid = ulid::Ulid::new().to_string();
+        assert_eq!(ulid.len(), crate::limits::MAX_CONTEXT_ID_LEN);
+        let minted = cache.resolve(Some(&ulid));
+        assert_eq!(cache.resolve(Some(&ulid)), minted);
+        assert_eq!(cache.len(), 1);
     }
 
     #[tokio::test(start_paused = true)]

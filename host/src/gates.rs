@@ -6,19 +6,78 @@ use std::collections::BTreeSet;
 
 use homecore::{ConfigEntry, Core};
 
-/// Core events no sandbox may fire, whatever domains it owns (`homeassistant_*` too).
-pub const CORE_CONTROL_EVENTS: &[&str] = &[
-    "call_service",
-    "state_changed",
-    "state_reported",
-    "service_registered",
-    "service_removed",
-    "component_loaded",
-    "core_config_updated",
+/// Events Home Assistant's own components fire that this core does not (yet): no sandbox may
+/// fire them either, whatever domains it owns, so a client of main's bus can trust them.
+pub const RESERVED_EVENT_TYPES: &[&str] = &[
+    "config_entry_discovered",
+    "logbook_entry",
+    "user_added",
+    "user_removed",
+    "user_updated",
+    "panels_updated",
+    "themes_updated",
+    "lovelace_updated",
+    "label_registry_updated",
+    "floor_registry_updated",
+    "category_registry_updated",
+    "repairs_issue_registry_updated",
+    "persistent_notifications_updated",
+    "automation_triggered",
+    "automation_reloaded",
+    "script_started",
+    "logging_changed",
+    "recorder_5min_statistics_generated",
+    "recorder_hourly_statistics_generated",
 ];
 
-/// The prefix of the core's lifecycle events.
+/// The prefix of the core's lifecycle events (`homeassistant_start`, `homeassistant_stop`, ...):
+/// every event under it is the core's, including ones it may add later.
 pub const CORE_EVENT_PREFIX: &str = "homeassistant_";
+
+/// Domains no custom integration may take, besides every entity domain of the catalog and every
+/// domain whose `<domain>_` prefixes a core event: the core's own domains.
+pub const CORE_DOMAINS: &[&str] = &[
+    "homeassistant",
+    "persistent_notification",
+    "sandbox",
+    "system_log",
+    "logger",
+    "recorder",
+    "api",
+    "websocket_api",
+    "http",
+    "frontend",
+    "auth",
+    "person",
+    "zone",
+];
+
+/// Whether `event_type` is the core's: one it fires, one Home Assistant reserves, or any
+/// `homeassistant_*` event.
+pub fn is_core_event(event_type: &str) -> bool {
+    homecore::event::CORE_EVENT_TYPES.contains(&event_type)
+        || RESERVED_EVENT_TYPES.contains(&event_type)
+        || event_type.starts_with(CORE_EVENT_PREFIX)
+}
+
+/// Why a custom integration may not have `domain`, if it may not: a core domain, an entity
+/// domain, or a domain whose events would be the core's (a custom `device` could fire
+/// `device_registry_updated` as an "owned" event).
+pub fn custom_domain_refusal(domain: &str) -> Option<String> {
+    if CORE_DOMAINS.contains(&domain) {
+        return Some(format!("{domain} is a core domain"));
+    }
+    if homecore::catalog::catalog().domain(domain).is_some() {
+        return Some(format!("{domain} is an entity domain"));
+    }
+    let prefix = format!("{domain}_");
+    homecore::event::CORE_EVENT_TYPES
+        .iter()
+        .chain(RESERVED_EVENT_TYPES)
+        .chain(&[CORE_EVENT_PREFIX])
+        .find(|event| event.starts_with(&prefix))
+        .map(|event| format!("{domain} would own the core event {event}"))
+}
 
 /// Why a gate refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +134,96 @@ pub enum GateError {
         /// The group.
         group: String,
     },
+    /// A device identifier (or `via_device`) of a domain none of the group's entries has.
+    #[error("device identifier ({domain}, {id}) is not of an integration of group {group}")]
+    ForeignIdentifier {
+        /// Its domain.
+        domain: String,
+        /// Its id.
+        id: String,
+        /// The group.
+        group: String,
+    },
+    /// A device's configuration URL of a scheme other than http, https or homeassistant.
+    #[error("configuration_url {url:?} is not http, https or homeassistant://")]
+    ConfigurationUrl {
+        /// The URL.
+        url: String,
+    },
+    /// A device class the domain does not have.
+    #[error("{domain} has no device class {device_class:?}")]
+    DeviceClass {
+        /// The entity domain.
+        domain: String,
+        /// The class sent.
+        device_class: String,
+    },
+    /// A re-description changing what main proxies.
+    #[error(
+        "entity {entity_id} is a {domain} entity of entry {entry_id}; a re-description may not change that"
+    )]
+    Redescription {
+        /// The sandbox's entity id.
+        entity_id: String,
+        /// Its domain on main.
+        domain: String,
+        /// Its entry on main.
+        entry_id: String,
+    },
+    /// The group has as many entities as it may.
+    #[error("group {group} has {max} entities, its limit")]
+    EntityCap {
+        /// The group.
+        group: String,
+        /// The limit.
+        max: usize,
+    },
+    /// The group's proxies hold as much mirrored data as they may.
+    #[error("group {group} would hold more than {max} bytes of attributes and capabilities")]
+    MirroredBytes {
+        /// The group.
+        group: String,
+        /// The limit.
+        max: usize,
+    },
+    /// A state push, unregistration or re-description for an entity the group never
+    /// registered on this channel.
+    #[error("entity {entity_id} is not an entity of group {group}")]
+    UnknownEntity {
+        /// The sandbox's entity id.
+        entity_id: String,
+        /// The group.
+        group: String,
+    },
+    /// An unregistration of a service this group did not register.
+    #[error("service {domain}.{service} was not registered by group {group}")]
+    ForeignService {
+        /// The domain.
+        domain: String,
+        /// The service.
+        service: String,
+        /// The group.
+        group: String,
+    },
+    /// A domain or service name that is not a valid slug.
+    #[error("invalid service name {domain:?}.{service:?}: {reason}")]
+    InvalidServiceName {
+        /// The domain.
+        domain: String,
+        /// The service.
+        service: String,
+        /// Why.
+        reason: String,
+    },
+    /// A request sent before the group said `ready` (or after its bridge was replaced).
+    #[error("group {group} is not ready")]
+    NotReady {
+        /// The group.
+        group: String,
+    },
+    /// A value over one of [`crate::limits`]' bounds.
+    #[error(transparent)]
+    Limit(#[from] crate::limits::LimitError),
 }
 
 /// The domains `group` owns: its entries' integration domains plus the entity domains of its
@@ -141,7 +290,7 @@ pub fn may_fire_event(
     owned: &BTreeSet<String>,
     event_type: &str,
 ) -> Result<(), GateError> {
-    if CORE_CONTROL_EVENTS.contains(&event_type) || event_type.starts_with(CORE_EVENT_PREFIX) {
+    if is_core_event(event_type) {
         return Err(GateError::CoreEvent {
             event_type: event_type.to_owned(),
         });
@@ -156,6 +305,94 @@ pub fn may_fire_event(
             event_type: event_type.to_owned(),
             group: group.to_owned(),
         });
+    }
+    Ok(())
+}
+
+/// The integration domains of `group`'s entries: the only domains its device identifiers may
+/// have. (Proxy platform domains are not among them: owning lights does not make a group
+/// `hue`.)
+pub fn integration_domains(core: &Core, group: &str) -> BTreeSet<String> {
+    owned_domains(core, group, std::iter::empty())
+}
+
+/// The schemes a device's `configuration_url` may have, as in Home Assistant: a web page, or a
+/// page of the hub itself. Anything else (`javascript:`, `file:`, `data:`) a front end would
+/// render as a link into the user's browser.
+pub const CONFIGURATION_URL_SCHEMES: &[&str] = &["http", "https", "homeassistant"];
+
+/// The rules on a device a sandbox describes, besides who already owns it (see
+/// `Bridge::check_device`): every identifier and `via_device` of one of the group's
+/// integrations, and a configuration URL of an allowed scheme.
+pub fn check_device_rules(
+    group: &str,
+    integrations: &BTreeSet<String>,
+    device: &sandbox_proto::wire::DeviceInfo,
+) -> Result<(), GateError> {
+    for pair in device.identifiers.iter().chain(&device.via_device) {
+        if !integrations.contains(&pair.first) {
+            return Err(GateError::ForeignIdentifier {
+                domain: pair.first.clone(),
+                id: pair.second.clone(),
+                group: group.to_owned(),
+            });
+        }
+    }
+    if let Some(url) = &device.configuration_url {
+        let allowed = url.split_once(':').is_some_and(|(scheme, rest)| {
+            CONFIGURATION_URL_SCHEMES
+                .iter()
+                .any(|allowed| scheme.eq_ignore_ascii_case(allowed))
+                && rest.starts_with("//")
+                && rest.len() > 2
+        });
+        if !allowed {
+            return Err(GateError::ConfigurationUrl { url: url.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// An entity's device class must be one of its domain's (or none).
+pub fn check_device_class(domain: &str, device_class: Option<&str>) -> Result<(), GateError> {
+    let Some(device_class) = device_class else {
+        return Ok(());
+    };
+    let known = homecore::catalog::catalog()
+        .domain(domain)
+        .is_some_and(|spec| {
+            spec.device_classes
+                .iter()
+                .any(|known| known == device_class)
+        });
+    if known {
+        Ok(())
+    } else {
+        Err(GateError::DeviceClass {
+            domain: domain.to_owned(),
+            device_class: device_class.to_owned(),
+        })
+    }
+}
+
+/// A service a sandbox registers must have a valid domain and service name (lowercase slugs),
+/// as every service main registers itself.
+pub fn check_service_name(domain: &str, service: &str) -> Result<(), GateError> {
+    let invalid = |reason: String| GateError::InvalidServiceName {
+        domain: domain.to_owned(),
+        service: service.to_owned(),
+        reason,
+    };
+    homecore::entity_id::validate_domain(domain).map_err(|error| invalid(error.to_string()))?;
+    let slug = !service.is_empty()
+        && service.len() <= crate::limits::MAX_TEXT_BYTES
+        && service
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_');
+    if !slug {
+        return Err(invalid(
+            "a service name is lowercase letters, digits and underscores".to_owned(),
+        ));
     }
     Ok(())
 }
@@ -207,5 +444,148 @@ mod tests {
         let sneaky = BTreeSet::from(["homeassistant".to_owned(), "call".to_owned()]);
         assert!(may_fire_event("g", &sneaky, "homeassistant_stop").is_err());
         assert!(may_fire_event("g", &sneaky, "call_service").is_err());
+    }
+
+    #[test]
+    fn every_event_the_core_fires_is_denied_whatever_a_group_owns() {
+        // Owning every domain a core event starts with opens none of them.
+        let greedy: BTreeSet<String> = homecore::event::CORE_EVENT_TYPES
+            .iter()
+            .chain(RESERVED_EVENT_TYPES)
+            .filter_map(|event| event.split('_').next())
+            .map(str::to_owned)
+            .collect();
+        for event in homecore::event::CORE_EVENT_TYPES
+            .iter()
+            .chain(RESERVED_EVENT_TYPES)
+            .chain(&["homeassistant_something_new"])
+        {
+            assert!(
+                matches!(
+                    may_fire_event("g", &greedy, event),
+                    Err(GateError::CoreEvent { .. })
+                ),
+                "{event}"
+            );
+        }
+        for event in [
+            "device_registry_updated",
+            "entity_registry_updated",
+            "area_registry_updated",
+            "data_entry_flow_progressed",
+            "config_entry_discovered",
+        ] {
+            assert!(is_core_event(event), "{event}");
+        }
+    }
+
+    #[test]
+    fn custom_domains_colliding_with_core_names_are_refused() {
+        for domain in [
+            "device",
+            "entity",
+            "area",
+            "state",
+            "call",
+            "service",
+            "homeassistant",
+            "light",
+            "sensor",
+            "persistent_notification",
+            "config",
+            "data",
+            "component",
+            "core",
+        ] {
+            assert!(custom_domain_refusal(domain).is_some(), "{domain}");
+        }
+        for domain in ["acme_thermostat", "hue", "mqtt", "demo"] {
+            assert_eq!(custom_domain_refusal(domain), None, "{domain}");
+        }
+    }
+
+    #[test]
+    fn devices_name_only_the_groups_integrations_and_safe_urls() {
+        use sandbox_proto::wire::{DeviceInfo, StringPair};
+        let pair = |first: &str, second: &str| StringPair {
+            first: first.into(),
+            second: second.into(),
+        };
+        let mine = owned(&["demo"]);
+        let device = |identifiers: Vec<StringPair>, url: Option<&str>| DeviceInfo {
+            identifiers,
+            configuration_url: url.map(str::to_owned),
+            ..Default::default()
+        };
+        assert_eq!(
+            check_device_rules(
+                "g",
+                &mine,
+                &device(vec![pair("demo", "1")], Some("https://x.example/a"))
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check_device_rules(
+                "g",
+                &mine,
+                &device(vec![], Some("homeassistant://config/x"))
+            ),
+            Ok(())
+        );
+        assert!(matches!(
+            check_device_rules(
+                "g",
+                &mine,
+                &device(vec![pair("demo", "1"), pair("hue", "2")], None)
+            ),
+            Err(GateError::ForeignIdentifier { .. })
+        ));
+        for url in [
+            "javascript:alert(1)",
+            "JAVASCRIPT://x",
+            "file:///etc/passwd",
+            "data:text/html,x",
+            "http:",
+            "https://",
+            "ftp://x",
+        ] {
+            assert!(
+                matches!(
+                    check_device_rules("g", &mine, &device(vec![], Some(url))),
+                    Err(GateError::ConfigurationUrl { .. })
+                ),
+                "{url}"
+            );
+        }
+        let mut via = device(vec![pair("demo", "1")], None);
+        via.via_device = Some(pair("hue", "bridge"));
+        assert!(matches!(
+            check_device_rules("g", &mine, &via),
+            Err(GateError::ForeignIdentifier { .. })
+        ));
+    }
+
+    #[test]
+    fn device_classes_come_from_the_catalog_and_service_names_are_slugs() {
+        assert_eq!(check_device_class("binary_sensor", Some("motion")), Ok(()));
+        assert_eq!(check_device_class("light", None), Ok(()));
+        assert!(check_device_class("binary_sensor", Some("temperature")).is_err());
+        assert!(check_device_class("light", Some("motion")).is_err());
+        assert!(check_device_class("sensor", Some("<script>")).is_err());
+        assert_eq!(check_service_name("demo", "get_status"), Ok(()));
+        for (domain, service) in [
+            ("demo", ""),
+            ("demo", "Get"),
+            ("demo", "a.b"),
+            ("Demo", "x"),
+            ("", "x"),
+            ("demo", "a b"),
+        ] {
+            assert!(
+                check_service_name(domain, service).is_err(),
+                "{domain}.{service}"
+            );
+        }
     }
 }

@@ -13,11 +13,12 @@ use homecore::{ConfigEntryState, Core};
 use parking_lot::Mutex;
 use sandbox_proto::{Channel, ChannelBuilder, TransportUrl};
 
-use crate::bridge::{Bridge, BridgeSlot, GateCounters, install_handlers};
+use crate::bridge::{Bridge, BridgeSlot, install_handlers};
 use crate::context_cache::ContextCache;
 use crate::manager::{
     GroupConfig, GroupEvents, GroupManager, GroupState, ManagerError, ReadyInfo, StopReport,
 };
+use crate::refusals::GateCounters;
 use crate::store_server::GroupStore;
 
 /// How the groups are run.
@@ -53,6 +54,9 @@ pub struct GroupHandle {
     pub store: Arc<GroupStore>,
     /// Refusals per gate, across every bridge of the group.
     pub refused: Arc<GateCounters>,
+    /// The contexts main issued to this group: one cache per group, so a chatty group cannot
+    /// evict the contexts main issued to another, nor echo them.
+    pub contexts: Arc<ContextCache>,
     /// Set while main itself reloads the group's entries after the group failed, so those
     /// setups report the failure instead of restarting the group.
     pub failing_over: AtomicBool,
@@ -61,7 +65,6 @@ pub struct GroupHandle {
 struct Inner {
     core: Core,
     config: GroupsConfig,
-    contexts: Arc<ContextCache>,
     groups: Mutex<HashMap<String, Arc<GroupHandle>>>,
     /// Set by [`Groups::stop_all`]: no group starts again afterwards (a fail-over or a late
     /// setup racing the stop must not respawn a sandbox the hub just stopped).
@@ -81,7 +84,6 @@ impl Groups {
             inner: Arc::new(Inner {
                 core,
                 config,
-                contexts: Arc::new(ContextCache::new()),
                 groups: Mutex::default(),
                 stopping: AtomicBool::new(false),
             }),
@@ -108,12 +110,14 @@ impl Groups {
         }
         let store = Arc::new(GroupStore::new(&self.inner.config.config_dir, name)?);
         let slot: BridgeSlot = Arc::default();
-        let refused: Arc<GateCounters> = Arc::default();
+        let refused = Arc::new(GateCounters::new(name));
+        let contexts = Arc::new(ContextCache::new());
         let hooks = Arc::new(Hooks {
             groups: Arc::downgrade(&self.inner),
             slot: Arc::clone(&slot),
             store: Arc::clone(&store),
             refused: Arc::clone(&refused),
+            contexts: Arc::clone(&contexts),
         });
         let mut config = self.inner.config.group_defaults.clone();
         config.name = name.to_owned();
@@ -140,6 +144,7 @@ impl Groups {
             slot,
             store,
             refused,
+            contexts,
             failing_over: AtomicBool::new(false),
         });
         let mut groups = self.inner.groups.lock();
@@ -187,11 +192,6 @@ impl Groups {
     /// The group's current bridge, if it is running.
     pub fn bridge(&self, name: &str) -> Option<Arc<Bridge>> {
         self.get(name).and_then(|handle| handle.slot.lock().clone())
-    }
-
-    /// The contexts main issued to sandboxes.
-    pub fn contexts(&self) -> &Arc<ContextCache> {
-        &self.inner.contexts
     }
 
     /// Stops every group in parallel; each returns its report (restore state included).
@@ -266,6 +266,7 @@ struct Hooks {
     slot: BridgeSlot,
     store: Arc<GroupStore>,
     refused: Arc<GateCounters>,
+    contexts: Arc<ContextCache>,
 }
 
 impl GroupEvents for Hooks {
@@ -286,9 +287,10 @@ impl GroupEvents for Hooks {
             inner.core.clone(),
             group,
             channel.clone(),
-            Arc::clone(&inner.contexts),
+            Arc::clone(&self.contexts),
             Arc::clone(&self.refused),
             ready.negotiated.features.contains("entity_outcomes"),
+            inner.config.group_defaults.max_entities,
         );
         let displaced = self.slot.lock().replace(bridge);
         let Some(displaced) = displaced else { return };

@@ -78,6 +78,9 @@ pub struct GroupConfig {
     pub credentials: Option<Credentials>,
     /// Settings of the channel to the child (its name is set to the group's).
     pub channel: ChannelConfig,
+    /// Most entities the group may have proxied on main; see
+    /// [`crate::limits::MAX_ENTITIES_PER_GROUP`] (the default).
+    pub max_entities: usize,
 }
 
 impl GroupConfig {
@@ -95,6 +98,7 @@ impl GroupConfig {
             watchdog: Some(WatchdogConfig::default()),
             limits: ResourceLimits::default(),
             credentials: None,
+            max_entities: crate::limits::MAX_ENTITIES_PER_GROUP,
         }
     }
 }

@@ -46,10 +46,11 @@ impl SandboxPlugin {
     /// their groups. Must be called inside the runtime, before the core starts.
     pub fn install(core: &Core, config: PluginConfig) -> Arc<Self> {
         let groups = Groups::new(core.clone(), config.groups);
+
         let router = Arc::new(SandboxRouter::new(
             groups.clone(),
             core.integrations().available(),
-            config.custom.clone(),
+            config.custom,
         ));
         core.config_entries().set_router(Some(router.clone()));
         let translations: TranslationProviderHandle =
@@ -61,7 +62,8 @@ impl SandboxPlugin {
         let catalog: CatalogProviderHandle =
             core.integrations()
                 .add_catalog_provider(Arc::new(CustomCatalog {
-                    custom: config.custom,
+                    // Refused customs never reach the picker.
+                    custom: router.accepted_custom(),
                 }));
         let plugin = Arc::new(Self {
             core: core.clone(),

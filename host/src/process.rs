@@ -14,6 +14,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
+use crate::log_limit::{Admit, LogBudget, Suppressed};
+
 /// The longest line of a child's stderr forwarded to the log; the rest of a longer line is
 /// dropped (and counted in the line), so a child printing without newlines cannot grow the
 /// host's memory.
@@ -334,19 +336,55 @@ fn libc_esrch() -> i32 {
     nix::errno::Errno::ESRCH as i32
 }
 
-/// Forwards a child's output to the log line by line, each line capped at
-/// [`MAX_LOG_LINE_BYTES`].
-async fn forward_lines(mut source: impl AsyncRead + Unpin, group: String, stream: &'static str) {
+/// Lines of a child's output forwarded to the log per [`crate::log_limit::LOG_WINDOW`]: a
+/// crash's traceback fits; a child printing without end costs this many lines and a summary.
+pub const MAX_LOG_LINES_PER_WINDOW: u32 = 200;
+
+/// Bytes of a child's output forwarded to the log per [`crate::log_limit::LOG_WINDOW`]
+/// (about 13 KiB/s per stream at most).
+pub const MAX_LOG_BYTES_PER_WINDOW: usize = 128 * 1024;
+
+/// What [`forward_lines_to`] hands its sink.
+#[derive(Debug, PartialEq, Eq)]
+enum Forwarded<'a> {
+    /// A line (capped), with how many bytes of it were cut.
+    Line(&'a str, usize),
+    /// What the budget kept out of the log.
+    Summary(Suppressed),
+}
+
+/// Forwards a child's output to the log line by line under target `sandbox`.
+async fn forward_lines(source: impl AsyncRead + Unpin, group: String, stream: &'static str) {
+    forward_lines_to(source, |forwarded| match forwarded {
+        Forwarded::Line(text, 0) => {
+            tracing::info!(target: "sandbox", group = %group, stream, "{text}");
+        }
+        Forwarded::Line(text, dropped) => {
+            tracing::info!(target: "sandbox", group = %group, stream, "{text}… ({dropped} more bytes dropped)");
+        }
+        Forwarded::Summary(suppressed) => {
+            tracing::warn!(target: "sandbox", group = %group, stream, "{} lines ({} bytes) of {stream} not logged in the last {} s", suppressed.lines, suppressed.bytes, suppressed.over.as_secs());
+        }
+    })
+    .await;
+}
+
+/// Reads a child's output to its end, handing `sink` each line capped at
+/// [`MAX_LOG_LINE_BYTES`], at most [`MAX_LOG_LINES_PER_WINDOW`] lines and
+/// [`MAX_LOG_BYTES_PER_WINDOW`] bytes per window, and a summary of the rest. Everything is read
+/// (so the child never blocks on a full pipe); what is over budget is only counted.
+async fn forward_lines_to(mut source: impl AsyncRead + Unpin, mut sink: impl FnMut(Forwarded<'_>)) {
     let mut chunk = vec![0u8; 8192];
     let mut line: Vec<u8> = Vec::with_capacity(256);
     let mut dropped = 0usize;
-    let emit = |line: &mut Vec<u8>, dropped: &mut usize| {
-        let text = String::from_utf8_lossy(line);
-        let text = text.trim_end_matches('\r');
-        if *dropped > 0 {
-            tracing::info!(target: "sandbox", group = %group, stream, "{text}… ({dropped} more bytes dropped)");
-        } else {
-            tracing::info!(target: "sandbox", group = %group, stream, "{text}");
+    let mut budget = LogBudget::new(MAX_LOG_LINES_PER_WINDOW, MAX_LOG_BYTES_PER_WINDOW);
+    let mut emit = |line: &mut Vec<u8>, dropped: &mut usize| {
+        if let Admit::Log { suppressed } = budget.admit(line.len() + *dropped) {
+            if let Some(suppressed) = suppressed {
+                sink(Forwarded::Summary(suppressed));
+            }
+            let text = String::from_utf8_lossy(line);
+            sink(Forwarded::Line(text.trim_end_matches('\r'), *dropped));
         }
         line.clear();
         *dropped = 0;
@@ -368,5 +406,53 @@ async fn forward_lines(mut source: impl AsyncRead + Unpin, group: String, stream
     }
     if !line.is_empty() {
         emit(&mut line, &mut dropped);
+    }
+    if let Some(suppressed) = budget.take_suppressed() {
+        sink(Forwarded::Summary(suppressed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_child_printing_without_end_costs_a_bounded_log() {
+        // 50,000 lines of 5,000 bytes: 250 MB of stderr.
+        let line = format!("{}\n", "e".repeat(5000));
+        let output = line.repeat(50_000);
+        let (mut lines, mut logged_bytes, mut summaries) = (0usize, 0usize, Vec::new());
+        forward_lines_to(output.as_bytes(), |forwarded| match forwarded {
+            Forwarded::Line(text, dropped) => {
+                assert!(text.len() <= MAX_LOG_LINE_BYTES);
+                assert_eq!(dropped, 5000 - MAX_LOG_LINE_BYTES);
+                lines += 1;
+                logged_bytes += text.len();
+            }
+            Forwarded::Summary(suppressed) => summaries.push(suppressed),
+        })
+        .await;
+        assert!(lines <= MAX_LOG_LINES_PER_WINDOW as usize, "{lines} lines");
+        assert!(logged_bytes <= MAX_LOG_BYTES_PER_WINDOW);
+        assert!(lines > 0);
+        assert_eq!(summaries.len(), 1, "one summary at the end");
+        assert_eq!(summaries[0].lines as usize + lines, 50_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_child_is_logged_whole() {
+        let mut seen = Vec::new();
+        forward_lines_to(&b"one\r\ntwo\nthree"[..], |forwarded| {
+            if let Forwarded::Line(text, dropped) = forwarded {
+                seen.push((text.to_owned(), dropped));
+            } else {
+                panic!("nothing suppressed");
+            }
+        })
+        .await;
+        assert_eq!(
+            seen,
+            [("one".into(), 0), ("two".into(), 0), ("three".into(), 0)]
+        );
     }
 }

@@ -195,12 +195,15 @@ impl ProxyLink {
     }
 }
 
-/// The last state the sandbox reported.
+/// The last state the sandbox reported, checked against main's bounds by the bridge.
 #[derive(Debug, Clone, Default)]
-struct Mirrored {
-    state: String,
-    attributes: Map<String, Value>,
-    available: bool,
+pub struct Mirrored {
+    /// The state (empty: none).
+    pub state: String,
+    /// Its attributes.
+    pub attributes: Map<String, Value>,
+    /// Whether the sandbox says the entity is available.
+    pub available: bool,
 }
 
 /// An entity of a sandbox, as main sees it.
@@ -221,15 +224,8 @@ impl ProxyEntity {
     pub fn new(
         link: Arc<ProxyLink>,
         description: wire::EntityDescription,
-        state: Option<&wire::EntityState>,
+        mirrored: Mirrored,
     ) -> Self {
-        let mirrored = state
-            .map(|state| Mirrored {
-                state: state.state.clone(),
-                attributes: json::object_from_bytes(&state.attributes_json).unwrap_or_default(),
-                available: state.available,
-            })
-            .unwrap_or_default();
         Self {
             link,
             sandbox_entity_id: description.entity_id.clone(),
@@ -253,30 +249,23 @@ impl ProxyEntity {
             .map(|handle| handle.entity_id().to_owned())
     }
 
+    /// The entity's domain (fixed for the proxy's life).
+    pub fn domain(&self) -> String {
+        self.description.lock().domain.clone()
+    }
+
     /// Applies a state the sandbox pushed, attributed to `context`.
-    pub fn apply_state(&self, change: &wire::StateChanged, context: Context) {
-        *self.state.lock() = Mirrored {
-            state: change.state.clone(),
-            attributes: json::object_from_bytes(&change.attributes_json).unwrap_or_default(),
-            available: change.available,
-        };
+    pub fn apply_state(&self, mirrored: Mirrored, context: Context) {
+        *self.state.lock() = mirrored;
         self.write(Some(context));
     }
 
     /// Takes a new description (a registry update in the sandbox) and rewrites the state.
-    pub fn redescribe(
-        &self,
-        description: wire::EntityDescription,
-        state: Option<&wire::EntityState>,
-    ) {
+    pub fn redescribe(&self, description: wire::EntityDescription, state: Option<Mirrored>) {
         *self.info.lock() = proxy_info(&description);
         *self.description.lock() = description;
         if let Some(state) = state {
-            *self.state.lock() = Mirrored {
-                state: state.state.clone(),
-                attributes: json::object_from_bytes(&state.attributes_json).unwrap_or_default(),
-                available: state.available,
-            };
+            *self.state.lock() = state;
         }
         self.write(None);
     }

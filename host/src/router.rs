@@ -46,12 +46,52 @@ pub struct SandboxRouter {
     builtin: HashMap<String, Manifest>,
     /// Custom integrations by domain.
     custom: HashMap<String, CustomIntegration>,
+    /// Custom integrations refused for their domain, with the reason (see
+    /// [`accept_custom`]).
+    refused_custom: HashMap<String, String>,
+}
+
+/// Splits custom integrations into those main accepts and those whose domain collides with a
+/// core name (a core domain, an entity domain, a prefix of a core event) or a built-in
+/// integration, by domain with the reason. A refused one never runs: its flows and entries
+/// fail with the reason.
+pub fn accept_custom(
+    custom: Vec<CustomIntegration>,
+    builtin: &[Manifest],
+) -> (Vec<CustomIntegration>, HashMap<String, String>) {
+    let mut refused = HashMap::new();
+    let accepted = custom
+        .into_iter()
+        .filter(|custom| {
+            let domain = &custom.manifest.domain;
+            let reason = crate::gates::custom_domain_refusal(domain).or_else(|| {
+                builtin
+                    .iter()
+                    .any(|manifest| &manifest.domain == domain)
+                    .then(|| format!("{domain} is a built-in integration"))
+            });
+            match reason {
+                None => true,
+                Some(reason) => {
+                    tracing::error!(%domain, %reason, "custom integration refused");
+                    refused.insert(
+                        domain.clone(),
+                        format!("custom integration {domain} refused: {reason}"),
+                    );
+                    false
+                }
+            }
+        })
+        .collect();
+    (accepted, refused)
 }
 
 impl SandboxRouter {
     /// A router over `groups`, knowing these integrations.
     pub fn new(groups: Groups, builtin: Vec<Manifest>, custom: Vec<CustomIntegration>) -> Self {
+        let (custom, refused_custom) = accept_custom(custom, &builtin);
         Self {
+            refused_custom,
             groups,
             builtin: builtin
                 .into_iter()
@@ -62,6 +102,11 @@ impl SandboxRouter {
                 .map(|custom| (custom.manifest.domain.clone(), custom))
                 .collect(),
         }
+    }
+
+    /// The custom integrations main accepted.
+    pub fn accepted_custom(&self) -> Vec<CustomIntegration> {
+        self.custom.values().cloned().collect()
     }
 
     /// Where `domain` runs; `None` for an integration main does not know.
@@ -153,6 +198,9 @@ impl ConfigEntryRouter for SandboxRouter {
         _data: Option<&'a Map<String, Value>>,
     ) -> BoxFuture<'a, Result<Routed<RoutedFlow>, FlowError>> {
         Box::pin(async move {
+            if let Some(reason) = self.refused_custom.get(domain) {
+                return Err(FlowError::NotAllowed(reason.clone()));
+            }
             match self.placement(domain) {
                 None | Some(Placement::Main(_)) => Ok(Routed::NotMine),
                 Some(Placement::Group(group)) => {

@@ -3,8 +3,10 @@
 //! One folder per group, `<config>/.storage/sandbox/<group>/`, one file per key, written
 //! atomically (temp file, fsync, rename, fsync folder). A compromised sandbox must not exhaust
 //! the host's disk, so every write is checked first: key at most [`MAX_KEY_BYTES`] and
-//! path-safe, value at most [`MAX_VALUE_BYTES`], the group at most [`MAX_GROUP_BYTES`] and
-//! [`MAX_GROUP_KEYS`] keys. A refused write changes nothing on disk.
+//! path-safe, value at most [`MAX_VALUE_BYTES`] and nested at most
+//! [`crate::limits::MAX_JSON_DEPTH`] deep, the group at most [`MAX_GROUP_BYTES`] and
+//! [`MAX_GROUP_KEYS`] keys. What is written is the compact envelope that was counted, never a
+//! larger re-serialization of it. A refused write changes nothing on disk.
 
 use std::path::{Path, PathBuf};
 
@@ -59,6 +61,14 @@ pub enum StoreServerError {
         /// The limit.
         max: usize,
     },
+    /// The value nests deeper than [`crate::limits::MAX_JSON_DEPTH`].
+    #[error("value for {key} nests deeper than {max} levels")]
+    TooDeep {
+        /// The key.
+        key: String,
+        /// The limit.
+        max: usize,
+    },
     /// The value is not a store envelope.
     #[error("value for {key} is not a store envelope: {message}")]
     InvalidEnvelope {
@@ -86,7 +96,8 @@ impl From<&StoreServerError> for RemoteError {
         let kind = match error {
             StoreServerError::InvalidGroup(_)
             | StoreServerError::InvalidKey(_)
-            | StoreServerError::InvalidEnvelope { .. } => ErrorKind::BadRequest,
+            | StoreServerError::InvalidEnvelope { .. }
+            | StoreServerError::TooDeep { .. } => ErrorKind::BadRequest,
             StoreServerError::ValueTooLarge { .. }
             | StoreServerError::GroupTooLarge { .. }
             | StoreServerError::TooManyKeys { .. } => ErrorKind::Quota,
@@ -150,27 +161,38 @@ impl GroupStore {
         Ok(Some(bytes.into()))
     }
 
-    /// `store_save`: checks key, size and quotas, then writes atomically.
+    /// `store_save`: checks key, size, depth and quotas, then writes atomically the compact
+    /// bytes it checked. The envelope is parsed (it must be one) and written back compact with
+    /// its key set to the file's: what lands on disk is never larger than what was counted.
     pub async fn save(&self, key: &str, envelope_json: &[u8]) -> Result<(), StoreServerError> {
         let key = Self::key(key)?;
+        let too_large = |len: usize| StoreServerError::ValueTooLarge {
+            key: key.as_str().to_owned(),
+            len,
+            max: MAX_VALUE_BYTES,
+        };
         if envelope_json.len() > MAX_VALUE_BYTES {
-            return Err(StoreServerError::ValueTooLarge {
+            return Err(too_large(envelope_json.len()));
+        }
+        if crate::limits::nests_deeper_than(envelope_json, crate::limits::MAX_JSON_DEPTH) {
+            return Err(StoreServerError::TooDeep {
                 key: key.as_str().to_owned(),
-                len: envelope_json.len(),
-                max: MAX_VALUE_BYTES,
+                max: crate::limits::MAX_JSON_DEPTH,
             });
         }
-        let mut envelope: StoreEnvelope =
-            serde_json::from_slice(envelope_json).map_err(|error| {
-                StoreServerError::InvalidEnvelope {
-                    key: key.as_str().to_owned(),
-                    message: error.to_string(),
-                }
-            })?;
+        let invalid = |error: serde_json::Error| StoreServerError::InvalidEnvelope {
+            key: key.as_str().to_owned(),
+            message: error.to_string(),
+        };
+        let mut envelope: StoreEnvelope = serde_json::from_slice(envelope_json).map_err(invalid)?;
         // The key inside is informational; the file name decides.
         envelope.key = key.as_str().to_owned();
+        let bytes = serde_json::to_vec(&envelope).map_err(invalid)?;
+        if bytes.len() > MAX_VALUE_BYTES {
+            return Err(too_large(bytes.len()));
+        }
         let _write = self.write_lock.lock().await;
-        let (keys, bytes, existing) = self.usage(&key)?;
+        let (keys, held, existing) = self.usage(&key)?;
         let new_keys = keys + usize::from(existing.is_none());
         if new_keys > MAX_GROUP_KEYS {
             return Err(StoreServerError::TooManyKeys {
@@ -178,7 +200,7 @@ impl GroupStore {
                 max: MAX_GROUP_KEYS,
             });
         }
-        let total = bytes - existing.unwrap_or(0) + envelope_json.len() as u64;
+        let total = held - existing.unwrap_or(0) + bytes.len() as u64;
         if total > MAX_GROUP_BYTES {
             return Err(StoreServerError::GroupTooLarge {
                 group: self.group.clone(),
@@ -186,11 +208,7 @@ impl GroupStore {
                 max: MAX_GROUP_BYTES,
             });
         }
-        std::fs::create_dir_all(self.dir()).map_err(|source| StoreServerError::Io {
-            path: self.dir().to_owned(),
-            source,
-        })?;
-        self.backend.save(&key, &envelope).await?;
+        self.backend.save_bytes(&key, bytes).await?;
         Ok(())
     }
 

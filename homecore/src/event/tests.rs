@@ -276,6 +276,9 @@ fn every_event_the_core_fires_is_a_core_event() {
         }
     }
     for core in CORE_EVENT_TYPES {
-        assert!(declared.iter().any(|value| value == core), "{core} is declared");
+        assert!(
+            declared.iter().any(|value| value == core),
+            "{core} is declared"
+        );
     }
 }

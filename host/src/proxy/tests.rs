@@ -53,7 +53,7 @@ fn proxies(link: &Arc<ProxyLink>, ids: &[&str]) -> Vec<ProxyEntity> {
                     platform: "demo".into(),
                     ..Default::default()
                 },
-                None,
+                crate::proxy::Mirrored::default(),
             )
         })
         .collect()

@@ -122,3 +122,43 @@ async fn a_non_envelope_is_refused() {
         .expect_err("not an envelope");
     assert!(matches!(error, StoreServerError::InvalidEnvelope { .. }));
 }
+
+/// `depth` nested arrays, `width` of them side by side, as compact JSON.
+fn nested_arrays(depth: usize, width: usize) -> serde_json::Value {
+    let one = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    serde_json::from_str(&format!("[{}]", vec![one; width].join(","))).expect("json")
+}
+
+#[tokio::test]
+async fn what_lands_on_disk_is_never_larger_than_what_was_counted() {
+    let config = tempfile::tempdir().expect("tempdir");
+    let store = GroupStore::new(config.path(), "built-in").expect("valid group");
+    // Nested as deep as allowed and wide: pretty-printed, this would grow ~15 times.
+    let sent = envelope(
+        "deep",
+        nested_arrays(crate::limits::MAX_JSON_DEPTH - 3, 8_000),
+    );
+    assert!(sent.len() > 400_000);
+    store.save("deep", &sent).await.expect("saves");
+    let written = std::fs::metadata(store.dir().join("deep"))
+        .expect("written")
+        .len();
+    assert!(
+        written <= sent.len() as u64,
+        "{written} bytes written for {} sent",
+        sent.len()
+    );
+    let loaded = store.load("deep").await.expect("loads").expect("stored");
+    assert!(loaded.len() <= sent.len());
+}
+
+#[tokio::test]
+async fn values_nested_deeper_than_the_bound_are_refused_and_nothing_is_written() {
+    let config = tempfile::tempdir().expect("tempdir");
+    let store = GroupStore::new(config.path(), "built-in").expect("valid group");
+    let sent = envelope("deep", nested_arrays(crate::limits::MAX_JSON_DEPTH, 1));
+    let error = store.save("deep", &sent).await.expect_err("too deep");
+    assert!(matches!(error, StoreServerError::TooDeep { .. }), "{error}");
+    assert_eq!(RemoteError::from(&error).kind, ErrorKind::BadRequest);
+    assert!(!store.dir().join("deep").exists());
+}

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use sandbox_proto::error::ErrorKind;
 use sandbox_proto::wire::{
     self, EntrySetup, EntrySetupResult, EntryUnload, EntryUnloadResult, Ping, Pong, Ready,
     SetupOutcome, Shutdown, ShutdownResult,
@@ -48,13 +47,6 @@ pub const CONTEXT_FLOOD: usize = 3 * sandbox_host::context_cache::MAX_CONTEXTS;
 
 /// One byte over the store server's value limit (4 MiB).
 const OVER_VALUE_LIMIT: usize = 4 * 1024 * 1024 + 1;
-
-/// How many times the forger probes main's bridge before giving up, [`BRIDGE_PROBE_INTERVAL`]
-/// apart (30 s in all: main installs the bridge right after `ready`).
-const BRIDGE_PROBES: usize = 3000;
-
-/// Time between two probes of main's bridge.
-const BRIDGE_PROBE_INTERVAL: Duration = Duration::from_millis(10);
 
 /// How long the reply to `shutdown` may take to leave before the channel closes.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
@@ -319,24 +311,6 @@ fn pushed(step: &str, result: Result<(), CallError>) -> Result<Value, ForgeError
     Ok(json!({"step": step, "pushed": true}))
 }
 
-/// Waits until main's bridge for this group answers (main says ready before it installs it).
-async fn wait_for_bridge(channel: &Channel) -> Result<(), ForgeError> {
-    let probe = wire::UnregisterService {
-        domain: "forge_probe".to_owned(),
-        service: "probe".to_owned(),
-    };
-    for _ in 0..BRIDGE_PROBES {
-        match channel.call(&probe).await {
-            Ok(_) => return Ok(()),
-            Err(CallError::Remote { error, .. }) if error.kind == ErrorKind::Refused => {
-                tokio::time::sleep(BRIDGE_PROBE_INTERVAL).await;
-            }
-            Err(error) => return Err(ForgeError::Bridge(format!("probe failed: {error}"))),
-        }
-    }
-    Err(ForgeError::Bridge("never answered".to_owned()))
-}
-
 fn string_pair(pair: &Pair) -> wire::StringPair {
     wire::StringPair {
         first: pair.first.clone(),
@@ -404,7 +378,8 @@ fn event(event_type: &str, context_id: Option<String>) -> wire::FireEvent {
 
 /// Runs the scenario; one report line per attempt.
 async fn forge_scenario(channel: &Channel, args: &ForgerArgs) -> Result<Vec<Value>, ForgeError> {
-    wait_for_bridge(channel).await?;
+    // Main installs its bridge before it acknowledges `ready`: everything forged from here
+    // meets the gates.
     let own = args.own_entry.as_str();
     let foreign = args.foreign_entry.as_str();
     let mut lines = Vec::new();

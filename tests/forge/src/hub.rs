@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use homecore::config_entries::ConfigEntryDisabler;
@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use sandbox_host::bridge::Bridge;
 use sandbox_host::groups::GroupsConfig;
 use sandbox_host::plugin::{PluginConfig, SandboxPlugin};
+use sandbox_host::refusals::Gate;
 use sandbox_host::{GroupConfig, GroupState, GroupStatus, RestartPolicy};
 use sandbox_proto::error::ErrorKind;
 use sandbox_proto::wire;
@@ -378,27 +379,29 @@ pub(crate) async fn wait_until(what: &str, condition: impl Fn() -> bool) -> Resu
     .map_err(|_| CheckError::Hung(what.to_owned()))
 }
 
-fn count(counter: &AtomicU64) -> u64 {
-    counter.load(Ordering::Relaxed)
-}
-
 /// The bridge counted exactly `expected` refusals per gate
 /// (`[foreign_entry, foreign_device, unproxyable, service, event, store]`).
-pub(crate) fn only_counted(bridge: &Arc<Bridge>, expected: [u64; 6]) -> Result<(), CheckError> {
-    let refused = &bridge.refused;
-    let actual = [
-        count(&refused.foreign_entry),
-        count(&refused.foreign_device),
-        count(&refused.unproxyable),
-        count(&refused.service),
-        count(&refused.event),
-        count(&refused.store),
-    ];
-    ensure_eq(
-        actual,
-        expected,
-        "refusals counted [foreign_entry, foreign_device, unproxyable, service, event, store]",
-    )
+pub(crate) fn only_counted(
+    bridge: &Arc<Bridge>,
+    expected: &[(Gate, u64)],
+) -> Result<(), CheckError> {
+    let actual: Vec<(&str, u64)> = bridge
+        .refused
+        .snapshot()
+        .into_iter()
+        .map(|(gate, count)| (gate.name(), count))
+        .collect();
+    let expected: Vec<(&str, u64)> = Gate::ALL
+        .iter()
+        .map(|gate| {
+            let count = expected
+                .iter()
+                .find(|(counted, _)| counted == gate)
+                .map_or(0, |(_, count)| *count);
+            (gate.name(), count)
+        })
+        .collect();
+    ensure_eq(actual, expected, "refusals counted per gate")
 }
 
 /// Every entity id with a state on `core`, sorted.

@@ -1,0 +1,348 @@
+//! The bounds on what a sandbox sends: every value main keeps, stores or logs is checked here
+//! first, in size, count and nesting depth, against a named constant.
+//!
+//! The frame limit (`MAX_FRAME_LEN`, 16 MiB) bounds one message; these bound what main does
+//! with its parts, so a million small messages or one message a million times too big cost a
+//! refusal, never main's memory or disk. Each refusal is a [`LimitError`], counted by the
+//! bridge under the `bounds` gate.
+
+use serde_json::{Map, Value};
+
+/// Deepest nesting of arrays and objects main accepts in any JSON a sandbox sends (store
+/// values, attributes, capabilities, entry data, event data, service schemas). Real payloads
+/// nest a handful of levels; a bound keeps parsing, serializing and pretty-printing linear and
+/// the stack shallow (a deeply nested 1 MiB value pretty-printed grows ~120 times).
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// Largest state attributes JSON of one entity, in bytes. Home Assistant's recorder stops
+/// recording attributes past 16 KiB; four times that leaves room for long lists (media
+/// sources, effect lists) while a group's entities cannot pin more than
+/// [`MAX_GROUP_MIRRORED_BYTES`].
+pub const MAX_STATE_ATTRIBUTES_BYTES: usize = 64 * 1024;
+
+/// Largest `capabilities_json` of one entity description, in bytes. Capabilities (min/max,
+/// option and effect lists) are static and stored in main's entity registry.
+pub const MAX_CAPABILITIES_BYTES: usize = 16 * 1024;
+
+/// Largest `data_json` and `options_json` of one `update_entry`, each, in bytes. Entry data is
+/// settings and credentials, stored in main's own `core.config_entries`, which has no quota.
+pub const MAX_ENTRY_DATA_BYTES: usize = 64 * 1024;
+
+/// Largest event data JSON, in bytes (Home Assistant's recorder limit for event data).
+pub const MAX_EVENT_DATA_BYTES: usize = 32 * 1024;
+
+/// Largest service schema JSON a sandbox registers, in bytes.
+pub const MAX_SERVICE_SCHEMA_BYTES: usize = 64 * 1024;
+
+/// Longest context id a sandbox may send: a ULID is 26 characters. A longer id is refused
+/// (counted) and gets a fresh main context, so an id can never grow main's context cache.
+pub const MAX_CONTEXT_ID_LEN: usize = 26;
+
+/// Most entities one group may have proxied on main at once (the default of
+/// `GroupConfig::max_entities`). Generous for any real integration set (a large Zigbee or
+/// MQTT install has a few thousand); a sandbox registering without end is refused past it.
+pub const MAX_ENTITIES_PER_GROUP: usize = 10_000;
+
+/// Most bytes of attributes and capabilities JSON one group's proxies may hold on main
+/// together. With [`MAX_ENTITIES_PER_GROUP`] entities at their own bounds a group could pin
+/// gigabytes; this keeps a group's mirrored data to a known size whatever it registers.
+pub const MAX_GROUP_MIRRORED_BYTES: usize = 32 * 1024 * 1024;
+
+/// Longest short text of a description (ids, names, icons, units, device fields), in bytes:
+/// Home Assistant's entity id and state limit.
+pub const MAX_TEXT_BYTES: usize = 255;
+
+/// Longest `configuration_url` of a device, in bytes.
+pub const MAX_URL_BYTES: usize = 2048;
+
+/// Most identifiers, and most connections, of one device.
+pub const MAX_DEVICE_KEYS: usize = 16;
+
+/// Why a value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// Too many bytes.
+    #[error("{field} is {len} bytes; the limit is {max}")]
+    TooLarge {
+        /// What was sent.
+        field: String,
+        /// Its size.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// Nested too deep.
+    #[error("{field} nests deeper than {max} levels")]
+    TooDeep {
+        /// What was sent.
+        field: String,
+        /// The bound.
+        max: usize,
+    },
+    /// Too many items.
+    #[error("{field} has {count} items; the limit is {max}")]
+    TooMany {
+        /// What was sent.
+        field: String,
+        /// How many.
+        count: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// Not JSON, or not the JSON shape expected.
+    #[error("{field} is not {expected}: {message}")]
+    NotJson {
+        /// What was sent.
+        field: String,
+        /// What it should be.
+        expected: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Whether `json` nests arrays and objects deeper than `max`. One pass over the bytes, strings
+/// skipped: it runs before any parsing, so a hostile value costs its length and nothing more.
+pub fn nests_deeper_than(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in json {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Checks size and depth of a JSON value before it is parsed.
+pub fn check_json(field: &str, json: &[u8], max_bytes: usize) -> Result<(), LimitError> {
+    if json.len() > max_bytes {
+        return Err(LimitError::TooLarge {
+            field: field.to_owned(),
+            len: json.len(),
+            max: max_bytes,
+        });
+    }
+    if nests_deeper_than(json, MAX_JSON_DEPTH) {
+        return Err(LimitError::TooDeep {
+            field: field.to_owned(),
+            max: MAX_JSON_DEPTH,
+        });
+    }
+    Ok(())
+}
+
+/// A JSON object within `max_bytes` and [`MAX_JSON_DEPTH`]; empty bytes (a proto3 default) are
+/// the empty object.
+pub fn bounded_object(
+    field: &str,
+    json: &[u8],
+    max_bytes: usize,
+) -> Result<Map<String, Value>, LimitError> {
+    check_json(field, json, max_bytes)?;
+    sandbox_proto::json::object_from_bytes(json).map_err(|error| LimitError::NotJson {
+        field: field.to_owned(),
+        expected: "a JSON object",
+        message: error.to_string(),
+    })
+}
+
+/// A short text within `max` bytes.
+pub fn check_text(field: &str, text: &str, max: usize) -> Result<(), LimitError> {
+    if text.len() > max {
+        return Err(LimitError::TooLarge {
+            field: field.to_owned(),
+            len: text.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+fn check_count(field: &str, count: usize, max: usize) -> Result<(), LimitError> {
+    if count > max {
+        return Err(LimitError::TooMany {
+            field: field.to_owned(),
+            count,
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Every size bound of an entity description: its texts, its capabilities, its device.
+pub fn check_description(
+    description: &sandbox_proto::wire::EntityDescription,
+) -> Result<(), LimitError> {
+    let texts = [
+        ("entity_id", Some(&description.entity_id)),
+        ("entry_id", Some(&description.entry_id)),
+        ("platform", Some(&description.platform)),
+        ("domain", Some(&description.domain)),
+        ("unique_id", description.unique_id.as_ref()),
+        ("name", description.name.as_ref()),
+        ("translation_key", description.translation_key.as_ref()),
+        ("icon", description.icon.as_ref()),
+        ("device_class", description.device_class.as_ref()),
+        ("entity_category", description.entity_category.as_ref()),
+        (
+            "unit_of_measurement",
+            description.unit_of_measurement.as_ref(),
+        ),
+        ("state_class", description.state_class.as_ref()),
+    ];
+    for (field, text) in texts {
+        if let Some(text) = text {
+            check_text(field, text, MAX_TEXT_BYTES)?;
+        }
+    }
+    check_json(
+        "capabilities_json",
+        &description.capabilities_json,
+        MAX_CAPABILITIES_BYTES,
+    )?;
+    if let Some(device) = &description.device {
+        check_device(device)?;
+    }
+    Ok(())
+}
+
+fn check_device(device: &sandbox_proto::wire::DeviceInfo) -> Result<(), LimitError> {
+    check_count(
+        "device.identifiers",
+        device.identifiers.len(),
+        MAX_DEVICE_KEYS,
+    )?;
+    check_count(
+        "device.connections",
+        device.connections.len(),
+        MAX_DEVICE_KEYS,
+    )?;
+    let pairs = device
+        .identifiers
+        .iter()
+        .chain(&device.connections)
+        .chain(&device.via_device);
+    for pair in pairs {
+        check_text("device key", &pair.first, MAX_TEXT_BYTES)?;
+        check_text("device key", &pair.second, MAX_TEXT_BYTES)?;
+    }
+    let texts = [
+        ("device.name", &device.name),
+        ("device.manufacturer", &device.manufacturer),
+        ("device.model", &device.model),
+        ("device.model_id", &device.model_id),
+        ("device.sw_version", &device.sw_version),
+        ("device.hw_version", &device.hw_version),
+        ("device.serial_number", &device.serial_number),
+        ("device.entry_type", &device.entry_type),
+        ("device.suggested_area", &device.suggested_area),
+    ];
+    for (field, text) in texts {
+        if let Some(text) = text {
+            check_text(field, text, MAX_TEXT_BYTES)?;
+        }
+    }
+    if let Some(url) = &device.configuration_url {
+        check_text("device.configuration_url", url, MAX_URL_BYTES)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> String {
+        format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn depth_is_counted_outside_strings_only() {
+        assert!(!nests_deeper_than(
+            nested(MAX_JSON_DEPTH).as_bytes(),
+            MAX_JSON_DEPTH
+        ));
+        assert!(nests_deeper_than(
+            nested(MAX_JSON_DEPTH + 1).as_bytes(),
+            MAX_JSON_DEPTH
+        ));
+        let in_string = format!("{{\"a\": \"{}\\\"{}\"}}", "[".repeat(100), "{".repeat(100));
+        assert!(!nests_deeper_than(in_string.as_bytes(), 1));
+        assert!(nests_deeper_than(br#"{"a": {"b": 1}}"#, 1));
+        // Siblings do not add up.
+        assert!(!nests_deeper_than(b"[[1],[2],[3],{\"a\":1}]", 2));
+    }
+
+    #[test]
+    fn objects_are_bounded_in_size_and_depth_before_parsing() {
+        assert_eq!(bounded_object("x", b"", 10), Ok(Map::new()));
+        assert!(matches!(
+            bounded_object("x", br#"{"a": 1}"#, 4),
+            Err(LimitError::TooLarge { len: 8, max: 4, .. })
+        ));
+        let deep = format!("{{\"a\": {}}}", nested(MAX_JSON_DEPTH));
+        assert!(matches!(
+            bounded_object("x", deep.as_bytes(), usize::MAX),
+            Err(LimitError::TooDeep { .. })
+        ));
+        assert!(matches!(
+            bounded_object("x", b"[1]", 100),
+            Err(LimitError::NotJson { .. })
+        ));
+        let map = bounded_object("x", br#"{"n": 1, "f": 0.5}"#, 100).unwrap();
+        assert!(map["n"].is_i64());
+        assert!(map["f"].is_f64());
+    }
+
+    #[test]
+    fn descriptions_are_bounded_field_by_field() {
+        use sandbox_proto::wire;
+        let mut description = wire::EntityDescription {
+            entity_id: "light.a".into(),
+            domain: "light".into(),
+            ..Default::default()
+        };
+        assert_eq!(check_description(&description), Ok(()));
+        description.name = Some("n".repeat(MAX_TEXT_BYTES + 1));
+        assert!(matches!(
+            check_description(&description),
+            Err(LimitError::TooLarge { ref field, .. }) if field == "name"
+        ));
+        description.name = None;
+        description.capabilities_json = nested(MAX_JSON_DEPTH + 1).into_bytes().into();
+        assert!(matches!(
+            check_description(&description),
+            Err(LimitError::TooDeep { .. })
+        ));
+        description.capabilities_json = Default::default();
+        let pair = |n: usize| wire::StringPair {
+            first: "demo".into(),
+            second: n.to_string(),
+        };
+        description.device = Some(wire::DeviceInfo {
+            identifiers: (0..=MAX_DEVICE_KEYS).map(pair).collect(),
+            ..Default::default()
+        });
+        assert!(matches!(
+            check_description(&description),
+            Err(LimitError::TooMany { .. })
+        ));
+    }
+}
