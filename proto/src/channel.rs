@@ -2,7 +2,7 @@
 //!
 //! One reader task owns the reading half of the transport and one writer task owns the writing
 //! half; [`Channel`] handles are cheap clones that talk to them. The reader never waits on a
-//! handler or on the writer's queue, which gives the channel its guarantees:
+//! handler or on the writer, which gives the channel its guarantees:
 //!
 //! - Replies are matched to their pending call inline in the reader, so they are never shed and
 //!   a handler may itself [`Channel::call`] the peer (a nested call) without deadlock.
@@ -12,6 +12,12 @@
 //!   [`MAX_HANDLERS_IN_FLIGHT`] running plus queued, a call is answered with an `overloaded`
 //!   error and a push is dropped and counted: memory stays bounded under a flood, and the reader
 //!   keeps reading (so replies keep flowing).
+//! - Every call the peer sends gets exactly one answer, or the channel closes. The reader's own
+//!   error replies (`overloaded`, `no handler`, a push type called as a call) that cannot be
+//!   written at once wait in a separate queue the writer drains first, bounded by
+//!   [`MAX_PENDING_ERROR_REPLIES`] and [`MAX_PENDING_ERROR_REPLY_BYTES`]; a peer that fills it
+//!   (it keeps calling and never reads) gets the channel closed with
+//!   [`CloseReason::ErrorRepliesOverflow`], never a silently missing answer.
 //! - Pushes whose order matters (`state_changed`) are registered inline with
 //!   [`ChannelBuilder::on_push_inline`]: their handler runs in the reader, in arrival order.
 //! - [`Channel::close`] is idempotent and tears down exactly once, whoever noticed the end
@@ -53,9 +59,32 @@ pub const MAX_RUNNING_HANDLERS: usize = 16;
 pub const MAX_HANDLERS_IN_FLIGHT: usize = 1024;
 
 /// How many encoded frames may wait for the writer task. A sender past it waits (backpressure
-/// on the producer), except the reader, which never waits: its own error replies are dropped
-/// and counted when the queue is full (the peer is then not reading anyway).
+/// on the producer), except the reader, which never waits: its own error replies go to a
+/// separate queue (see [`MAX_PENDING_ERROR_REPLIES`]), and a handler reply it produced inline is
+/// handed to a task that keeps the handler's in-flight slot until the reply is queued.
 pub const WRITE_QUEUE_CAPACITY: usize = 1024;
+
+/// How many of the reader's own error replies (`overloaded`, `no handler`, a push type called as
+/// a call) may wait for the writer when they cannot be written at once. The reader must not wait
+/// for the writer (a peer that does not read would then stop us reading its replies: deadlock),
+/// and must not drop an answer, so they wait here and the writer sends them before anything
+/// else it has queued.
+///
+/// Chosen as four times [`MAX_HANDLERS_IN_FLIGHT`]: the writer sends these before anything else,
+/// so a peer that reads keeps them draining, and a burst of thousands of calls refused while the
+/// peer is busy elsewhere still fits; only a peer that keeps calling without reading fills it.
+/// At under 100 bytes per refusal that is under 400 KiB. When it is full the channel closes with
+/// [`CloseReason::ErrorRepliesOverflow`] (logged as a warning): a missing answer would leave the
+/// peer's call hanging with no sign of why.
+pub const MAX_PENDING_ERROR_REPLIES: usize = 4 * MAX_HANDLERS_IN_FLIGHT;
+
+/// How many bytes the error replies waiting under [`MAX_PENDING_ERROR_REPLIES`] may hold in all.
+/// A refusal echoes the call's type name, which the peer chooses (up to [`MAX_FRAME_LEN`]), so a
+/// count alone would not bound memory. 1 MiB is well over what the count allows for refusals
+/// of the protocol's own type names (under 100 bytes each, 400 KiB in all), so only calls under
+/// absurdly long type names reach it; then, too, the channel closes with
+/// [`CloseReason::ErrorRepliesOverflow`].
+pub const MAX_PENDING_ERROR_REPLY_BYTES: usize = 1024 * 1024;
 
 /// Bytes the reader asks the OS for at once; many small frames are decoded per read.
 pub const READ_BUFFER_CAPACITY: usize = 64 * 1024;
@@ -125,6 +154,23 @@ pub enum CloseReason {
     /// The peer announced a frame over the cap; the stream cannot be resynchronised.
     #[error("the peer sent a frame over the limit: {0}")]
     FrameTooLarge(FrameError),
+    /// The peer kept sending calls the reader had to refuse while not reading the refusals, until
+    /// more were waiting than [`MAX_PENDING_ERROR_REPLIES`] or [`MAX_PENDING_ERROR_REPLY_BYTES`]
+    /// allow. Closing is the only way left to not leave a call unanswered.
+    #[error(
+        "the peer does not read its error replies: {replies} waiting ({bytes} bytes) would pass \
+         the limit of {max_replies} replies or {max_bytes} bytes"
+    )]
+    ErrorRepliesOverflow {
+        /// Error replies waiting, the refused one included.
+        replies: usize,
+        /// Their bytes, the refused one included.
+        bytes: usize,
+        /// [`MAX_PENDING_ERROR_REPLIES`].
+        max_replies: usize,
+        /// [`MAX_PENDING_ERROR_REPLY_BYTES`].
+        max_bytes: usize,
+    },
     /// Reading failed.
     #[error("read failed: {0}")]
     ReadFailed(String),
@@ -228,8 +274,9 @@ pub struct ChannelStats {
     pub pushes_unhandled: u64,
     /// Replies that matched no pending call (the caller timed out or gave up).
     pub late_replies: u64,
-    /// Error replies the reader dropped because the write queue was full.
-    pub replies_dropped: u64,
+    /// Error replies from the reader that could not be written at once and waited in the
+    /// writer's priority queue (see [`MAX_PENDING_ERROR_REPLIES`]). None is ever dropped.
+    pub error_replies_deferred: u64,
     /// Handlers that panicked (answered `internal` when they were calls).
     pub handler_panics: u64,
     /// Handlers running or waiting for a slot right now.
@@ -249,7 +296,7 @@ struct Counters {
     pushes_shed: AtomicU64,
     pushes_unhandled: AtomicU64,
     late_replies: AtomicU64,
-    replies_dropped: AtomicU64,
+    error_replies_deferred: AtomicU64,
     handler_panics: AtomicU64,
 }
 
@@ -456,8 +503,15 @@ struct Shared {
     closed_tx: watch::Sender<Option<CloseReason>>,
     next_id: AtomicU64,
     outbound: mpsc::Sender<Outbound>,
-    /// Frames sent to the write queue and not yet written into the writer's buffer. A sender
-    /// may write directly only when this is 0, so one task's frames never overtake its own.
+    /// The reader's error replies that could not be written at once; the writer drains them
+    /// before its main queue. Bounded by [`MAX_PENDING_ERROR_REPLIES`] (its capacity).
+    error_replies: mpsc::Sender<Bytes>,
+    /// Bytes of the frames in `error_replies` (and the one the writer is writing), bounded by
+    /// [`MAX_PENDING_ERROR_REPLY_BYTES`]. Non-zero tells the writer to look there first.
+    error_reply_bytes: AtomicUsize,
+    /// Frames sent to the write queue or the error-reply queue and not yet written into the
+    /// writer's buffer. A sender may write directly only when this is 0, so one task's frames
+    /// never overtake its own (and the reader's refusals leave in the order it made them).
     queued_frames: AtomicUsize,
     /// The writing half, buffered. The writer task holds the lock while it drains the queue and
     /// flushes; a sender that finds it free, the queue empty and the buffer empty writes its
@@ -575,8 +629,14 @@ impl Shared {
         let _ = pending.reply.send(outcome);
     }
 
-    /// Queues an error reply from the reader without ever waiting.
-    fn reply_error_now(&self, id: u64, type_name: &str, error: RemoteError) {
+    /// Sends an error reply from the reader without ever waiting: written now, or parked in the
+    /// error-reply queue. Fails (the channel must close) only when that queue is full.
+    fn reply_error_now(
+        &self,
+        id: u64,
+        type_name: &str,
+        error: RemoteError,
+    ) -> Result<(), CloseReason> {
         let frame = match framing::encode_error_response(
             id,
             type_name,
@@ -585,28 +645,73 @@ impl Shared {
         ) {
             Ok(frame) => frame,
             Err(_) => {
-                // Only a type name near the frame cap gets here; answer without echoing it.
-                match framing::encode_error_response(
-                    id,
-                    "",
-                    &error.to_wire(),
-                    self.config.max_frame_len,
-                ) {
+                // Only a type name near the frame cap gets here (the messages quote it too);
+                // answer without echoing it anywhere.
+                let short = wire::Error {
+                    kind: error.kind as i32,
+                    message: format!(
+                        "refused a call whose {}-byte type name is too long to echo",
+                        type_name.len()
+                    ),
+                    field_errors: Vec::new(),
+                };
+                match framing::encode_error_response(id, "", &short, self.config.max_frame_len) {
                     Ok(frame) => frame,
-                    Err(_) => return,
+                    // Only a frame cap of a few dozen bytes gets here: no answer can ever be
+                    // sent, so close rather than leave the call unanswered.
+                    Err(error) => return Err(CloseReason::FrameTooLarge(error)),
                 }
             }
         };
         match self.try_write_now(&frame) {
-            DirectWrite::Taken | DirectWrite::Failed => {}
-            DirectWrite::Busy => {
-                self.queued_frames.fetch_add(1, Ordering::AcqRel);
-                if self.outbound.try_send(Outbound::Frame(frame)).is_err() {
-                    self.queued_frames.fetch_sub(1, Ordering::AcqRel);
-                    bump(&self.counters.replies_dropped);
+            DirectWrite::Taken | DirectWrite::Failed => Ok(()),
+            DirectWrite::Busy => self.defer_error_reply(frame),
+        }
+    }
+
+    /// Parks an error reply for the writer, within both bounds of the error-reply queue.
+    fn defer_error_reply(&self, frame: Bytes) -> Result<(), CloseReason> {
+        let len = frame.len();
+        let bytes = self.error_reply_bytes.fetch_add(len, Ordering::AcqRel) + len;
+        self.queued_frames.fetch_add(1, Ordering::AcqRel);
+        let overflow = bytes > MAX_PENDING_ERROR_REPLY_BYTES;
+        let outcome = if overflow {
+            Err(mpsc::error::TrySendError::Full(frame))
+        } else {
+            self.error_replies.try_send(frame)
+        };
+        match outcome {
+            Ok(()) => {
+                bump(&self.counters.error_replies_deferred);
+                Ok(())
+            }
+            Err(error) => {
+                self.error_reply_bytes.fetch_sub(len, Ordering::AcqRel);
+                self.queued_frames.fetch_sub(1, Ordering::AcqRel);
+                match error {
+                    // The writer is gone: the channel is being torn down, and its pending
+                    // calls' callers are told so by the close.
+                    mpsc::error::TrySendError::Closed(_) => Ok(()),
+                    mpsc::error::TrySendError::Full(_) => {
+                        let waiting =
+                            MAX_PENDING_ERROR_REPLIES.saturating_sub(self.error_replies.capacity());
+                        Err(CloseReason::ErrorRepliesOverflow {
+                            replies: waiting + 1,
+                            bytes,
+                            max_replies: MAX_PENDING_ERROR_REPLIES,
+                            max_bytes: MAX_PENDING_ERROR_REPLY_BYTES,
+                        })
+                    }
                 }
             }
         }
+    }
+
+    /// Books an error reply the writer took off the error-reply queue as written (or dropped
+    /// with a failed writer).
+    fn error_reply_done(&self, len: usize) {
+        self.error_reply_bytes.fetch_sub(len, Ordering::AcqRel);
+        self.queued_frames.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Sends a whole frame: written directly when the writer is idle, queued otherwise (waiting
@@ -624,10 +729,14 @@ impl Shared {
     /// (waiting for room when the queue is full). Fails only when the channel is closed.
     async fn queue_frame(&self, frame: Bytes) -> Result<(), ()> {
         self.queued_frames.fetch_add(1, Ordering::AcqRel);
+        // Undoes the count if the frame never reaches the queue: the queue is closed, or the
+        // caller stops waiting for room (a timeout, a cancelled handler). A leaked count would
+        // turn off direct writes for good.
+        let mut unqueued = Unqueued(Some(&self.queued_frames));
         if self.outbound.send(Outbound::Frame(frame)).await.is_err() {
-            self.queued_frames.fetch_sub(1, Ordering::AcqRel);
             return Err(());
         }
+        unqueued.0 = None;
         Ok(())
     }
 
@@ -714,7 +823,7 @@ impl Shared {
             pushes_shed: load(&c.pushes_shed),
             pushes_unhandled: load(&c.pushes_unhandled),
             late_replies: load(&c.late_replies),
-            replies_dropped: load(&c.replies_dropped),
+            error_replies_deferred: load(&c.error_replies_deferred),
             handler_panics: load(&c.handler_panics),
             in_flight: self.in_flight.load(Ordering::Relaxed) as u64,
         }
@@ -733,6 +842,17 @@ impl Drop for Owner {
         if let Some(tasks) = self.shared.tasks.lock().expect("task lock poisoned").take() {
             tasks.reader.abort();
             tasks.writer.abort();
+        }
+    }
+}
+
+/// Gives back a `queued_frames` count on drop, unless disarmed once the frame is queued.
+struct Unqueued<'a>(Option<&'a AtomicUsize>);
+
+impl Drop for Unqueued<'_> {
+    fn drop(&mut self) {
+        if let Some(count) = self.0 {
+            count.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -826,6 +946,7 @@ impl ChannelBuilder {
     pub fn start(self, transport: Transport) -> Channel {
         let (reader, writer, description) = transport.into_parts();
         let (outbound, outbound_rx) = mpsc::channel(self.config.write_queue_capacity.max(1));
+        let (error_replies, error_replies_rx) = mpsc::channel(MAX_PENDING_ERROR_REPLIES);
         let (closed_tx, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             running: Arc::new(Semaphore::new(self.config.max_running_handlers.max(1))),
@@ -837,6 +958,8 @@ impl ChannelBuilder {
             closed_tx,
             next_id: AtomicU64::new(1),
             outbound,
+            error_replies,
+            error_reply_bytes: AtomicUsize::new(0),
             queued_frames: AtomicUsize::new(0),
             writer: tokio::sync::Mutex::new(Some(BufWriter::with_capacity(
                 WRITE_BUFFER_CAPACITY,
@@ -855,7 +978,11 @@ impl ChannelBuilder {
         let owner = Arc::new(Owner {
             shared: Arc::clone(&shared),
         });
-        let writer_task = tokio::spawn(write_loop(Arc::clone(&shared), outbound_rx));
+        let writer_task = tokio::spawn(write_loop(
+            Arc::clone(&shared),
+            outbound_rx,
+            error_replies_rx,
+        ));
         let reader_task = tokio::spawn(read_loop(
             Arc::clone(&shared),
             Arc::downgrade(&owner),
@@ -1281,7 +1408,9 @@ async fn read_loop(shared: Arc<Shared>, owner: Weak<Owner>, mut reader: BoxReade
             match framing::decode_frame(&mut buf, max_len) {
                 Ok(Some(frame)) => {
                     let Some(owner) = owner.upgrade() else { return };
-                    dispatch(&shared, &owner, frame);
+                    if let Err(reason) = dispatch(&shared, &owner, frame) {
+                        break 'reading reason;
+                    }
                 }
                 Ok(None) => break,
                 Err(error) => break 'reading CloseReason::FrameTooLarge(error),
@@ -1328,19 +1457,22 @@ async fn write_failure_deadline(shared: &Shared) -> String {
     }
 }
 
-fn dispatch(shared: &Arc<Shared>, owner: &Arc<Owner>, frame: Bytes) {
+/// Handles one frame in the reader. Fails only when the channel must close: an answer owed to
+/// the peer could not be kept (see [`MAX_PENDING_ERROR_REPLIES`]).
+fn dispatch(shared: &Arc<Shared>, owner: &Arc<Owner>, frame: Bytes) -> Result<(), CloseReason> {
     bump(&shared.counters.frames_in);
     let frame = match wire::Frame::decode(frame) {
         Ok(frame) => frame,
         Err(error) => {
             bump(&shared.counters.undecodable_frames);
             tracing::warn!(channel = %shared.config.name, %error, "dropping an undecodable frame");
-            return;
+            return Ok(());
         }
     };
     match frame.body {
         Some(wire::frame::Body::Response(response)) => {
-            shared.complete_call(frame.id, &frame.r#type, response)
+            shared.complete_call(frame.id, &frame.r#type, response);
+            Ok(())
         }
         Some(wire::frame::Body::Request(payload)) => {
             dispatch_request(shared, owner, frame.id, frame.r#type, payload)
@@ -1348,6 +1480,7 @@ fn dispatch(shared: &Arc<Shared>, owner: &Arc<Owner>, frame: Bytes) {
         None => {
             bump(&shared.counters.undecodable_frames);
             tracing::warn!(channel = %shared.config.name, type_name = %frame.r#type, "dropping a frame with no body");
+            Ok(())
         }
     }
 }
@@ -1358,7 +1491,7 @@ fn dispatch_request(
     id: u64,
     type_name: String,
     payload: Bytes,
-) {
+) -> Result<(), CloseReason> {
     let handler = shared
         .handlers
         .read()
@@ -1373,7 +1506,7 @@ fn dispatch_request(
     let is_call = id != 0;
     match handler {
         None if is_call => {
-            shared.reply_error_now(
+            return shared.reply_error_now(
                 id,
                 &type_name,
                 RemoteError::new(ErrorKind::NoHandler, format!("no handler for {type_name}")),
@@ -1394,7 +1527,7 @@ fn dispatch_request(
         }
         Some(Handler::Push(run)) if !is_call => {
             if !admit(shared, &type_name, false) {
-                return;
+                return Ok(());
             }
             let channel = channel();
             let task_shared = Arc::clone(shared);
@@ -1420,7 +1553,7 @@ fn dispatch_request(
         }
         Some(Handler::Call(run)) if is_call => {
             if !admit(shared, &type_name, true) {
-                shared.reply_error_now(
+                return shared.reply_error_now(
                     id,
                     &type_name,
                     RemoteError::new(
@@ -1431,7 +1564,6 @@ fn dispatch_request(
                         ),
                     ),
                 );
-                return;
             }
             let slot = InFlightSlot(Arc::clone(shared));
             let channel = channel();
@@ -1451,7 +1583,7 @@ fn dispatch_request(
                     );
                     finish_call(&task_shared, id, &type_name, work).await;
                 });
-                return;
+                return Ok(());
             };
             let mut work: BoxFuture<CallOutcome> = Box::pin(holding_slot(
                 Arc::clone(&shared.running),
@@ -1461,9 +1593,8 @@ fn dispatch_request(
             match work.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
                 Poll::Ready(outcome) => {
                     if let Some(frame) = reply_frame(shared, id, &type_name, outcome) {
-                        send_frame_from_reader(shared, frame);
+                        send_frame_from_reader(shared, frame, slot);
                     }
-                    drop(slot);
                 }
                 Poll::Pending => {
                     // The next poll (in the task) registers the task's waker; the no-op waker of
@@ -1477,7 +1608,7 @@ fn dispatch_request(
             }
         }
         Some(_) if is_call => {
-            shared.reply_error_now(
+            return shared.reply_error_now(
                 id,
                 &type_name,
                 RemoteError::bad_request(format!("`{type_name}` is a push, not a call")),
@@ -1488,6 +1619,7 @@ fn dispatch_request(
             tracing::warn!(channel = %shared.config.name, %type_name, "dropping a push of a call type");
         }
     }
+    Ok(())
 }
 
 /// What a call handler's future yields: the reply frame or the error to send, or a panic.
@@ -1508,7 +1640,13 @@ async fn finish_call(
         ))),
     };
     if let Some(frame) = reply_frame(shared, id, type_name, outcome) {
-        let _ = shared.send_frame(frame).await;
+        // Once the channel cancels handlers, stop waiting for room in the write queue (a peer
+        // that does not read keeps it full): `close` waits for this task.
+        tokio::select! {
+            biased;
+            _ = shared.send_frame(frame) => {}
+            () = shared.cancel.cancelled() => {}
+        }
     }
 }
 
@@ -1528,9 +1666,11 @@ fn reply_frame(shared: &Shared, id: u64, type_name: &str, outcome: CallOutcome) 
         .ok()
 }
 
-/// Sends a reply from the reader without making the reader wait: written now, queued, or (when
-/// the queue is full) handed to a task that waits for room.
-fn send_frame_from_reader(shared: &Arc<Shared>, frame: Bytes) {
+/// Sends a handler's reply from the reader without making the reader wait: written now,
+/// queued, or (when the queue is full) handed to a task that waits for room. That task keeps the
+/// call's in-flight `slot` until the reply is queued, so a peer that calls and never reads
+/// cannot pile up such tasks: past [`MAX_HANDLERS_IN_FLIGHT`] its calls are refused instead.
+fn send_frame_from_reader(shared: &Arc<Shared>, frame: Bytes, slot: InFlightSlot) {
     match shared.try_write_now(&frame) {
         DirectWrite::Taken | DirectWrite::Failed => {}
         DirectWrite::Busy => {
@@ -1540,7 +1680,15 @@ fn send_frame_from_reader(shared: &Arc<Shared>, frame: Bytes) {
                 Err(mpsc::error::TrySendError::Full(item)) => {
                     let task_shared = Arc::clone(shared);
                     shared.tracker.spawn(async move {
-                        if task_shared.outbound.send(item).await.is_err() {
+                        let _slot = slot;
+                        let sent = tokio::select! {
+                            biased;
+                            sent = task_shared.outbound.send(item) => sent.is_ok(),
+                            // `close` waits for this task; a peer that does not read keeps
+                            // the queue full.
+                            () = task_shared.cancel.cancelled() => false,
+                        };
+                        if !sent {
                             task_shared.queued_frames.fetch_sub(1, Ordering::AcqRel);
                         }
                     });
@@ -1573,33 +1721,62 @@ fn admit(shared: &Shared, type_name: &str, is_call: bool) -> bool {
     admitted
 }
 
-async fn write_loop(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outbound>) {
-    while let Some(first) = queue.recv().await {
+/// What woke the writer: a reader's error reply (served first) or an item of the main queue.
+enum Wake {
+    ErrorReply(Bytes),
+    Queued(Outbound),
+}
+
+async fn write_loop(
+    shared: Arc<Shared>,
+    mut queue: mpsc::Receiver<Outbound>,
+    mut error_replies: mpsc::Receiver<Bytes>,
+) {
+    loop {
+        // Error replies first: the reader parks them here because it must not wait, and their
+        // queue is the one whose overflow closes the channel.
+        let first = tokio::select! {
+            biased;
+            Some(frame) = error_replies.recv() => Wake::ErrorReply(frame),
+            item = queue.recv() => match item {
+                Some(item) => Wake::Queued(item),
+                None => return,
+            },
+        };
         let mut guard = shared.writer.lock().await;
         let mut acks = Vec::new();
         let mut shutdown = None;
         let mut next = Some(first);
-        while let Some(item) = next.take() {
-            match item {
-                Outbound::Frame(frame) => {
-                    if let Some(writer) = guard.as_mut() {
-                        match writer.write_all(&frame).await {
-                            Ok(()) => bump(&shared.counters.frames_out),
-                            Err(error) => {
-                                *guard = None;
-                                shared.fail_writes(error.to_string());
-                            }
-                        }
-                    }
+        while let Some(wake) = next.take() {
+            match wake {
+                Wake::ErrorReply(frame) => {
+                    write_frame(&shared, &mut guard, &frame).await;
+                    shared.error_reply_done(frame.len());
+                }
+                Wake::Queued(Outbound::Frame(frame)) => {
+                    write_frame(&shared, &mut guard, &frame).await;
                     shared.queued_frames.fetch_sub(1, Ordering::AcqRel);
                 }
-                Outbound::Flush(ack) => acks.push(ack),
-                Outbound::Shutdown(ack) => {
+                Wake::Queued(Outbound::Flush(ack)) => acks.push(ack),
+                Wake::Queued(Outbound::Shutdown(ack)) => {
                     shutdown = Some(ack);
                     break;
                 }
             }
-            next = queue.try_recv().ok();
+            // One relaxed load per frame keeps the common case (no error reply waiting) free.
+            next = if shared.error_reply_bytes.load(Ordering::Relaxed) != 0 {
+                error_replies.try_recv().ok().map(Wake::ErrorReply)
+            } else {
+                None
+            }
+            .or_else(|| queue.try_recv().ok().map(Wake::Queued));
+        }
+        if shutdown.is_some() {
+            // The reader is stopped by now: whatever refusals it parked still go out.
+            while let Ok(frame) = error_replies.try_recv() {
+                write_frame(&shared, &mut guard, &frame).await;
+                shared.error_reply_done(frame.len());
+            }
         }
         if let Some(writer) = guard.as_mut()
             && let Err(error) = writer.flush().await
@@ -1616,6 +1793,23 @@ async fn write_loop(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outbound>) {
             }
             let _ = ack.send(());
             return;
+        }
+    }
+}
+
+/// Writes one whole frame into the buffered writer; a failure stops every later write.
+async fn write_frame(
+    shared: &Shared,
+    guard: &mut tokio::sync::MutexGuard<'_, Option<BufWriter<BoxWriter>>>,
+    frame: &Bytes,
+) {
+    if let Some(writer) = guard.as_mut() {
+        match writer.write_all(frame).await {
+            Ok(()) => bump(&shared.counters.frames_out),
+            Err(error) => {
+                **guard = None;
+                shared.fail_writes(error.to_string());
+            }
         }
     }
 }

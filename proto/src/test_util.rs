@@ -49,7 +49,14 @@ pub struct RawPeer {
 impl RawPeer {
     /// A transport for the code under test and the raw peer at its other end.
     pub fn new() -> (Transport, RawPeer) {
-        let (near, far) = tokio::io::duplex(DUPLEX_BUFFER);
+        Self::with_pipe_buffer(DUPLEX_BUFFER)
+    }
+
+    /// Like [`RawPeer::new`], with `bytes` of buffer in each direction: a small buffer makes a
+    /// peer that does not read push back on the writer after a few frames, as a full socket
+    /// does, instead of after [`DUPLEX_BUFFER`].
+    pub fn with_pipe_buffer(bytes: usize) -> (Transport, RawPeer) {
+        let (near, far) = tokio::io::duplex(bytes);
         let (near_read, near_write) = tokio::io::split(near);
         let (reader, writer) = tokio::io::split(far);
         (

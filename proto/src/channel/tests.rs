@@ -939,3 +939,175 @@ async fn a_reply_already_on_its_way_is_delivered_after_a_write_failure() {
     ));
     guard(channel.close()).await;
 }
+
+/// A call handler that holds every call until `gate` gives it a permit.
+fn gated_ping(builder: ChannelBuilder, gate: Arc<tokio::sync::Semaphore>) -> ChannelBuilder {
+    builder.on_call::<Ping, _, _>(move |ping, _| {
+        let gate = gate.clone();
+        async move {
+            gate.acquire().await.expect("gate open").forget();
+            Ok(Pong {
+                nonce: ping.nonce,
+                ..Pong::default()
+            })
+        }
+    })
+}
+
+/// Waits (hang-guarded) until the channel has read `frames` frames.
+async fn until_read(channel: &Channel, frames: u64) {
+    tokio::time::timeout(HANG_GUARD, async {
+        while channel.stats().frames_in < frames {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the channel reads every frame");
+}
+
+#[tokio::test]
+async fn every_pipelined_call_gets_exactly_one_answer_when_the_peer_reads_late() {
+    // A hostile peer pipelines calls without reading, through a pipe that holds only a few
+    // frames. Handlers block, so past MAX_HANDLERS_IN_FLIGHT every call is refused `overloaded`
+    // while the writer is stuck: the refusals outnumber what the write buffer and the write
+    // queue hold together (about 1,000 each), so the reader must park them rather than drop
+    // them. Then the peer reads everything.
+    const CALLS: u64 = 4000;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (transport, mut peer) = RawPeer::with_pipe_buffer(4096);
+    let channel = gated_ping(builder("main"), gate.clone()).start(transport);
+    for id in 1..=CALLS {
+        peer.send_call(id, &Ping { nonce: id }).await.expect("send");
+    }
+    until_read(&channel, CALLS).await;
+    let shed = channel.stats().calls_shed;
+    assert_eq!(shed, CALLS - MAX_HANDLERS_IN_FLIGHT as u64);
+
+    let reading = tokio::spawn(async move {
+        let mut answers = Vec::new();
+        while let Some(frame) = peer.recv_frame().await.expect("read") {
+            answers.push(frame);
+        }
+        answers
+    });
+    gate.add_permits(CALLS as usize);
+    assert!(guard(channel.drain_inflight(HANG_GUARD)).await, "drained");
+    guard(channel.close()).await;
+    let answers = guard(reading).await.expect("reader task");
+
+    let mut seen = HashMap::new();
+    let (mut ok, mut overloaded) = (0u64, 0u64);
+    for frame in &answers {
+        *seen.entry(frame.id).or_insert(0u32) += 1;
+        match &frame.body {
+            Some(wire::frame::Body::Response(wire::Response {
+                outcome: Some(wire::response::Outcome::Result(_)),
+            })) => ok += 1,
+            Some(wire::frame::Body::Response(wire::Response {
+                outcome: Some(wire::response::Outcome::Error(error)),
+            })) if error.kind == ErrorKind::Overloaded as i32 => overloaded += 1,
+            other => panic!("unexpected answer to {}: {other:?}", frame.id),
+        }
+    }
+    let missing: Vec<u64> = (1..=CALLS).filter(|id| !seen.contains_key(id)).collect();
+    let twice: Vec<u64> = seen
+        .iter()
+        .filter(|(_, count)| **count > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} calls got no answer (first: {:?})",
+        missing.len(),
+        missing.first()
+    );
+    assert!(twice.is_empty(), "answered twice: {twice:?}");
+    assert_eq!(answers.len() as u64, CALLS);
+    assert_eq!(ok, MAX_HANDLERS_IN_FLIGHT as u64);
+    assert_eq!(overloaded, shed);
+}
+
+/// Pipelines calls built by `call` until the channel closes; fails past `cap` calls (a channel
+/// that keeps taking calls it cannot answer is holding unbounded memory).
+async fn call_until_closed(
+    channel: &Channel,
+    peer: &mut RawPeer,
+    cap: u64,
+    call: impl Fn(u64) -> Bytes,
+) -> CloseReason {
+    for id in 1..=cap {
+        let frame = call(id);
+        tokio::select! {
+            sent = peer.send_raw(&frame) => sent.expect("send"),
+            reason = channel.closed() => return reason,
+        }
+    }
+    match channel.close_reason() {
+        Some(reason) => reason,
+        None => panic!("{cap} calls went unread and the channel is still open"),
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_calls_and_never_reads_gets_the_channel_closed() {
+    // Quick handlers answer inline, their replies fill the pipe, the write buffer and the write
+    // queue; then replies wait in tasks holding in-flight slots, then calls are refused, then
+    // the refusals fill their queue: the channel closes, having held a bounded amount.
+    let (transport, mut peer) = RawPeer::with_pipe_buffer(4096);
+    let channel = echo_ping(builder("main")).start(transport);
+    let reason = guard(call_until_closed(&channel, &mut peer, 50_000, |id| {
+        framing::encode_request(id, "ping", &Ping { nonce: id }, MAX_FRAME_LEN).expect("encode")
+    }))
+    .await;
+    let CloseReason::ErrorRepliesOverflow {
+        replies,
+        max_replies,
+        max_bytes,
+        ..
+    } = reason
+    else {
+        panic!("expected the error-reply overflow, got {reason:?}")
+    };
+    assert_eq!(replies, MAX_PENDING_ERROR_REPLIES + 1);
+    assert_eq!(max_replies, MAX_PENDING_ERROR_REPLIES);
+    assert_eq!(max_bytes, MAX_PENDING_ERROR_REPLY_BYTES);
+    assert!(
+        reason
+            .to_string()
+            .contains("does not read its error replies"),
+        "{reason}"
+    );
+    let stats = channel.stats();
+    assert!(
+        stats.in_flight <= MAX_HANDLERS_IN_FLIGHT as u64,
+        "{stats:?}"
+    );
+    assert!(
+        stats.error_replies_deferred <= MAX_PENDING_ERROR_REPLIES as u64 + 1,
+        "{stats:?}"
+    );
+    // The peer goes away; the writes waiting for it fail and the close completes.
+    drop(peer);
+    guard(channel.close()).await;
+    assert_eq!(channel.stats().in_flight, 0);
+}
+
+#[tokio::test]
+async fn refusals_echoing_huge_type_names_are_bounded_in_bytes() {
+    // Each refusal echoes the peer's type name (twice: the type and the message), so a few
+    // calls under 300 KiB names pass the byte bound long before the count bound.
+    let (transport, mut peer) = RawPeer::with_pipe_buffer(4096);
+    let channel = builder("main").start(transport);
+    let type_name = "x".repeat(300 * 1024);
+    let reason = guard(call_until_closed(&channel, &mut peer, 100, |id| {
+        framing::encode_request(id, &type_name, &Ping::default(), MAX_FRAME_LEN).expect("encode")
+    }))
+    .await;
+    let CloseReason::ErrorRepliesOverflow { bytes, replies, .. } = reason else {
+        panic!("expected the error-reply overflow, got {reason:?}")
+    };
+    assert!(bytes > MAX_PENDING_ERROR_REPLY_BYTES, "{bytes}");
+    assert!(replies < 10, "{replies}");
+    drop(peer);
+    guard(channel.close()).await;
+}
