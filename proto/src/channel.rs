@@ -20,8 +20,13 @@
 //!   [`CloseReason::ErrorRepliesOverflow`], never a silently missing answer.
 //! - Pushes whose order matters (`state_changed`) are registered inline with
 //!   [`ChannelBuilder::on_push_inline`]: their handler runs in the reader, in arrival order.
+//! - The reader's buffer grows with the bytes that arrive, never with a frame's announced
+//!   length, and a frame must arrive whole within [`FRAME_BODY_DEADLINE`] of its first byte, or
+//!   the channel closes with [`CloseReason::FrameStalled`]: a peer cannot make us hold memory it
+//!   did not send, nor hold what it did send for long.
 //! - [`Channel::close`] is idempotent and tears down exactly once, whoever noticed the end
-//!   first (an EOF, a frame over the cap, a write error, or a local close).
+//!   first (an EOF, a frame over the cap or stalled, a write error, unread error replies, or a
+//!   local close).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -86,8 +91,23 @@ pub const MAX_PENDING_ERROR_REPLIES: usize = 4 * MAX_HANDLERS_IN_FLIGHT;
 /// [`CloseReason::ErrorRepliesOverflow`].
 pub const MAX_PENDING_ERROR_REPLY_BYTES: usize = 1024 * 1024;
 
-/// Bytes the reader asks the OS for at once; many small frames are decoded per read.
+/// Bytes the reader asks the OS for at once, and its buffer's initial size; many small frames
+/// are decoded per read. The buffer grows past it only with bytes that arrived, never with a
+/// frame's announced length.
 pub const READ_BUFFER_CAPACITY: usize = 64 * 1024;
+
+/// How long a frame may take to arrive once its first byte has. When it passes with the frame
+/// still incomplete, the channel closes with [`CloseReason::FrameStalled`] (logged as a
+/// warning).
+///
+/// A peer writes a frame in one go over a local pipe or socket, which moves even a
+/// [`MAX_FRAME_LEN`] frame in well under a second on a loaded machine; 30 s asks for about
+/// 560 KB/s at that size. So only a peer that is stuck (stopped, swapping for half a minute) or
+/// hostile (announcing a big frame and trickling it, to hold our buffer) misses it, while a
+/// peer briefly paused by the scheduler, a debugger or a stop/continue signal does not. Bytes
+/// that arrive slowly but complete the frame in time are fine: the clock runs per frame, not
+/// per byte.
+pub const FRAME_BODY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Bytes the writer gathers before a write; a burst of pushes leaves in one syscall.
 pub const WRITE_BUFFER_CAPACITY: usize = 64 * 1024;
@@ -171,12 +191,34 @@ pub enum CloseReason {
         /// [`MAX_PENDING_ERROR_REPLY_BYTES`].
         max_bytes: usize,
     },
+    /// A frame began to arrive and was still incomplete after [`FRAME_BODY_DEADLINE`].
+    #[error("{}", describe_stall(*len, *received, *after))]
+    FrameStalled {
+        /// The frame's announced length (the prefix not counted); `None` when not even the
+        /// 4-byte prefix arrived.
+        len: Option<usize>,
+        /// The bytes of it that arrived (of the prefix, when `len` is `None`).
+        received: usize,
+        /// [`FRAME_BODY_DEADLINE`].
+        after: Duration,
+    },
     /// Reading failed.
     #[error("read failed: {0}")]
     ReadFailed(String),
     /// Writing failed.
     #[error("write failed: {0}")]
     WriteFailed(String),
+}
+
+fn describe_stall(len: Option<usize>, received: usize, after: Duration) -> String {
+    match len {
+        Some(len) => format!(
+            "the peer's frame of {len} bytes stalled after {received} bytes: not complete within {after:?}"
+        ),
+        None => format!(
+            "the peer's frame stalled after {received} bytes of its length prefix: not complete within {after:?}"
+        ),
+    }
 }
 
 /// Why a call (or push) did not produce a reply.
@@ -1400,12 +1442,17 @@ impl Channel {
 }
 
 async fn read_loop(shared: Arc<Shared>, owner: Weak<Owner>, mut reader: BoxReader) {
-    let max_len = shared.config.max_frame_len;
-    let mut buf = BytesMut::with_capacity(READ_BUFFER_CAPACITY);
+    let mut buf = ReadBuffer::new(shared.config.max_frame_len);
     let mut scratch = vec![0u8; READ_BUFFER_CAPACITY];
+    // One timer for every frame's deadline, reset only when it fires early (the frame it was
+    // set for is done, a later one is pending): arming a timer per read would cost a timer
+    // registration on the fast path. Its deadline is never later than the pending frame's,
+    // since frames begin in order.
+    let stall_timer = tokio::time::sleep(FRAME_BODY_DEADLINE);
+    tokio::pin!(stall_timer);
     let reason = 'reading: loop {
         loop {
-            match framing::decode_frame(&mut buf, max_len) {
+            match buf.next_frame() {
                 Ok(Some(frame)) => {
                     let Some(owner) = owner.upgrade() else { return };
                     if let Err(reason) = dispatch(&shared, &owner, frame) {
@@ -1416,11 +1463,21 @@ async fn read_loop(shared: Arc<Shared>, owner: Weak<Owner>, mut reader: BoxReade
                 Err(error) => break 'reading CloseReason::FrameTooLarge(error),
             }
         }
+        let stall_deadline = buf.partial_frame_deadline();
         // Reads land in a zeroed scratch buffer (initialised once, so no per-read zeroing and no
         // unsafe), then are appended to the frame buffer.
         let read = tokio::select! {
             biased;
             read = reader.read(&mut scratch) => read,
+            () = &mut stall_timer, if stall_deadline.is_some() => {
+                match stall_deadline {
+                    Some(deadline) if tokio::time::Instant::now() < deadline => {
+                        stall_timer.as_mut().reset(deadline);
+                        continue;
+                    }
+                    _ => break buf.stalled(),
+                }
+            }
             message = write_failure_deadline(&shared) => break CloseReason::WriteFailed(message),
         };
         match read {
@@ -1431,15 +1488,95 @@ async fn read_loop(shared: Arc<Shared>, owner: Weak<Owner>, mut reader: BoxReade
                 };
             }
             Ok(0) => break CloseReason::Truncated,
-            Ok(read) => {
-                let missing = framing::bytes_needed(&buf).saturating_sub(buf.len());
-                buf.reserve(missing.max(read));
-                buf.extend_from_slice(&scratch[..read]);
-            }
+            Ok(read) => buf.extend(&scratch[..read]),
             Err(error) => break CloseReason::ReadFailed(error.to_string()),
         }
     };
     shared.mark_closed(reason);
+}
+
+/// The reader's bytes not yet decoded. It grows with the bytes that arrive, never with what a
+/// length prefix announces (a prefix costs the peer 4 bytes and could otherwise make us reserve
+/// [`MAX_FRAME_LEN`]), and it times the frame it holds the beginning of, against
+/// [`FRAME_BODY_DEADLINE`].
+struct ReadBuffer {
+    buf: BytesMut,
+    max_len: usize,
+    /// When the first bytes of the incomplete frame at the front arrived; `None` when the
+    /// buffer ends on a frame boundary (or the clock has not been read since).
+    partial_since: Option<tokio::time::Instant>,
+}
+
+impl ReadBuffer {
+    fn new(max_len: usize) -> Self {
+        Self {
+            buf: BytesMut::with_capacity(READ_BUFFER_CAPACITY),
+            max_len,
+            partial_since: None,
+        }
+    }
+
+    /// Takes the next whole frame off the front, if there is one.
+    fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        let frame = framing::decode_frame(&mut self.buf, self.max_len)?;
+        if frame.is_some() {
+            // Whatever follows is the beginning of another frame, with its own deadline.
+            self.partial_since = None;
+        }
+        Ok(frame)
+    }
+
+    /// Appends bytes read from the transport. Room is made for these bytes only, never for the
+    /// rest of the frame its prefix announced: the buffer's own growth doubles its capacity
+    /// when it must grow, so a large frame costs O(log n) copies and what we hold stays within
+    /// about twice what the peer actually sent (beyond the first [`READ_BUFFER_CAPACITY`]).
+    fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// When the incomplete frame at the front must be complete, starting its clock if its first
+    /// bytes just arrived; `None` when no frame is incomplete. Call after taking every whole
+    /// frame off: the clock is read once per frame that spans reads, not per read.
+    fn partial_frame_deadline(&mut self) -> Option<tokio::time::Instant> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let since = *self
+            .partial_since
+            .get_or_insert_with(tokio::time::Instant::now);
+        Some(since + FRAME_BODY_DEADLINE)
+    }
+
+    /// Why the channel closes when the incomplete frame missed its deadline.
+    fn stalled(&self) -> CloseReason {
+        let held = self.buf.len();
+        match self.buf.get(..framing::LENGTH_PREFIX_LEN) {
+            Some(_) => CloseReason::FrameStalled {
+                len: Some(framing::bytes_needed(&self.buf) - framing::LENGTH_PREFIX_LEN),
+                received: held - framing::LENGTH_PREFIX_LEN,
+                after: FRAME_BODY_DEADLINE,
+            },
+            None => CloseReason::FrameStalled {
+                len: None,
+                received: held,
+                after: FRAME_BODY_DEADLINE,
+            },
+        }
+    }
+
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.buf.len()
+    }
 }
 
 /// Resolves (with the write error) once writing has failed and the close grace has passed

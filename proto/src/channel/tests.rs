@@ -1111,3 +1111,105 @@ async fn refusals_echoing_huge_type_names_are_bounded_in_bytes() {
     drop(peer);
     guard(channel.close()).await;
 }
+
+#[test]
+fn an_announced_frame_reserves_memory_only_as_its_bytes_arrive() {
+    let mut buf = ReadBuffer::new(MAX_FRAME_LEN);
+    // A prefix announcing the largest frame allowed, and a few bytes of it.
+    buf.extend(&(MAX_FRAME_LEN as u32).to_be_bytes());
+    buf.extend(&[0; 10]);
+    assert!(buf.next_frame().expect("within the cap").is_none());
+    assert!(
+        buf.capacity() <= 2 * READ_BUFFER_CAPACITY,
+        "an announcement alone reserved {} bytes",
+        buf.capacity()
+    );
+    // As the body arrives, what is held stays within about twice what arrived.
+    let chunk = vec![0; READ_BUFFER_CAPACITY];
+    for _ in 0..32 {
+        buf.extend(&chunk);
+        assert!(
+            buf.capacity() <= 2 * buf.len() + 2 * READ_BUFFER_CAPACITY,
+            "{} bytes reserved for {} received",
+            buf.capacity(),
+            buf.len()
+        );
+    }
+    // The whole frame still decodes once it is all there.
+    let rest = MAX_FRAME_LEN + framing::LENGTH_PREFIX_LEN - buf.len();
+    buf.extend(&vec![0; rest]);
+    let frame = buf.next_frame().expect("within the cap").expect("whole");
+    assert_eq!(frame.len(), MAX_FRAME_LEN);
+    assert!(buf.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_frame_stalled_mid_body_closes_the_channel_at_the_deadline_and_not_before() {
+    let (transport, mut peer) = RawPeer::new();
+    let channel = echo_ping(builder("main")).start(transport);
+    peer.send_raw(&(MAX_FRAME_LEN as u32).to_be_bytes())
+        .await
+        .expect("send");
+    peer.send_raw(&[0; 10]).await.expect("send");
+    // The clock is paused: the reader takes those bytes before any time passes.
+    let started = tokio::time::Instant::now();
+    tokio::time::sleep(FRAME_BODY_DEADLINE - Duration::from_millis(1)).await;
+    assert_eq!(channel.close_reason(), None, "closed before the deadline");
+    let reason = tokio::time::timeout(FRAME_BODY_DEADLINE, channel.closed())
+        .await
+        .expect("closed at the deadline");
+    assert_eq!(started.elapsed(), FRAME_BODY_DEADLINE);
+    assert_eq!(
+        reason,
+        CloseReason::FrameStalled {
+            len: Some(MAX_FRAME_LEN),
+            received: 10,
+            after: FRAME_BODY_DEADLINE,
+        }
+    );
+    assert_eq!(
+        reason.to_string(),
+        "the peer's frame of 16777216 bytes stalled after 10 bytes: not complete within 30s"
+    );
+    guard(channel.close()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_frame_completed_within_its_deadline_decodes_however_slowly_it_came() {
+    let (transport, mut peer) = RawPeer::new();
+    let channel = echo_ping(builder("main")).start(transport);
+    let almost = FRAME_BODY_DEADLINE - Duration::from_millis(1);
+    let call = |id: u64| {
+        framing::encode_request(id, "ping", &Ping { nonce: id }, MAX_FRAME_LEN).expect("encode")
+    };
+    // Half a frame, then the rest just before the deadline, in one write with the beginning
+    // of the next frame.
+    let (first, second) = (call(1), call(2));
+    peer.send_raw(&first[..6]).await.expect("send");
+    tokio::time::sleep(almost).await;
+    peer.send_raw(&[&first[6..], &second[..3]].concat())
+        .await
+        .expect("send");
+    // The next frame's clock started with its first bytes, not with the first frame: it may
+    // take almost the whole deadline too, here a byte at a time, evenly spread.
+    let rest = &second[3..];
+    let step = Duration::from_millis(
+        ((FRAME_BODY_DEADLINE - Duration::from_secs(1)) / rest.len() as u32).as_millis() as u64,
+    );
+    for byte in rest {
+        tokio::time::sleep(step).await;
+        peer.send_raw(std::slice::from_ref(byte))
+            .await
+            .expect("send");
+    }
+    for expected in 1..=2 {
+        let reply = tokio::time::timeout(FRAME_BODY_DEADLINE, peer.recv_frame())
+            .await
+            .unwrap_or_else(|_| panic!("no answer; closed: {:?}", channel.close_reason()))
+            .expect("read")
+            .expect("frame");
+        assert_eq!(reply.id, expected);
+    }
+    assert_eq!(channel.close_reason(), None);
+    guard(channel.close()).await;
+}
