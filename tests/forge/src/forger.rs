@@ -20,6 +20,10 @@
 //! | `store` | `store_save` with an over-long key, path-traversal keys, a value over 4 MiB; `store_load` of a traversal key |
 //! | `context` | `state_changed` and `fire_event` with a context id main never issued, then a flood of distinct unknown ids; ends with `demo_flood_done` |
 //! | `update_entry` | `update_entry` for `--foreign-entry` and for an entry that does not exist |
+//! | `descriptions` | devices claiming another integration's identifier (directly and as `via_device`) or with a `javascript:` URL; an unknown device class; then, after the control entity, a re-description changing its domain, a push and an unregistration for an entity never registered, an unregistration of `--existing-service`, a service with an invalid name |
+//! | `bounds` | an entity with attributes one byte over the bound, capabilities nested too deep, a name too long; after the control, a state push with 1 MiB of attributes, one with a 64 KiB context id, `update_entry` with deeply nested data, events with an over-long type and with data that is not an object, a store value nested too deep |
+//! | `entity_cap` | [`FORGE_ENTITY_CAP`] + 2 entities, then one unregistered and one more registered |
+//! | `before_ready` | `register_entity` and a state push *before* `ready`; the control after |
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -44,6 +48,9 @@ pub const EXIT_FAILED: u8 = 3;
 /// How many distinct unknown context ids the `context` scenario floods main with: three times
 /// main's context cache cap.
 pub const CONTEXT_FLOOD: usize = 3 * sandbox_host::context_cache::MAX_CONTEXTS;
+
+/// The entity cap main sets on the group in the `entity_cap` check.
+pub const FORGE_ENTITY_CAP: usize = 8;
 
 /// One byte over the store server's value limit (4 MiB).
 const OVER_VALUE_LIMIT: usize = 4 * 1024 * 1024 + 1;
@@ -71,6 +78,15 @@ pub enum ForgeScenario {
     Context,
     /// `update_entry` for entries of another group, or none.
     UpdateEntry,
+    /// Descriptions main must not take as they are: foreign identifiers, unsafe URLs, unknown
+    /// device classes, domain changes, unknown entities, foreign services.
+    Descriptions,
+    /// Values over main's size and depth bounds.
+    Bounds,
+    /// More entities than the group's cap.
+    EntityCap,
+    /// Bridge requests before `ready`.
+    BeforeReady,
 }
 
 impl ForgeScenario {
@@ -85,6 +101,10 @@ impl ForgeScenario {
             Self::Store => "store",
             Self::Context => "context",
             Self::UpdateEntry => "update_entry",
+            Self::Descriptions => "descriptions",
+            Self::Bounds => "bounds",
+            Self::EntityCap => "entity_cap",
+            Self::BeforeReady => "before_ready",
         }
     }
 }
@@ -243,6 +263,17 @@ pub async fn run_forger(args: ForgerArgs) -> Result<(), ForgeError> {
             }
         })
         .start(transport);
+    let mut early = Vec::new();
+    if args.forge == ForgeScenario::BeforeReady {
+        let request = entity("light", "too_early", &args.own_entry, None);
+        early.push(register(&channel, "register_before_ready", &request).await);
+        early.push(pushed(
+            "push_before_ready",
+            channel
+                .push(&state_change("light.too_early", "off", None))
+                .await,
+        )?);
+    }
     let ready = Ready {
         protocol_version: version::PROTOCOL_VERSION.to_owned(),
         features: version::features(),
@@ -255,10 +286,11 @@ pub async fn run_forger(args: ForgerArgs) -> Result<(), ForgeError> {
     let forging = {
         let channel = channel.clone();
         tokio::spawn(async move {
-            let mut lines = match forge_scenario(&channel, &args).await {
-                Ok(lines) => lines,
-                Err(error) => vec![json!({"error": error.to_string()})],
-            };
+            let mut lines = early;
+            match forge_scenario(&channel, &args).await {
+                Ok(more) => lines.extend(more),
+                Err(error) => lines.push(json!({"error": error.to_string()})),
+            }
             lines.push(json!({"done": true}));
             if let Err(error) = write_report(&args.forge_report, &lines) {
                 eprintln!("sandbox-forger: {error}");
@@ -352,6 +384,21 @@ async fn register(channel: &Channel, step: &str, request: &wire::RegisterEntity)
         channel.call(request).await,
         |reply| json!({"entity_id": reply.entity_id}),
     )
+}
+
+fn state_change(entity_id: &str, state: &str, context_id: Option<String>) -> wire::StateChanged {
+    wire::StateChanged {
+        entity_id: entity_id.to_owned(),
+        state: state.to_owned(),
+        attributes_json: b"{}".to_vec().into(),
+        available: true,
+        context_id,
+    }
+}
+
+/// `depth` nested JSON arrays.
+fn nested(depth: usize) -> String {
+    format!("{}{}", "[".repeat(depth), "]".repeat(depth))
 }
 
 fn envelope(key: &str, data: Value) -> Vec<u8> {
@@ -506,12 +553,8 @@ async fn forge_scenario(channel: &Channel, args: &ForgerArgs) -> Result<Vec<Valu
             let request = entity("light", "context_probe", own, None);
             lines.push(register(channel, "control", &request).await);
             let forged = ulid::Ulid::new().to_string();
-            let change = |state: &str, context_id: String| wire::StateChanged {
-                entity_id: "light.context_probe".to_owned(),
-                state: state.to_owned(),
-                attributes_json: b"{}".to_vec().into(),
-                available: true,
-                context_id: Some(context_id),
+            let change = |state: &str, context_id: String| {
+                state_change("light.context_probe", state, Some(context_id))
             };
             lines.push(pushed(
                 "state_changed",
@@ -556,6 +599,180 @@ async fn forge_scenario(channel: &Channel, args: &ForgerArgs) -> Result<Vec<Valu
                     Value::Null
                 }));
             }
+        }
+        ForgeScenario::Descriptions => {
+            let device = |identifiers: Vec<(&str, &str)>| wire::DeviceInfo {
+                identifiers: identifiers
+                    .into_iter()
+                    .map(|(first, second)| wire::StringPair {
+                        first: first.to_owned(),
+                        second: second.to_owned(),
+                    })
+                    .collect(),
+                name: Some("claimed".to_owned()),
+                manufacturer: Some("forger".to_owned()),
+                ..Default::default()
+            };
+            // Another integration's device, before that integration ever set up.
+            let claim = device(vec![("hue", "bridge-1")]);
+            let request = entity("light", "claims_hue", own, Some(claim));
+            lines.push(register(channel, "claim_identifier", &request).await);
+            let mut via = device(vec![("demo", "lamp-1")]);
+            via.via_device = Some(wire::StringPair {
+                first: "hue".to_owned(),
+                second: "bridge-1".to_owned(),
+            });
+            let request = entity("light", "via_hue", own, Some(via));
+            lines.push(register(channel, "via_foreign", &request).await);
+            let mut script = device(vec![("demo", "lamp-2")]);
+            script.configuration_url = Some("javascript:alert(document.cookie)".to_owned());
+            let request = entity("light", "scripted", own, Some(script));
+            lines.push(register(channel, "javascript_url", &request).await);
+            let mut classed = entity("binary_sensor", "classed", own, None);
+            if let Some(description) = classed.description.as_mut() {
+                description.device_class = Some("nonsense".to_owned());
+            }
+            lines.push(register(channel, "unknown_device_class", &classed).await);
+            let request = entity("light", "control", own, None);
+            lines.push(register(channel, "control", &request).await);
+            let mut switched = entity("light", "control", own, None);
+            if let Some(description) = switched.description.as_mut() {
+                description.domain = "switch".to_owned();
+            }
+            lines.push(register(channel, "change_domain", &switched).await);
+            lines.push(pushed(
+                "unknown_state",
+                channel
+                    .push(&state_change("light.nobody", "on", None))
+                    .await,
+            )?);
+            let request = wire::UnregisterEntity {
+                entity_id: "light.nobody".to_owned(),
+            };
+            lines.push(outcome(
+                "unregister_unknown",
+                channel.call(&request).await,
+                |_| Value::Null,
+            ));
+            if let Some(existing) = &args.existing_service {
+                let request = wire::UnregisterService {
+                    domain: existing.first.clone(),
+                    service: existing.second.clone(),
+                };
+                lines.push(outcome(
+                    "unregister_foreign_service",
+                    channel.call(&request).await,
+                    |_| Value::Null,
+                ));
+            }
+            let request = wire::RegisterService {
+                domain: "demo".to_owned(),
+                service: "Not A Slug".to_owned(),
+                supports_response: wire::SupportsResponse::None as i32,
+                schema_json: Default::default(),
+            };
+            lines.push(outcome(
+                "invalid_service_name",
+                channel.call(&request).await,
+                |_| Value::Null,
+            ));
+        }
+        ForgeScenario::Bounds => {
+            let padding = "x".repeat(sandbox_host::limits::MAX_STATE_ATTRIBUTES_BYTES);
+            let mut huge = entity("light", "huge", own, None);
+            if let Some(state) = huge.state.as_mut() {
+                state.attributes_json = json!({"padding": padding}).to_string().into_bytes().into();
+            }
+            lines.push(register(channel, "huge_attributes", &huge).await);
+            let mut deep = entity("light", "deep", own, None);
+            if let Some(description) = deep.description.as_mut() {
+                description.capabilities_json = format!(
+                    "{{\"effect_list\": {}}}",
+                    nested(sandbox_host::limits::MAX_JSON_DEPTH)
+                )
+                .into_bytes()
+                .into();
+            }
+            lines.push(register(channel, "deep_capabilities", &deep).await);
+            let mut named = entity("light", "named", own, None);
+            if let Some(description) = named.description.as_mut() {
+                description.name = Some("n".repeat(sandbox_host::limits::MAX_TEXT_BYTES + 1));
+            }
+            lines.push(register(channel, "long_name", &named).await);
+            let request = entity("light", "control", own, None);
+            lines.push(register(channel, "control", &request).await);
+            let mut big_push = state_change("light.control", "off", None);
+            big_push.attributes_json = json!({"padding": "x".repeat(1024 * 1024)})
+                .to_string()
+                .into_bytes()
+                .into();
+            lines.push(pushed("huge_state_push", channel.push(&big_push).await)?);
+            lines.push(pushed(
+                "long_context_id",
+                channel
+                    .push(&state_change(
+                        "light.control",
+                        "off",
+                        Some("c".repeat(64 * 1024)),
+                    ))
+                    .await,
+            )?);
+            let update = wire::UpdateEntry {
+                entry_id: own.to_owned(),
+                title: None,
+                data_json: Some(
+                    format!("{{\"host\": {}}}", nested(5_000))
+                        .into_bytes()
+                        .into(),
+                ),
+                options_json: None,
+                unique_id: None,
+            };
+            lines.push(outcome(
+                "deep_entry_data",
+                channel.call(&update).await,
+                |_| Value::Null,
+            ));
+            let long_type = format!("demo_{}", "e".repeat(100));
+            lines.push(pushed(
+                "long_event_type",
+                channel.push(&event(&long_type, None)).await,
+            )?);
+            let mut listed = event("demo_listed", None);
+            listed.data_json = b"[1, 2, 3]".to_vec().into();
+            lines.push(pushed(
+                "event_data_not_an_object",
+                channel.push(&listed).await,
+            )?);
+            let deep_value = envelope(
+                "deep",
+                serde_json::from_str(&nested(64)).unwrap_or(Value::Null),
+            );
+            lines.push(save(channel, "deep_store_value", "deep", deep_value).await);
+            lines.push(pushed(
+                "demo_bounds_done",
+                channel.push(&event("demo_bounds_done", None)).await,
+            )?);
+        }
+        ForgeScenario::EntityCap => {
+            for index in 0..FORGE_ENTITY_CAP + 2 {
+                let request = entity("light", &format!("capped_{index}"), own, None);
+                lines.push(register(channel, &format!("entity_{index}"), &request).await);
+            }
+            let request = wire::UnregisterEntity {
+                entity_id: "light.capped_0".to_owned(),
+            };
+            lines.push(outcome(
+                "unregister_one",
+                channel.call(&request).await,
+                |_| Value::Null,
+            ));
+            let request = entity("light", "after_unregister", own, None);
+            lines.push(register(channel, "after_unregister", &request).await);
+        }
+        ForgeScenario::BeforeReady => {
+            let request = entity("light", "control", own, None);
+            lines.push(register(channel, "control", &request).await);
         }
     }
     Ok(lines)

@@ -108,7 +108,299 @@ pub fn checks() -> Vec<GateCheck> {
                 ))
             },
         },
+        GateCheck {
+            name: "descriptions_claiming_what_the_group_does_not_own_are_refused",
+            gate: "B2",
+            rule: "devices only of the group's integrations, safe URLs, catalog device classes, fixed domains, own entities and services only",
+            run: |forger| {
+                Box::pin(descriptions_claiming_what_the_group_does_not_own_are_refused(forger))
+            },
+        },
+        GateCheck {
+            name: "values_over_mains_bounds_are_refused_and_kept_nowhere",
+            gate: "B3",
+            rule: "every value bounded in size and depth before main keeps, stores or logs it",
+            run: |forger| {
+                Box::pin(values_over_mains_bounds_are_refused_and_kept_nowhere(
+                    forger,
+                ))
+            },
+        },
+        GateCheck {
+            name: "registrations_past_the_entity_cap_are_refused",
+            gate: "B4",
+            rule: "at most `max_entities` proxies per group",
+            run: |forger| Box::pin(registrations_past_the_entity_cap_are_refused(forger)),
+        },
+        GateCheck {
+            name: "bridge_requests_before_ready_are_refused_and_counted",
+            gate: "B4",
+            rule: "nothing of the bridge before `ready`",
+            run: |forger| Box::pin(bridge_requests_before_ready_are_refused_and_counted(forger)),
+        },
     ]
+}
+
+/// B2, B3, B5: descriptions claiming what the group does not own.
+pub async fn descriptions_claiming_what_the_group_does_not_own_are_refused(
+    forger: Vec<OsString>,
+) -> Result<(), CheckError> {
+    let mut hub = Hub::start(
+        &forger,
+        ForgeScenario::Descriptions,
+        &[("--existing-service", "demo.main_only")],
+    )
+    .await?;
+    let outcome = descriptions(&mut hub).await;
+    hub.finish(outcome).await
+}
+
+async fn descriptions(hub: &mut Hub) -> Result<(), CheckError> {
+    hub.core
+        .services()
+        .register(
+            "demo",
+            "main_only",
+            None,
+            SupportsResponse::None,
+            |_| async { Ok(None) },
+        )
+        .map_err(|error| CheckError::Setup(format!("main's own service: {error}")))?;
+    hub.add_own_entry().await?;
+    let report = hub.report().await?;
+    let not_ours =
+        format!("device identifier (hue, bridge-1) is not of an integration of group {GROUP}");
+    report.refused("claim_identifier", ErrorKind::Refused, &not_ours)?;
+    report.refused("via_foreign", ErrorKind::Refused, &not_ours)?;
+    report.refused(
+        "javascript_url",
+        ErrorKind::Refused,
+        "is not http, https or homeassistant://",
+    )?;
+    report.refused(
+        "unknown_device_class",
+        ErrorKind::Refused,
+        "binary_sensor has no device class \"nonsense\"",
+    )?;
+    let control = report.text("control", "entity_id")?;
+    report.refused(
+        "change_domain",
+        ErrorKind::Refused,
+        "a re-description may not change that",
+    )?;
+    report.refused(
+        "unregister_unknown",
+        ErrorKind::Refused,
+        &format!("entity light.nobody is not an entity of group {GROUP}"),
+    )?;
+    report.refused(
+        "unregister_foreign_service",
+        ErrorKind::Refused,
+        &format!("service demo.main_only was not registered by group {GROUP}"),
+    )?;
+    report.refused(
+        "invalid_service_name",
+        ErrorKind::Refused,
+        "invalid service name",
+    )?;
+    only_counted(
+        &hub.bridge()?,
+        &[
+            (Gate::ForeignDevice, 3),
+            (Gate::Entity, 4),
+            (Gate::Service, 2),
+        ],
+    )?;
+
+    ensure_eq(
+        entity_ids(&hub.core),
+        vec![control.clone()],
+        "states on main",
+    )?;
+    ensure!(control.starts_with("light."), "the control is {control}");
+    ensure!(
+        hub.core.services().has_service("demo", "main_only"),
+        "main's own service was removed"
+    );
+    let devices = hub.core.device_registry();
+    ensure_eq(devices.devices().len(), 0, "devices on main")?;
+    // The rightful integration arrives later: its device is its own, nothing of the forger's.
+    hub.add_main_entry().await?;
+    let bridge = devices
+        .get_or_create(DeviceInfo {
+            config_entry_id: MAIN_ENTRY.to_owned(),
+            identifiers: vec![("hue".into(), "bridge-1".into())],
+            name: Some("Hue Bridge".into()),
+            ..DeviceInfo::default()
+        })
+        .map_err(|error| CheckError::Setup(error.to_string()))?;
+    ensure_eq(
+        bridge.config_entries,
+        vec![MAIN_ENTRY.to_owned()],
+        "the bridge's entries",
+    )?;
+    ensure_eq(
+        bridge.name.as_deref(),
+        Some("Hue Bridge"),
+        "the bridge's name",
+    )?;
+    ensure_eq(bridge.manufacturer, None, "the bridge's manufacturer")?;
+    hub.still_up().await
+}
+
+/// Every bound of `sandbox_host::limits`, crossed once each.
+pub async fn values_over_mains_bounds_are_refused_and_kept_nowhere(
+    forger: Vec<OsString>,
+) -> Result<(), CheckError> {
+    let mut hub = Hub::start(&forger, ForgeScenario::Bounds, &[]).await?;
+    let outcome = bounds(&mut hub).await;
+    hub.finish(outcome).await
+}
+
+async fn bounds(hub: &mut Hub) -> Result<(), CheckError> {
+    let events = hub.record_events()?;
+    hub.add_own_entry().await?;
+    let report = hub.report().await?;
+    report.refused(
+        "huge_attributes",
+        ErrorKind::Refused,
+        "attributes_json is 65550 bytes; the limit is 65536",
+    )?;
+    report.refused(
+        "deep_capabilities",
+        ErrorKind::Refused,
+        "capabilities_json nests deeper than 32 levels",
+    )?;
+    report.refused(
+        "long_name",
+        ErrorKind::Refused,
+        "name is 256 bytes; the limit is 255",
+    )?;
+    let control = report.text("control", "entity_id")?;
+    report.refused(
+        "deep_entry_data",
+        ErrorKind::Refused,
+        "data_json nests deeper than 32 levels",
+    )?;
+    report.refused(
+        "deep_store_value",
+        ErrorKind::BadRequest,
+        "value for deep nests deeper than 32 levels",
+    )?;
+    wait_until("the control event", || events.seen("demo_bounds_done")).await?;
+    only_counted(
+        &hub.bridge()?,
+        &[
+            (Gate::Bounds, 5),
+            (Gate::Context, 1),
+            (Gate::Event, 2),
+            (Gate::Store, 1),
+        ],
+    )?;
+    // The over-long context id was refused, not the state it came with.
+    let state = hub
+        .core
+        .states()
+        .get(&control)
+        .ok_or_else(|| CheckError::Failed(format!("{control} has no state")))?;
+    ensure_eq(state.state.as_str(), "off", "the control's state")?;
+    ensure!(
+        !state.attributes.contains_key("padding"),
+        "the huge attributes reached the proxy"
+    );
+    ensure!(
+        state.context.id.to_string().len() == 26,
+        "the state kept the forged context id"
+    );
+    ensure_eq(entity_ids(&hub.core), vec![control], "states on main")?;
+    let entry = hub
+        .core
+        .config_entries()
+        .entry(OWN_ENTRY)
+        .ok_or_else(|| CheckError::Failed("the entry is gone".to_owned()))?;
+    ensure_eq(
+        entry.data.get("host"),
+        Some(&json!("192.0.2.1")),
+        "the entry's data",
+    )?;
+    let leaked: Vec<String> = events
+        .all()?
+        .iter()
+        .filter(|event| {
+            event.origin == EventOrigin::Remote && event.event_type != "demo_bounds_done"
+        })
+        .map(|event| event.event_type.clone())
+        .collect();
+    ensure!(leaked.is_empty(), "events reached main: {leaked:?}");
+    let stored = listing(&hub.config_dir.join(".storage/sandbox").join(GROUP))?;
+    ensure!(
+        !stored.iter().any(|name| name.contains("deep")),
+        "the deep value was stored: {stored:?}"
+    );
+    ensure!(
+        hub.bridge()?.contexts().len() <= 1,
+        "the long context id took a cache slot"
+    );
+    hub.still_up().await
+}
+
+/// The entity cap: past it, registrations are refused; a removal frees a slot.
+pub async fn registrations_past_the_entity_cap_are_refused(
+    forger: Vec<OsString>,
+) -> Result<(), CheckError> {
+    let mut hub = Hub::start(&forger, ForgeScenario::EntityCap, &[]).await?;
+    let outcome = entity_cap(&mut hub).await;
+    hub.finish(outcome).await
+}
+
+async fn entity_cap(hub: &mut Hub) -> Result<(), CheckError> {
+    use crate::forger::FORGE_ENTITY_CAP;
+    hub.add_own_entry().await?;
+    let report = hub.report().await?;
+    for index in 0..FORGE_ENTITY_CAP {
+        report.ok(&format!("entity_{index}"))?;
+    }
+    for index in FORGE_ENTITY_CAP..FORGE_ENTITY_CAP + 2 {
+        report.refused(
+            &format!("entity_{index}"),
+            ErrorKind::Refused,
+            &format!("group {GROUP} has {FORGE_ENTITY_CAP} entities, its limit"),
+        )?;
+    }
+    report.ok("unregister_one")?;
+    report.ok("after_unregister")?;
+    let bridge = hub.bridge()?;
+    only_counted(&bridge, &[(Gate::EntityCap, 2)])?;
+    ensure_eq(bridge.entity_count(), FORGE_ENTITY_CAP, "entities counted")?;
+    ensure_eq(
+        entity_ids(&hub.core).len(),
+        FORGE_ENTITY_CAP,
+        "states on main",
+    )?;
+    hub.still_up().await
+}
+
+/// Nothing of the bridge answers before `ready`, and every attempt is counted.
+pub async fn bridge_requests_before_ready_are_refused_and_counted(
+    forger: Vec<OsString>,
+) -> Result<(), CheckError> {
+    let mut hub = Hub::start(&forger, ForgeScenario::BeforeReady, &[]).await?;
+    let outcome = before_ready(&mut hub).await;
+    hub.finish(outcome).await
+}
+
+async fn before_ready(hub: &mut Hub) -> Result<(), CheckError> {
+    hub.add_own_entry().await?;
+    let report = hub.report().await?;
+    report.refused(
+        "register_before_ready",
+        ErrorKind::Refused,
+        &format!("group {GROUP} is not ready"),
+    )?;
+    let control = report.text("control", "entity_id")?;
+    only_counted(&hub.bridge()?, &[(Gate::NotReady, 2)])?;
+    ensure_eq(entity_ids(&hub.core), vec![control], "states on main")?;
+    hub.still_up().await
 }
 
 /// B4: `register_entity` only for entries main routed to this group.

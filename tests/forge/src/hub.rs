@@ -81,8 +81,11 @@ pub(crate) struct Hub {
     _dir: tempfile::TempDir,
 }
 
-fn group_defaults() -> GroupConfig {
+fn group_defaults(scenario: ForgeScenario) -> GroupConfig {
     let mut config = GroupConfig::new("template");
+    if scenario == ForgeScenario::EntityCap {
+        config.max_entities = crate::forger::FORGE_ENTITY_CAP;
+    }
     config.watchdog = None;
     config.ready_timeout = Duration::from_secs(30);
     config.stop_grace = Duration::from_secs(5);
@@ -145,7 +148,7 @@ impl Hub {
                     config_dir: config_dir.clone(),
                     runtime_command: command,
                     custom_commands: Default::default(),
-                    group_defaults: group_defaults(),
+                    group_defaults: group_defaults(scenario),
                 },
                 custom: vec![],
             },

@@ -19,7 +19,7 @@ async fn passes(check: impl Future<Output = Result<(), CheckError>>) {
 }
 
 /// The tests below, by name: every check of [`gates::checks`] has one.
-const TESTED: [&str; 9] = [
+const TESTED: [&str; 13] = [
     "register_entity_for_an_entry_of_another_group_is_refused",
     "a_device_merging_into_a_device_owned_outside_the_group_is_refused",
     "a_device_smuggling_a_foreign_identifier_behind_its_own_is_refused",
@@ -29,6 +29,10 @@ const TESTED: [&str; 9] = [
     "contexts_main_never_issued_are_never_adopted_and_stay_bounded",
     "store_requests_over_quota_or_with_unsafe_keys_are_refused_and_write_nothing",
     "update_entry_for_an_entry_of_another_group_is_refused",
+    "descriptions_claiming_what_the_group_does_not_own_are_refused",
+    "values_over_mains_bounds_are_refused_and_kept_nowhere",
+    "registrations_past_the_entity_cap_are_refused",
+    "bridge_requests_before_ready_are_refused_and_counted",
 ];
 
 #[test]
@@ -116,4 +120,30 @@ async fn a_check_against_a_child_that_cannot_forge_fails_with_an_error() {
         matches!(error, CheckError::Failed(_) | CheckError::Setup(_)),
         "{error:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptions_claiming_what_the_group_does_not_own_are_refused() {
+    passes(gates::descriptions_claiming_what_the_group_does_not_own_are_refused(forger())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_over_mains_bounds_are_refused_and_kept_nowhere() {
+    passes(gates::values_over_mains_bounds_are_refused_and_kept_nowhere(forger())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_past_the_entity_cap_are_refused() {
+    passes(gates::registrations_past_the_entity_cap_are_refused(
+        forger(),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_requests_before_ready_are_refused_and_counted() {
+    passes(gates::bridge_requests_before_ready_are_refused_and_counted(
+        forger(),
+    ))
+    .await;
 }
