@@ -907,7 +907,10 @@ async fn watchdog(channel: &Channel, config: Option<WatchdogConfig>) -> String {
                 );
             }
             // A closed channel is reported by the exit path, not here.
-            Err(_) => std::future::pending::<()>().await,
+            Err(CallError::Closed { .. }) => std::future::pending::<()>().await,
+            // A reply that is not a pong (another type, undecodable) is no sign of life: a
+            // sandbox must not switch its watchdog off by answering pings wrongly.
+            Err(error) => return format!("answered a ping wrongly ({error}); presumed broken"),
         }
     }
 }
@@ -943,4 +946,36 @@ async fn stop_running(
     }
     report.exit = process.try_exit().map(|status| describe_exit(&status));
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sandbox_proto::test_util::RawPeer;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ping_answered_with_another_type_fails_the_watchdog() {
+        let (transport, mut peer) = RawPeer::new();
+        let channel = ChannelBuilder::new(ChannelConfig::named("g")).start(transport);
+        let config = WatchdogConfig {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+        };
+        let watching = tokio::spawn({
+            let channel = channel.clone();
+            async move { watchdog(&channel, Some(config)).await }
+        });
+        let (id, kind, _ping): (u64, String, wire::Ping) =
+            peer.recv_request().await.expect("a ping");
+        assert_eq!(kind, "ping");
+        peer.reply::<wire::Shutdown>(id, &wire::ShutdownResult::default())
+            .await
+            .expect("replied");
+        let reason = tokio::time::timeout(Duration::from_secs(30), watching)
+            .await
+            .expect("the watchdog gave up")
+            .expect("joined");
+        assert!(reason.contains("answered a ping wrongly"), "{reason}");
+        channel.close().await;
+    }
 }
