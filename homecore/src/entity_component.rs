@@ -29,7 +29,7 @@ use crate::core::{Core, CoreInner};
 use crate::entity::{
     EntityDescription, EntityError, EntityHandle, EntityInfo, EntityRef, EntityServiceCall,
 };
-use crate::entity_id::slugify;
+use crate::entity_id::{HintScope, slugify};
 use crate::entity_platform::{Attachment, EntityPlatform};
 use crate::entity_registry::{EntityDisabler, EntityRegistration, RegistryEntry};
 use crate::event::EVENT_COMPONENT_LOADED;
@@ -721,24 +721,25 @@ impl ComponentsInner {
         let taken = |candidate: &str| {
             entities.contains_key(candidate)
                 || core.states().contains(candidate)
-                || core.entity_registry().get(candidate).is_some()
+                || core
+                    .entity_registry()
+                    .with_entry(candidate, |_| ())
+                    .is_some()
         };
-        for suffix in 1..=MAX_ENTITY_ID_SUFFIX {
-            let candidate = if suffix == 1 {
-                format!("{}.{base}", info.domain)
-            } else {
-                format!("{}.{base}_{suffix}", info.domain)
-            };
-            if !taken(&candidate) {
-                crate::entity_id::validate_entity_id(&candidate)
-                    .map_err(|_| EntityError::InvalidEntityId(candidate.clone()))?;
-                return Ok(candidate);
-            }
-        }
-        Err(EntityError::InvalidEntityId(format!(
-            "{}.{base}",
-            info.domain
-        )))
+        let (candidate, _) = core
+            .states()
+            .id_hints()
+            .first_free(
+                HintScope::Components,
+                &info.domain,
+                &base,
+                MAX_ENTITY_ID_SUFFIX,
+                taken,
+            )
+            .ok_or_else(|| EntityError::InvalidEntityId(format!("{}.{base}", info.domain)))?;
+        crate::entity_id::validate_entity_id(&candidate)
+            .map_err(|_| EntityError::InvalidEntityId(candidate.clone()))?;
+        Ok(candidate)
     }
 
     pub(crate) async fn remove_entity(&self, entity_id: &str) -> Result<(), EntityError> {
@@ -762,6 +763,9 @@ impl ComponentsInner {
         };
         if !still_ours {
             return Ok(());
+        }
+        if let Ok(core) = self.core() {
+            core.states().id_hints().freed(entity_id);
         }
         if let Some(platform) = self.platforms.lock().get(&record.slot) {
             platform

@@ -1,4 +1,13 @@
 //! Entity ids and domains: validation (`<domain>.<object_id>`) and generation from names.
+//!
+//! A new entity's id is the first free one of `<domain>.<base>`, `<domain>.<base>_2`,
+//! `<domain>.<base>_3`, ... [`SuffixHints`] remembers, per base, how far the taken ones reach,
+//! so N entities of one name cost N probes in all rather than N²/2, and still get the ids the
+//! plain search would give.
+
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
 
 #[cfg(test)]
 mod tests;
@@ -139,4 +148,143 @@ fn transliterate(ch: char) -> std::borrow::Cow<'static, str> {
         _ => return std::borrow::Cow::Owned(ch.to_string()),
     };
     std::borrow::Cow::Borrowed(s)
+}
+
+/// The candidate entity id for `base` with `suffix`: `<domain>.<base>` for 1, else
+/// `<domain>.<base>_<suffix>`.
+pub(crate) fn suffixed_entity_id(domain: &str, base: &str, suffix: usize) -> String {
+    if suffix == 1 {
+        format!("{domain}.{base}")
+    } else {
+        format!("{domain}.{base}_{suffix}")
+    }
+}
+
+/// Which search a hint serves. The searches count different ids as taken (the registry's
+/// entries and states; the components' also their live entities), so a hint earned by one
+/// does not hold for the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HintScope {
+    /// The entity registry naming a new registered entity.
+    Registry,
+    /// The entity components naming an entity without a unique id.
+    Components,
+}
+
+/// What [`SuffixHints`] guards.
+#[derive(Debug, Default)]
+struct HintsState {
+    /// Per scope, by `<domain>.<base>`: the lowest suffix not known to be taken. Every lower
+    /// suffix was taken when the hint was recorded and has not been freed since (a free
+    /// lowers the hint). Absent means 1.
+    starts: [HashMap<String, usize>; 2],
+    /// Frees seen so far: a search that saw one while it ran does not raise its hint, since
+    /// an id it found taken may have been freed behind it.
+    frees: u64,
+}
+
+/// Where the search for a free suffixed entity id may start, per base.
+///
+/// Without it, naming the N-th entity of one name probes N ids; a peer registering many
+/// same-named entities makes that quadratic. Whoever frees an id that a search counts as
+/// taken (a state, registry entry or live entity removed, a registry entry renamed, the
+/// registry reloaded) must report it through [`SuffixHints::freed`] or
+/// [`SuffixHints::clear`], so that a later search finds the freed id exactly as a search
+/// from 1 would.
+#[derive(Debug, Default)]
+pub(crate) struct SuffixHints {
+    /// The hints. A leaf lock: never held while calling out, so it may be taken under any
+    /// other lock (the state machine reports frees under its own).
+    state: Mutex<HintsState>,
+    /// Ids probed by every search, so tests can tell a search that starts at its hint from
+    /// one that starts at 1 without timing anything.
+    #[cfg(test)]
+    probes: std::sync::atomic::AtomicU64,
+}
+
+impl SuffixHints {
+    /// The first id of `<domain>.<base>`, `<domain>.<base>_2`, ..., `<domain>.<base>_<max_suffix>`
+    /// that `taken` does not claim, with its suffix; `None` when all are taken.
+    ///
+    /// `taken` must not call back into these hints.
+    pub(crate) fn first_free(
+        &self,
+        scope: HintScope,
+        domain: &str,
+        base: &str,
+        max_suffix: usize,
+        mut taken: impl FnMut(&str) -> bool,
+    ) -> Option<(String, usize)> {
+        let prefix = format!("{domain}.{base}");
+        let (start, frees) = {
+            let state = self.state.lock();
+            let start = state.starts[scope as usize]
+                .get(&prefix)
+                .copied()
+                .unwrap_or(1);
+            (start, state.frees)
+        };
+        let mut found = None;
+        let mut suffix = start;
+        while suffix <= max_suffix {
+            let candidate = suffixed_entity_id(domain, base, suffix);
+            #[cfg(test)]
+            self.probes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if !taken(&candidate) {
+                found = Some((candidate, suffix));
+                break;
+            }
+            suffix += 1;
+        }
+        // Every suffix from `start` up to `suffix` (excluded) was taken; `suffix` itself is
+        // free now, but the caller is about to take it, so it is where the next search starts.
+        let mut state = self.state.lock();
+        if state.frees == frees && suffix > start {
+            let hint = state.starts[scope as usize].entry(prefix).or_insert(1);
+            *hint = (*hint).max(suffix);
+        }
+        found
+    }
+
+    /// `entity_id` no longer counts as taken: hints that skip it are lowered to it.
+    pub(crate) fn freed(&self, entity_id: &str) {
+        let mut state = self.state.lock();
+        state.frees += 1;
+        if state.starts.iter().all(HashMap::is_empty) {
+            return;
+        }
+        // It is suffix 1 of its own object id, and suffix n of `<base>` when it ends `_<n>`
+        // with n written as the search writes it (no sign, no leading zero, at least 2).
+        let numbered = entity_id.rsplit_once('_').and_then(|(prefix, digits)| {
+            let canonical = !digits.is_empty()
+                && !digits.starts_with('0')
+                && digits.bytes().all(|b| b.is_ascii_digit());
+            let suffix: usize = digits.parse().ok().filter(|_| canonical)?;
+            (suffix >= 2 && prefix.contains('.')).then_some((prefix, suffix))
+        });
+        for starts in &mut state.starts {
+            starts.remove(entity_id);
+            if let Some((prefix, suffix)) = numbered
+                && let Some(hint) = starts.get_mut(prefix)
+            {
+                *hint = (*hint).min(suffix);
+            }
+        }
+    }
+
+    /// Every id may have been freed (the registry was replaced): forgets every hint.
+    pub(crate) fn clear(&self) {
+        let mut state = self.state.lock();
+        state.frees += 1;
+        for starts in &mut state.starts {
+            starts.clear();
+        }
+    }
+
+    /// Ids probed by every search so far.
+    #[cfg(test)]
+    pub(crate) fn probes(&self) -> u64 {
+        self.probes.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }

@@ -1,6 +1,6 @@
 //! The entity registry: stable entity ids for `(domain, platform, unique_id)`, with user overrides.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
 
 use chrono::{DateTime, Utc};
@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::entity_id::{slugify, split_entity_id, validate_domain, validate_entity_id};
+use crate::entity_id::{HintScope, slugify, split_entity_id, validate_domain, validate_entity_id};
 use crate::event::EventBus;
 use crate::registry::{
     REGISTRY_SAVE_DELAY, RegistryAction, RegistryError, announce, load_data, note_change,
@@ -211,18 +211,92 @@ pub struct EntityUpdate {
     pub options: Option<(String, Value)>,
 }
 
+/// `(domain, platform, unique_id)`: what identifies a registered entity.
+type EntityKey = (String, String, String);
+
+/// The key of `entry`.
+fn key_of(entry: &RegistryEntry) -> EntityKey {
+    (
+        entry.domain().to_owned(),
+        entry.platform.clone(),
+        entry.unique_id.clone(),
+    )
+}
+
 /// The registry's entries.
 #[derive(Debug, Default)]
 struct EntityData {
     /// Entries by entity id.
     by_entity_id: BTreeMap<String, RegistryEntry>,
+    /// Entity id by key, so a registration finds its entry without scanning every entry
+    /// (a scan per registration made registering N entities quadratic). When several entries
+    /// share a key (only stored data can hold that), it names the smallest entity id: the one
+    /// a scan in entity id order finds.
+    by_key: HashMap<EntityKey, String>,
+    /// Whether two entries ever shared a key; only then does removing the indexed one have
+    /// to look for the next.
+    shared_keys: bool,
 }
 
 impl EntityData {
+    /// The entries of `entries`, indexed.
+    fn from_entries(entries: impl IntoIterator<Item = RegistryEntry>) -> Self {
+        let mut data = Self::default();
+        for entry in entries {
+            data.insert(entry);
+        }
+        data
+    }
+
     fn find_key(&self, domain: &str, platform: &str, unique_id: &str) -> Option<&RegistryEntry> {
-        self.by_entity_id
-            .values()
-            .find(|e| e.domain() == domain && e.platform == platform && e.unique_id == unique_id)
+        let key = (domain.to_owned(), platform.to_owned(), unique_id.to_owned());
+        self.by_key
+            .get(&key)
+            .and_then(|entity_id| self.by_entity_id.get(entity_id))
+    }
+
+    /// Stores `entry` under its entity id, replacing any entry there.
+    fn insert(&mut self, entry: RegistryEntry) {
+        if self.by_entity_id.contains_key(&entry.entity_id) {
+            self.remove(&entry.entity_id.clone());
+        }
+        let key = key_of(&entry);
+        match self.by_key.get_mut(&key) {
+            None => {
+                self.by_key.insert(key, entry.entity_id.clone());
+            }
+            Some(indexed) => {
+                self.shared_keys = true;
+                if entry.entity_id < *indexed {
+                    *indexed = entry.entity_id.clone();
+                }
+            }
+        }
+        self.by_entity_id.insert(entry.entity_id.clone(), entry);
+    }
+
+    /// Removes the entry of `entity_id`.
+    fn remove(&mut self, entity_id: &str) -> Option<RegistryEntry> {
+        let removed = self.by_entity_id.remove(entity_id)?;
+        let key = key_of(&removed);
+        if self
+            .by_key
+            .get(&key)
+            .is_some_and(|indexed| indexed == entity_id)
+        {
+            self.by_key.remove(&key);
+            if self.shared_keys {
+                let next = self
+                    .by_entity_id
+                    .values()
+                    .find(|entry| key_of(entry) == key)
+                    .map(|entry| entry.entity_id.clone());
+                if let Some(next) = next {
+                    self.by_key.insert(key, next);
+                }
+            }
+        }
+        Some(removed)
     }
 }
 
@@ -277,12 +351,14 @@ impl EntityRegistry {
             .map_err(|err| {
                 RegistryError::Invalid(format!("stored entity registry is malformed: {err}"))
             })?;
-        let mut data = self.inner.data.lock();
-        data.by_entity_id = entries
-            .into_iter()
-            .filter(|entry| validate_entity_id(&entry.entity_id).is_ok())
-            .map(|entry| (entry.entity_id.clone(), entry))
-            .collect();
+        let data = EntityData::from_entries(
+            entries
+                .into_iter()
+                .filter(|entry| validate_entity_id(&entry.entity_id).is_ok()),
+        );
+        *self.inner.data.lock() = data;
+        // Entries of the replaced data may be gone: no hint earned on them holds.
+        self.inner.states.id_hints().clear();
         Ok(())
     }
 
@@ -422,8 +498,7 @@ impl EntityRegistry {
                 return Ok(existing);
             }
             entry.modified_at = now;
-            data.by_entity_id
-                .insert(entry.entity_id.clone(), entry.clone());
+            data.insert(entry.clone());
             drop(data);
             self.announce(
                 RegistryAction::Update,
@@ -444,12 +519,16 @@ impl EntityRegistry {
         } else {
             base
         };
-        let mut candidate = format!("{}.{}", r.domain, base);
-        let mut tries = 1;
-        while self.is_taken(&data, &candidate) {
-            tries += 1;
-            candidate = format!("{}.{}_{}", r.domain, base, tries);
-        }
+        // Unbounded, as before: every entry and state takes one id, so a free one exists.
+        let hints = self.inner.states.id_hints();
+        let candidate = hints
+            .first_free(HintScope::Registry, &r.domain, &base, usize::MAX, |id| {
+                self.is_taken(&data, id)
+            })
+            .map(|(candidate, _)| candidate)
+            .ok_or_else(|| {
+                RegistryError::Invalid(format!("no free entity id for {}.{base}", r.domain))
+            })?;
         // Slugs may exceed the entity id limit; refuse rather than truncate silently.
         validate_entity_id(&candidate).map_err(|err| RegistryError::Invalid(err.to_string()))?;
         let entry = RegistryEntry {
@@ -478,7 +557,7 @@ impl EntityRegistry {
             created_at: now,
             modified_at: now,
         };
-        data.by_entity_id.insert(candidate.clone(), entry.clone());
+        data.insert(entry.clone());
         drop(data);
         self.announce(RegistryAction::Create, &candidate, Map::new());
         self.schedule_save();
@@ -561,9 +640,11 @@ impl EntityRegistry {
             return Ok(old);
         }
         entry.modified_at = Utc::now();
-        data.by_entity_id.remove(entity_id);
-        data.by_entity_id
-            .insert(entry.entity_id.clone(), entry.clone());
+        data.remove(entity_id);
+        data.insert(entry.clone());
+        if entry.entity_id != entity_id {
+            self.inner.states.id_hints().freed(entity_id);
+        }
         drop(data);
         let mut payload = changes_payload(changes);
         if entry.entity_id != entity_id {
@@ -576,7 +657,8 @@ impl EntityRegistry {
 
     /// Removes `entity_id`; returns the removed entry.
     pub fn remove(&self, entity_id: &str) -> Option<RegistryEntry> {
-        let removed = self.inner.data.lock().by_entity_id.remove(entity_id)?;
+        let removed = self.inner.data.lock().remove(entity_id)?;
+        self.inner.states.id_hints().freed(entity_id);
         self.announce(RegistryAction::Remove, entity_id, Map::new());
         self.schedule_save();
         Some(removed)

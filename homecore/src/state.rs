@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::context::Context;
-use crate::entity_id::{EntityIdError, validate_entity_id};
+use crate::entity_id::{EntityIdError, SuffixHints, validate_entity_id};
 use crate::event::{EVENT_STATE_CHANGED, EVENT_STATE_REPORTED, Event, EventBus};
 
 #[cfg(test)]
@@ -105,6 +105,10 @@ struct StateMachineInner {
     /// Synchronous readers of every change (the sandbox's entity bridge), by id.
     observers: RwLock<Vec<(u64, Arc<StateObserver>)>>,
     next_observer_id: std::sync::atomic::AtomicU64,
+    /// Where new entity ids are searched from. Every search counts an id with a state as
+    /// taken, and every component reaches the same state machine, so the hints live here and
+    /// a removed state lowers them.
+    id_hints: SuffixHints,
 }
 
 impl std::fmt::Debug for StateMachineInner {
@@ -149,6 +153,7 @@ impl StateMachine {
                 bus,
                 observers: RwLock::default(),
                 next_observer_id: std::sync::atomic::AtomicU64::new(0),
+                id_hints: SuffixHints::default(),
             }),
         }
     }
@@ -165,6 +170,11 @@ impl StateMachine {
             machine: Arc::downgrade(&self.inner),
             id,
         }
+    }
+
+    /// Where searches for a free entity id start (see [`SuffixHints`]).
+    pub(crate) fn id_hints(&self) -> &SuffixHints {
+        &self.inner.id_hints
     }
 
     /// The current state of `entity_id`.
@@ -282,6 +292,7 @@ impl StateMachine {
     pub fn remove(&self, entity_id: &str, context: Option<Context>) -> Option<Arc<State>> {
         let mut states = self.inner.states.write();
         let old = states.remove(entity_id)?;
+        self.inner.id_hints.freed(entity_id);
         self.fire_changed(entity_id, Some(&old), None, context.unwrap_or_default());
         Some(old)
     }

@@ -212,3 +212,63 @@ async fn platforms_refuse_what_does_not_fit() {
     );
     assert!(core.entities().platforms().is_empty());
 }
+
+/// A switch without a unique id: named, never registered.
+fn unregistered_switch(name: &str) -> Arc<Switch> {
+    let mut info = EntityInfo::new("switch");
+    info.name = Some(name.to_owned());
+    Arc::new(Switch {
+        info,
+        on: Mutex::new(false),
+        handle: Mutex::new(None),
+    })
+}
+
+#[tokio::test]
+async fn same_named_entities_without_unique_id_get_the_ids_a_search_from_one_gives() {
+    const ENTITIES: usize = 300;
+    let (core, entry) = core_with_entry().await;
+    let platform = core
+        .entities()
+        .forward_entry_setup(&entry, "switch")
+        .unwrap();
+    for n in 1..=ENTITIES {
+        let entity_id = platform
+            .add_entity(unregistered_switch("Pump"))
+            .await
+            .unwrap();
+        let expected = if n == 1 {
+            "switch.pump".to_owned()
+        } else {
+            format!("switch.pump_{n}")
+        };
+        assert_eq!(entity_id.as_deref(), Some(expected.as_str()));
+    }
+    // Searching from 1 every time would probe ENTITIES² / 2 ids.
+    let probes = core.states().id_hints().probes();
+    assert!(probes <= 2 * ENTITIES as u64, "{probes} probes");
+
+    // A removed entity's id is found again, lowest first; a registered entity's id stays taken.
+    platform.remove_entity("switch.pump_40").await.unwrap();
+    platform.remove_entity("switch.pump_9").await.unwrap();
+    let registered = core
+        .entity_registry()
+        .get_or_create(crate::entity_registry::EntityRegistration {
+            domain: "switch".into(),
+            platform: "other".into(),
+            unique_id: "x".into(),
+            suggested_object_id: Some("pump_9".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(registered.entity_id, "switch.pump_9");
+    let next = platform.add_entity(unregistered_switch("Pump")).await;
+    assert_eq!(next.unwrap().as_deref(), Some("switch.pump_40"));
+    core.entity_registry().remove("switch.pump_9");
+    let next = platform.add_entity(unregistered_switch("Pump")).await;
+    assert_eq!(next.unwrap().as_deref(), Some("switch.pump_9"));
+    let next = platform.add_entity(unregistered_switch("Pump")).await;
+    assert_eq!(next.unwrap().as_deref(), Some("switch.pump_301"));
+    platform.reset().await;
+    assert!(core.states().is_empty());
+}

@@ -1,5 +1,6 @@
 //! Tests for the entity registry.
 
+use std::collections::HashMap;
 use std::sync::Arc as StdArc;
 
 use super::*;
@@ -208,4 +209,157 @@ async fn persists_through_the_store_and_reloads() {
     let entry = reloaded.get("light.a").unwrap();
     assert_eq!(entry.name.as_deref(), Some("Named"));
     assert_eq!(entry, registry.get("light.a").unwrap());
+}
+
+#[tokio::test]
+async fn same_named_registrations_get_the_ids_a_search_from_one_gives() {
+    const ENTITIES: usize = 300;
+    let (registry, _bus, states, _stores) = registry();
+    for n in 1..=ENTITIES {
+        let entry = registry
+            .get_or_create(registration(&format!("u{n}"), Some("Lamp")))
+            .unwrap();
+        let expected = if n == 1 {
+            "light.lamp".to_owned()
+        } else {
+            format!("light.lamp_{n}")
+        };
+        assert_eq!(entry.entity_id, expected);
+    }
+    // Searching from 1 every time would probe ENTITIES² / 2 ids.
+    let probes = states.id_hints().probes();
+    assert!(probes <= 2 * ENTITIES as u64, "{probes} probes");
+
+    // Freed ids are found again, lowest first, whoever freed them.
+    registry.remove("light.lamp_7");
+    registry
+        .update(
+            "light.lamp_3",
+            EntityUpdate {
+                new_entity_id: Some("light.desk".into()),
+                ..EntityUpdate::default()
+            },
+        )
+        .unwrap();
+    let next = |unique_id: &str| {
+        registry
+            .get_or_create(registration(unique_id, Some("Lamp")))
+            .unwrap()
+            .entity_id
+    };
+    assert_eq!(next("a"), "light.lamp_3");
+    assert_eq!(next("b"), "light.lamp_7");
+    assert_eq!(next("c"), "light.lamp_301");
+    states
+        .set("light.lamp_302", "on", Map::new(), false, None)
+        .unwrap();
+    assert_eq!(next("d"), "light.lamp_303");
+    states.remove("light.lamp_302", None);
+    assert_eq!(next("e"), "light.lamp_302");
+    // A state that only looks numbered frees nothing of `lamp`.
+    states
+        .set("light.lamp_0304", "on", Map::new(), false, None)
+        .unwrap();
+    states.remove("light.lamp_0304", None);
+    assert_eq!(next("f"), "light.lamp_304");
+}
+
+#[tokio::test]
+async fn reloading_forgets_where_searches_start() {
+    let (registry, _bus, _states, stores) = registry();
+    for n in 1..=5 {
+        registry
+            .get_or_create(registration(&format!("u{n}"), Some("Lamp")))
+            .unwrap();
+    }
+    // Stored data holding only the first entry: the ids of the others are free again.
+    let first = registry.get("light.lamp").unwrap();
+    stores
+        .store(
+            ENTITY_REGISTRY_STORE_KEY,
+            STORE_VERSION,
+            STORE_MINOR_VERSION,
+        )
+        .unwrap()
+        .save(json!({ "entities": [first] }))
+        .await
+        .unwrap();
+    registry.load().await.unwrap();
+    let entry = registry
+        .get_or_create(registration("new", Some("Lamp")))
+        .unwrap();
+    assert_eq!(entry.entity_id, "light.lamp_2");
+}
+
+/// Checks that the key index says what a scan in entity id order would.
+fn assert_index_matches_a_scan(registry: &EntityRegistry) {
+    let data = registry.inner.data.lock();
+    let mut scanned: HashMap<EntityKey, String> = HashMap::new();
+    for entry in data.by_entity_id.values() {
+        scanned
+            .entry(key_of(entry))
+            .or_insert_with(|| entry.entity_id.clone());
+    }
+    assert_eq!(data.by_key, scanned);
+}
+
+#[tokio::test]
+async fn the_key_index_finds_what_a_scan_finds_even_for_stored_duplicates() {
+    let (registry, _bus, _states, stores) = registry();
+    for (unique_id, name) in [("u1", "b"), ("u2", "a"), ("u3", "c")] {
+        registry
+            .get_or_create(registration(unique_id, Some(name)))
+            .unwrap();
+    }
+    // Stored data may hold two entries of one key: the smallest entity id wins, as in a scan.
+    let mut entries = registry.entries();
+    let mut twin = registry.get("light.b").unwrap();
+    twin.entity_id = "light.a_twin".into();
+    twin.id = "twin".into();
+    entries.push(twin);
+    stores
+        .store(
+            ENTITY_REGISTRY_STORE_KEY,
+            STORE_VERSION,
+            STORE_MINOR_VERSION,
+        )
+        .unwrap()
+        .save(json!({ "entities": entries }))
+        .await
+        .unwrap();
+    registry.load().await.unwrap();
+    assert_index_matches_a_scan(&registry);
+    assert_eq!(
+        registry.entity_id_for("light", "hue", "u1").as_deref(),
+        Some("light.a_twin")
+    );
+    registry.remove("light.a_twin");
+    assert_index_matches_a_scan(&registry);
+    assert_eq!(
+        registry.entity_id_for("light", "hue", "u1").as_deref(),
+        Some("light.b")
+    );
+    registry
+        .update(
+            "light.b",
+            EntityUpdate {
+                new_entity_id: Some("light.z".into()),
+                ..EntityUpdate::default()
+            },
+        )
+        .unwrap();
+    assert_index_matches_a_scan(&registry);
+    assert_eq!(
+        registry.entity_id_for("light", "hue", "u1").as_deref(),
+        Some("light.z")
+    );
+    let mut refreshed = registration("u1", None);
+    refreshed.original_name = Some("Z".into());
+    assert_eq!(
+        registry.get_or_create(refreshed).unwrap().entity_id,
+        "light.z"
+    );
+    registry.clear_config_entry("entry1");
+    assert_index_matches_a_scan(&registry);
+    assert_eq!(registry.entity_id_for("light", "hue", "u1"), None);
 }
