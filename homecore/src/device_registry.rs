@@ -1,6 +1,6 @@
 //! The device registry: devices merged by identifiers and connections, linked to config entries and areas.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
 
 use chrono::{DateTime, Utc};
@@ -195,11 +195,124 @@ fn merge_keys<T: PartialEq>(into: &mut Vec<T>, more: impl IntoIterator<Item = T>
     }
 }
 
+/// The registry's devices.
+#[derive(Debug, Default)]
+struct DeviceData {
+    /// Devices by id.
+    by_id: BTreeMap<String, DeviceEntry>,
+    /// Ids of the devices holding each identifier, ascending, so finding a device costs a
+    /// lookup per key instead of a scan of every device (a scan per registration made
+    /// registering N devices quadratic). A key is almost always on one device; an update
+    /// merging identifiers, or stored data, may put it on several.
+    by_identifier: HashMap<DeviceKey, Vec<String>>,
+    /// Ids of the devices holding each connection (as stored), ascending.
+    by_connection: HashMap<DeviceKey, Vec<String>>,
+}
+
+impl DeviceData {
+    /// The devices of `devices`, indexed; a later device replaces an earlier one of its id.
+    fn from_devices(devices: impl IntoIterator<Item = DeviceEntry>) -> Self {
+        let mut data = Self::default();
+        for device in devices {
+            data.insert(device);
+        }
+        data
+    }
+
+    /// Stores `device` under its id, replacing any device there.
+    fn insert(&mut self, device: DeviceEntry) {
+        // Merging only appends keys: then only the appended ones need indexing (a device
+        // gaining a key per registration must not cost a re-index of all its keys each time).
+        let (known_identifiers, known_connections) = match self.by_id.get(&device.id) {
+            Some(old)
+                if device.identifiers.starts_with(&old.identifiers)
+                    && device.connections.starts_with(&old.connections) =>
+            {
+                (old.identifiers.len(), old.connections.len())
+            }
+            Some(_) => {
+                self.remove(&device.id.clone());
+                (0, 0)
+            }
+            None => (0, 0),
+        };
+        for key in &device.identifiers[known_identifiers..] {
+            index_add(&mut self.by_identifier, key, &device.id);
+        }
+        for key in &device.connections[known_connections..] {
+            index_add(&mut self.by_connection, key, &device.id);
+        }
+        self.by_id.insert(device.id.clone(), device);
+    }
+
+    /// Removes device `id`.
+    fn remove(&mut self, id: &str) -> Option<DeviceEntry> {
+        let removed = self.by_id.remove(id)?;
+        for key in &removed.identifiers {
+            index_remove(&mut self.by_identifier, key, id);
+        }
+        for key in &removed.connections {
+            index_remove(&mut self.by_connection, key, id);
+        }
+        Some(removed)
+    }
+
+    /// Ids of the devices holding any of `identifiers` or `connections`, ascending, once each.
+    fn matching_ids(&self, identifiers: &[DeviceKey], connections: &[DeviceKey]) -> Vec<&String> {
+        let mut ids: Vec<&String> = identifiers
+            .iter()
+            .filter_map(|key| self.by_identifier.get(key))
+            .chain(
+                connections
+                    .iter()
+                    .filter_map(|key| self.by_connection.get(key)),
+            )
+            .flatten()
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// The first device, by id, holding any of `identifiers` or `connections`.
+    fn find(&self, identifiers: &[DeviceKey], connections: &[DeviceKey]) -> Option<&DeviceEntry> {
+        let first = identifiers
+            .iter()
+            .filter_map(|key| self.by_identifier.get(key))
+            .chain(
+                connections
+                    .iter()
+                    .filter_map(|key| self.by_connection.get(key)),
+            )
+            .filter_map(|ids| ids.first())
+            .min()?;
+        self.by_id.get(first)
+    }
+}
+
+/// Records that device `id` holds `key`.
+fn index_add(index: &mut HashMap<DeviceKey, Vec<String>>, key: &DeviceKey, id: &str) {
+    let ids = index.entry(key.clone()).or_default();
+    if let Err(at) = ids.binary_search_by(|held| held.as_str().cmp(id)) {
+        ids.insert(at, id.to_owned());
+    }
+}
+
+/// Records that device `id` no longer holds `key`.
+fn index_remove(index: &mut HashMap<DeviceKey, Vec<String>>, key: &DeviceKey, id: &str) {
+    if let Some(ids) = index.get_mut(key) {
+        ids.retain(|held| held != id);
+        if ids.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
 /// Shared part of the registry.
 #[derive(Debug)]
 struct DeviceRegistryInner {
-    /// Devices by id.
-    devices: Mutex<BTreeMap<String, DeviceEntry>>,
+    /// The devices, indexed.
+    devices: Mutex<DeviceData>,
     /// Where devices persist.
     store: Store,
     /// Where changes are announced.
@@ -229,7 +342,7 @@ impl DeviceRegistry {
         )?;
         Ok(Self {
             inner: Arc::new(DeviceRegistryInner {
-                devices: Mutex::new(BTreeMap::new()),
+                devices: Mutex::new(DeviceData::default()),
                 store,
                 bus,
                 entities,
@@ -246,7 +359,7 @@ impl DeviceRegistry {
             serde_json::from_value(data["devices"].clone()).map_err(|err| {
                 RegistryError::Invalid(format!("stored device registry is malformed: {err}"))
             })?;
-        *self.inner.devices.lock() = devices.into_iter().map(|d| (d.id.clone(), d)).collect();
+        *self.inner.devices.lock() = DeviceData::from_devices(devices);
         Ok(())
     }
 
@@ -256,7 +369,7 @@ impl DeviceRegistry {
             move || {
                 let devices: Vec<DeviceEntry> = weak
                     .upgrade()
-                    .map(|inner| inner.devices.lock().values().cloned().collect())
+                    .map(|inner| inner.devices.lock().by_id.values().cloned().collect())
                     .unwrap_or_default();
                 json!({ "devices": devices })
             },
@@ -272,7 +385,7 @@ impl DeviceRegistry {
 
     /// The device with `id`.
     pub fn get(&self, id: &str) -> Option<DeviceEntry> {
-        self.inner.devices.lock().get(id).cloned()
+        self.inner.devices.lock().by_id.get(id).cloned()
     }
 
     /// The device sharing any of `identifiers` or `connections`.
@@ -282,12 +395,33 @@ impl DeviceRegistry {
         connections: &[DeviceKey],
     ) -> Option<DeviceEntry> {
         let connections: Vec<DeviceKey> = connections.iter().map(normalize_connection).collect();
-        find_in(&self.inner.devices.lock(), identifiers, &connections).cloned()
+        self.inner
+            .devices
+            .lock()
+            .find(identifiers, &connections)
+            .cloned()
+    }
+
+    /// Every device sharing any of `identifiers` or `connections`, by id (what a caller checks
+    /// before merging into them, without copying every device).
+    pub fn find_all(
+        &self,
+        identifiers: &[DeviceKey],
+        connections: &[DeviceKey],
+    ) -> Vec<DeviceEntry> {
+        let connections: Vec<DeviceKey> = connections.iter().map(normalize_connection).collect();
+        let devices = self.inner.devices.lock();
+        devices
+            .matching_ids(identifiers, &connections)
+            .into_iter()
+            .filter_map(|id| devices.by_id.get(id))
+            .cloned()
+            .collect()
     }
 
     /// Every device, by id.
     pub fn devices(&self) -> Vec<DeviceEntry> {
-        self.inner.devices.lock().values().cloned().collect()
+        self.inner.devices.lock().by_id.values().cloned().collect()
     }
 
     /// Devices provided by config entry `entry_id`.
@@ -295,6 +429,7 @@ impl DeviceRegistry {
         self.inner
             .devices
             .lock()
+            .by_id
             .values()
             .filter(|device| device.config_entries.iter().any(|id| id == entry_id))
             .cloned()
@@ -319,9 +454,11 @@ impl DeviceRegistry {
         let now = Utc::now();
         let mut devices = self.inner.devices.lock();
         let via_device_id = info.via_device.as_ref().and_then(|via| {
-            find_in(&devices, std::slice::from_ref(via), &[]).map(|d| d.id.clone())
+            devices
+                .find(std::slice::from_ref(via), &[])
+                .map(|d| d.id.clone())
         });
-        let existing = find_in(&devices, &info.identifiers, &connections).cloned();
+        let existing = devices.find(&info.identifiers, &connections).cloned();
         let created = existing.is_none();
         let old = existing.clone();
         let mut device = existing.unwrap_or_else(|| DeviceEntry {
@@ -379,7 +516,7 @@ impl DeviceRegistry {
             return Ok(device);
         }
         device.modified_at = now;
-        devices.insert(device.id.clone(), device.clone());
+        devices.insert(device.clone());
         drop(devices);
         if created {
             self.announce(RegistryAction::Create, &device.id, Map::new());
@@ -399,6 +536,7 @@ impl DeviceRegistry {
     ) -> Result<Option<DeviceEntry>, RegistryError> {
         let mut devices = self.inner.devices.lock();
         let old = devices
+            .by_id
             .get(id)
             .cloned()
             .ok_or_else(|| RegistryError::NotFound {
@@ -442,7 +580,7 @@ impl DeviceRegistry {
             return Ok(Some(old));
         }
         device.modified_at = Utc::now();
-        devices.insert(id.to_owned(), device.clone());
+        devices.insert(device.clone());
         drop(devices);
         self.announce(RegistryAction::Update, id, changes_payload(changes));
         self.schedule_save();
@@ -458,6 +596,7 @@ impl DeviceRegistry {
             .inner
             .devices
             .lock()
+            .by_id
             .values()
             .filter(|device| device.via_device_id.as_deref() == Some(id))
             .map(|device| device.id.clone())
@@ -494,6 +633,7 @@ impl DeviceRegistry {
             .inner
             .devices
             .lock()
+            .by_id
             .values()
             .filter(|device| device.area_id.as_deref() == Some(area_id))
             .map(|device| device.id.clone())
@@ -508,17 +648,6 @@ impl DeviceRegistry {
             );
         }
     }
-}
-
-fn find_in<'a>(
-    devices: &'a BTreeMap<String, DeviceEntry>,
-    identifiers: &[DeviceKey],
-    connections: &[DeviceKey],
-) -> Option<&'a DeviceEntry> {
-    devices.values().find(|device| {
-        device.identifiers.iter().any(|id| identifiers.contains(id))
-            || device.connections.iter().any(|c| connections.contains(c))
-    })
 }
 
 fn diff(old: &DeviceEntry, new: &DeviceEntry) -> Map<String, Value> {

@@ -1,5 +1,6 @@
 //! Tests for the device registry.
 
+use std::collections::HashMap;
 use std::sync::Arc as StdArc;
 
 use super::*;
@@ -178,4 +179,104 @@ fn mac_normalization() {
     );
     assert_eq!(normalize_connection(&key("mac", "short")).1, "short");
     assert_eq!(normalize_connection(&key("zigbee", "AB")).1, "AB");
+}
+
+/// What the index must agree with: whether `device` holds any of the keys.
+fn holds(device: &DeviceEntry, identifiers: &[DeviceKey], connections: &[DeviceKey]) -> bool {
+    device.identifiers.iter().any(|id| identifiers.contains(id))
+        || device.connections.iter().any(|c| connections.contains(c))
+}
+
+/// Checks the index against the devices: every key held maps to exactly its holders, ascending.
+fn assert_index_matches_the_devices(devices: &DeviceRegistry) {
+    let data = devices.inner.devices.lock();
+    let mut by_identifier: HashMap<DeviceKey, Vec<String>> = HashMap::new();
+    let mut by_connection: HashMap<DeviceKey, Vec<String>> = HashMap::new();
+    for device in data.by_id.values() {
+        for key in &device.identifiers {
+            index_add(&mut by_identifier, key, &device.id);
+        }
+        for key in &device.connections {
+            index_add(&mut by_connection, key, &device.id);
+        }
+    }
+    assert_eq!(data.by_identifier, by_identifier);
+    assert_eq!(data.by_connection, by_connection);
+}
+
+#[tokio::test]
+async fn the_index_finds_what_a_scan_of_every_device_finds() {
+    let (devices, _entities, _bus, stores) = registries();
+    let hub = devices
+        .get_or_create(info("e1", vec![key("demo", "hub")], vec![]))
+        .unwrap();
+    let lamp = devices
+        .get_or_create(info(
+            "e1",
+            vec![key("demo", "lamp")],
+            vec![key("mac", "AA:BB:CC:DD:EE:01")],
+        ))
+        .unwrap();
+    // A device gaining keys registration after registration (merges append them).
+    for n in 0..20 {
+        devices
+            .get_or_create(info(
+                "e1",
+                vec![key("demo", "hub"), key("demo", &format!("extra{n}"))],
+                vec![],
+            ))
+            .unwrap();
+    }
+    assert_index_matches_the_devices(&devices);
+    // An update may put a key on a second device: the first by id wins, as in a scan.
+    devices
+        .update(
+            &lamp.id,
+            DeviceUpdate {
+                merge_identifiers: vec![key("demo", "hub")],
+                merge_connections: vec![key("mac", "aa-bb-cc-dd-ee-02")],
+                ..DeviceUpdate::default()
+            },
+        )
+        .unwrap();
+    assert_index_matches_the_devices(&devices);
+    let queries = [
+        (vec![key("demo", "hub")], vec![]),
+        (vec![key("demo", "extra7")], vec![]),
+        (
+            vec![key("demo", "nothing")],
+            vec![key("mac", "aa:bb:cc:dd:ee:02")],
+        ),
+        (vec![], vec![key("mac", "AA-BB-CC-DD-EE-01")]),
+        (vec![key("demo", "nothing")], vec![]),
+    ];
+    let check = |devices: &DeviceRegistry| {
+        for (identifiers, connections) in &queries {
+            let normalized: Vec<DeviceKey> = connections.iter().map(normalize_connection).collect();
+            // A scan of every device, by id, as the registry did before it had an index.
+            let all: Vec<DeviceEntry> = devices
+                .devices()
+                .into_iter()
+                .filter(|device| holds(device, identifiers, &normalized))
+                .collect();
+            let expected = all.first().cloned();
+            assert_eq!(devices.find(identifiers, connections), expected);
+            assert_eq!(devices.find_all(identifiers, connections), all);
+        }
+    };
+    check(&devices);
+    assert_eq!(
+        devices.find_all(&[key("demo", "hub")], &[]).len(),
+        2,
+        "the hub and the lamp that merged its identifier"
+    );
+    // Removing the first holder leaves the other to be found; reloading rebuilds the index.
+    let first = hub.id.min(lamp.id.clone());
+    devices.remove(&first);
+    assert_index_matches_the_devices(&devices);
+    check(&devices);
+    stores.flush_pending().await;
+    devices.load().await.unwrap();
+    assert_index_matches_the_devices(&devices);
+    check(&devices);
 }
