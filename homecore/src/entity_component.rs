@@ -768,11 +768,7 @@ impl ComponentsInner {
             core.states().id_hints().freed(entity_id);
         }
         if let Some(platform) = self.platforms.lock().get(&record.slot) {
-            platform
-                .inner
-                .entity_ids
-                .lock()
-                .retain(|id| id != entity_id);
+            platform.inner.entity_ids.lock().remove(entity_id);
         }
         if let Ok(core) = self.core() {
             if record.entity.restores_state() {
