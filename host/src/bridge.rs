@@ -314,8 +314,13 @@ impl Bridge {
         gates::check_device_class(&description.domain, description.device_class.as_deref())
             .map_err(|error| self.refuse(Gate::Entity, &error))?;
         if let Some(device) = description.device.as_mut() {
-            self.check_device(device)
-                .map_err(|error| self.refuse(Gate::ForeignDevice, &error))?;
+            self.check_device(device).map_err(|error| {
+                let gate = match error {
+                    GateError::Limit(_) => Gate::Bounds,
+                    _ => Gate::ForeignDevice,
+                };
+                self.refuse(gate, &error)
+            })?;
         }
         if let Some(context_id) = request.context_id.as_deref() {
             // Only checked: a registration's first state is written without a cause.
@@ -478,28 +483,38 @@ impl Bridge {
     /// across groups: one naming a device with an entry outside the group is dropped from the
     /// description, and the device stands on its identifiers (refused when none are left).
     fn check_device(&self, device: &mut wire::DeviceInfo) -> Result<(), GateError> {
-        use homecore::device_registry::normalize_connection;
+        use homecore::device_registry::{DeviceKey, normalize_connection};
         let integrations = gates::integration_domains(&self.core, self.group());
         gates::check_device_rules(self.group(), &integrations, device)?;
         let registry = self.core.device_registry();
-        let foreign = |kind: &str, value: &str| GateError::ForeignDevice {
-            identifier: format!("({kind}, {value})"),
-            group: self.group().to_owned(),
-        };
-        for pair in device.identifiers.iter().chain(&device.via_device) {
-            let key = (pair.first.clone(), pair.second.clone());
-            if let Some(existing) = registry.find(std::slice::from_ref(&key), &[])
-                && !self.owns_device(&existing)
-            {
-                return Err(foreign(&pair.first, &pair.second));
+        let key = |pair: &wire::StringPair| (pair.first.clone(), pair.second.clone());
+        let named: Vec<DeviceKey> = device
+            .identifiers
+            .iter()
+            .chain(&device.via_device)
+            .map(key)
+            .collect();
+        // Only the devices sharing a key, through the registry's indexes: a scan of every
+        // device would make each registration cost O(devices).
+        for existing in registry.find_all(&named, &[]) {
+            if !self.owns_device(&existing) {
+                let (kind, value) = named
+                    .iter()
+                    .find(|key| existing.identifiers.contains(key))
+                    .cloned()
+                    .unwrap_or_default();
+                return Err(GateError::ForeignDevice {
+                    identifier: format!("({kind}, {value})"),
+                    group: self.group().to_owned(),
+                });
             }
         }
         let mut dropped = None;
         device.connections.retain(|pair| {
-            let key = normalize_connection(&(pair.first.clone(), pair.second.clone()));
             let keep = registry
-                .find(&[], std::slice::from_ref(&key))
-                .is_none_or(|existing| self.owns_device(&existing));
+                .find_all(&[], &[key(pair)])
+                .iter()
+                .all(|existing| self.owns_device(existing));
             if !keep {
                 dropped = Some(pair.clone());
             }
@@ -507,9 +522,42 @@ impl Bridge {
         });
         if let Some(pair) = dropped {
             if device.identifiers.is_empty() && device.connections.is_empty() {
-                return Err(foreign(&pair.first, &pair.second));
+                return Err(GateError::ForeignDevice {
+                    identifier: format!("({}, {})", pair.first, pair.second),
+                    group: self.group().to_owned(),
+                });
             }
             tracing::debug!(group = %self.group(), connection = ?(pair.first, pair.second), "a connection of another group's device was not merged");
+        }
+        // A device merged into by many descriptions must not grow without end either.
+        let identifiers: Vec<DeviceKey> = device.identifiers.iter().map(key).collect();
+        let connections: Vec<DeviceKey> = device
+            .connections
+            .iter()
+            .map(|pair| normalize_connection(&key(pair)))
+            .collect();
+        for existing in registry.find_all(&identifiers, &connections) {
+            let merged = |held: &[DeviceKey], more: &[DeviceKey]| {
+                held.len() + more.iter().filter(|key| !held.contains(key)).count()
+            };
+            for (field, count) in [
+                (
+                    "device identifiers, merged",
+                    merged(&existing.identifiers, &identifiers),
+                ),
+                (
+                    "device connections, merged",
+                    merged(&existing.connections, &connections),
+                ),
+            ] {
+                if count > limits::MAX_DEVICE_KEYS {
+                    return Err(GateError::Limit(LimitError::TooMany {
+                        field: field.to_owned(),
+                        count,
+                        max: limits::MAX_DEVICE_KEYS,
+                    }));
+                }
+            }
         }
         Ok(())
     }

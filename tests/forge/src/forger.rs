@@ -21,8 +21,9 @@
 //! | `context` | `state_changed` and `fire_event` with a context id main never issued, then a flood of distinct unknown ids; ends with `demo_flood_done` |
 //! | `update_entry` | `update_entry` for `--foreign-entry` and for an entry that does not exist |
 //! | `descriptions` | devices claiming another integration's identifier (directly and as `via_device`) or with a `javascript:` URL; an unknown device class; then, after the control entity, a re-description changing its domain, a push and an unregistration for an entity never registered, an unregistration of `--existing-service`, a service with an invalid name |
-//! | `bounds` | an entity with attributes one byte over the bound, capabilities nested too deep, a name too long; after the control, a state push with 1 MiB of attributes, one with a 64 KiB context id, `update_entry` with deeply nested data, events with an over-long type and with data that is not an object, a store value nested too deep |
+//! | `bounds` | an entity with attributes one byte over the bound, capabilities nested too deep, a name too long; after the control, a state push with 1 MiB of attributes, one with a 64 KiB context id, `update_entry` with deeply nested data, events with an over-long type and with data that is not an object, a store value nested too deep, one device merged into until it would hold more identifiers than the bound |
 //! | `entity_cap` | [`FORGE_ENTITY_CAP`] + 2 entities, then one unregistered and one more registered |
+//! | `overload` | [`OVERLOAD_CALLS`] `store_load` calls at once, each awaited (bounded by [`OVERLOAD_ANSWER_GUARD`]); then a control call |
 //! | `before_ready` | `register_entity` and a state push *before* `ready`; the control after |
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,14 @@ pub const EXIT_FAILED: u8 = 3;
 /// How many distinct unknown context ids the `context` scenario floods main with: three times
 /// main's context cache cap.
 pub const CONTEXT_FLOOD: usize = 3 * sandbox_host::context_cache::MAX_CONTEXTS;
+
+/// Calls the `overload` scenario sends at once: about four times main's
+/// `MAX_HANDLERS_IN_FLIGHT`, so main must answer many of them `overloaded` while the rest wait.
+pub const OVERLOAD_CALLS: usize = 4000;
+
+/// How long the `overload` scenario waits for any one answer: a hang guard, far above what an
+/// answer takes; a call still unanswered then is reported as missing.
+pub const OVERLOAD_ANSWER_GUARD: Duration = Duration::from_secs(30);
 
 /// The entity cap main sets on the group in the `entity_cap` check.
 pub const FORGE_ENTITY_CAP: usize = 8;
@@ -87,6 +96,8 @@ pub enum ForgeScenario {
     EntityCap,
     /// Bridge requests before `ready`.
     BeforeReady,
+    /// Far more calls at once than main runs or queues.
+    Overload,
 }
 
 impl ForgeScenario {
@@ -105,6 +116,7 @@ impl ForgeScenario {
             Self::Bounds => "bounds",
             Self::EntityCap => "entity_cap",
             Self::BeforeReady => "before_ready",
+            Self::Overload => "overload",
         }
     }
 }
@@ -749,6 +761,24 @@ async fn forge_scenario(channel: &Channel, args: &ForgerArgs) -> Result<Vec<Valu
                 serde_json::from_str(&nested(64)).unwrap_or(Value::Null),
             );
             lines.push(save(channel, "deep_store_value", "deep", deep_value).await);
+            // One device merged into by ever more descriptions, each adding an identifier.
+            for index in 0..=sandbox_host::limits::MAX_DEVICE_KEYS {
+                let grower = wire::DeviceInfo {
+                    identifiers: [
+                        ("demo", "hub".to_owned()),
+                        ("demo", format!("part-{index}")),
+                    ]
+                    .into_iter()
+                    .map(|(first, second)| wire::StringPair {
+                        first: first.to_owned(),
+                        second,
+                    })
+                    .collect(),
+                    ..Default::default()
+                };
+                let request = entity("light", &format!("grow_{index}"), own, Some(grower));
+                lines.push(register(channel, &format!("grow_{index}"), &request).await);
+            }
             lines.push(pushed(
                 "demo_bounds_done",
                 channel.push(&event("demo_bounds_done", None)).await,
@@ -769,6 +799,47 @@ async fn forge_scenario(channel: &Channel, args: &ForgerArgs) -> Result<Vec<Valu
             ));
             let request = entity("light", "after_unregister", own, None);
             lines.push(register(channel, "after_unregister", &request).await);
+        }
+        ForgeScenario::Overload => {
+            let mut calls = tokio::task::JoinSet::new();
+            for index in 0..OVERLOAD_CALLS {
+                let channel = channel.clone();
+                calls.spawn(async move {
+                    let request = wire::StoreLoad {
+                        key: format!("overload-{index}"),
+                    };
+                    channel.call_timeout(&request, OVERLOAD_ANSWER_GUARD).await
+                });
+            }
+            let (mut ok, mut overloaded, mut other) = (0usize, 0usize, Vec::new());
+            while let Some(answer) = calls.join_next().await {
+                match answer {
+                    Ok(Ok(_)) => ok += 1,
+                    Ok(Err(error))
+                        if error.remote().is_some_and(|remote| {
+                            remote.kind == sandbox_proto::error::ErrorKind::Overloaded
+                        }) =>
+                    {
+                        overloaded += 1
+                    }
+                    Ok(Err(error)) => other.push(error.to_string()),
+                    Err(join) => other.push(join.to_string()),
+                }
+            }
+            other.truncate(8);
+            lines.push(json!({
+                "step": "overload",
+                "calls": OVERLOAD_CALLS,
+                "ok": ok,
+                "overloaded": overloaded,
+                "other": other,
+            }));
+            let request = wire::StoreLoad {
+                key: "after-overload".to_owned(),
+            };
+            lines.push(outcome("control", channel.call(&request).await, |_| {
+                Value::Null
+            }));
         }
         ForgeScenario::BeforeReady => {
             let request = entity("light", "control", own, None);

@@ -138,7 +138,41 @@ pub fn checks() -> Vec<GateCheck> {
             rule: "nothing of the bridge before `ready`",
             run: |forger| Box::pin(bridge_requests_before_ready_are_refused_and_counted(forger)),
         },
+        GateCheck {
+            name: "every_call_of_a_flood_gets_exactly_one_answer",
+            gate: "W5",
+            rule: "past the in-flight bound calls are answered `overloaded`, never left unanswered",
+            run: |forger| Box::pin(every_call_of_a_flood_gets_exactly_one_answer(forger)),
+        },
     ]
+}
+
+/// W5: a sandbox sending far more calls at once than main runs or queues gets one answer for
+/// each: a reply or `overloaded`, never silence.
+pub async fn every_call_of_a_flood_gets_exactly_one_answer(
+    forger: Vec<OsString>,
+) -> Result<(), CheckError> {
+    let mut hub = Hub::start(&forger, ForgeScenario::Overload, &[]).await?;
+    let outcome = overload(&mut hub).await;
+    hub.finish(outcome).await
+}
+
+async fn overload(hub: &mut Hub) -> Result<(), CheckError> {
+    use crate::forger::OVERLOAD_CALLS;
+    hub.add_own_entry().await?;
+    let report = hub.report().await?;
+    let line = report.step("overload")?;
+    ensure_eq(
+        line["other"].clone(),
+        json!([]),
+        "answers other than a reply or overloaded",
+    )?;
+    let answered =
+        line["ok"].as_u64().unwrap_or_default() + line["overloaded"].as_u64().unwrap_or_default();
+    ensure_eq(answered, OVERLOAD_CALLS as u64, "calls answered")?;
+    report.ok("control")?;
+    only_counted(&hub.bridge()?, &[])?;
+    hub.still_up().await
 }
 
 /// B2, B3, B5: descriptions claiming what the group does not own.
@@ -287,11 +321,26 @@ async fn bounds(hub: &mut Hub) -> Result<(), CheckError> {
         ErrorKind::BadRequest,
         "value for deep nests deeper than 32 levels",
     )?;
+    let keys = sandbox_host::limits::MAX_DEVICE_KEYS;
+    let mut grown = Vec::new();
+    for index in 0..keys - 1 {
+        grown.push(report.text(&format!("grow_{index}"), "entity_id")?);
+    }
+    for index in keys - 1..=keys {
+        report.refused(
+            &format!("grow_{index}"),
+            ErrorKind::Refused,
+            &format!(
+                "device identifiers, merged has {} items; the limit is {keys}",
+                keys + 1
+            ),
+        )?;
+    }
     wait_until("the control event", || events.seen("demo_bounds_done")).await?;
     only_counted(
         &hub.bridge()?,
         &[
-            (Gate::Bounds, 5),
+            (Gate::Bounds, 7),
             (Gate::Context, 1),
             (Gate::Event, 2),
             (Gate::Store, 1),
@@ -312,7 +361,16 @@ async fn bounds(hub: &mut Hub) -> Result<(), CheckError> {
         state.context.id.to_string().len() == 26,
         "the state kept the forged context id"
     );
-    ensure_eq(entity_ids(&hub.core), vec![control], "states on main")?;
+    grown.push(control);
+    grown.sort();
+    ensure_eq(entity_ids(&hub.core), grown, "states on main")?;
+    let devices = hub.core.device_registry().devices();
+    ensure!(
+        devices
+            .iter()
+            .all(|device| device.identifiers.len() <= keys),
+        "a device grew past the bound: {devices:?}"
+    );
     let entry = hub
         .core
         .config_entries()

@@ -19,7 +19,7 @@ async fn passes(check: impl Future<Output = Result<(), CheckError>>) {
 }
 
 /// The tests below, by name: every check of [`gates::checks`] has one.
-const TESTED: [&str; 13] = [
+const TESTED: [&str; 14] = [
     "register_entity_for_an_entry_of_another_group_is_refused",
     "a_device_merging_into_a_device_owned_outside_the_group_is_refused",
     "a_device_smuggling_a_foreign_identifier_behind_its_own_is_refused",
@@ -33,6 +33,7 @@ const TESTED: [&str; 13] = [
     "values_over_mains_bounds_are_refused_and_kept_nowhere",
     "registrations_past_the_entity_cap_are_refused",
     "bridge_requests_before_ready_are_refused_and_counted",
+    "every_call_of_a_flood_gets_exactly_one_answer",
 ];
 
 #[test]
@@ -41,7 +42,11 @@ fn every_check_has_its_test_and_names_a_trust_gate() {
     let names: Vec<&str> = checks.iter().map(|check| check.name).collect();
     assert_eq!(names, TESTED);
     for check in &checks {
-        let id = check.gate.strip_prefix('B').unwrap();
+        let id = check
+            .gate
+            .strip_prefix('B')
+            .or_else(|| check.gate.strip_prefix('W'))
+            .unwrap();
         assert!(id.parse::<u8>().is_ok(), "{check:?}");
         assert!(!check.rule.is_empty(), "{check:?}");
     }
@@ -143,6 +148,14 @@ async fn registrations_past_the_entity_cap_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridge_requests_before_ready_are_refused_and_counted() {
     passes(gates::bridge_requests_before_ready_are_refused_and_counted(
+        forger(),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_of_a_flood_gets_exactly_one_answer() {
+    passes(gates::every_call_of_a_flood_gets_exactly_one_answer(
         forger(),
     ))
     .await;
