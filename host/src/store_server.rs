@@ -147,9 +147,45 @@ impl GroupStore {
         StoreKey::new(key).map_err(|error| StoreServerError::InvalidKey(error.to_string()))
     }
 
-    /// `store_load`: the envelope as JSON, `None` when nothing is stored.
+    /// `store_load`: the envelope as JSON, `None` when nothing is stored. The file is handed
+    /// back as stored (this server wrote it compact) once its size and shape are checked,
+    /// without building its data in memory: a group loading its biggest value many times at
+    /// once costs main the file's bytes per load, not a parsed tree of it. A file over
+    /// [`MAX_VALUE_BYTES`] (which this server never writes) is refused; any other goes through
+    /// the file backend, which moves a file that is no envelope aside and reports it corrupt.
     pub async fn load(&self, key: &str) -> Result<Option<Bytes>, StoreServerError> {
         let key = Self::key(key)?;
+        let path = self.backend.path(&key);
+        let read = tokio::task::spawn_blocking(move || read_at_most(&path, MAX_VALUE_BYTES))
+            .await
+            .map_err(|join| StoreServerError::Io {
+                path: self.backend.path(&key),
+                source: std::io::Error::other(join.to_string()),
+            })?;
+        let bytes = match read {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(ReadError::TooLarge(len)) => {
+                return Err(StoreServerError::ValueTooLarge {
+                    key: key.as_str().to_owned(),
+                    len,
+                    max: MAX_VALUE_BYTES,
+                });
+            }
+            Err(ReadError::Io(source)) => {
+                return Err(StoreServerError::Io {
+                    path: self.backend.path(&key),
+                    source,
+                });
+            }
+        };
+        let shaped = !crate::limits::nests_deeper_than(&bytes, crate::limits::MAX_JSON_DEPTH)
+            && serde_json::from_slice::<EnvelopeShape>(&bytes).is_ok();
+        if shaped {
+            return Ok(Some(bytes.into()));
+        }
+        // Not an envelope this server wrote (an older file, or a damaged one): the backend's
+        // load reads it the long way, and moves a file that is no envelope aside, reporting it.
         let Some(envelope) = self.backend.load(&key).await? else {
             return Ok(None);
         };
@@ -255,6 +291,51 @@ impl GroupStore {
         }
         Ok((keys, bytes, existing))
     }
+}
+
+/// A stored envelope's shape, checked without building its data.
+#[derive(serde::Deserialize)]
+struct EnvelopeShape {
+    #[serde(rename = "version")]
+    _version: u32,
+    #[serde(rename = "minor_version", default)]
+    _minor_version: Option<u32>,
+    #[serde(rename = "key")]
+    _key: serde::de::IgnoredAny,
+    #[serde(rename = "data")]
+    _data: serde::de::IgnoredAny,
+}
+
+/// Why a stored file was not read.
+enum ReadError {
+    /// It is larger than allowed (its size).
+    TooLarge(usize),
+    /// Reading failed.
+    Io(std::io::Error),
+}
+
+/// The file at `path`, `None` when there is none, refused when larger than `max` bytes
+/// (checked before reading, and bounded while reading in case it grows meanwhile).
+fn read_at_most(path: &Path, max: usize) -> Result<Option<Vec<u8>>, ReadError> {
+    use std::io::Read;
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(ReadError::Io(error)),
+    };
+    let len = file.metadata().map_err(ReadError::Io)?.len();
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    if len > max {
+        return Err(ReadError::TooLarge(len));
+    }
+    let mut bytes = Vec::with_capacity(len);
+    file.take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() > max {
+        return Err(ReadError::TooLarge(bytes.len()));
+    }
+    Ok(Some(bytes))
 }
 
 #[cfg(test)]

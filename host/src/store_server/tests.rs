@@ -162,3 +162,38 @@ async fn values_nested_deeper_than_the_bound_are_refused_and_nothing_is_written(
     assert_eq!(RemoteError::from(&error).kind, ErrorKind::BadRequest);
     assert!(!store.dir().join("deep").exists());
 }
+
+#[tokio::test]
+async fn a_stored_file_over_the_value_bound_is_never_read_whole() {
+    let config = tempfile::tempdir().expect("tempdir");
+    let store = GroupStore::new(config.path(), "built-in").expect("valid group");
+    store
+        .save("big", &envelope("big", json!("small")))
+        .await
+        .expect("saves");
+    // A file larger than this server ever writes (an older pretty-printed one, or one put
+    // there by hand) is refused on load instead of being parsed into main's memory.
+    let huge = envelope("big", json!("x".repeat(MAX_VALUE_BYTES)));
+    std::fs::write(store.dir().join("big"), &huge).expect("written");
+    let error = store.load("big").await.expect_err("too large");
+    assert!(
+        matches!(error, StoreServerError::ValueTooLarge { .. }),
+        "{error}"
+    );
+    assert_eq!(RemoteError::from(&error).kind, ErrorKind::Quota);
+}
+
+#[tokio::test]
+async fn a_load_hands_back_the_stored_bytes_as_they_are() {
+    let config = tempfile::tempdir().expect("tempdir");
+    let store = GroupStore::new(config.path(), "built-in").expect("valid group");
+    let sent = envelope("demo.data", json!({"n": 1, "f": 0.5, "list": [1, 2]}));
+    store.save("demo.data", &sent).await.expect("saves");
+    let on_disk = std::fs::read(store.dir().join("demo.data")).expect("read");
+    let loaded = store
+        .load("demo.data")
+        .await
+        .expect("loads")
+        .expect("stored");
+    assert_eq!(&loaded[..], &on_disk[..]);
+}
