@@ -647,7 +647,7 @@ impl Bridge {
         limits::check_json(
             "schema_json",
             &request.schema_json,
-            limits::MAX_SERVICE_SCHEMA_BYTES,
+            limits::MAX_SCHEMA_BYTES,
         )
         .map_err(|error| self.over_bound(error))?;
         let schema: Option<Schema> = if request.schema_json.is_empty() {

@@ -31,8 +31,17 @@ pub const MAX_ENTRY_DATA_BYTES: usize = 64 * 1024;
 /// Largest event data JSON, in bytes (Home Assistant's recorder limit for event data).
 pub const MAX_EVENT_DATA_BYTES: usize = 32 * 1024;
 
-/// Largest service schema JSON a sandbox registers, in bytes.
-pub const MAX_SERVICE_SCHEMA_BYTES: usize = 64 * 1024;
+/// Largest schema JSON a sandbox sends (a service's, or a flow form's), in bytes.
+pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
+
+/// Largest `errors_json` and `description_placeholders_json` of a flow result, each, in bytes.
+pub const MAX_FLOW_JSON_BYTES: usize = 16 * 1024;
+
+/// Longest description of a flow result, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 4 * 1024;
+
+/// Most options of a flow menu.
+pub const MAX_MENU_OPTIONS: usize = 64;
 
 /// Longest context id a sandbox may send: a ULID is 26 characters. A longer id is refused
 /// (counted) and gets a fresh main context, so an id can never grow main's context cache.
@@ -173,6 +182,64 @@ pub fn check_text(field: &str, text: &str, max: usize) -> Result<(), LimitError>
         });
     }
     Ok(())
+}
+
+/// Every bound of a flow result: what main shows (forms, menus, placeholders) and what becomes
+/// main's config entry (`create_entry` title, data and options).
+pub fn check_flow_result(result: &sandbox_proto::wire::FlowResult) -> Result<(), LimitError> {
+    let texts = [
+        ("flow_id", Some(&result.flow_id), MAX_TEXT_BYTES),
+        ("handler", Some(&result.handler), MAX_TEXT_BYTES),
+        ("step_id", Some(&result.step_id), MAX_TEXT_BYTES),
+        ("title", Some(&result.title), MAX_TEXT_BYTES),
+        (
+            "description",
+            Some(&result.description),
+            MAX_DESCRIPTION_BYTES,
+        ),
+        ("unique_id", result.unique_id.as_ref(), MAX_TEXT_BYTES),
+        ("reason", Some(&result.reason), MAX_TEXT_BYTES),
+        ("url", Some(&result.url), MAX_URL_BYTES),
+        (
+            "progress_action",
+            Some(&result.progress_action),
+            MAX_TEXT_BYTES,
+        ),
+    ];
+    for (field, text, max) in texts {
+        if let Some(text) = text {
+            check_text(field, text, max)?;
+        }
+    }
+    check_json(
+        "data_schema_json",
+        &result.data_schema_json,
+        MAX_SCHEMA_BYTES,
+    )?;
+    check_json("errors_json", &result.errors_json, MAX_FLOW_JSON_BYTES)?;
+    check_json(
+        "description_placeholders_json",
+        &result.description_placeholders_json,
+        MAX_FLOW_JSON_BYTES,
+    )?;
+    check_json("data_json", &result.data_json, MAX_ENTRY_DATA_BYTES)?;
+    check_json("options_json", &result.options_json, MAX_ENTRY_DATA_BYTES)?;
+    check_count("menu_options", result.menu_options.len(), MAX_MENU_OPTIONS)?;
+    for option in &result.menu_options {
+        check_text("menu option", &option.id, MAX_TEXT_BYTES)?;
+        check_text("menu option label", &option.label, MAX_TEXT_BYTES)?;
+    }
+    Ok(())
+}
+
+/// Every bound of a config entry a sandbox hands back (a migration's result).
+pub fn check_entry(entry: &sandbox_proto::wire::ConfigEntry) -> Result<(), LimitError> {
+    check_text("title", &entry.title, MAX_TEXT_BYTES)?;
+    if let Some(unique_id) = &entry.unique_id {
+        check_text("unique_id", unique_id, MAX_TEXT_BYTES)?;
+    }
+    check_json("data_json", &entry.data_json, MAX_ENTRY_DATA_BYTES)?;
+    check_json("options_json", &entry.options_json, MAX_ENTRY_DATA_BYTES)
 }
 
 fn check_count(field: &str, count: usize, max: usize) -> Result<(), LimitError> {
@@ -343,6 +410,48 @@ mod tests {
         assert!(matches!(
             check_description(&description),
             Err(LimitError::TooMany { .. })
+        ));
+    }
+
+    #[test]
+    fn flow_results_and_migrated_entries_are_bounded() {
+        use sandbox_proto::wire;
+        let mut result = wire::FlowResult {
+            title: "t".into(),
+            data_json: br#"{"host": "x"}"#.to_vec().into(),
+            ..Default::default()
+        };
+        assert_eq!(check_flow_result(&result), Ok(()));
+        result.data_json = format!("{{\"a\": {}}}", nested(MAX_JSON_DEPTH))
+            .into_bytes()
+            .into();
+        assert!(matches!(
+            check_flow_result(&result),
+            Err(LimitError::TooDeep { .. })
+        ));
+        result.data_json = Default::default();
+        result.description = "d".repeat(MAX_DESCRIPTION_BYTES + 1);
+        assert!(matches!(
+            check_flow_result(&result),
+            Err(LimitError::TooLarge { .. })
+        ));
+        result.description = String::new();
+        result.menu_options = (0..=MAX_MENU_OPTIONS)
+            .map(|n| wire::MenuOption {
+                id: n.to_string(),
+                label: String::new(),
+            })
+            .collect();
+        assert!(matches!(
+            check_flow_result(&result),
+            Err(LimitError::TooMany { .. })
+        ));
+        let mut entry = wire::ConfigEntry::default();
+        assert_eq!(check_entry(&entry), Ok(()));
+        entry.options_json = vec![b' '; MAX_ENTRY_DATA_BYTES + 1].into();
+        assert!(matches!(
+            check_entry(&entry),
+            Err(LimitError::TooLarge { .. })
         ));
     }
 }

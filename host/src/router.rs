@@ -159,8 +159,8 @@ pub fn verify_artifact(custom: &CustomIntegration) -> Result<(), String> {
 }
 
 /// The SHA-256 of the file at `path`, lowercase hex, read [`ARTIFACT_HASH_BUFFER_LEN`] bytes
-/// at a time.
-fn sha256_of_file(path: &std::path::Path) -> std::io::Result<String> {
+/// at a time: what a custom integration's pin must say.
+pub fn sha256_of_file(path: &std::path::Path) -> std::io::Result<String> {
     use sha2::Digest;
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
@@ -179,6 +179,19 @@ fn sha256_of_file(path: &std::path::Path) -> std::io::Result<String> {
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect())
+}
+
+/// Counts a value over a bound at the group's `bounds` gate; the refusal to report.
+fn refuse_over_bound(
+    groups: &Groups,
+    group: &str,
+    error: crate::limits::LimitError,
+) -> sandbox_proto::RemoteError {
+    let error = crate::gates::GateError::Limit(error);
+    match groups.get(group) {
+        Some(handle) => handle.refused.refuse(crate::refusals::Gate::Bounds, &error),
+        None => sandbox_proto::RemoteError::refused(error.to_string()),
+    }
 }
 
 fn setup_failure(group: &str, error: CallError) -> SetupError {
@@ -304,6 +317,13 @@ impl SandboxRouter {
             .await
             .map_err(|error| setup_failure(group, error))?;
         if let Some(updated) = result.updated_entry {
+            if let Err(error) = crate::limits::check_entry(&updated) {
+                let refusal = refuse_over_bound(&self.groups, group, error);
+                return Err(SetupError::Failed(format!(
+                    "the sandbox's migrated entry was refused: {}",
+                    refusal.message
+                )));
+            }
             self.apply_migration(entry, &updated);
         }
         match wire::SetupOutcome::try_from(result.outcome) {
@@ -425,6 +445,13 @@ impl FlowProxy {
         let result = result.map_err(|error| match error {
             CallError::Remote { error, .. } => flow_error_from_remote(&error),
             other => FlowError::Handler(format!("sandbox group {}: {other}", self.group)),
+        })?;
+        crate::limits::check_flow_result(&result).map_err(|error| {
+            let refusal = refuse_over_bound(&self.groups, &self.group, error);
+            FlowError::Handler(format!(
+                "sandbox group {} sent a flow result main refused: {}",
+                self.group, refusal.message
+            ))
         })?;
         self.remote_flow = Some(result.flow_id.clone());
         let (step, unique_id) =

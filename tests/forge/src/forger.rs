@@ -24,6 +24,7 @@
 //! | `bounds` | an entity with attributes one byte over the bound, capabilities nested too deep, a name too long; after the control, a state push with 1 MiB of attributes, one with a 64 KiB context id, `update_entry` with deeply nested data, events with an over-long type and with data that is not an object, a store value nested too deep, one device merged into until it would hold more identifiers than the bound |
 //! | `entity_cap` | [`FORGE_ENTITY_CAP`] + 2 entities, then one unregistered and one more registered |
 //! | `overload` | [`OVERLOAD_CALLS`] `store_load` calls at once, each awaited (bounded by [`OVERLOAD_ANSWER_GUARD`]); then a control call |
+//! | `flow_results` | nothing at main's gates; answers `flow_init` as the flow's init data `{"forge": ...}` says: `deep_data` (a `create_entry` whose data nests too deep), `long_description` (a form with a 64 KiB description), `many_options` (a menu of 1,000 options), anything else a small `create_entry` |
 //! | `before_ready` | `register_entity` and a state push *before* `ready`; the control after |
 
 use std::path::{Path, PathBuf};
@@ -98,6 +99,8 @@ pub enum ForgeScenario {
     BeforeReady,
     /// Far more calls at once than main runs or queues.
     Overload,
+    /// Flow results over main's bounds (forged in answer to `flow_init`).
+    FlowResults,
 }
 
 impl ForgeScenario {
@@ -117,6 +120,7 @@ impl ForgeScenario {
             Self::EntityCap => "entity_cap",
             Self::BeforeReady => "before_ready",
             Self::Overload => "overload",
+            Self::FlowResults => "flow_results",
         }
     }
 }
@@ -259,6 +263,9 @@ pub async fn run_forger(args: ForgerArgs) -> Result<(), ForgeError> {
                 updated_entry: None,
             })
         })
+        .on_call::<wire::FlowInit, _, _>(|init: wire::FlowInit, _| async move {
+            Ok(forged_flow_result(&init))
+        })
         .on_call::<EntryUnload, _, _>(|_: EntryUnload, _| async move {
             Ok(EntryUnloadResult {
                 ok: true,
@@ -318,6 +325,44 @@ pub async fn run_forger(args: ForgerArgs) -> Result<(), ForgeError> {
     }
     forging.abort();
     Ok(())
+}
+
+/// The answer to a `flow_init`, as its init data `{"forge": ...}` asks.
+fn forged_flow_result(init: &wire::FlowInit) -> wire::FlowResult {
+    use wire::FlowResultType as Type;
+    let asked: Value = serde_json::from_slice(&init.data_json).unwrap_or(Value::Null);
+    let mut result = wire::FlowResult {
+        flow_id: "forged-flow".to_owned(),
+        handler: init.handler.clone(),
+        r#type: Type::CreateEntry as i32,
+        title: "forged".to_owned(),
+        data_json: json!({"host": "192.0.2.7"}).to_string().into_bytes().into(),
+        version: 1,
+        minor_version: 1,
+        ..Default::default()
+    };
+    match asked["forge"].as_str() {
+        Some("deep_data") => {
+            result.data_json = format!("{{\"host\": {}}}", nested(64)).into_bytes().into();
+        }
+        Some("long_description") => {
+            result.r#type = Type::Form as i32;
+            result.step_id = "user".to_owned();
+            result.description = "d".repeat(64 * 1024);
+        }
+        Some("many_options") => {
+            result.r#type = Type::Menu as i32;
+            result.step_id = "user".to_owned();
+            result.menu_options = (0..1000)
+                .map(|index| wire::MenuOption {
+                    id: format!("option_{index}"),
+                    label: String::new(),
+                })
+                .collect();
+        }
+        _ => {}
+    }
+    result
 }
 
 /// The outcome of one forged call, as a report line.
@@ -841,6 +886,8 @@ async fn forge_scenario(channel: &Channel, args: &ForgerArgs) -> Result<Vec<Valu
                 Value::Null
             }));
         }
+        // Everything is forged in answer to main's `flow_init` calls.
+        ForgeScenario::FlowResults => {}
         ForgeScenario::BeforeReady => {
             let request = entity("light", "control", own, None);
             lines.push(register(channel, "control", &request).await);

@@ -139,12 +139,98 @@ pub fn checks() -> Vec<GateCheck> {
             run: |forger| Box::pin(bridge_requests_before_ready_are_refused_and_counted(forger)),
         },
         GateCheck {
+            name: "flow_results_over_mains_bounds_never_become_entries_or_forms",
+            gate: "B3",
+            rule: "a flow result is bounded before main shows it or makes it a config entry",
+            run: |forger| {
+                Box::pin(flow_results_over_mains_bounds_never_become_entries_or_forms(forger))
+            },
+        },
+        GateCheck {
             name: "every_call_of_a_flood_gets_exactly_one_answer",
             gate: "W5",
             rule: "past the in-flight bound calls are answered `overloaded`, never left unanswered",
             run: |forger| Box::pin(every_call_of_a_flood_gets_exactly_one_answer(forger)),
         },
     ]
+}
+
+/// Flow results main must bound before it shows a form or creates a config entry from them.
+pub async fn flow_results_over_mains_bounds_never_become_entries_or_forms(
+    forger: Vec<OsString>,
+) -> Result<(), CheckError> {
+    let mut hub = Hub::start(&forger, ForgeScenario::FlowResults, &[]).await?;
+    let outcome = flow_results(&mut hub).await;
+    hub.finish(outcome).await
+}
+
+async fn flow_results(hub: &mut Hub) -> Result<(), CheckError> {
+    use crate::hub::FLOW_DOMAIN;
+    hub.add_own_entry().await?;
+    let flows = hub.core.config_entries().flow();
+    for (forge, says) in [
+        ("deep_data", "data_json nests deeper than 32 levels"),
+        (
+            "long_description",
+            "description is 65536 bytes; the limit is 4096",
+        ),
+        (
+            "many_options",
+            "menu_options has 1000 items; the limit is 64",
+        ),
+    ] {
+        let data = serde_json::Map::from_iter([("forge".to_owned(), json!(forge))]);
+        let started = tokio::time::timeout(
+            HANG_GUARD,
+            flows.init(FLOW_DOMAIN, homecore::FlowContext::new("user"), Some(data)),
+        )
+        .await
+        .map_err(|_| CheckError::Hung(format!("the {forge} flow")))?;
+        match started {
+            Err(error) => ensure!(
+                error.to_string().contains(says),
+                "the {forge} flow failed with {error}, not saying {says:?}"
+            ),
+            Ok(result) => {
+                return Err(CheckError::Failed(format!(
+                    "the {forge} flow went through: {result:?}"
+                )));
+            }
+        }
+    }
+    let control = tokio::time::timeout(
+        HANG_GUARD,
+        flows.init(FLOW_DOMAIN, homecore::FlowContext::new("user"), None),
+    )
+    .await
+    .map_err(|_| CheckError::Hung("the control flow".to_owned()))?
+    .map_err(|error| CheckError::Failed(format!("the control flow failed: {error}")))?;
+    ensure!(
+        matches!(control.step, homecore::FlowStep::CreateEntry { .. }),
+        "the control flow did not create an entry: {control:?}"
+    );
+    let group = hub
+        .plugin
+        .groups()
+        .get(&format!("custom-{FLOW_DOMAIN}"))
+        .ok_or_else(|| CheckError::Failed("the flow group is missing".to_owned()))?;
+    let counted: Vec<(&str, u64)> = group
+        .refused
+        .snapshot()
+        .into_iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|(gate, count)| (gate.name(), count))
+        .collect();
+    ensure_eq(counted, vec![("bounds", 3)], "the flow group's refusals")?;
+    let entries = hub.core.config_entries().entries(Some(FLOW_DOMAIN));
+    ensure_eq(entries.len(), 1, "entries of the forged flows")?;
+    ensure_eq(
+        entries[0].data.get("host"),
+        Some(&json!("192.0.2.7")),
+        "the control entry's data",
+    )?;
+    only_counted(&hub.bridge()?, &[])?;
+    hub.still_up().await
 }
 
 /// W5: a sandbox sending far more calls at once than main runs or queues gets one answer for

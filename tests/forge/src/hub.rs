@@ -34,6 +34,9 @@ pub(crate) const GROUP: &str = "built-in";
 pub(crate) const OWN_ENTRY: &str = "sandboxed-demo-entry";
 /// An entry main routed to another group (disabled, so that group never starts).
 pub(crate) const FOREIGN_ENTRY: &str = "other-group-entry";
+/// The custom integration whose flows the `flow_results` check forges (its group is
+/// `custom-forged_flow`).
+pub(crate) const FLOW_DOMAIN: &str = "forged_flow";
 /// An entry that runs on main (disabled: no integration code is loaded in these checks).
 pub(crate) const MAIN_ENTRY: &str = "main-only-entry";
 
@@ -138,6 +141,35 @@ impl Hub {
         for (flag, value) in extra {
             command.extend([OsString::from(flag), OsString::from(value)]);
         }
+        // The flow checks run a custom integration whose group is the forger too, reporting
+        // elsewhere (its flows are forged in answer to main's calls).
+        let (custom, custom_commands) = if scenario == ForgeScenario::FlowResults {
+            let mut flow_command = command.clone();
+            if let Some(report_path) = flow_command.iter().position(|arg| arg == "--forge-report") {
+                flow_command[report_path + 1] = dir.path().join("flow-report.jsonl").into();
+            }
+            let artifact = PathBuf::from(forger.first().cloned().unwrap_or_default());
+            let sha256 = sandbox_host::router::sha256_of_file(&artifact)
+                .map_err(|error| setup_error("the forger's hash", error))?;
+            let manifest: homecore::Manifest = serde_json::from_value(json!({
+                "domain": FLOW_DOMAIN,
+                "name": "Forged flows",
+                "version": "1.0.0",
+                "config_flow": true,
+                "platforms": ["light"],
+            }))
+            .map_err(|error| setup_error("the flow manifest", error))?;
+            (
+                vec![sandbox_host::router::CustomIntegration {
+                    manifest,
+                    artifact,
+                    sha256,
+                }],
+                std::collections::HashMap::from([(format!("custom-{FLOW_DOMAIN}"), flow_command)]),
+            )
+        } else {
+            Default::default()
+        };
         let core = Core::builder(CoreConfig::new(&config_dir))
             .build()
             .map_err(|error| setup_error("core", error))?;
@@ -147,10 +179,10 @@ impl Hub {
                 groups: GroupsConfig {
                     config_dir: config_dir.clone(),
                     runtime_command: command,
-                    custom_commands: Default::default(),
+                    custom_commands,
                     group_defaults: group_defaults(scenario),
                 },
-                custom: vec![],
+                custom,
             },
         );
         let hub = Hub {
