@@ -324,3 +324,44 @@ impl GroupEvents for Hooks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use homecore::{Context, CoreConfig};
+
+    #[tokio::test(start_paused = true)]
+    async fn each_group_restores_only_the_contexts_main_issued_to_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = Core::builder(CoreConfig::new(dir.path()))
+            .build()
+            .expect("core");
+        let groups = Groups::new(
+            core,
+            GroupsConfig {
+                config_dir: dir.path().to_owned(),
+                runtime_command: vec!["unused".into()],
+                custom_commands: HashMap::new(),
+                group_defaults: GroupConfig::new("template"),
+            },
+        );
+        let (first, second) = (
+            groups.group("built-in").expect("group"),
+            groups.group("custom-acme").expect("group"),
+        );
+        let issued = Context::with_user("user-1");
+        let id = first.contexts.remember(&issued);
+        assert_eq!(first.contexts.resolve(Some(&id)), issued);
+        // Another group echoing the id gets a fresh context, not the user's.
+        let echoed = second.contexts.resolve(Some(&id));
+        assert_ne!(echoed, issued);
+        assert_eq!(echoed.user_id, None);
+        // And flooding its own cache never evicts what main issued to the first group.
+        for _ in 0..3 * crate::context_cache::MAX_CONTEXTS {
+            second
+                .contexts
+                .resolve(Some(&ulid::Ulid::new().to_string()));
+        }
+        assert_eq!(first.contexts.resolve(Some(&id)), issued);
+    }
+}
