@@ -205,6 +205,11 @@ impl Bridge {
         self.refused.flush_log();
     }
 
+    /// Whether this bridge's process is alive and the bridge not torn down.
+    pub fn is_live(&self) -> bool {
+        self.link.alive.load(Ordering::Acquire) && !self.torn_down.load(Ordering::Acquire)
+    }
+
     /// Entities proxied now (or being added).
     pub fn entity_count(&self) -> usize {
         self.entity_slots.load(Ordering::Acquire)
@@ -264,6 +269,14 @@ impl Bridge {
         };
         limits::check_text("state", &state.state, limits::MAX_TEXT_BYTES)
             .map_err(|error| self.over_bound(error))?;
+        let characters = state.state.chars().count();
+        if characters > homecore::state::MAX_STATE_LENGTH {
+            return Err(self.over_bound(LimitError::TooMany {
+                field: "state characters".to_owned(),
+                count: characters,
+                max: homecore::state::MAX_STATE_LENGTH,
+            }));
+        }
         let attributes = limits::bounded_object(
             "attributes_json",
             &state.attributes_json,
@@ -851,16 +864,19 @@ fn store_refusal(refused: &GateCounters, key: &str, error: &StoreServerError) ->
 /// Where a group's channel handlers find the current bridge; empty until the group is ready.
 pub type BridgeSlot = Arc<Mutex<Option<Arc<Bridge>>>>;
 
-/// The current bridge, or a counted `not_ready` refusal.
+/// The current bridge, or a counted `not_ready` refusal: before the first `ready`, and between
+/// a crash and the respawned process's `ready` (the slot still holds the dead process's bridge
+/// then, which must not serve the new process before it said `ready`).
 fn current(slot: &BridgeSlot, refused: &GateCounters) -> Result<Arc<Bridge>, RemoteError> {
-    slot.lock().clone().ok_or_else(|| {
-        refused.refuse(
+    match slot.lock().clone() {
+        Some(bridge) if bridge.is_live() => Ok(bridge),
+        _ => Err(refused.refuse(
             Gate::NotReady,
             &GateError::NotReady {
                 group: refused.group().to_owned(),
             },
-        )
-    })
+        )),
+    }
 }
 
 /// Adds main's handlers for a group's channel: the store server (usable before `ready`, for
@@ -947,4 +963,47 @@ pub fn install_handlers(
         let bridge = bridge_of();
         async move { bridge?.update_entry(request) }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use homecore::CoreConfig;
+    use sandbox_proto::ChannelConfig;
+    use sandbox_proto::test_util::channel_pair;
+
+    #[tokio::test]
+    async fn a_dead_processs_bridge_serves_nobody_until_the_next_ready() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = Core::builder(CoreConfig::new(dir.path()))
+            .build()
+            .expect("core");
+        let (main, sandbox) = channel_pair(
+            ChannelBuilder::new(ChannelConfig::named("main")),
+            ChannelBuilder::new(ChannelConfig::named("sandbox")),
+        );
+        let refused = Arc::new(GateCounters::new("built-in"));
+        let slot: BridgeSlot = Arc::default();
+        assert!(current(&slot, &refused).is_err(), "before the first ready");
+        let bridge = Bridge::new(
+            core,
+            "built-in",
+            main.clone(),
+            Arc::new(ContextCache::new()),
+            Arc::clone(&refused),
+            true,
+            limits::MAX_ENTITIES_PER_GROUP,
+        );
+        *slot.lock() = Some(Arc::clone(&bridge));
+        assert!(current(&slot, &refused).is_ok());
+        // The process died: until the respawned one says ready, its requests find no bridge.
+        bridge.mark_unavailable();
+        let Err(error) = current(&slot, &refused) else {
+            panic!("the dead process's bridge served a request");
+        };
+        assert_eq!(error.kind, sandbox_proto::error::ErrorKind::Refused);
+        assert_eq!(refused.count(Gate::NotReady), 2);
+        main.close().await;
+        sandbox.close().await;
+    }
 }

@@ -57,15 +57,41 @@ pub const MAX_ENTITIES_PER_GROUP: usize = 10_000;
 /// gigabytes; this keeps a group's mirrored data to a known size whatever it registers.
 pub const MAX_GROUP_MIRRORED_BYTES: usize = 32 * 1024 * 1024;
 
-/// Longest short text of a description (ids, names, icons, units, device fields), in bytes:
-/// Home Assistant's entity id and state limit.
-pub const MAX_TEXT_BYTES: usize = 255;
+/// Longest short text of a description (ids, names, icons, units, device fields), a state, a
+/// title, in bytes: Home Assistant's 255-character limit of entity ids and states, at up to 4
+/// bytes a character (a name in Greek or Chinese is as welcome as one in English).
+pub const MAX_TEXT_BYTES: usize = 4 * homecore::state::MAX_STATE_LENGTH;
 
 /// Longest `configuration_url` of a device, in bytes.
 pub const MAX_URL_BYTES: usize = 2048;
 
 /// Most identifiers, and most connections, of one device.
 pub const MAX_DEVICE_KEYS: usize = 16;
+
+/// Longest message main logs or sends back about a refusal, in bytes: a refusal quotes what the
+/// sandbox sent (an id, a name), and a quote must not carry a 16 MiB id into main's log or
+/// into a reply larger than a frame.
+pub const MAX_MESSAGE_BYTES: usize = 512;
+
+/// `text` cut to at most `max` bytes at a character boundary (with `…` when cut), control
+/// characters shown escaped: safe to log (a sandbox cannot forge log lines with line breaks)
+/// and bounded.
+pub fn bounded_text(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for character in text.chars() {
+        let escaped: String = if character.is_control() {
+            character.escape_default().collect()
+        } else {
+            character.to_string()
+        };
+        if out.len() + escaped.len() > max.saturating_sub('…'.len_utf8()) {
+            out.push('…');
+            return out;
+        }
+        out.push_str(&escaped);
+    }
+    out
+}
 
 /// Why a value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -338,6 +364,16 @@ mod tests {
 
     fn nested(depth: usize) -> String {
         format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn quoted_text_is_bounded_and_cannot_break_a_log_line() {
+        assert_eq!(bounded_text("plain", 100), "plain");
+        assert_eq!(bounded_text("a\nb\u{1b}[2J", 100), "a\\nb\\u{1b}[2J");
+        let long = "é".repeat(10_000);
+        let cut = bounded_text(&long, MAX_MESSAGE_BYTES);
+        assert!(cut.len() <= MAX_MESSAGE_BYTES, "{}", cut.len());
+        assert!(cut.ends_with('…'));
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub struct Suppressed {
     pub lines: u64,
     /// Their bytes.
     pub bytes: u64,
-    /// How long the window they were suppressed in lasted.
+    /// From the first of them to now.
     pub over: Duration,
 }
 
@@ -46,6 +46,8 @@ pub struct LogBudget {
     bytes: usize,
     suppressed_lines: u64,
     suppressed_bytes: u64,
+    /// When the first line not yet summarised was suppressed.
+    suppressed_since: Option<Instant>,
 }
 
 impl LogBudget {
@@ -59,57 +61,43 @@ impl LogBudget {
             bytes: 0,
             suppressed_lines: 0,
             suppressed_bytes: 0,
+            suppressed_since: None,
         }
     }
 
-    /// Whether a line of `bytes` bytes may be logged now.
+    /// Whether a line of `bytes` bytes may be logged now. The summary of what was suppressed
+    /// rides on the next line admitted, however many windows later.
     pub fn admit(&mut self, bytes: usize) -> Admit {
         let now = Instant::now();
-        let mut summary = None;
         let expired = self
             .started
             .is_none_or(|started| now.saturating_duration_since(started) >= LOG_WINDOW);
         if expired {
-            if self.suppressed_lines > 0 {
-                summary = Some(Suppressed {
-                    lines: self.suppressed_lines,
-                    bytes: self.suppressed_bytes,
-                    over: self.started.map_or(Duration::ZERO, |started| {
-                        now.saturating_duration_since(started)
-                    }),
-                });
-            }
             self.started = Some(now);
             self.lines = 0;
             self.bytes = 0;
-            self.suppressed_lines = 0;
-            self.suppressed_bytes = 0;
         }
         if self.lines >= self.max_lines || self.bytes.saturating_add(bytes) > self.max_bytes {
             self.suppressed_lines += 1;
             self.suppressed_bytes += bytes as u64;
+            self.suppressed_since.get_or_insert(now);
             return Admit::Suppress;
         }
         self.lines += 1;
         self.bytes += bytes;
         Admit::Log {
-            suppressed: summary,
+            suppressed: self.take_suppressed(),
         }
     }
 
-    /// What was suppressed since the last admitted line (and forgets it): for a last summary
-    /// when the source ends.
+    /// What was suppressed since the last summary (and forgets it): for a last summary when
+    /// the source ends.
     pub fn take_suppressed(&mut self) -> Option<Suppressed> {
-        if self.suppressed_lines == 0 {
-            return None;
-        }
-        let over = self.started.map_or(Duration::ZERO, |started| {
-            Instant::now().saturating_duration_since(started)
-        });
+        let since = self.suppressed_since.take()?;
         let summary = Suppressed {
             lines: self.suppressed_lines,
             bytes: self.suppressed_bytes,
-            over,
+            over: Instant::now().saturating_duration_since(since),
         };
         self.suppressed_lines = 0;
         self.suppressed_bytes = 0;
@@ -151,8 +139,19 @@ mod tests {
         let mut budget = LogBudget::new(u32::MAX, 100);
         assert!(matches!(budget.admit(60), Admit::Log { .. }));
         assert_eq!(budget.admit(60), Admit::Suppress);
-        assert!(matches!(budget.admit(40), Admit::Log { .. }));
+        // A line that still fits carries the summary of the one that did not.
+        assert!(matches!(
+            budget.admit(40),
+            Admit::Log {
+                suppressed: Some(Suppressed {
+                    lines: 1,
+                    bytes: 60,
+                    ..
+                })
+            }
+        ));
         tokio::time::advance(LOG_WINDOW / 2).await;
+        assert_eq!(budget.admit(1), Admit::Suppress, "same window");
         assert_eq!(budget.admit(1), Admit::Suppress, "same window");
         tokio::time::advance(LOG_WINDOW / 2).await;
         assert!(matches!(
@@ -161,5 +160,26 @@ mod tests {
                 suppressed: Some(Suppressed { lines: 2, .. })
             }
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_summary_waits_for_the_next_line_admitted_however_late() {
+        let mut budget = LogBudget::new(10, 100);
+        assert!(matches!(budget.admit(100), Admit::Log { .. }));
+        assert_eq!(budget.admit(50), Admit::Suppress);
+        tokio::time::advance(LOG_WINDOW).await;
+        // The first line of the new window is itself over budget: the summary is kept.
+        assert_eq!(budget.admit(500), Admit::Suppress);
+        tokio::time::advance(3 * LOG_WINDOW).await;
+        assert_eq!(
+            budget.admit(1),
+            Admit::Log {
+                suppressed: Some(Suppressed {
+                    lines: 2,
+                    bytes: 550,
+                    over: 4 * LOG_WINDOW,
+                })
+            }
+        );
     }
 }

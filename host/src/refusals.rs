@@ -10,7 +10,8 @@ use parking_lot::Mutex;
 use sandbox_proto::RemoteError;
 use sandbox_proto::error::ErrorKind;
 
-use crate::log_limit::{Admit, LOG_WINDOW, LogBudget};
+use crate::limits::{MAX_MESSAGE_BYTES, bounded_text};
+use crate::log_limit::{Admit, LogBudget};
 
 /// The gates, each with its own count and log budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -136,7 +137,7 @@ impl GateCounters {
         error: &dyn std::fmt::Display,
     ) -> RemoteError {
         self.counts[gate.index()].fetch_add(1, Ordering::Relaxed);
-        let message = error.to_string();
+        let message = bounded_text(&error.to_string(), MAX_MESSAGE_BYTES);
         let admit = self.logs.lock()[gate.index()].admit(message.len());
         if let Admit::Log { suppressed } = admit {
             if let Some(suppressed) = suppressed {
@@ -165,7 +166,7 @@ impl GateCounters {
                     "{} more refusals at gate {} in the last {} s",
                     suppressed.lines,
                     gate.name(),
-                    suppressed.over.as_secs().max(LOG_WINDOW.as_secs().min(1))
+                    suppressed.over.as_secs()
                 );
             }
         }
@@ -185,6 +186,17 @@ impl std::fmt::Debug for GateCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_quoting_a_huge_value_is_bounded() {
+        let counters = GateCounters::new("g");
+        let error = counters.refuse(
+            Gate::Entity,
+            &format!("entity {} is unknown", "x\n".repeat(1 << 20)),
+        );
+        assert!(error.message.len() <= MAX_MESSAGE_BYTES);
+        assert!(!error.message.contains('\n'));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn every_refusal_is_counted_at_its_gate() {

@@ -394,7 +394,11 @@ async fn bounds(hub: &mut Hub) -> Result<(), CheckError> {
     report.refused(
         "long_name",
         ErrorKind::Refused,
-        "name is 256 bytes; the limit is 255",
+        &format!(
+            "name is {} bytes; the limit is {}",
+            sandbox_host::limits::MAX_TEXT_BYTES + 1,
+            sandbox_host::limits::MAX_TEXT_BYTES
+        ),
     )?;
     let control = report.text("control", "entity_id")?;
     report.refused(
