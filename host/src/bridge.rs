@@ -83,6 +83,7 @@ impl Bridge {
                 channel,
                 alive: AtomicBool::new(true),
                 contexts,
+                refused: Arc::clone(&refused),
                 joins_entity_calls,
                 open_batches: Mutex::default(),
             }),
@@ -738,12 +739,7 @@ impl Bridge {
                 }
                 other => ServiceError::handler(format!("sandbox group {}: {other}", self.group())),
             })?;
-        match result.response_json {
-            Some(bytes) => json::from_bytes(&bytes)
-                .map(Some)
-                .map_err(|error| ServiceError::handler(format!("unreadable response: {error}"))),
-            None => Ok(None),
-        }
+        self.link.read_response(true, result.response_json)
     }
 
     /// `unregister_service`: only services this group registered.
@@ -779,7 +775,9 @@ impl Bridge {
             return;
         }
         let owned = self.owned_domains();
-        if let Err(error) = gates::may_fire_event(self.group(), &owned, &event.event_type) {
+        let others = gates::other_domains(&self.core, &owned);
+        if let Err(error) = gates::may_fire_event(self.group(), &owned, &others, &event.event_type)
+        {
             let _ = self.refuse(Gate::Event, &error);
             return;
         }

@@ -61,16 +61,32 @@ pub fn is_core_event(event_type: &str) -> bool {
 }
 
 /// Why a custom integration may not have `domain`, if it may not: a core domain, an entity
-/// domain, or a domain whose events would be the core's (a custom `device` could fire
-/// `device_registry_updated` as an "owned" event).
-pub fn custom_domain_refusal(domain: &str) -> Option<String> {
+/// domain, a domain whose events would be the core's (a custom `device` could fire
+/// `device_registry_updated` as an "owned" event), or a prefix of another integration's or
+/// entity domain (a custom `command` could fire `command_line_*`). `others` are the other
+/// integrations main knows.
+pub fn custom_domain_refusal(domain: &str, others: &[&str]) -> Option<String> {
+    let prefix = format!("{domain}_");
+    if let Some(longer) = others.iter().find(|other| other.starts_with(&prefix)) {
+        return Some(format!(
+            "{domain} would own the events of {longer} (`{longer}_*` starts `{prefix}`)"
+        ));
+    }
+    if let Some(longer) = homecore::catalog::catalog()
+        .domains()
+        .find(|spec| spec.domain.starts_with(&prefix))
+    {
+        return Some(format!(
+            "{domain} would own the events of the entity domain {}",
+            longer.domain
+        ));
+    }
     if CORE_DOMAINS.contains(&domain) {
         return Some(format!("{domain} is a core domain"));
     }
     if homecore::catalog::catalog().domain(domain).is_some() {
         return Some(format!("{domain} is an entity domain"));
     }
-    let prefix = format!("{domain}_");
     homecore::event::CORE_EVENT_TYPES
         .iter()
         .chain(RESERVED_EVENT_TYPES)
@@ -284,10 +300,21 @@ pub fn may_register_service(
     Ok(())
 }
 
-/// Whether `group` may fire `event_type`: `<owned_domain>_...`, never a core event.
+/// Whether `event_type` is `<domain>_...`.
+fn is_event_of(domain: &str, event_type: &str) -> bool {
+    event_type.len() > domain.len() + 1
+        && event_type.starts_with(domain)
+        && event_type.as_bytes()[domain.len()] == b'_'
+}
+
+/// Whether `group` may fire `event_type`: `<owned_domain>_...`, never a core event, and never
+/// one that belongs to a longer domain the group does not own (owning `command` does not make
+/// `command_line_*` events the group's). `others` are the other domains main knows (every
+/// config entry's, every entity domain).
 pub fn may_fire_event(
     group: &str,
     owned: &BTreeSet<String>,
+    others: &BTreeSet<String>,
     event_type: &str,
 ) -> Result<(), GateError> {
     if is_core_event(event_type) {
@@ -295,18 +322,37 @@ pub fn may_fire_event(
             event_type: event_type.to_owned(),
         });
     }
-    let owned_prefix = owned.iter().any(|domain| {
-        event_type.len() > domain.len() + 1
-            && event_type.starts_with(domain.as_str())
-            && event_type.as_bytes()[domain.len()] == b'_'
-    });
-    if !owned_prefix {
-        return Err(GateError::UnownedEvent {
+    let longest = |domains: &BTreeSet<String>| {
+        domains
+            .iter()
+            .filter(|domain| is_event_of(domain, event_type))
+            .map(String::len)
+            .max()
+    };
+    let unowned = |owner: &usize| longest(others).is_some_and(|other| other > *owner);
+    match longest(owned) {
+        Some(owner) if !unowned(&owner) => Ok(()),
+        _ => Err(GateError::UnownedEvent {
             event_type: event_type.to_owned(),
             group: group.to_owned(),
-        });
+        }),
     }
-    Ok(())
+}
+
+/// Every domain main knows besides `owned`: config entries' (of any group, or main) and the
+/// catalog's entity domains.
+pub fn other_domains(core: &Core, owned: &BTreeSet<String>) -> BTreeSet<String> {
+    core.config_entries()
+        .entries(None)
+        .into_iter()
+        .map(|entry| entry.domain)
+        .chain(
+            homecore::catalog::catalog()
+                .domains()
+                .map(|spec| spec.domain.clone()),
+        )
+        .filter(|domain| !owned.contains(domain))
+        .collect()
 }
 
 /// The integration domains of `group`'s entries: the only domains its device identifiers may
@@ -408,8 +454,8 @@ mod tests {
     #[test]
     fn events_of_owned_domains_pass_and_core_events_never_do() {
         let owned = owned(&["demo", "command_line"]);
-        assert!(may_fire_event("g", &owned, "demo_button_pressed").is_ok());
-        assert!(may_fire_event("g", &owned, "command_line_ran").is_ok());
+        assert!(may_fire_event("g", &owned, &BTreeSet::new(), "demo_button_pressed").is_ok());
+        assert!(may_fire_event("g", &owned, &BTreeSet::new(), "command_line_ran").is_ok());
         for forged in [
             "zha_event",
             "hue_event",
@@ -419,7 +465,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    may_fire_event("g", &owned, forged),
+                    may_fire_event("g", &owned, &BTreeSet::new(), forged),
                     Err(GateError::UnownedEvent { .. })
                 ),
                 "{forged}"
@@ -434,16 +480,23 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    may_fire_event("g", &owned, core),
+                    may_fire_event("g", &owned, &BTreeSet::new(), core),
                     Err(GateError::CoreEvent { .. })
                 ),
                 "{core}"
             );
         }
+        // Owning a prefix of another domain does not open that domain's events.
+        let others = BTreeSet::from(["command_line".to_owned()]);
+        let command = BTreeSet::from(["command".to_owned()]);
+        assert!(may_fire_event("g", &command, &others, "command_ran").is_ok());
+        assert!(may_fire_event("g", &command, &others, "command_line_ran").is_err());
+        let both = BTreeSet::from(["command".to_owned(), "command_line".to_owned()]);
+        assert!(may_fire_event("g", &both, &BTreeSet::new(), "command_line_ran").is_ok());
         // Owning a domain named like a core event's prefix does not open core events.
         let sneaky = BTreeSet::from(["homeassistant".to_owned(), "call".to_owned()]);
-        assert!(may_fire_event("g", &sneaky, "homeassistant_stop").is_err());
-        assert!(may_fire_event("g", &sneaky, "call_service").is_err());
+        assert!(may_fire_event("g", &sneaky, &BTreeSet::new(), "homeassistant_stop").is_err());
+        assert!(may_fire_event("g", &sneaky, &BTreeSet::new(), "call_service").is_err());
     }
 
     #[test]
@@ -462,7 +515,7 @@ mod tests {
         {
             assert!(
                 matches!(
-                    may_fire_event("g", &greedy, event),
+                    may_fire_event("g", &greedy, &BTreeSet::new(), event),
                     Err(GateError::CoreEvent { .. })
                 ),
                 "{event}"
@@ -497,10 +550,20 @@ mod tests {
             "component",
             "core",
         ] {
-            assert!(custom_domain_refusal(domain).is_some(), "{domain}");
+            assert!(custom_domain_refusal(domain, &[]).is_some(), "{domain}");
         }
-        for domain in ["acme_thermostat", "hue", "mqtt", "demo"] {
-            assert_eq!(custom_domain_refusal(domain), None, "{domain}");
+        for domain in ["acme_thermostat", "hue", "mqtt"] {
+            assert_eq!(
+                custom_domain_refusal(domain, &["demo", "command_line"]),
+                None,
+                "{domain}"
+            );
+        }
+        for domain in ["command", "binary", "media", "acme"] {
+            assert!(
+                custom_domain_refusal(domain, &["command_line", "acme_extra"]).is_some(),
+                "{domain}"
+            );
         }
     }
 

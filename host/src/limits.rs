@@ -43,6 +43,19 @@ pub const MAX_DESCRIPTION_BYTES: usize = 4 * 1024;
 /// Most options of a flow menu.
 pub const MAX_MENU_OPTIONS: usize = 64;
 
+/// Largest service response, entity query result or restore state JSON main takes from a
+/// sandbox, in bytes. A response goes to the caller (a script keeps it as a variable, the API
+/// sends it on); a calendar's month or a week of forecasts is tens of KiB.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Largest translations JSON main takes from a sandbox for one request, in bytes (main caches
+/// the strings it asked for).
+pub const MAX_TRANSLATIONS_BYTES: usize = 1024 * 1024;
+
+/// Longest setup or unload failure reason main keeps from a sandbox, in bytes (it is the
+/// entry's reason, shown and logged on every retry).
+pub const MAX_REASON_BYTES: usize = 1024;
+
 /// Longest context id a sandbox may send: a ULID is 26 characters. A longer id is refused
 /// (counted) and gets a fresh main context, so an id can never grow main's context cache.
 pub const MAX_CONTEXT_ID_LEN: usize = 26;
@@ -194,6 +207,16 @@ pub fn bounded_object(
     sandbox_proto::json::object_from_bytes(json).map_err(|error| LimitError::NotJson {
         field: field.to_owned(),
         expected: "a JSON object",
+        message: error.to_string(),
+    })
+}
+
+/// Any JSON value within `max_bytes` and [`MAX_JSON_DEPTH`].
+pub fn bounded_value(field: &str, json: &[u8], max_bytes: usize) -> Result<Value, LimitError> {
+    check_json(field, json, max_bytes)?;
+    sandbox_proto::json::from_bytes(json).map_err(|error| LimitError::NotJson {
+        field: field.to_owned(),
+        expected: "JSON",
         message: error.to_string(),
     })
 }

@@ -11,12 +11,13 @@ use homecore::integration::{
 use homecore::translation::{TranslationProvider, TranslationProviderHandle};
 use homecore::{Core, ListenerHandle};
 use parking_lot::Mutex;
-use sandbox_proto::{json, wire};
+use sandbox_proto::wire;
 use serde_json::{Map, Value};
 
 use crate::classifier::Placement;
 use crate::groups::{Groups, GroupsConfig};
 use crate::manager::StopReport;
+use crate::refusals::Gate;
 use crate::router::{CustomIntegration, SandboxRouter};
 
 /// The store key (in each group's folder) where main keeps the restore state a group returned
@@ -113,7 +114,19 @@ impl SandboxPlugin {
             let Some(handle) = self.groups.get(group) else {
                 continue;
             };
-            let data = json::from_bytes(restore_state).unwrap_or(Value::Null);
+            let data = match crate::limits::bounded_value(
+                "restore_state_json",
+                restore_state,
+                crate::store_server::MAX_VALUE_BYTES,
+            ) {
+                Ok(data) => data,
+                Err(error) => {
+                    let _ = handle
+                        .refused
+                        .refuse(Gate::Bounds, &crate::gates::GateError::Limit(error));
+                    continue;
+                }
+            };
             let envelope = serde_json::json!({"version": 1, "minor_version": 1, "key": RESTORE_STATE_KEY, "data": data});
             let bytes = serde_json::to_vec(&envelope).unwrap_or_default();
             if let Err(error) = handle.store.save(RESTORE_STATE_KEY, &bytes).await {
@@ -178,7 +191,21 @@ impl TranslationProvider for SandboxTranslations {
                 else {
                     continue;
                 };
-                let returned = json::object_from_bytes(&result.strings_json).unwrap_or_default();
+                let returned = match crate::limits::bounded_object(
+                    "strings_json",
+                    &result.strings_json,
+                    crate::limits::MAX_TRANSLATIONS_BYTES,
+                ) {
+                    Ok(returned) => returned,
+                    Err(error) => {
+                        if let Some(handle) = self.groups.get(&group) {
+                            let _ = handle
+                                .refused
+                                .refuse(Gate::Bounds, &crate::gates::GateError::Limit(error));
+                        }
+                        continue;
+                    }
+                };
                 let wanted: BTreeSet<String> = wanted.into_iter().collect();
                 strings.extend(
                     returned

@@ -22,6 +22,8 @@ use sandbox_runtime::convert::{entity_info_from_wire, service_error_from_remote}
 use serde_json::{Map, Value};
 
 use crate::context_cache::ContextCache;
+use crate::limits;
+use crate::refusals::{Gate, GateCounters};
 
 /// How long a service call or query through a proxy may take before main gives up on the
 /// sandbox (the watchdog restarts a sandbox that hangs for good).
@@ -37,6 +39,8 @@ pub struct ProxyLink {
     pub alive: AtomicBool,
     /// Contexts main issued to this group.
     pub contexts: Arc<ContextCache>,
+    /// The group's refusals: replies over a bound are counted at `bounds`.
+    pub refused: Arc<GateCounters>,
     /// The sandbox answers joined entity calls one outcome per entity (feature
     /// `entity_outcomes`): same-tick calls of one service on several proxies leave as one RPC.
     pub joins_entity_calls: bool,
@@ -177,10 +181,37 @@ impl ProxyLink {
                         &key.service,
                         &sandbox_proto::RemoteError::from_wire(error),
                     )),
-                    None => read_response(key.return_response, outcome.response_json),
+                    None => self.read_response(key.return_response, outcome.response_json),
                 },
             };
             let _ = joined.outcome.send(answer);
+        }
+    }
+
+    /// A reply's JSON, within [`limits::MAX_RESPONSE_BYTES`] and the depth bound; over them, the
+    /// caller gets an error and the refusal is counted at `bounds`.
+    pub fn read_json(&self, field: &str, bytes: &[u8]) -> Result<Value, ServiceError> {
+        limits::bounded_value(field, bytes, limits::MAX_RESPONSE_BYTES).map_err(|error| {
+            let refusal = self
+                .refused
+                .refuse(Gate::Bounds, &crate::gates::GateError::Limit(error));
+            ServiceError::handler(format!(
+                "sandbox group {} sent a reply main refused: {}",
+                self.group, refusal.message
+            ))
+        })
+    }
+
+    /// An entity's or service's response as the caller gets it: the JSON the sandbox sent,
+    /// when asked for.
+    pub fn read_response(
+        &self,
+        return_response: bool,
+        response_json: Option<Bytes>,
+    ) -> Result<Option<Value>, ServiceError> {
+        match response_json {
+            Some(bytes) if return_response => self.read_json("response_json", &bytes).map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -289,19 +320,6 @@ impl ProxyEntity {
     }
 }
 
-/// An entity's response as the caller gets it: the JSON the sandbox sent, when asked for.
-fn read_response(
-    return_response: bool,
-    response_json: Option<Bytes>,
-) -> Result<Option<Value>, ServiceError> {
-    match response_json {
-        Some(bytes) if return_response => json::from_bytes(&bytes).map(Some).map_err(|error| {
-            ServiceError::handler(format!("the sandbox sent an unreadable response: {error}"))
-        }),
-        _ => Ok(None),
-    }
-}
-
 /// What the core reads of a proxy's description.
 fn proxy_info(description: &wire::EntityDescription) -> EntityInfo {
     let mut info = entity_info_from_wire(description);
@@ -379,7 +397,8 @@ impl Entity for ProxyEntity {
                 .call_timeout(&request, PROXY_CALL_TIMEOUT)
                 .await
                 .map_err(|error| self.link.call_error(&domain, &call.service, error))?;
-            read_response(call.return_response, result.response_json)
+            self.link
+                .read_response(call.return_response, result.response_json)
         })
     }
 
@@ -408,9 +427,7 @@ impl Entity for ProxyEntity {
                 .call_timeout(&request, PROXY_CALL_TIMEOUT)
                 .await
                 .map_err(|error| self.link.call_error(&domain, method, error))?;
-            json::from_bytes(&result.result_json).map_err(|error| {
-                ServiceError::handler(format!("the sandbox sent an unreadable result: {error}"))
-            })
+            self.link.read_json("result_json", &result.result_json)
         })
     }
 }

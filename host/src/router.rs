@@ -60,11 +60,21 @@ pub fn accept_custom(
     builtin: &[Manifest],
 ) -> (Vec<CustomIntegration>, HashMap<String, String>) {
     let mut refused = HashMap::new();
+    let known: Vec<String> = builtin
+        .iter()
+        .map(|manifest| manifest.domain.clone())
+        .chain(custom.iter().map(|custom| custom.manifest.domain.clone()))
+        .collect();
     let accepted = custom
         .into_iter()
         .filter(|custom| {
             let domain = &custom.manifest.domain;
-            let reason = crate::gates::custom_domain_refusal(domain).or_else(|| {
+            let others: Vec<&str> = known
+                .iter()
+                .map(String::as_str)
+                .filter(|other| other != domain)
+                .collect();
+            let reason = crate::gates::custom_domain_refusal(domain, &others).or_else(|| {
                 builtin
                     .iter()
                     .any(|manifest| &manifest.domain == domain)
@@ -289,7 +299,10 @@ impl ConfigEntryRouter for SandboxRouter {
             Routed::Taken(
                 match channel.call_timeout(&request, ENTRY_CALL_TIMEOUT).await {
                     Ok(result) if result.ok => Ok(()),
-                    Ok(result) => Err(result.reason),
+                    Ok(result) => Err(crate::limits::bounded_text(
+                        &result.reason,
+                        crate::limits::MAX_REASON_BYTES,
+                    )),
                     // The sandbox went away meanwhile: nothing is left running there.
                     Err(CallError::Closed { .. }) => Ok(()),
                     Err(error) => Err(error.to_string()),
@@ -326,10 +339,12 @@ impl SandboxRouter {
             }
             self.apply_migration(entry, &updated);
         }
+        // The reason becomes the entry's, shown and logged on every retry: bounded.
+        let reason = crate::limits::bounded_text(&result.reason, crate::limits::MAX_REASON_BYTES);
         match wire::SetupOutcome::try_from(result.outcome) {
             Ok(wire::SetupOutcome::Loaded) => Ok(()),
-            Ok(wire::SetupOutcome::SetupRetry) => Err(SetupError::NotReady(result.reason)),
-            _ => Err(SetupError::Failed(result.reason)),
+            Ok(wire::SetupOutcome::SetupRetry) => Err(SetupError::NotReady(reason)),
+            _ => Err(SetupError::Failed(reason)),
         }
     }
 

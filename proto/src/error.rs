@@ -89,20 +89,56 @@ impl RemoteError {
 
     /// Rebuilds from the wire message. A kind this peer does not know becomes
     /// [`ErrorKind::Unspecified`], keeping the message.
+    ///
+    /// The peer's error is bounded on the way in: a message of at most
+    /// [`MAX_ERROR_MESSAGE_BYTES`], at most [`MAX_FIELD_ERRORS`] field errors, each path at most
+    /// [`MAX_FIELD_PATH_LEN`] segments of at most [`MAX_ERROR_MESSAGE_BYTES`]. An error is
+    /// shown to users, logged and kept as a failure reason; a peer must not make any of those
+    /// as large as a frame.
     pub fn from_wire(error: wire::Error) -> Self {
         Self {
             kind: ErrorKind::try_from(error.kind).unwrap_or(ErrorKind::Unspecified),
-            message: error.message,
+            message: truncated(error.message),
             field_errors: error
                 .field_errors
                 .into_iter()
+                .take(MAX_FIELD_ERRORS)
                 .map(|field| FieldError {
-                    path: field.path,
-                    message: field.message,
+                    path: field
+                        .path
+                        .into_iter()
+                        .take(MAX_FIELD_PATH_LEN)
+                        .map(truncated)
+                        .collect(),
+                    message: truncated(field.message),
                 })
                 .collect(),
         }
     }
+}
+
+/// Longest error message (and path segment) kept from a peer's error, in bytes; the rest is cut
+/// at a character boundary and marked with `…`.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+
+/// Most field errors kept from a peer's error (a form has far fewer fields).
+pub const MAX_FIELD_ERRORS: usize = 64;
+
+/// Most segments kept of a field error's path (schemas nest a few sections deep).
+pub const MAX_FIELD_PATH_LEN: usize = 16;
+
+/// `text` cut to [`MAX_ERROR_MESSAGE_BYTES`] at a character boundary.
+fn truncated(mut text: String) -> String {
+    if text.len() <= MAX_ERROR_MESSAGE_BYTES {
+        return text;
+    }
+    let mut end = MAX_ERROR_MESSAGE_BYTES - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
 }
 
 impl fmt::Display for RemoteError {
@@ -139,6 +175,32 @@ pub fn kind_label(kind: ErrorKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peers_error_is_bounded_on_the_way_in() {
+        let huge = wire::Error {
+            kind: ErrorKind::Validation as i32,
+            message: "é".repeat(1 << 20),
+            field_errors: (0..10_000)
+                .map(|n| wire::FieldError {
+                    path: vec!["p".repeat(1 << 12); 100],
+                    message: n.to_string(),
+                })
+                .collect(),
+        };
+        let error = RemoteError::from_wire(huge);
+        assert!(error.message.len() <= MAX_ERROR_MESSAGE_BYTES);
+        assert!(error.message.ends_with('…'));
+        assert_eq!(error.field_errors.len(), MAX_FIELD_ERRORS);
+        assert_eq!(error.field_errors[0].path.len(), MAX_FIELD_PATH_LEN);
+        assert!(error.field_errors[0].path[0].len() <= MAX_ERROR_MESSAGE_BYTES);
+        let small = RemoteError::from_wire(wire::Error {
+            kind: ErrorKind::Refused as i32,
+            message: "no".into(),
+            field_errors: vec![],
+        });
+        assert_eq!(small.message, "no");
+    }
 
     #[test]
     fn validation_error_round_trips_with_paths() {

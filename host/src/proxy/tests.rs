@@ -75,6 +75,7 @@ fn link(channel: Channel) -> Arc<ProxyLink> {
         channel,
         alive: AtomicBool::new(true),
         contexts: Arc::new(ContextCache::new()),
+        refused: Arc::new(crate::refusals::GateCounters::new("g")),
         joins_entity_calls: true,
         open_batches: Mutex::default(),
     })

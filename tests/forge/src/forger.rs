@@ -21,7 +21,7 @@
 //! | `context` | `state_changed` and `fire_event` with a context id main never issued, then a flood of distinct unknown ids; ends with `demo_flood_done` |
 //! | `update_entry` | `update_entry` for `--foreign-entry` and for an entry that does not exist |
 //! | `descriptions` | devices claiming another integration's identifier (directly and as `via_device`) or with a `javascript:` URL; an unknown device class; then, after the control entity, a re-description changing its domain, a push and an unregistration for an entity never registered, an unregistration of `--existing-service`, a service with an invalid name |
-//! | `bounds` | an entity with attributes one byte over the bound, capabilities nested too deep, a name too long; after the control, a state push with 1 MiB of attributes, one with a 64 KiB context id, `update_entry` with deeply nested data, events with an over-long type and with data that is not an object, a store value nested too deep, one device merged into until it would hold more identifiers than the bound |
+//! | `bounds` | an entity with attributes one byte over the bound, capabilities nested too deep, a name too long; after the control, a state push with 1 MiB of attributes, one with a 64 KiB context id, `update_entry` with deeply nested data, events with an over-long type and with data that is not an object, a store value nested too deep, one device merged into until it would hold more identifiers than the bound, a service `demo.big_reply` answering with 2 MiB |
 //! | `entity_cap` | [`FORGE_ENTITY_CAP`] + 2 entities, then one unregistered and one more registered |
 //! | `overload` | [`OVERLOAD_CALLS`] `store_load` calls at once, each awaited (bounded by [`OVERLOAD_ANSWER_GUARD`]); then a control call |
 //! | `flow_results` | nothing at main's gates; answers `flow_init` as the flow's init data `{"forge": ...}` says: `deep_data` (a `create_entry` whose data nests too deep), `long_description` (a form with a 64 KiB description), `many_options` (a menu of 1,000 options), anything else a small `create_entry` |
@@ -261,6 +261,19 @@ pub async fn run_forger(args: ForgerArgs) -> Result<(), ForgeError> {
                 outcome: SetupOutcome::Loaded as i32,
                 reason: String::new(),
                 updated_entry: None,
+            })
+        })
+        .on_call::<wire::CallService, _, _>(|call: wire::CallService, _| async move {
+            // `big_reply` answers with more than main takes from a sandbox.
+            let response_json = (call.service == "big_reply").then(|| {
+                json!({"padding": "x".repeat(2 * 1024 * 1024)})
+                    .to_string()
+                    .into_bytes()
+                    .into()
+            });
+            Ok(wire::CallServiceResult {
+                response_json,
+                outcomes: Vec::new(),
             })
         })
         .on_call::<wire::FlowInit, _, _>(|init: wire::FlowInit, _| async move {
@@ -806,6 +819,17 @@ async fn forge_scenario(channel: &Channel, args: &ForgerArgs) -> Result<Vec<Valu
                 serde_json::from_str(&nested(64)).unwrap_or(Value::Null),
             );
             lines.push(save(channel, "deep_store_value", "deep", deep_value).await);
+            let request = wire::RegisterService {
+                domain: "demo".to_owned(),
+                service: "big_reply".to_owned(),
+                supports_response: wire::SupportsResponse::Only as i32,
+                schema_json: Default::default(),
+            };
+            lines.push(outcome(
+                "big_reply_service",
+                channel.call(&request).await,
+                |_| Value::Null,
+            ));
             // One device merged into by ever more descriptions, each adding an identifier.
             for index in 0..=sandbox_host::limits::MAX_DEVICE_KEYS {
                 let grower = wire::DeviceInfo {

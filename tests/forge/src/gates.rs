@@ -427,10 +427,30 @@ async fn bounds(hub: &mut Hub) -> Result<(), CheckError> {
         )?;
     }
     wait_until("the control event", || events.seen("demo_bounds_done")).await?;
+    report.ok("big_reply_service")?;
+    let reply = tokio::time::timeout(
+        HANG_GUARD,
+        hub.core
+            .services()
+            .call(ServiceRequest::new("demo", "big_reply").with_response()),
+    )
+    .await
+    .map_err(|_| CheckError::Hung("the big reply".to_owned()))?;
+    match reply {
+        Ok(_) => {
+            return Err(CheckError::Failed(
+                "a 2 MiB reply reached the caller".to_owned(),
+            ));
+        }
+        Err(error) => ensure!(
+            error.to_string().contains("response_json is"),
+            "the big reply failed with {error}, not over the bound"
+        ),
+    }
     only_counted(
         &hub.bridge()?,
         &[
-            (Gate::Bounds, 7),
+            (Gate::Bounds, 8),
             (Gate::Context, 1),
             (Gate::Event, 2),
             (Gate::Store, 1),
