@@ -16,7 +16,8 @@
 //! - [`gates`]: the trust gates, decided from main's own state.
 //! - [`limits`]: the size, count and depth bounds on everything a sandbox sends.
 //! - [`refusals`]: refusals counted per group and gate, logged within a budget.
-//! - [`log_limit`]: the log budget every log line about a sandbox goes through.
+//! - [`log_limit`] (from `sandbox-proto`): the log budget every log line about a sandbox goes
+//!   through.
 //! - [`context_cache`]: restores the contexts main issued; mints fresh ones otherwise.
 //! - [`store_server`]: a group's store folder on main, atomic and under quotas.
 
@@ -27,12 +28,13 @@ pub mod context_cache;
 pub mod gates;
 pub mod groups;
 pub mod limits;
-pub mod log_limit;
 pub mod manager;
 pub mod plugin;
 pub mod process;
 pub mod proxy;
 pub mod refusals;
+
+pub use sandbox_proto::log_limit;
 pub mod router;
 pub mod store_server;
 

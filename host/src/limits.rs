@@ -291,6 +291,50 @@ pub fn check_entry(entry: &sandbox_proto::wire::ConfigEntry) -> Result<(), Limit
     check_json("options_json", &entry.options_json, MAX_ENTRY_DATA_BYTES)
 }
 
+/// Longest protocol version or feature name in `ready`, in bytes (semver text and feature
+/// names are short; a long one is kept in the group's status and logged).
+pub const MAX_READY_WORD_BYTES: usize = 64;
+
+/// Most features, and most integrations, a `ready` may list.
+pub const MAX_READY_ITEMS: usize = 256;
+
+/// Every bound of a `ready`: main keeps its version and features in the group's status and
+/// logs them.
+pub fn check_ready(ready: &sandbox_proto::wire::Ready) -> Result<(), LimitError> {
+    check_text(
+        "protocol_version",
+        &ready.protocol_version,
+        MAX_READY_WORD_BYTES,
+    )?;
+    check_count("features", ready.features.len(), MAX_READY_ITEMS)?;
+    for feature in &ready.features {
+        check_text("feature", feature, MAX_READY_WORD_BYTES)?;
+    }
+    check_text("group", &ready.group, MAX_TEXT_BYTES)?;
+    check_text("runtime", &ready.runtime, MAX_TEXT_BYTES)?;
+    check_count("integrations", ready.integrations.len(), MAX_READY_ITEMS)?;
+    for integration in &ready.integrations {
+        for (field, text) in [
+            ("integration domain", &integration.domain),
+            ("integration name", &integration.name),
+            ("integration version", &integration.version),
+            ("integration type", &integration.integration_type),
+        ] {
+            check_text(field, text, MAX_TEXT_BYTES)?;
+        }
+        for (field, list) in [
+            ("integration platforms", &integration.platforms),
+            ("integration dependencies", &integration.dependencies),
+        ] {
+            check_count(field, list.len(), MAX_READY_ITEMS)?;
+            for text in list {
+                check_text(field, text, MAX_TEXT_BYTES)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_count(field: &str, count: usize, max: usize) -> Result<(), LimitError> {
     if count > max {
         return Err(LimitError::TooMany {
@@ -470,6 +514,22 @@ mod tests {
             check_description(&description),
             Err(LimitError::TooMany { .. })
         ));
+    }
+
+    #[test]
+    fn a_ready_is_bounded() {
+        use sandbox_proto::wire;
+        let mut ready = wire::Ready {
+            protocol_version: "1.1.0".into(),
+            features: vec!["entity_outcomes".into()],
+            ..Default::default()
+        };
+        assert_eq!(check_ready(&ready), Ok(()));
+        ready.protocol_version = format!("1.1.0-{}", "a".repeat(1 << 20));
+        assert!(check_ready(&ready).is_err());
+        ready.protocol_version = "1.1.0".into();
+        ready.features = vec!["f".into(); MAX_READY_ITEMS + 1];
+        assert!(check_ready(&ready).is_err());
     }
 
     #[test]

@@ -857,6 +857,13 @@ async fn answer_ready(
     let Some(sender) = sender else {
         return Err(RemoteError::bad_request("`ready` was already received"));
     };
+    // A `ready` over main's bounds is a broken sandbox: it fails like an incompatible one
+    // (restarting would not help), and nothing of it is kept.
+    if let Err(error) = crate::limits::check_ready(&ready) {
+        let message = format!("`ready` refused: {error}");
+        let _ = sender.send(Err(message.clone()));
+        return Err(RemoteError::bad_request(message));
+    }
     match version::negotiate(Role::Host, &ready.protocol_version, &ready.features) {
         Ok(negotiated) => {
             let ack = ReadyAck {

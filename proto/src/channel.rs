@@ -50,6 +50,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::{ErrorKind, RemoteError};
 use crate::framing::{self, FrameError, MAX_FRAME_LEN};
+use crate::log_limit::{Admit, LogBudget};
 use crate::messages::{Call, Push};
 use crate::transport::{BoxReader, BoxWriter, Transport};
 use crate::wire;
@@ -538,6 +539,9 @@ struct Tasks {
 struct Shared {
     config: ChannelConfig,
     description: String,
+    /// The budget of warnings about what the peer sent (bad frames, odd types): a peer
+    /// sending garbage at wire speed costs [`PEER_LOG_LINES_PER_WINDOW`] lines and a summary.
+    peer_log: Mutex<LogBudget>,
     handlers: RwLock<HandlerTable>,
     calls: Mutex<CallTable>,
     /// Mirrors `calls.closed.is_some()` for the lock-free fast path of `push`.
@@ -576,6 +580,22 @@ struct Shared {
 }
 
 impl Shared {
+    /// Runs `log` (a warning about what the peer sent) within the peer log budget, after a
+    /// summary of what the budget suppressed.
+    fn warn_about_peer(&self, log: impl FnOnce()) {
+        let admit = self
+            .peer_log
+            .lock()
+            .expect("peer log lock poisoned")
+            .admit(0);
+        if let Admit::Log { suppressed } = admit {
+            if let Some(suppressed) = suppressed {
+                tracing::warn!(channel = %self.config.name, "{} more warnings about the peer's frames in the last {} s", suppressed.lines, suppressed.over.as_secs());
+            }
+            log();
+        }
+    }
+
     /// Records that writing failed (first error wins) and stops every later send.
     fn fail_writes(&self, message: String) {
         let mut error = self.write_error.lock().expect("write error lock poisoned");
@@ -635,7 +655,10 @@ impl Shared {
 
     fn push_undecodable(&self, type_name: &str, error: &prost::DecodeError) {
         bump(&self.counters.pushes_unhandled);
-        tracing::warn!(channel = %self.config.name, type_name, %error, "dropping an undecodable push");
+        let type_name = type_label(type_name);
+        self.warn_about_peer(|| {
+            tracing::warn!(channel = %self.config.name, type_name, %error, "dropping an undecodable push");
+        });
     }
 
     fn complete_call(&self, id: u64, type_name: &str, response: wire::Response) {
@@ -647,13 +670,13 @@ impl Shared {
             .remove(&id);
         let Some(pending) = pending else {
             bump(&self.counters.late_replies);
-            tracing::debug!(channel = %self.config.name, id, type_name, "reply to no pending call");
+            tracing::debug!(channel = %self.config.name, id, type_name = type_label(type_name), "reply to no pending call");
             return;
         };
         let outcome = if pending.type_name != type_name {
             Err(CallError::MismatchedReply {
                 type_name: pending.type_name.into_owned(),
-                got: type_name.to_owned(),
+                got: type_label(type_name).to_owned(),
             })
         } else {
             match response.outcome {
@@ -994,6 +1017,7 @@ impl ChannelBuilder {
             running: Arc::new(Semaphore::new(self.config.max_running_handlers.max(1))),
             config: self.config,
             description,
+            peer_log: Mutex::new(LogBudget::new(PEER_LOG_LINES_PER_WINDOW, usize::MAX)),
             handlers: RwLock::new(self.handlers),
             calls: Mutex::new(CallTable::default()),
             closed_flag: AtomicBool::new(false),
@@ -1602,7 +1626,9 @@ fn dispatch(shared: &Arc<Shared>, owner: &Arc<Owner>, frame: Bytes) -> Result<()
         Ok(frame) => frame,
         Err(error) => {
             bump(&shared.counters.undecodable_frames);
-            tracing::warn!(channel = %shared.config.name, %error, "dropping an undecodable frame");
+            shared.warn_about_peer(|| {
+                tracing::warn!(channel = %shared.config.name, %error, "dropping an undecodable frame");
+            });
             return Ok(());
         }
     };
@@ -1616,7 +1642,10 @@ fn dispatch(shared: &Arc<Shared>, owner: &Arc<Owner>, frame: Bytes) -> Result<()
         }
         None => {
             bump(&shared.counters.undecodable_frames);
-            tracing::warn!(channel = %shared.config.name, type_name = %frame.r#type, "dropping a frame with no body");
+            let type_name = type_label(&frame.r#type);
+            shared.warn_about_peer(|| {
+                tracing::warn!(channel = %shared.config.name, type_name, "dropping a frame with no body");
+            });
             Ok(())
         }
     }
@@ -1651,7 +1680,7 @@ fn dispatch_request(
         }
         None => {
             bump(&shared.counters.pushes_unhandled);
-            tracing::debug!(channel = %shared.config.name, %type_name, "dropping a push nobody handles");
+            tracing::debug!(channel = %shared.config.name, type_name = type_label(&type_name), "dropping a push nobody handles");
         }
         Some(Handler::Inline(run)) if !is_call => {
             let channel = channel();
@@ -1753,7 +1782,10 @@ fn dispatch_request(
         }
         Some(_) => {
             bump(&shared.counters.pushes_unhandled);
-            tracing::warn!(channel = %shared.config.name, %type_name, "dropping a push of a call type");
+            let type_name = type_label(&type_name);
+            shared.warn_about_peer(|| {
+                tracing::warn!(channel = %shared.config.name, type_name, "dropping a push of a call type");
+            });
         }
     }
     Ok(())
@@ -1799,9 +1831,40 @@ fn reply_frame(shared: &Shared, id: u64, type_name: &str, outcome: CallOutcome) 
             RemoteError::internal(format!("the handler for `{type_name}` panicked"))
         }
     };
-    framing::encode_error_response(id, type_name, &error.to_wire(), shared.config.max_frame_len)
+    // An error too large for a frame (a message quoting the peer at length) still answers the
+    // call: with a short error, and past that without echoing the type name.
+    let max = shared.config.max_frame_len;
+    framing::encode_error_response(id, type_name, &error.to_wire(), max)
+        .or_else(|_| {
+            let short = RemoteError::new(error.kind, "the error was too large to send");
+            framing::encode_error_response(id, type_name, &short.to_wire(), max)
+        })
+        .or_else(|_| {
+            let short = RemoteError::new(error.kind, "the error was too large to send");
+            framing::encode_error_response(id, "", &short.to_wire(), max)
+        })
         .ok()
 }
+
+/// Longest type name quoted in logs and errors, in bytes: the protocol's own names are under
+/// 32; a peer's name can be as long as a frame.
+pub const MAX_TYPE_LABEL_BYTES: usize = 64;
+
+/// `type_name` cut to [`MAX_TYPE_LABEL_BYTES`] at a character boundary, for logs and errors.
+fn type_label(type_name: &str) -> &str {
+    if type_name.len() <= MAX_TYPE_LABEL_BYTES {
+        return type_name;
+    }
+    let mut end = MAX_TYPE_LABEL_BYTES;
+    while !type_name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &type_name[..end]
+}
+
+/// Warnings about what the peer sent logged per [`crate::log_limit::LOG_WINDOW`]; the rest
+/// are counted (the channel's counters say what happened) and summarised.
+pub const PEER_LOG_LINES_PER_WINDOW: u32 = 10;
 
 /// Sends a handler's reply from the reader without making the reader wait: written now,
 /// queued, or (when the queue is full) handed to a task that waits for room. That task keeps the
@@ -1853,7 +1916,7 @@ fn admit(shared: &Shared, type_name: &str, is_call: bool) -> bool {
         } else {
             bump(&shared.counters.pushes_shed);
         }
-        tracing::debug!(channel = %shared.config.name, type_name, limit, "shedding: too many handlers in flight");
+        tracing::debug!(channel = %shared.config.name, type_name = type_label(type_name), limit, "shedding: too many handlers in flight");
     }
     admitted
 }

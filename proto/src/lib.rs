@@ -13,12 +13,14 @@
 //! - [`version`]: the protocol version, features, and the compatibility check of the handshake.
 //! - [`error`]: [`RemoteError`], the typed error that crosses the wire.
 //! - [`json`]: the one place dynamic payloads become JSON bytes and back.
+//! - [`log_limit`]: the log budget of every log line about what a peer sent.
 //! - [`test_util`]: in-memory peers with fault injection, for tests of both sides.
 
 pub mod channel;
 pub mod error;
 pub mod framing;
 pub mod json;
+pub mod log_limit;
 pub mod messages;
 #[doc(hidden)]
 pub mod test_util;

@@ -274,6 +274,29 @@ async fn remote_errors_keep_kind_and_field_paths() {
 }
 
 #[tokio::test]
+async fn an_error_too_large_for_a_frame_still_answers_the_call() {
+    let sandbox = builder("sandbox").on_call::<Ping, _, _>(|_, _| async {
+        Err(RemoteError::bad_request("x".repeat(MAX_FRAME_LEN + 1)))
+    });
+    let (main, _sandbox) = channel_pair(builder("main"), sandbox);
+    let error = expect_remote(guard(main.call(&Ping::default())).await).await;
+    assert_eq!(error.kind, ErrorKind::BadRequest);
+    assert_eq!(error.message, "the error was too large to send");
+    // And the channel goes on.
+    let error = expect_remote(guard(main.call(&Ping::default())).await).await;
+    assert_eq!(error.kind, ErrorKind::BadRequest);
+}
+
+#[test]
+fn type_names_are_quoted_at_most_a_label_long() {
+    assert_eq!(type_label("ping"), "ping");
+    let long = "é".repeat(1000);
+    let label = type_label(&long);
+    assert!(label.len() <= MAX_TYPE_LABEL_BYTES);
+    assert!(long.starts_with(label));
+}
+
+#[tokio::test]
 async fn a_panicking_handler_answers_internal_and_the_channel_goes_on() {
     let sandbox = builder("sandbox")
         .on_call::<StoreLoad, _, _>(|_, _| async { panic!("integration bug") })

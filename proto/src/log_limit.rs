@@ -1,5 +1,6 @@
-//! Rate limits for logs about a sandbox: a hostile or broken sandbox can make main refuse a
-//! million requests or print a million lines, and main's log must not grow with it.
+//! Rate limits for logs about a peer: a hostile or broken sandbox can make main refuse a
+//! million requests, send a million bad frames or print a million lines, and main's log must
+//! not grow with it.
 //!
 //! A [`LogBudget`] admits a few log lines per window and counts the rest; the first line admitted
 //! in a new window carries the previous window's count, so the log says "N more … in the last
