@@ -179,8 +179,7 @@ async fn blocking<T: Send + 'static>(
 impl FileStoreBackend {
     /// Writes `bytes` as the file of `key`, atomically, exactly as given: for a caller that
     /// validated an envelope's bytes and must store what it checked (a sandbox's store server
-    /// stores the compact bytes it counted against its quotas, never a re-serialized,
-    /// pretty-printed and larger copy).
+    /// stores the bytes it counted against its quotas, never a re-serialized copy).
     pub async fn save_bytes(&self, key: &StoreKey, bytes: Vec<u8>) -> Result<(), StoreError> {
         let backend = self.clone();
         let owned = key.clone();
@@ -204,11 +203,13 @@ impl StoreBackend for FileStoreBackend {
         envelope: &'a StoreEnvelope,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let mut bytes =
-                serde_json::to_vec_pretty(envelope).map_err(|err| StoreError::Backend {
-                    key: key.to_string(),
-                    message: format!("cannot serialize: {err}"),
-                })?;
+            // Compact, not pretty-printed: indentation grows with nesting, so a deeply nested
+            // value an integration stored (a sandbox's entry data, an entity's capabilities)
+            // would take many times its size on disk and in every rewrite.
+            let mut bytes = serde_json::to_vec(envelope).map_err(|err| StoreError::Backend {
+                key: key.to_string(),
+                message: format!("cannot serialize: {err}"),
+            })?;
             bytes.push(b'\n');
             let backend = self.clone();
             let owned = key.clone();

@@ -34,9 +34,9 @@ struct ProxyRecord {
     proxy: Arc<ProxyEntity>,
     entry_id: String,
     platform: EntityPlatform,
-    /// Bytes of its capabilities JSON, fixed per description.
+    /// What its capabilities take once parsed ([`limits::held_size`]), fixed per description.
     capabilities_bytes: usize,
-    /// Bytes of attributes and capabilities JSON it holds, counted in the group's
+    /// What its attributes and capabilities take once parsed, counted in the group's
     /// [`limits::MAX_GROUP_MIRRORED_BYTES`].
     mirrored_bytes: usize,
 }
@@ -63,6 +63,12 @@ pub struct Bridge {
     entity_slots: AtomicUsize,
     /// Bytes of attributes and capabilities JSON the proxies hold (guarded by `proxies`).
     mirrored_bytes: AtomicUsize,
+    /// Entity registry entries of the group's config entries: counted at this bridge's start,
+    /// then each new one. Registry entries outlive their proxies (as in Home Assistant), so a
+    /// sandbox churning unique ids would grow main's registry without end past any live cap.
+    registry_entries: AtomicUsize,
+    /// Devices of the group's config entries, counted the same way.
+    devices: AtomicUsize,
 }
 
 impl Bridge {
@@ -76,6 +82,7 @@ impl Bridge {
         joins_entity_calls: bool,
         max_entities: usize,
     ) -> Arc<Self> {
+        let (registry_entries, devices) = registry_footprint(&core, group);
         Arc::new(Self {
             core,
             link: Arc::new(ProxyLink {
@@ -95,7 +102,63 @@ impl Bridge {
             max_entities,
             entity_slots: AtomicUsize::new(0),
             mirrored_bytes: AtomicUsize::new(0),
+            registry_entries: AtomicUsize::new(registry_entries),
+            devices: AtomicUsize::new(devices),
         })
+    }
+
+    /// Most entity registry entries the group's config entries may have on main.
+    pub fn max_registry_entries(&self) -> usize {
+        self.max_entities
+            .saturating_mul(limits::REGISTRY_ENTRIES_PER_ENTITY)
+    }
+
+    /// Takes one of `counter`'s slots below `max`; false when none is left.
+    fn take_slot(counter: &AtomicUsize, max: usize) -> bool {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
+                (taken < max).then_some(taken + 1)
+            })
+            .is_ok()
+    }
+
+    /// Whether registering `description` for `entry` would create an entity registry entry
+    /// and a device on main, and whether the group may have them.
+    fn check_registry_growth(
+        &self,
+        entry: &homecore::ConfigEntry,
+        description: &wire::EntityDescription,
+    ) -> Result<(), GateError> {
+        let cap = |what: &str, max: usize| GateError::RegistryCap {
+            group: self.group().to_owned(),
+            what: what.to_owned(),
+            max,
+        };
+        if let Some(unique_id) = &description.unique_id {
+            let proxy_unique_id = format!("{}:{unique_id}", description.platform);
+            let new_entry = self
+                .core
+                .entity_registry()
+                .entity_id_for(&description.domain, &entry.domain, &proxy_unique_id)
+                .is_none();
+            if new_entry && !Self::take_slot(&self.registry_entries, self.max_registry_entries()) {
+                return Err(cap("entity registry entries", self.max_registry_entries()));
+            }
+        }
+        if let Some(device) = &description.device {
+            let key = |pair: &wire::StringPair| (pair.first.clone(), pair.second.clone());
+            let identifiers: Vec<_> = device.identifiers.iter().map(key).collect();
+            let connections: Vec<_> = device.connections.iter().map(key).collect();
+            let new_device = self
+                .core
+                .device_registry()
+                .find_all(&identifiers, &connections)
+                .is_empty();
+            if new_device && !Self::take_slot(&self.devices, self.max_entities) {
+                return Err(cap("devices", self.max_entities));
+            }
+        }
+        Ok(())
     }
 
     /// The group.
@@ -340,11 +403,11 @@ impl Bridge {
             // Only checked: a registration's first state is written without a cause.
             let _ = self.context(Some(context_id));
         }
-        let capabilities_bytes = description.capabilities_json.len();
+        let capabilities_bytes = limits::held_size(&description.capabilities_json);
         let state_bytes = request
             .state
             .as_ref()
-            .map_or(0, |state| state.attributes_json.len());
+            .map_or(0, |state| limits::held_size(&state.attributes_json));
         // Re-description of an entity already proxied (a registry update in the sandbox): it
         // stays what it is on main, the entity of one domain and one entry.
         let existing = {
@@ -394,6 +457,10 @@ impl Bridge {
                 group: self.group().to_owned(),
                 max: self.max_entities,
             };
+            return Err(self.refuse(Gate::EntityCap, &error));
+        }
+        if let Err(error) = self.check_registry_growth(&entry, &description) {
+            self.entity_slots.fetch_sub(1, Ordering::AcqRel);
             return Err(self.refuse(Gate::EntityCap, &error));
         }
         let held = capabilities_bytes + state_bytes;
@@ -628,7 +695,7 @@ impl Bridge {
                 );
                 return;
             };
-            let held = record.capabilities_bytes + state.attributes_json.len();
+            let held = record.capabilities_bytes + limits::held_size(&state.attributes_json);
             if !self.swap_mirrored(record.mirrored_bytes, held) {
                 drop(proxies);
                 let _ = self.mirrored_refusal();
@@ -841,6 +908,35 @@ impl Bridge {
             .map_err(|error| RemoteError::bad_request(error.to_string()))?;
         Ok(wire::UpdateEntryResult {})
     }
+}
+
+/// The entity registry entries and devices main holds for `group`'s config entries.
+fn registry_footprint(core: &Core, group: &str) -> (usize, usize) {
+    let entries: HashSet<String> = core
+        .config_entries()
+        .entries(None)
+        .into_iter()
+        .filter(|entry| entry.sandbox.as_deref() == Some(group))
+        .map(|entry| entry.entry_id)
+        .collect();
+    let registry_entries = core
+        .entity_registry()
+        .entries()
+        .iter()
+        .filter(|registered| {
+            registered
+                .config_entry_id
+                .as_ref()
+                .is_some_and(|entry_id| entries.contains(entry_id))
+        })
+        .count();
+    let devices = core
+        .device_registry()
+        .devices()
+        .iter()
+        .filter(|device| device.config_entries.iter().any(|id| entries.contains(id)))
+        .count();
+    (registry_entries, devices)
 }
 
 /// Answers a failed store request: refusals (bad keys, values, quotas) are counted and logged

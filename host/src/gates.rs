@@ -194,6 +194,16 @@ pub enum GateError {
         /// The limit.
         max: usize,
     },
+    /// The group's config entries have as many registry entries (or devices) as they may.
+    #[error("group {group} has {max} {what} on main, its limit")]
+    RegistryCap {
+        /// The group.
+        group: String,
+        /// Entity registry entries, or devices.
+        what: String,
+        /// The limit.
+        max: usize,
+    },
     /// The group's proxies hold as much mirrored data as they may.
     #[error("group {group} would hold more than {max} bytes of attributes and capabilities")]
     MirroredBytes {

@@ -65,9 +65,16 @@ pub const MAX_CONTEXT_ID_LEN: usize = 26;
 /// MQTT install has a few thousand); a sandbox registering without end is refused past it.
 pub const MAX_ENTITIES_PER_GROUP: usize = 10_000;
 
-/// Most bytes of attributes and capabilities JSON one group's proxies may hold on main
-/// together. With [`MAX_ENTITIES_PER_GROUP`] entities at their own bounds a group could pin
-/// gigabytes; this keeps a group's mirrored data to a known size whatever it registers.
+/// Entity registry entries a group's config entries may have on main per entity of its cap:
+/// registry entries outlive their entities (a removed entity keeps its id and settings), so
+/// some churn is normal; a group registering ever new unique ids is refused past this. The
+/// group's devices are held to its entity cap.
+pub const REGISTRY_ENTRIES_PER_ENTITY: usize = 2;
+
+/// Most memory the attributes and capabilities of one group's proxies may take on main
+/// together, as [`held_size`] estimates it from their JSON. With [`MAX_ENTITIES_PER_GROUP`]
+/// entities at their own bounds a group could pin gigabytes; this keeps a group's mirrored
+/// data to a known size whatever it registers.
 pub const MAX_GROUP_MIRRORED_BYTES: usize = 32 * 1024 * 1024;
 
 /// Longest short text of a description (ids, names, icons, units, device fields), a state, a
@@ -176,6 +183,38 @@ pub fn nests_deeper_than(json: &[u8], max: usize) -> bool {
         }
     }
     false
+}
+
+/// What one parsed JSON value or object entry costs in memory besides its text, in bytes: a
+/// `serde_json::Value` is 32 bytes, an ordered map entry about twice that with its index.
+pub const JSON_VALUE_OVERHEAD: usize = 64;
+
+/// The memory a JSON text takes once parsed, estimated from its text: its bytes plus
+/// [`JSON_VALUE_OVERHEAD`] per value (counted by its separators). `[0,0,0,…]` is 2 bytes a
+/// value as text and about 32 parsed; budgets of what main keeps are charged this, not the
+/// text's length.
+pub fn held_size(json: &[u8]) -> usize {
+    if json.is_empty() {
+        return 0;
+    }
+    let (mut values, mut in_string, mut escaped) = (1usize, false, false);
+    for &byte in json {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' | b',' | b':' => values += 1,
+            _ => {}
+        }
+    }
+    json.len() + values * JSON_VALUE_OVERHEAD
 }
 
 /// Checks size and depth of a JSON value before it is parsed.
@@ -431,6 +470,17 @@ mod tests {
 
     fn nested(depth: usize) -> String {
         format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn held_size_charges_every_value_not_only_its_text() {
+        assert_eq!(held_size(b""), 0);
+        assert_eq!(held_size(b"{}"), 2 + JSON_VALUE_OVERHEAD * 2);
+        let zeros = format!("[{}]", vec!["0"; 1000].join(","));
+        assert!(held_size(zeros.as_bytes()) >= 1000 * JSON_VALUE_OVERHEAD);
+        // Separators inside strings are text, not values.
+        let text = format!("{{\"a\":\"{}\"}}", ",".repeat(1000));
+        assert!(held_size(text.as_bytes()) < text.len() + 4 * JSON_VALUE_OVERHEAD);
     }
 
     #[test]

@@ -296,18 +296,21 @@ impl ConfigEntryRouter for SandboxRouter {
             let request = wire::EntryUnload {
                 entry_id: entry.entry_id.clone(),
             };
-            Routed::Taken(
-                match channel.call_timeout(&request, ENTRY_CALL_TIMEOUT).await {
-                    Ok(result) if result.ok => Ok(()),
-                    Ok(result) => Err(crate::limits::bounded_text(
-                        &result.reason,
-                        crate::limits::MAX_REASON_BYTES,
-                    )),
-                    // The sandbox went away meanwhile: nothing is left running there.
-                    Err(CallError::Closed { .. }) => Ok(()),
-                    Err(error) => Err(error.to_string()),
-                },
-            )
+            let unloaded = match channel.call_timeout(&request, ENTRY_CALL_TIMEOUT).await {
+                Ok(result) if result.ok => Ok(()),
+                Ok(result) => Err(crate::limits::bounded_text(
+                    &result.reason,
+                    crate::limits::MAX_REASON_BYTES,
+                )),
+                // The sandbox went away meanwhile: nothing is left running there.
+                Err(CallError::Closed { .. }) => Ok(()),
+                Err(error) => Err(error.to_string()),
+            };
+            // What the sandbox registered for the entry while it was being unloaded goes too.
+            if let Some(bridge) = self.groups.bridge(&group) {
+                bridge.teardown_entry(&entry.entry_id).await;
+            }
+            Routed::Taken(unloaded)
         })
     }
 }

@@ -26,7 +26,11 @@ async fn saves_to_dot_storage_and_loads_back() {
     let path = dir.path().join(".storage").join("core.test");
     assert!(path.is_file());
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains("\"minor_version\": 1"), "{text}");
+    assert_eq!(
+        text,
+        "{\"version\":1,\"minor_version\":1,\"key\":\"core.test\",\"data\":{\"n\":1,\"f\":1.5}}\n",
+        "written compact"
+    );
     let loaded = backend.load(&key).await.unwrap().unwrap();
     assert!(loaded.data["n"].is_i64() && loaded.data["f"].is_f64());
     use std::os::unix::fs::PermissionsExt;

@@ -22,7 +22,7 @@
 //! | `update_entry` | `update_entry` for `--foreign-entry` and for an entry that does not exist |
 //! | `descriptions` | devices claiming another integration's identifier (directly and as `via_device`) or with a `javascript:` URL; an unknown device class; then, after the control entity, a re-description changing its domain, a push and an unregistration for an entity never registered, an unregistration of `--existing-service`, a service with an invalid name |
 //! | `bounds` | an entity with attributes one byte over the bound, capabilities nested too deep, a name too long; after the control, a state push with 1 MiB of attributes, one with a 64 KiB context id, `update_entry` with deeply nested data, events with an over-long type and with data that is not an object, a store value nested too deep, one device merged into until it would hold more identifiers than the bound, a service `demo.big_reply` answering with 2 MiB |
-//! | `entity_cap` | [`FORGE_ENTITY_CAP`] + 2 entities, then one unregistered and one more registered |
+//! | `entity_cap` | [`FORGE_ENTITY_CAP`] + 2 entities, then one unregistered and one more registered; then churn: entities of ever new unique ids registered and unregistered one at a time |
 //! | `overload` | [`OVERLOAD_CALLS`] `store_load` calls at once, each awaited (bounded by [`OVERLOAD_ANSWER_GUARD`]); then a control call |
 //! | `flow_results` | nothing at main's gates; answers `flow_init` as the flow's init data `{"forge": ...}` says: `deep_data` (a `create_entry` whose data nests too deep), `long_description` (a form with a 64 KiB description), `many_options` (a menu of 1,000 options), anything else a small `create_entry` |
 //! | `before_ready` | `register_entity` and a state push *before* `ready`; the control after |
@@ -868,6 +868,32 @@ async fn forge_scenario(channel: &Channel, args: &ForgerArgs) -> Result<Vec<Valu
             ));
             let request = entity("light", "after_unregister", own, None);
             lines.push(register(channel, "after_unregister", &request).await);
+            // Churn: ever new unique ids, never more than the cap alive at once; each leaves
+            // an entity registry entry on main.
+            let request = wire::UnregisterEntity {
+                entity_id: "light.capped_1".to_owned(),
+            };
+            lines.push(outcome(
+                "unregister_two",
+                channel.call(&request).await,
+                |_| Value::Null,
+            ));
+            for index in 0..FORGE_ENTITY_CAP {
+                let request = entity("light", &format!("churn_{index}"), own, None);
+                let line = register(channel, &format!("churn_{index}"), &request).await;
+                let registered = line["ok"] == true;
+                lines.push(line);
+                if registered {
+                    let request = wire::UnregisterEntity {
+                        entity_id: format!("light.churn_{index}"),
+                    };
+                    lines.push(outcome(
+                        &format!("unchurn_{index}"),
+                        channel.call(&request).await,
+                        |_| Value::Null,
+                    ));
+                }
+            }
         }
         ForgeScenario::Overload => {
             let mut calls = tokio::task::JoinSet::new();

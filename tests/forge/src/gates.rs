@@ -537,13 +537,41 @@ async fn entity_cap(hub: &mut Hub) -> Result<(), CheckError> {
     }
     report.ok("unregister_one")?;
     report.ok("after_unregister")?;
+    report.ok("unregister_two")?;
+    // The registry already holds FORGE_ENTITY_CAP + 1 entries; churn fills it to twice the cap.
+    let registry_cap = 2 * FORGE_ENTITY_CAP;
+    let churned = registry_cap - (FORGE_ENTITY_CAP + 1);
+    for index in 0..churned {
+        report.ok(&format!("churn_{index}"))?;
+        report.ok(&format!("unchurn_{index}"))?;
+    }
+    for index in churned..FORGE_ENTITY_CAP {
+        report.refused(
+            &format!("churn_{index}"),
+            ErrorKind::Refused,
+            &format!("group {GROUP} has {registry_cap} entity registry entries on main, its limit"),
+        )?;
+    }
     let bridge = hub.bridge()?;
-    only_counted(&bridge, &[(Gate::EntityCap, 2)])?;
-    ensure_eq(bridge.entity_count(), FORGE_ENTITY_CAP, "entities counted")?;
+    let refused = 2 + (FORGE_ENTITY_CAP - churned) as u64;
+    only_counted(&bridge, &[(Gate::EntityCap, refused)])?;
+    ensure_eq(
+        bridge.entity_count(),
+        FORGE_ENTITY_CAP - 1,
+        "entities counted",
+    )?;
     ensure_eq(
         entity_ids(&hub.core).len(),
-        FORGE_ENTITY_CAP,
+        FORGE_ENTITY_CAP - 1,
         "states on main",
+    )?;
+    ensure_eq(
+        hub.core
+            .entity_registry()
+            .entries_for_config_entry(OWN_ENTRY)
+            .len(),
+        registry_cap,
+        "registry entries of the group's entry",
     )?;
     hub.still_up().await
 }
