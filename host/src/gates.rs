@@ -372,11 +372,6 @@ pub fn integration_domains(core: &Core, group: &str) -> BTreeSet<String> {
     owned_domains(core, group, std::iter::empty())
 }
 
-/// The schemes a device's `configuration_url` may have, as in Home Assistant: a web page, or a
-/// page of the hub itself. Anything else (`javascript:`, `file:`, `data:`) a front end would
-/// render as a link into the user's browser.
-pub const CONFIGURATION_URL_SCHEMES: &[&str] = &["http", "https", "homeassistant"];
-
 /// The rules on a device a sandbox describes, besides who already owns it (see
 /// `Bridge::check_device`): every identifier and `via_device` of one of the group's
 /// integrations, and a configuration URL of an allowed scheme.
@@ -394,17 +389,12 @@ pub fn check_device_rules(
             });
         }
     }
-    if let Some(url) = &device.configuration_url {
-        let allowed = url.split_once(':').is_some_and(|(scheme, rest)| {
-            CONFIGURATION_URL_SCHEMES
-                .iter()
-                .any(|allowed| scheme.eq_ignore_ascii_case(allowed))
-                && rest.starts_with("//")
-                && rest.len() > 2
+    if let Some(url) = &device.configuration_url
+        && !crate::limits::is_safe_link(url)
+    {
+        return Err(GateError::ConfigurationUrl {
+            url: crate::limits::bounded_text(url, crate::limits::MAX_MESSAGE_BYTES),
         });
-        if !allowed {
-            return Err(GateError::ConfigurationUrl { url: url.clone() });
-        }
     }
     Ok(())
 }

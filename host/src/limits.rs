@@ -144,6 +144,14 @@ pub enum LimitError {
         /// The bound.
         max: usize,
     },
+    /// A link of a scheme a front end must not follow (`javascript:`, `data:`, `file:`).
+    #[error("{field} {url:?} is not an http, https or homeassistant:// link")]
+    UnsafeUrl {
+        /// What was sent.
+        field: String,
+        /// The link, cut to [`MAX_MESSAGE_BYTES`].
+        url: String,
+    },
     /// Not JSON, or not the JSON shape expected.
     #[error("{field} is not {expected}: {message}")]
     NotJson {
@@ -272,6 +280,22 @@ pub fn check_text(field: &str, text: &str, max: usize) -> Result<(), LimitError>
     Ok(())
 }
 
+/// The schemes a link from a sandbox may have, as in Home Assistant: a web page, or a page of
+/// the hub itself. Anything else (`javascript:`, `file:`, `data:`) a front end would open in the
+/// user's browser.
+pub const SAFE_LINK_SCHEMES: &[&str] = &["http", "https", "homeassistant"];
+
+/// Whether `url` is `<safe scheme>://<something>`.
+pub fn is_safe_link(url: &str) -> bool {
+    url.split_once(':').is_some_and(|(scheme, rest)| {
+        SAFE_LINK_SCHEMES
+            .iter()
+            .any(|allowed| scheme.eq_ignore_ascii_case(allowed))
+            && rest.starts_with("//")
+            && rest.len() > 2
+    })
+}
+
 /// Every bound of a flow result: what main shows (forms, menus, placeholders) and what becomes
 /// main's config entry (`create_entry` title, data and options).
 pub fn check_flow_result(result: &sandbox_proto::wire::FlowResult) -> Result<(), LimitError> {
@@ -298,6 +322,13 @@ pub fn check_flow_result(result: &sandbox_proto::wire::FlowResult) -> Result<(),
         if let Some(text) = text {
             check_text(field, text, max)?;
         }
+    }
+    let external = sandbox_proto::wire::FlowResultType::ExternalStep as i32;
+    if result.r#type == external && !is_safe_link(&result.url) {
+        return Err(LimitError::UnsafeUrl {
+            field: "url".to_owned(),
+            url: bounded_text(&result.url, MAX_MESSAGE_BYTES),
+        });
     }
     check_json(
         "data_schema_json",
@@ -605,6 +636,15 @@ mod tests {
             Err(LimitError::TooLarge { .. })
         ));
         result.description = String::new();
+        result.r#type = wire::FlowResultType::ExternalStep as i32;
+        result.url = "javascript:alert(1)".into();
+        assert!(matches!(
+            check_flow_result(&result),
+            Err(LimitError::UnsafeUrl { .. })
+        ));
+        result.url = "https://login.example/authorize".into();
+        assert_eq!(check_flow_result(&result), Ok(()));
+        result.r#type = 0;
         result.menu_options = (0..=MAX_MENU_OPTIONS)
             .map(|n| wire::MenuOption {
                 id: n.to_string(),
