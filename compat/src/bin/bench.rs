@@ -47,7 +47,7 @@ struct Cli {
     #[arg(long, default_value_t = 200_000)]
     pushes: u64,
     /// Measure only these sections (repeatable; all when absent): rtt, area, push, memory,
-    /// crash, spawn, latency. For profiling one path at a time.
+    /// crash, spawn, latency, register. For profiling one path at a time.
     #[arg(long, value_enum)]
     only: Vec<Section>,
 }
@@ -62,6 +62,7 @@ enum Section {
     Crash,
     Spawn,
     Latency,
+    Register,
 }
 
 impl Cli {
@@ -94,6 +95,9 @@ const LATENCY_PUSHES: u64 = 200;
 /// Milliseconds between two state changes of one group in the paced latency figures (a steady
 /// 1 000 changes/s per group: 50 000/s from 50 groups, within what main takes).
 const LATENCY_INTERVAL_MS: u64 = 10;
+/// Entries of `bench_lights::MAX_LIGHTS` lights registered one after the other in the
+/// registration figure (10,000 entities, the default entity cap of a group).
+const REGISTER_ENTRIES: usize = 10;
 /// How long any one wait may take before the run is abandoned.
 const WAIT_LIMIT: Duration = Duration::from_secs(300);
 
@@ -567,6 +571,49 @@ async fn run(cli: &Cli) -> Result<()> {
         figures.insert("groups".into(), json!(all.len()));
         figures.insert("entities_per_group".into(), json!(cli.entities));
     }
+    // Registering 10,000 entities in one group, 1,000 at a time, next to the same on main:
+    // the last thousand should take about what the first did (no step grows with what is
+    // registered), and a sandboxed registration a small multiple of a local one.
+    if cli.runs(Section::Register) {
+        let rss_before = resident_mb(std::process::id());
+        let sandboxed = register_slices(&core, Some("register")).await?;
+        let rss_after = resident_mb(std::process::id());
+        let local = register_slices(&core, None).await?;
+        let total = |slices: &[f64]| slices.iter().sum::<f64>();
+        let growth = |slices: &[f64]| slices[slices.len() - 1] / slices[0];
+        let count = REGISTER_ENTRIES * bench_lights::MAX_LIGHTS;
+        figures.insert(
+            format!("register_{count}_sandboxed_ms"),
+            json!(round(total(&sandboxed))),
+        );
+        figures.insert(
+            format!("register_{count}_local_ms"),
+            json!(round(total(&local))),
+        );
+        figures.insert(
+            "register_sandboxed_vs_local".into(),
+            json!(round(total(&sandboxed) / total(&local))),
+        );
+        figures.insert(
+            "register_last_vs_first_1000_sandboxed".into(),
+            json!(round(growth(&sandboxed))),
+        );
+        figures.insert(
+            "register_last_vs_first_1000_local".into(),
+            json!(round(growth(&local))),
+        );
+        figures.insert(
+            format!("register_{count}_main_rss_growth_mb"),
+            json!(round(rss_after - rss_before)),
+        );
+        eprintln!(
+            "bench: {count} registrations: sandboxed {:.0} ms (last/first thousand {:.2}), local {:.0} ms (last/first {:.2})",
+            total(&sandboxed),
+            growth(&sandboxed),
+            total(&local),
+            growth(&local)
+        );
+    }
     plugin.stop().await;
     core.stop().await?;
     figures.insert(
@@ -598,6 +645,33 @@ fn toggle_first_light() -> wire::CallService {
         return_response: false,
         per_entity: false,
     }
+}
+
+/// Adds `REGISTER_ENTRIES` entries of `MAX_LIGHTS` lights each, one after the other, in
+/// `group` (sandboxed) or on main (`None`); returns how long each entry took until its lights
+/// had states on main. Every light of one entry has the same name as the light of the same index
+/// in every other entry, so later entries take suffixed ids (`light.bench_light_7_10`): the
+/// per-entry time shows whether registering grows with what is registered already.
+async fn register_slices(core: &Core, group: Option<&str>) -> Result<Vec<f64>> {
+    let mut slices = Vec::with_capacity(REGISTER_ENTRIES);
+    for index in 0..REGISTER_ENTRIES {
+        let before = bench_proxies(core).len();
+        let mut entry = ConfigEntry::new(
+            bench_lights::DOMAIN,
+            format!("register {index}"),
+            Map::from_iter([("count".to_owned(), json!(bench_lights::MAX_LIGHTS))]),
+            "user",
+        );
+        entry.sandbox = group.map(str::to_owned);
+        let started = Instant::now();
+        core.config_entries().add(entry).await?;
+        wait_for("the registered lights", || {
+            bench_proxies(core).len() >= before + bench_lights::MAX_LIGHTS
+        })
+        .await?;
+        slices.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(slices)
 }
 
 fn ulid_text() -> String {
