@@ -164,11 +164,12 @@ pub enum LimitError {
     },
 }
 
-/// Whether `json` nests arrays and objects deeper than `max`. One pass over the bytes, strings
-/// skipped: it runs before any parsing, so a hostile value costs its length and nothing more.
-pub fn nests_deeper_than(json: &[u8], max: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &byte in json {
+/// The bytes of `json` outside its strings (quotes included): where its structure is. One pass,
+/// no allocation: the scans below run before any parsing, so a hostile value costs its length
+/// and nothing more.
+fn structure(json: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let (mut in_string, mut escaped) = (false, false);
+    json.iter().copied().filter(move |&byte| {
         if in_string {
             match (escaped, byte) {
                 (true, _) => escaped = false,
@@ -176,10 +177,19 @@ pub fn nests_deeper_than(json: &[u8], max: usize) -> bool {
                 (false, b'"') => in_string = false,
                 _ => {}
             }
-            continue;
+            false
+        } else {
+            in_string = byte == b'"';
+            true
         }
+    })
+}
+
+/// Whether `json` nests arrays and objects deeper than `max`.
+pub fn nests_deeper_than(json: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    for byte in structure(json) {
         match byte {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -205,24 +215,10 @@ pub fn held_size(json: &[u8]) -> usize {
     if json.is_empty() {
         return 0;
     }
-    let (mut values, mut in_string, mut escaped) = (1usize, false, false);
-    for &byte in json {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' | b',' | b':' => values += 1,
-            _ => {}
-        }
-    }
-    json.len() + values * JSON_VALUE_OVERHEAD
+    let separators = structure(json)
+        .filter(|byte| matches!(byte, b'[' | b'{' | b',' | b':'))
+        .count();
+    json.len() + (separators + 1) * JSON_VALUE_OVERHEAD
 }
 
 /// Checks size and depth of a JSON value before it is parsed.

@@ -11,7 +11,7 @@ use sandbox_proto::RemoteError;
 use sandbox_proto::error::ErrorKind;
 
 use crate::limits::{MAX_MESSAGE_BYTES, bounded_text};
-use crate::log_limit::{Admit, LogBudget};
+use crate::log_limit::{Admit, LogBudget, Suppressed};
 
 /// The gates, each with its own count and log budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -141,14 +141,7 @@ impl GateCounters {
         let admit = self.logs.lock()[gate.index()].admit(message.len());
         if let Admit::Log { suppressed } = admit {
             if let Some(suppressed) = suppressed {
-                tracing::warn!(
-                    group = %self.group,
-                    gate = gate.name(),
-                    "{} more refusals at gate {} in the last {} s",
-                    suppressed.lines,
-                    gate.name(),
-                    suppressed.over.as_secs()
-                );
+                self.log_summary(gate, suppressed);
             }
             tracing::warn!(group = %self.group, gate = gate.name(), error = %message, "refused a sandbox request");
         }
@@ -160,16 +153,20 @@ impl GateCounters {
         let mut logs = self.logs.lock();
         for gate in Gate::ALL {
             if let Some(suppressed) = logs[gate.index()].take_suppressed() {
-                tracing::warn!(
-                    group = %self.group,
-                    gate = gate.name(),
-                    "{} more refusals at gate {} in the last {} s",
-                    suppressed.lines,
-                    gate.name(),
-                    suppressed.over.as_secs()
-                );
+                self.log_summary(gate, suppressed);
             }
         }
+    }
+
+    fn log_summary(&self, gate: Gate, suppressed: Suppressed) {
+        tracing::warn!(
+            group = %self.group,
+            gate = gate.name(),
+            "{} more refusals at gate {} in the last {} s",
+            suppressed.lines,
+            gate.name(),
+            suppressed.over.as_secs()
+        );
     }
 }
 
