@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use homecore::event::EventOrigin;
-use homecore::{DeviceInfo, Event, ServiceRequest, SupportsResponse};
+use homecore::{DeviceInfo, Event, ServiceRequest};
 use sandbox_host::context_cache::MAX_CONTEXTS;
 use sandbox_host::refusals::Gate;
 use sandbox_proto::error::ErrorKind;
@@ -159,9 +159,7 @@ pub fn checks() -> Vec<GateCheck> {
 pub async fn flow_results_over_mains_bounds_never_become_entries_or_forms(
     forger: Vec<OsString>,
 ) -> Result<(), CheckError> {
-    let mut hub = Hub::start(&forger, ForgeScenario::FlowResults, &[]).await?;
-    let outcome = flow_results(&mut hub).await;
-    hub.finish(outcome).await
+    Hub::check(&forger, ForgeScenario::FlowResults, &[], flow_results).await
 }
 
 async fn flow_results(hub: &mut Hub) -> Result<(), CheckError> {
@@ -238,9 +236,7 @@ async fn flow_results(hub: &mut Hub) -> Result<(), CheckError> {
 pub async fn every_call_of_a_flood_gets_exactly_one_answer(
     forger: Vec<OsString>,
 ) -> Result<(), CheckError> {
-    let mut hub = Hub::start(&forger, ForgeScenario::Overload, &[]).await?;
-    let outcome = overload(&mut hub).await;
-    hub.finish(outcome).await
+    Hub::check(&forger, ForgeScenario::Overload, &[], overload).await
 }
 
 async fn overload(hub: &mut Hub) -> Result<(), CheckError> {
@@ -265,27 +261,17 @@ async fn overload(hub: &mut Hub) -> Result<(), CheckError> {
 pub async fn descriptions_claiming_what_the_group_does_not_own_are_refused(
     forger: Vec<OsString>,
 ) -> Result<(), CheckError> {
-    let mut hub = Hub::start(
+    Hub::check(
         &forger,
         ForgeScenario::Descriptions,
         &[("--existing-service", "demo.main_only")],
+        descriptions,
     )
-    .await?;
-    let outcome = descriptions(&mut hub).await;
-    hub.finish(outcome).await
+    .await
 }
 
 async fn descriptions(hub: &mut Hub) -> Result<(), CheckError> {
-    hub.core
-        .services()
-        .register(
-            "demo",
-            "main_only",
-            None,
-            SupportsResponse::None,
-            |_| async { Ok(None) },
-        )
-        .map_err(|error| CheckError::Setup(format!("main's own service: {error}")))?;
+    hub.register_main_service()?;
     hub.add_own_entry().await?;
     let report = hub.report().await?;
     let not_ours =
@@ -372,9 +358,7 @@ async fn descriptions(hub: &mut Hub) -> Result<(), CheckError> {
 pub async fn values_over_mains_bounds_are_refused_and_kept_nowhere(
     forger: Vec<OsString>,
 ) -> Result<(), CheckError> {
-    let mut hub = Hub::start(&forger, ForgeScenario::Bounds, &[]).await?;
-    let outcome = bounds(&mut hub).await;
-    hub.finish(outcome).await
+    Hub::check(&forger, ForgeScenario::Bounds, &[], bounds).await
 }
 
 async fn bounds(hub: &mut Hub) -> Result<(), CheckError> {
@@ -516,9 +500,7 @@ async fn bounds(hub: &mut Hub) -> Result<(), CheckError> {
 pub async fn registrations_past_the_entity_cap_are_refused(
     forger: Vec<OsString>,
 ) -> Result<(), CheckError> {
-    let mut hub = Hub::start(&forger, ForgeScenario::EntityCap, &[]).await?;
-    let outcome = entity_cap(&mut hub).await;
-    hub.finish(outcome).await
+    Hub::check(&forger, ForgeScenario::EntityCap, &[], entity_cap).await
 }
 
 async fn entity_cap(hub: &mut Hub) -> Result<(), CheckError> {
@@ -580,9 +562,7 @@ async fn entity_cap(hub: &mut Hub) -> Result<(), CheckError> {
 pub async fn bridge_requests_before_ready_are_refused_and_counted(
     forger: Vec<OsString>,
 ) -> Result<(), CheckError> {
-    let mut hub = Hub::start(&forger, ForgeScenario::BeforeReady, &[]).await?;
-    let outcome = before_ready(&mut hub).await;
-    hub.finish(outcome).await
+    Hub::check(&forger, ForgeScenario::BeforeReady, &[], before_ready).await
 }
 
 async fn before_ready(hub: &mut Hub) -> Result<(), CheckError> {
@@ -603,9 +583,7 @@ async fn before_ready(hub: &mut Hub) -> Result<(), CheckError> {
 pub async fn register_entity_for_an_entry_of_another_group_is_refused(
     forger: Vec<OsString>,
 ) -> Result<(), CheckError> {
-    let mut hub = Hub::start(&forger, ForgeScenario::ForeignEntry, &[]).await?;
-    let outcome = foreign_entry(&mut hub).await;
-    hub.finish(outcome).await
+    Hub::check(&forger, ForgeScenario::ForeignEntry, &[], foreign_entry).await
 }
 
 async fn foreign_entry(hub: &mut Hub) -> Result<(), CheckError> {
@@ -701,17 +679,11 @@ async fn device_setup(
     Ok((main_device, report))
 }
 
-async fn device_hub(forger: &[OsString]) -> Result<Hub, CheckError> {
-    Hub::start(
-        forger,
-        ForgeScenario::ForeignDevice,
-        &[
-            ("--foreign-device", "demo=main-owned-device"),
-            ("--foreign-connection", "mac=aa:bb:cc:dd:ee:ff"),
-        ],
-    )
-    .await
-}
+/// The flags of the device checks: main's device, by identifier and by connection.
+const DEVICE_FLAGS: &[(&str, &str)] = &[
+    ("--foreign-device", "demo=main-owned-device"),
+    ("--foreign-connection", "mac=aa:bb:cc:dd:ee:ff"),
+];
 
 fn device_refusals(report: &Report) -> Result<(), CheckError> {
     let says = format!("belongs to a config entry outside group {GROUP}");
@@ -724,9 +696,13 @@ fn device_refusals(report: &Report) -> Result<(), CheckError> {
 pub async fn a_device_merging_into_a_device_owned_outside_the_group_is_refused(
     forger: Vec<OsString>,
 ) -> Result<(), CheckError> {
-    let mut hub = device_hub(&forger).await?;
-    let outcome = device_merge(&mut hub).await;
-    hub.finish(outcome).await
+    Hub::check(
+        &forger,
+        ForgeScenario::ForeignDevice,
+        DEVICE_FLAGS,
+        device_merge,
+    )
+    .await
 }
 
 async fn device_merge(hub: &mut Hub) -> Result<(), CheckError> {
@@ -770,9 +746,13 @@ async fn device_merge(hub: &mut Hub) -> Result<(), CheckError> {
 pub async fn a_device_smuggling_a_foreign_identifier_behind_its_own_is_refused(
     forger: Vec<OsString>,
 ) -> Result<(), CheckError> {
-    let mut hub = device_hub(&forger).await?;
-    let outcome = device_smuggle(&mut hub).await;
-    hub.finish(outcome).await
+    Hub::check(
+        &forger,
+        ForgeScenario::ForeignDevice,
+        DEVICE_FLAGS,
+        device_smuggle,
+    )
+    .await
 }
 
 async fn device_smuggle(hub: &mut Hub) -> Result<(), CheckError> {
@@ -808,9 +788,7 @@ async fn device_smuggle(hub: &mut Hub) -> Result<(), CheckError> {
 pub async fn register_entity_of_a_domain_that_cannot_be_proxied_is_refused(
     forger: Vec<OsString>,
 ) -> Result<(), CheckError> {
-    let mut hub = Hub::start(&forger, ForgeScenario::UnproxyableDomain, &[]).await?;
-    let outcome = unproxyable(&mut hub).await;
-    hub.finish(outcome).await
+    Hub::check(&forger, ForgeScenario::UnproxyableDomain, &[], unproxyable).await
 }
 
 async fn unproxyable(hub: &mut Hub) -> Result<(), CheckError> {
@@ -852,28 +830,18 @@ async fn unproxyable(hub: &mut Hub) -> Result<(), CheckError> {
 pub async fn register_service_outside_owned_domains_or_over_an_existing_one_is_refused(
     forger: Vec<OsString>,
 ) -> Result<(), CheckError> {
-    let mut hub = Hub::start(
+    Hub::check(
         &forger,
         ForgeScenario::Service,
         &[("--existing-service", "demo.main_only")],
+        services,
     )
-    .await?;
-    let outcome = services(&mut hub).await;
-    hub.finish(outcome).await
+    .await
 }
 
 async fn services(hub: &mut Hub) -> Result<(), CheckError> {
     // A service main registered itself, in a domain the group will own.
-    hub.core
-        .services()
-        .register(
-            "demo",
-            "main_only",
-            None,
-            SupportsResponse::Optional,
-            |_| async { Ok(Some(json!({"answered_by": "main"}))) },
-        )
-        .map_err(|error| CheckError::Setup(format!("main's own service: {error}")))?;
+    hub.register_main_service()?;
     hub.add_own_entry().await?;
     let report = hub.report().await?;
 
@@ -929,9 +897,7 @@ async fn services(hub: &mut Hub) -> Result<(), CheckError> {
 pub async fn core_and_unowned_events_never_reach_mains_bus(
     forger: Vec<OsString>,
 ) -> Result<(), CheckError> {
-    let mut hub = Hub::start(&forger, ForgeScenario::Event, &[]).await?;
-    let outcome = events(&mut hub).await;
-    hub.finish(outcome).await
+    Hub::check(&forger, ForgeScenario::Event, &[], events).await
 }
 
 async fn events(hub: &mut Hub) -> Result<(), CheckError> {
@@ -1001,9 +967,7 @@ async fn events(hub: &mut Hub) -> Result<(), CheckError> {
 pub async fn store_requests_over_quota_or_with_unsafe_keys_are_refused_and_write_nothing(
     forger: Vec<OsString>,
 ) -> Result<(), CheckError> {
-    let mut hub = Hub::start(&forger, ForgeScenario::Store, &[]).await?;
-    let outcome = store(&mut hub).await;
-    hub.finish(outcome).await
+    Hub::check(&forger, ForgeScenario::Store, &[], store).await
 }
 
 async fn store(hub: &mut Hub) -> Result<(), CheckError> {
@@ -1058,9 +1022,7 @@ async fn store(hub: &mut Hub) -> Result<(), CheckError> {
 pub async fn contexts_main_never_issued_are_never_adopted_and_stay_bounded(
     forger: Vec<OsString>,
 ) -> Result<(), CheckError> {
-    let mut hub = Hub::start(&forger, ForgeScenario::Context, &[]).await?;
-    let outcome = contexts(&mut hub).await;
-    hub.finish(outcome).await
+    Hub::check(&forger, ForgeScenario::Context, &[], contexts).await
 }
 
 async fn contexts(hub: &mut Hub) -> Result<(), CheckError> {
@@ -1141,9 +1103,7 @@ async fn contexts(hub: &mut Hub) -> Result<(), CheckError> {
 pub async fn update_entry_for_an_entry_of_another_group_is_refused(
     forger: Vec<OsString>,
 ) -> Result<(), CheckError> {
-    let mut hub = Hub::start(&forger, ForgeScenario::UpdateEntry, &[]).await?;
-    let outcome = update_entry(&mut hub).await;
-    hub.finish(outcome).await
+    Hub::check(&forger, ForgeScenario::UpdateEntry, &[], update_entry).await
 }
 
 async fn update_entry(hub: &mut Hub) -> Result<(), CheckError> {

@@ -201,6 +201,35 @@ impl Hub {
         Ok(hub)
     }
 
+    /// Runs one check: a hub forging `scenario` with the `extra` flags, `body` on it, and the
+    /// hub stopped on every path out.
+    pub(crate) async fn check(
+        forger: &[OsString],
+        scenario: ForgeScenario,
+        extra: &[(&str, &str)],
+        body: impl AsyncFnOnce(&mut Hub) -> Result<(), CheckError>,
+    ) -> Result<(), CheckError> {
+        let mut hub = Hub::start(forger, scenario, extra).await?;
+        let outcome = body(&mut hub).await;
+        hub.finish(outcome).await
+    }
+
+    /// Registers `demo.main_only`, a service main itself provides in a domain the group will
+    /// own (answering `{"answered_by": "main"}`): what `--existing-service demo.main_only` aims at.
+    pub(crate) fn register_main_service(&self) -> Result<(), CheckError> {
+        self.core
+            .services()
+            .register(
+                "demo",
+                "main_only",
+                None,
+                homecore::SupportsResponse::Optional,
+                |_| async { Ok(Some(json!({"answered_by": "main"}))) },
+            )
+            .map(|_| ())
+            .map_err(|error| setup_error("main's own service", error))
+    }
+
     /// An entry of another group, disabled so nothing starts that group.
     pub(crate) async fn add_foreign_entry(&self) -> Result<ConfigEntry, CheckError> {
         let mut foreign = entry(FOREIGN_ENTRY, "demo", Some("custom-other"));
