@@ -428,7 +428,10 @@ impl Bridge {
                     let held = if request.state.is_some() {
                         capabilities_bytes + state_bytes
                     } else {
-                        record.mirrored_bytes - record.capabilities_bytes + capabilities_bytes
+                        record
+                            .mirrored_bytes
+                            .saturating_sub(record.capabilities_bytes)
+                            + capabilities_bytes
                     };
                     if !self.swap_mirrored(record.mirrored_bytes, held) {
                         drop(proxies);
@@ -446,13 +449,7 @@ impl Bridge {
                 entity_id: proxy.entity_id().unwrap_or_default(),
             });
         }
-        let took_slot = self
-            .entity_slots
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
-                (taken < self.max_entities).then_some(taken + 1)
-            })
-            .is_ok();
-        if !took_slot {
+        if !Self::take_slot(&self.entity_slots, self.max_entities) {
             let error = GateError::EntityCap {
                 group: self.group().to_owned(),
                 max: self.max_entities,
