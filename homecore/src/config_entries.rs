@@ -591,6 +591,17 @@ impl ConfigEntries {
             .collect()
     }
 
+    /// Every entry's integration domain and `sandbox` group, without copying the entries'
+    /// data: for a host deciding ownership on every message of a group.
+    pub fn domains_and_groups(&self) -> Vec<(String, Option<String>)> {
+        self.inner
+            .entries
+            .lock()
+            .values()
+            .map(|record| (record.entry.domain.clone(), record.entry.sandbox.clone()))
+            .collect()
+    }
+
     /// The entry `entry_id`.
     pub fn entry(&self, entry_id: &str) -> Option<ConfigEntry> {
         self.inner

@@ -69,6 +69,20 @@ pub struct Bridge {
     registry_entries: AtomicUsize,
     /// Devices of the group's config entries, counted the same way.
     devices: AtomicUsize,
+    /// What the group's registry entries and devices take on main, estimated
+    /// ([`limits::registry_entry_size`], [`limits::device_size`]), counted the same way.
+    registry_bytes: AtomicUsize,
+}
+
+/// What one registration adds to main's registries, reserved before the entity is added.
+#[derive(Debug, Default)]
+struct RegistryGrowth {
+    /// A new entity registry entry.
+    entry: bool,
+    /// A new device.
+    device: bool,
+    /// Their estimated size.
+    bytes: usize,
 }
 
 impl Bridge {
@@ -82,7 +96,7 @@ impl Bridge {
         joins_entity_calls: bool,
         max_entities: usize,
     ) -> Arc<Self> {
-        let (registry_entries, devices) = registry_footprint(&core, group);
+        let footprint = registry_footprint(&core, group);
         Arc::new(Self {
             core,
             link: Arc::new(ProxyLink {
@@ -102,8 +116,9 @@ impl Bridge {
             max_entities,
             entity_slots: AtomicUsize::new(0),
             mirrored_bytes: AtomicUsize::new(0),
-            registry_entries: AtomicUsize::new(registry_entries),
-            devices: AtomicUsize::new(devices),
+            registry_entries: AtomicUsize::new(footprint.entries),
+            devices: AtomicUsize::new(footprint.devices),
+            registry_bytes: AtomicUsize::new(footprint.bytes),
         })
     }
 
@@ -122,28 +137,43 @@ impl Bridge {
             .is_ok()
     }
 
-    /// Whether registering `description` for `entry` would create an entity registry entry
-    /// and a device on main, and whether the group may have them.
-    fn check_registry_growth(
+    /// Reserves what registering `description` for `entry` adds to main's registries: an
+    /// entity registry entry (with a unique id not registered yet) and a device (for an entity
+    /// with a unique id whose device matches none), counted against the group's registry caps
+    /// and its registry byte budget. Undone by [`Self::release_registry`] if the entity is not
+    /// added after all.
+    fn reserve_registry_growth(
         &self,
         entry: &homecore::ConfigEntry,
         description: &wire::EntityDescription,
-    ) -> Result<(), GateError> {
-        let cap = |what: &str, max: usize| GateError::RegistryCap {
-            group: self.group().to_owned(),
-            what: what.to_owned(),
-            max,
+    ) -> Result<RegistryGrowth, (Gate, GateError)> {
+        let mut growth = RegistryGrowth::default();
+        let Some(unique_id) = &description.unique_id else {
+            // No registry entry and, in the core, no device without a unique id.
+            return Ok(growth);
         };
-        if let Some(unique_id) = &description.unique_id {
-            let proxy_unique_id = format!("{}:{unique_id}", description.platform);
-            let new_entry = self
-                .core
-                .entity_registry()
-                .entity_id_for(&description.domain, &entry.domain, &proxy_unique_id)
-                .is_none();
-            if new_entry && !Self::take_slot(&self.registry_entries, self.max_registry_entries()) {
+        let proxy_unique_id = format!("{}:{unique_id}", description.platform);
+        let new_entry = self
+            .core
+            .entity_registry()
+            .entity_id_for(&description.domain, &entry.domain, &proxy_unique_id)
+            .is_none();
+        let cap = |what: &str, max: usize| {
+            (
+                Gate::EntityCap,
+                GateError::RegistryCap {
+                    group: self.group().to_owned(),
+                    what: what.to_owned(),
+                    max,
+                },
+            )
+        };
+        if new_entry {
+            if !Self::take_slot(&self.registry_entries, self.max_registry_entries()) {
                 return Err(cap("entity registry entries", self.max_registry_entries()));
             }
+            growth.entry = true;
+            growth.bytes += limits::registry_entry_size(description);
         }
         if let Some(device) = &description.device {
             let key = |pair: &wire::StringPair| (pair.first.clone(), pair.second.clone());
@@ -154,11 +184,50 @@ impl Bridge {
                 .device_registry()
                 .find_all(&identifiers, &connections)
                 .is_empty();
-            if new_device && !Self::take_slot(&self.devices, self.max_entities) {
-                return Err(cap("devices", self.max_entities));
+            if new_device {
+                if !Self::take_slot(&self.devices, self.max_entities) {
+                    self.release_registry(&growth);
+                    return Err(cap("devices", self.max_entities));
+                }
+                growth.device = true;
+                growth.bytes += limits::device_size(device);
             }
         }
-        Ok(())
+        let taken = self
+            .registry_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                let next = held + growth.bytes;
+                (next <= limits::MAX_GROUP_REGISTRY_BYTES).then_some(next)
+            })
+            .is_ok();
+        if !taken {
+            let bytes = growth.bytes;
+            growth.bytes = 0;
+            self.release_registry(&growth);
+            return Err((
+                Gate::Bounds,
+                GateError::RegistryBytes {
+                    group: self.group().to_owned(),
+                    bytes,
+                    max: limits::MAX_GROUP_REGISTRY_BYTES,
+                },
+            ));
+        }
+        Ok(growth)
+    }
+
+    /// Gives back what [`Self::reserve_registry_growth`] took.
+    fn release_registry(&self, growth: &RegistryGrowth) {
+        if growth.entry {
+            self.registry_entries.fetch_sub(1, Ordering::AcqRel);
+        }
+        if growth.device {
+            self.devices.fetch_sub(1, Ordering::AcqRel);
+        }
+        if growth.bytes > 0 {
+            self.registry_bytes
+                .fetch_sub(growth.bytes, Ordering::AcqRel);
+        }
     }
 
     /// The group.
@@ -376,7 +445,7 @@ impl Bridge {
         };
         limits::check_description(&description).map_err(|error| self.over_bound(error))?;
         let mirrored = self.mirrored_state(request.state.as_ref())?;
-        let entry = gates::entry_of_group(&self.core, self.group(), &description.entry_id)
+        let entry = gates::live_entry_of_group(&self.core, self.group(), &description.entry_id)
             .map_err(|error| self.refuse(Gate::ForeignEntry, &error))?;
         let proxyable = homecore::catalog::catalog()
             .domain(&description.domain)
@@ -456,18 +525,23 @@ impl Bridge {
             };
             return Err(self.refuse(Gate::EntityCap, &error));
         }
-        if let Err(error) = self.check_registry_growth(&entry, &description) {
-            self.entity_slots.fetch_sub(1, Ordering::AcqRel);
-            return Err(self.refuse(Gate::EntityCap, &error));
-        }
+        let growth = match self.reserve_registry_growth(&entry, &description) {
+            Ok(growth) => growth,
+            Err((gate, error)) => {
+                self.entity_slots.fetch_sub(1, Ordering::AcqRel);
+                return Err(self.refuse(gate, &error));
+            }
+        };
         let held = capabilities_bytes + state_bytes;
         if !self.swap_mirrored(0, held) {
             self.entity_slots.fetch_sub(1, Ordering::AcqRel);
+            self.release_registry(&growth);
             return Err(self.mirrored_refusal());
         }
         let release = || {
             self.entity_slots.fetch_sub(1, Ordering::AcqRel);
             self.swap_mirrored(held, 0);
+            self.release_registry(&growth);
         };
         let platform = match self.platform(&entry, &description.domain) {
             Ok(platform) => platform,
@@ -728,6 +802,23 @@ impl Bridge {
             limits::MAX_SCHEMA_BYTES,
         )
         .map_err(|error| self.over_bound(error))?;
+        // A slot of the group's services, taken before registering so concurrent
+        // registrations cannot overshoot the cap; given back if registering fails.
+        let key = (request.domain.clone(), request.service.clone());
+        {
+            let mut services = self.services.lock();
+            if services.len() >= limits::MAX_SERVICES_PER_GROUP {
+                drop(services);
+                return Err(self.refuse(
+                    Gate::Service,
+                    &GateError::ServiceCap {
+                        group: self.group().to_owned(),
+                        max: limits::MAX_SERVICES_PER_GROUP,
+                    },
+                ));
+            }
+            services.insert(key.clone());
+        }
         let schema: Option<Schema> = if request.schema_json.is_empty() {
             None
         } else {
@@ -766,10 +857,10 @@ impl Bridge {
             ),
             other => other,
         };
-        registered.map_err(|error| RemoteError::bad_request(error.to_string()))?;
-        self.services
-            .lock()
-            .insert((request.domain, request.service));
+        if let Err(error) = registered {
+            self.services.lock().remove(&key);
+            return Err(RemoteError::bad_request(error.to_string()));
+        }
         Ok(wire::RegisterServiceResult {})
     }
 
@@ -803,7 +894,8 @@ impl Bridge {
                 }
                 other => ServiceError::handler(format!("sandbox group {}: {other}", self.group())),
             })?;
-        self.link.read_response(true, result.response_json)
+        self.link
+            .read_response(call.return_response, result.response_json)
     }
 
     /// `unregister_service`: only services this group registered.
@@ -907,8 +999,19 @@ impl Bridge {
     }
 }
 
-/// The entity registry entries and devices main holds for `group`'s config entries.
-fn registry_footprint(core: &Core, group: &str) -> (usize, usize) {
+/// What main's registries hold for a group's config entries.
+struct RegistryFootprint {
+    /// Entity registry entries.
+    entries: usize,
+    /// Devices.
+    devices: usize,
+    /// Their estimated size ([`limits::held_size`] of each one's JSON).
+    bytes: usize,
+}
+
+/// The entity registry entries and devices main holds for `group`'s config entries: counted
+/// once per bridge (per `ready`), then kept up to date by the registrations it takes.
+fn registry_footprint(core: &Core, group: &str) -> RegistryFootprint {
     let entries: HashSet<String> = core
         .config_entries()
         .entries(None)
@@ -916,24 +1019,30 @@ fn registry_footprint(core: &Core, group: &str) -> (usize, usize) {
         .filter(|entry| entry.sandbox.as_deref() == Some(group))
         .map(|entry| entry.entry_id)
         .collect();
-    let registry_entries = core
-        .entity_registry()
-        .entries()
-        .iter()
-        .filter(|registered| {
-            registered
-                .config_entry_id
-                .as_ref()
-                .is_some_and(|entry_id| entries.contains(entry_id))
-        })
-        .count();
-    let devices = core
-        .device_registry()
-        .devices()
-        .iter()
-        .filter(|device| device.config_entries.iter().any(|id| entries.contains(id)))
-        .count();
-    (registry_entries, devices)
+    let size =
+        |value: serde_json::Result<Vec<u8>>| value.map_or(0, |json| limits::held_size(&json));
+    let mut footprint = RegistryFootprint {
+        entries: 0,
+        devices: 0,
+        bytes: 0,
+    };
+    for registered in core.entity_registry().entries() {
+        if registered
+            .config_entry_id
+            .as_ref()
+            .is_some_and(|entry_id| entries.contains(entry_id))
+        {
+            footprint.entries += 1;
+            footprint.bytes += size(serde_json::to_vec(&registered));
+        }
+    }
+    for device in core.device_registry().devices() {
+        if device.config_entries.iter().any(|id| entries.contains(id)) {
+            footprint.devices += 1;
+            footprint.bytes += size(serde_json::to_vec(&device));
+        }
+    }
+    footprint
 }
 
 /// Answers a failed store request: refusals (bad keys, values, quotas) are counted and logged

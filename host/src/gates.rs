@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use homecore::{ConfigEntry, Core};
+use homecore::{ConfigEntry, ConfigEntryState, Core};
 
 /// Events Home Assistant's own components fire that this core does not (yet): no sandbox may
 /// fire them either, whatever domains it owns, so a client of main's bus can trust them.
@@ -112,6 +112,14 @@ pub enum GateError {
         /// The group that asked.
         group: String,
     },
+    /// The entry is not setting up or loaded.
+    #[error("config entry {entry_id} is {state}: it takes no entities")]
+    EntryNotLive {
+        /// The entry.
+        entry_id: String,
+        /// Its state.
+        state: &'static str,
+    },
     /// A device would merge into a device of an entry outside the group.
     #[error("device {identifier} belongs to a config entry outside group {group}")]
     ForeignDevice {
@@ -204,6 +212,18 @@ pub enum GateError {
         /// The limit.
         max: usize,
     },
+    /// The group's registry entries and devices take as much as they may.
+    #[error(
+        "group {group}'s registry entries and devices would take more than {max} bytes on main (this one {bytes})"
+    )]
+    RegistryBytes {
+        /// The group.
+        group: String,
+        /// What this registration would add.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The group's proxies hold as much mirrored data as they may.
     #[error("group {group} would hold more than {max} bytes of attributes and capabilities")]
     MirroredBytes {
@@ -220,6 +240,14 @@ pub enum GateError {
         entity_id: String,
         /// The group.
         group: String,
+    },
+    /// The group has as many services as it may.
+    #[error("group {group} has {max} services, its limit")]
+    ServiceCap {
+        /// The group.
+        group: String,
+        /// The limit.
+        max: usize,
     },
     /// An unregistration of a service this group did not register.
     #[error("service {domain}.{service} was not registered by group {group}")]
@@ -261,10 +289,10 @@ pub fn owned_domains(
 ) -> BTreeSet<String> {
     let mut owned: BTreeSet<String> = core
         .config_entries()
-        .entries(None)
+        .domains_and_groups()
         .into_iter()
-        .filter(|entry| entry.sandbox.as_deref() == Some(group))
-        .map(|entry| entry.domain)
+        .filter(|(_, sandbox)| sandbox.as_deref() == Some(group))
+        .map(|(domain, _)| domain)
         .collect();
     owned.extend(proxy_domains);
     owned
@@ -285,6 +313,24 @@ pub fn entry_of_group(core: &Core, group: &str, entry_id: &str) -> Result<Config
         });
     }
     Ok(entry)
+}
+
+/// The entry `entry_id`, if main routed it to `group` and it is setting up or loaded: what a
+/// sandbox may register entities for. An entry being unloaded, failed, disabled or not loaded
+/// gets no proxies, whatever a sandbox sends after main stopped expecting them.
+pub fn live_entry_of_group(
+    core: &Core,
+    group: &str,
+    entry_id: &str,
+) -> Result<ConfigEntry, GateError> {
+    let entry = entry_of_group(core, group, entry_id)?;
+    match entry.state {
+        ConfigEntryState::SetupInProgress | ConfigEntryState::Loaded => Ok(entry),
+        state => Err(GateError::EntryNotLive {
+            entry_id: entry_id.to_owned(),
+            state: state.as_str(),
+        }),
+    }
 }
 
 /// Whether `group` may register `domain.service`.
@@ -353,9 +399,9 @@ pub fn may_fire_event(
 /// catalog's entity domains.
 pub fn other_domains(core: &Core, owned: &BTreeSet<String>) -> BTreeSet<String> {
     core.config_entries()
-        .entries(None)
+        .domains_and_groups()
         .into_iter()
-        .map(|entry| entry.domain)
+        .map(|(domain, _)| domain)
         .chain(
             homecore::catalog::catalog()
                 .domains()

@@ -31,6 +31,10 @@ pub const MAX_ENTRY_DATA_BYTES: usize = 64 * 1024;
 /// Largest event data JSON, in bytes (Home Assistant's recorder limit for event data).
 pub const MAX_EVENT_DATA_BYTES: usize = 32 * 1024;
 
+/// Most services one group may register on main. Integrations register a handful each; each
+/// service keeps its parsed schema (up to [`MAX_SCHEMA_BYTES`]) on main.
+pub const MAX_SERVICES_PER_GROUP: usize = 256;
+
 /// Largest schema JSON a sandbox sends (a service's, or a flow form's), in bytes.
 pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 
@@ -71,11 +75,62 @@ pub const MAX_ENTITIES_PER_GROUP: usize = 10_000;
 /// group's devices are held to its entity cap.
 pub const REGISTRY_ENTRIES_PER_ENTITY: usize = 2;
 
+/// Most memory the entity registry entries and devices of one group's config entries may take
+/// on main, estimated ([`registry_entry_size`], [`device_size`]). They outlive proxies and are
+/// written to main's registry files; with the count caps alone, 20,000 entries with full
+/// capabilities would be gigabytes.
+pub const MAX_GROUP_REGISTRY_BYTES: usize = 64 * 1024 * 1024;
+
+/// What an entity registry entry costs besides the texts and capabilities it copies from a
+/// description: its fixed fields (ids, timestamps, options), in bytes.
+pub const REGISTRY_RECORD_OVERHEAD: usize = 1024;
+
+/// The estimated size of the entity registry entry `description` creates.
+pub fn registry_entry_size(description: &sandbox_proto::wire::EntityDescription) -> usize {
+    let texts = [
+        Some(&description.entity_id),
+        Some(&description.platform),
+        description.unique_id.as_ref(),
+        description.name.as_ref(),
+        description.translation_key.as_ref(),
+        description.icon.as_ref(),
+        description.device_class.as_ref(),
+        description.unit_of_measurement.as_ref(),
+    ];
+    REGISTRY_RECORD_OVERHEAD
+        + held_size(&description.capabilities_json)
+        + texts.into_iter().flatten().map(String::len).sum::<usize>()
+}
+
+/// The estimated size of the device `device` creates.
+pub fn device_size(device: &sandbox_proto::wire::DeviceInfo) -> usize {
+    let keys: usize = device
+        .identifiers
+        .iter()
+        .chain(&device.connections)
+        .chain(&device.via_device)
+        .map(|pair| pair.first.len() + pair.second.len() + JSON_VALUE_OVERHEAD)
+        .sum();
+    let texts = [
+        &device.name,
+        &device.manufacturer,
+        &device.model,
+        &device.model_id,
+        &device.sw_version,
+        &device.hw_version,
+        &device.serial_number,
+        &device.entry_type,
+        &device.configuration_url,
+        &device.suggested_area,
+    ];
+    REGISTRY_RECORD_OVERHEAD + keys + texts.into_iter().flatten().map(String::len).sum::<usize>()
+}
+
 /// Most memory the attributes and capabilities of one group's proxies may take on main
 /// together, as [`held_size`] estimates it from their JSON. With [`MAX_ENTITIES_PER_GROUP`]
 /// entities at their own bounds a group could pin gigabytes; this keeps a group's mirrored
 /// data to a known size whatever it registers.
-pub const MAX_GROUP_MIRRORED_BYTES: usize = 32 * 1024 * 1024;
+pub const MAX_GROUP_MIRRORED_BYTES: usize = 64 * 1024 * 1024;
 
 /// Longest short text of a description (ids, names, icons, units, device fields), a state, a
 /// title, in bytes: Home Assistant's 255-character limit of entity ids and states, at up to 4
@@ -93,22 +148,50 @@ pub const MAX_DEVICE_KEYS: usize = 16;
 /// into a reply larger than a frame.
 pub const MAX_MESSAGE_BYTES: usize = 512;
 
-/// `text` cut to at most `max` bytes at a character boundary (with `…` when cut), control
-/// characters shown escaped: safe to log (a sandbox cannot forge log lines with line breaks)
-/// and bounded.
+/// Whether a character must not reach a log line as it is: control characters (a line break
+/// would let a sandbox forge log lines), line and paragraph separators, and the bidirectional
+/// overrides that make a line read other than it is.
+fn must_escape(character: char) -> bool {
+    character.is_control()
+        || matches!(
+            character,
+            '\u{2028}' | '\u{2029}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `text` cut to at most `max` bytes at a character boundary (with `…` when cut), the
+/// characters of [`must_escape`] shown escaped: safe to log and bounded.
 pub fn bounded_text(text: &str, max: usize) -> String {
+    let shown_len = |character: char| {
+        if must_escape(character) {
+            character.escape_default().len()
+        } else {
+            character.len_utf8()
+        }
+    };
+    let fits = text
+        .chars()
+        .try_fold(0usize, |len, character| {
+            let len = len + shown_len(character);
+            (len <= max).then_some(len)
+        })
+        .is_some();
+    let budget = if fits {
+        max
+    } else {
+        max.saturating_sub('…'.len_utf8())
+    };
     let mut out = String::with_capacity(text.len().min(max));
     for character in text.chars() {
-        let escaped: String = if character.is_control() {
-            character.escape_default().collect()
-        } else {
-            character.to_string()
-        };
-        if out.len() + escaped.len() > max.saturating_sub('…'.len_utf8()) {
+        if out.len() + shown_len(character) > budget {
             out.push('…');
-            return out;
+            break;
         }
-        out.push_str(&escaped);
+        if must_escape(character) {
+            out.extend(character.escape_default());
+        } else {
+            out.push(character);
+        }
     }
     out
 }
@@ -513,6 +596,12 @@ mod tests {
     #[test]
     fn quoted_text_is_bounded_and_cannot_break_a_log_line() {
         assert_eq!(bounded_text("plain", 100), "plain");
+        assert_eq!(
+            bounded_text("exact", 5),
+            "exact",
+            "a text of exactly max bytes is whole"
+        );
+        assert_eq!(bounded_text("a\u{202E}b", 100), "a\\u{202e}b");
         assert_eq!(bounded_text("a\nb\u{1b}[2J", 100), "a\\nb\\u{1b}[2J");
         let long = "é".repeat(10_000);
         let cut = bounded_text(&long, MAX_MESSAGE_BYTES);

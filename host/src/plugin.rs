@@ -33,6 +33,10 @@ pub struct PluginConfig {
     pub custom: Vec<CustomIntegration>,
 }
 
+/// Bytes of a restore-state envelope around its data (version, key, braces): a group's
+/// restore state is taken only as large as still fits the store's value bound with it.
+const RESTORE_STATE_ENVELOPE_ROOM: usize = 256;
+
 /// The sandbox host, installed into one core.
 pub struct SandboxPlugin {
     core: Core,
@@ -114,10 +118,11 @@ impl SandboxPlugin {
             let Some(handle) = self.groups.get(group) else {
                 continue;
             };
+            // Within the store's value bound with room for the envelope around it.
             let data = match crate::limits::bounded_value(
                 "restore_state_json",
                 restore_state,
-                crate::store_server::MAX_VALUE_BYTES,
+                crate::store_server::MAX_VALUE_BYTES - RESTORE_STATE_ENVELOPE_ROOM,
             ) {
                 Ok(data) => data,
                 Err(error) => {

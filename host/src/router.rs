@@ -209,7 +209,12 @@ fn setup_failure(group: &str, error: CallError) -> SetupError {
         CallError::Closed { .. } => {
             SetupError::Failed(format!("sandbox group {group} stopped during setup"))
         }
-        other => SetupError::Failed(format!("sandbox group {group}: {other}")),
+        // A remote error carries the sandbox's message and field errors: the entry's reason
+        // is shown and logged on every retry, so it is bounded like a reason sent as such.
+        other => SetupError::Failed(crate::limits::bounded_text(
+            &format!("sandbox group {group}: {other}"),
+            crate::limits::MAX_REASON_BYTES,
+        )),
     }
 }
 
@@ -304,7 +309,10 @@ impl ConfigEntryRouter for SandboxRouter {
                 )),
                 // The sandbox went away meanwhile: nothing is left running there.
                 Err(CallError::Closed { .. }) => Ok(()),
-                Err(error) => Err(error.to_string()),
+                Err(error) => Err(crate::limits::bounded_text(
+                    &error.to_string(),
+                    crate::limits::MAX_REASON_BYTES,
+                )),
             };
             // What the sandbox registered for the entry while it was being unloaded goes too.
             if let Some(bridge) = self.groups.bridge(&group) {
@@ -335,6 +343,19 @@ impl SandboxRouter {
         if let Some(updated) = result.updated_entry {
             if let Err(error) = crate::limits::check_entry(&updated) {
                 let refusal = refuse_over_bound(&self.groups, group, error);
+                // The sandbox loaded the entry already: nothing of it stays, on either side.
+                if let Some(bridge) = self.groups.bridge(group) {
+                    bridge.teardown_entry(&entry.entry_id).await;
+                }
+                let unload = wire::EntryUnload {
+                    entry_id: entry.entry_id.clone(),
+                };
+                if let Err(error) = channel.call_timeout(&unload, ENTRY_CALL_TIMEOUT).await {
+                    tracing::debug!(%group, %error, "the refused entry was not unloaded in the sandbox");
+                }
+                if let Some(bridge) = self.groups.bridge(group) {
+                    bridge.teardown_entry(&entry.entry_id).await;
+                }
                 return Err(SetupError::Failed(format!(
                     "the sandbox's migrated entry was refused: {}",
                     refusal.message
@@ -464,14 +485,19 @@ impl FlowProxy {
             CallError::Remote { error, .. } => flow_error_from_remote(&error),
             other => FlowError::Handler(format!("sandbox group {}: {other}", self.group)),
         })?;
-        crate::limits::check_flow_result(&result).map_err(|error| {
+        let refused = |error| {
             let refusal = refuse_over_bound(&self.groups, &self.group, error);
             FlowError::Handler(format!(
                 "sandbox group {} sent a flow result main refused: {}",
                 self.group, refusal.message
             ))
-        })?;
+        };
+        // The flow's id first, so that a refused result still lets main abort the sandbox's
+        // flow (which would otherwise hold its unique id until the sandbox restarts).
+        crate::limits::check_text("flow_id", &result.flow_id, crate::limits::MAX_TEXT_BYTES)
+            .map_err(refused)?;
         self.remote_flow = Some(result.flow_id.clone());
+        crate::limits::check_flow_result(&result).map_err(refused)?;
         let (step, unique_id) =
             flow_step_from_wire(&result).map_err(|error| FlowError::Handler(error.to_string()))?;
         if let Some(unique_id) = unique_id {

@@ -632,6 +632,15 @@ impl Shared {
             }
             _ => tracing::warn!(channel = %self.config.name, %reason, "channel closed"),
         }
+        // The last burst of warnings about the peer is summarised, not lost with the channel.
+        let suppressed = self
+            .peer_log
+            .lock()
+            .expect("peer log lock poisoned")
+            .take_suppressed();
+        if let Some(suppressed) = suppressed {
+            tracing::warn!(channel = %self.config.name, "{} more warnings about the peer's frames in the last {} s", suppressed.lines, suppressed.over.as_secs());
+        }
         for (_, call) in drained {
             let _ = call.reply.send(Err(self.closed_error(reason.clone())));
         }

@@ -12,7 +12,7 @@
 //!
 //! | scenario | forged frames |
 //! |---|---|
-//! | `foreign_entry` | `register_entity` for `--foreign-entry` and for an entry that does not exist |
+//! | `foreign_entry` | `register_entity` for `--foreign-entry`, for an entry that does not exist, and for an entry of the group main did not load |
 //! | `foreign_device` | `register_entity` whose device matches `--foreign-device` / `--foreign-connection` (the connection upper-cased); after the control, one listing the group's own device identifier and then `--foreign-device` |
 //! | `unproxyable_domain` | `register_entity` of a `camera` and of an unknown domain for `--own-entry` |
 //! | `service` | `register_service` of `persistent_notification.create`, `homeassistant.restart` and `--existing-service` |
@@ -25,6 +25,7 @@
 //! | `entity_cap` | [`FORGE_ENTITY_CAP`] + 2 entities, then one unregistered and one more registered; then churn: entities of ever new unique ids registered and unregistered one at a time |
 //! | `overload` | [`OVERLOAD_CALLS`] `store_load` calls at once, each awaited (bounded by [`OVERLOAD_ANSWER_GUARD`]); then a control call |
 //! | `flow_results` | nothing at main's gates; answers `flow_init` as the flow's init data `{"forge": ...}` says: `deep_data` (a `create_entry` whose data nests too deep), `long_description` (a form with a 64 KiB description), `many_options` (a menu of 1,000 options), anything else a small `create_entry` |
+//! | `budgets` | entities of [`heavy_entity`] registered and unregistered one by one until main refuses one (past the group's registry budget); then [`FAT_ENTITIES`] entities without unique ids, and a state push of [`fat_attributes`] for each (past the group's mirrored budget) |
 //! | `before_ready` | `register_entity` and a state push *before* `ready`; the control after |
 
 use std::path::{Path, PathBuf};
@@ -101,6 +102,8 @@ pub enum ForgeScenario {
     Overload,
     /// Flow results over main's bounds (forged in answer to `flow_init`).
     FlowResults,
+    /// The group's memory budgets: mirrored attributes, registry entries.
+    Budgets,
 }
 
 impl ForgeScenario {
@@ -121,6 +124,7 @@ impl ForgeScenario {
             Self::BeforeReady => "before_ready",
             Self::Overload => "overload",
             Self::FlowResults => "flow_results",
+            Self::Budgets => "budgets",
         }
     }
 }
@@ -340,6 +344,31 @@ pub async fn run_forger(args: ForgerArgs) -> Result<(), ForgeError> {
     Ok(())
 }
 
+/// Entities the `budgets` scenario fattens: more than the group's mirrored budget holds.
+pub const FAT_ENTITIES: usize = 40;
+
+/// Registrations the `budgets` scenario tries at most before main refuses one.
+pub const HEAVY_ATTEMPTS: usize = 1000;
+
+/// Attributes as costly to hold as fit the per-entity bound: a list of zeros.
+pub fn fat_attributes() -> Vec<u8> {
+    let zeros = (sandbox_host::limits::MAX_STATE_ATTRIBUTES_BYTES - 32) / 2;
+    format!("{{\"padding\":[{}0]}}", "0,".repeat(zeros - 1)).into_bytes()
+}
+
+/// An entity with capabilities as costly to hold as fit the bound, and a unique id of its own.
+pub fn heavy_entity(entry_id: &str, index: usize) -> wire::RegisterEntity {
+    let mut request = entity("light", &format!("heavy_{index}"), entry_id, None);
+    let zeros = (sandbox_host::limits::MAX_CAPABILITIES_BYTES - 32) / 2;
+    if let Some(description) = request.description.as_mut() {
+        description.capabilities_json =
+            format!("{{\"effect_list\":[{}0]}}", "0,".repeat(zeros - 1))
+                .into_bytes()
+                .into();
+    }
+    request
+}
+
 /// The answer to a `flow_init`, as its init data `{"forge": ...}` asks.
 fn forged_flow_result(init: &wire::FlowInit) -> wire::FlowResult {
     use wire::FlowResultType as Type;
@@ -506,6 +535,8 @@ async fn forge_scenario(channel: &Channel, args: &ForgerArgs) -> Result<Vec<Valu
             lines.push(register(channel, "foreign_entry", &request).await);
             let request = entity("light", "forged_missing", "no-such-entry", None);
             lines.push(register(channel, "missing_entry", &request).await);
+            let request = entity("light", "forged_idle", crate::hub::IDLE_ENTRY, None);
+            lines.push(register(channel, "idle_entry", &request).await);
             let request = entity("light", "control", own, None);
             lines.push(register(channel, "control", &request).await);
         }
@@ -935,6 +966,54 @@ async fn forge_scenario(channel: &Channel, args: &ForgerArgs) -> Result<Vec<Valu
             lines.push(outcome("control", channel.call(&request).await, |_| {
                 Value::Null
             }));
+        }
+        ForgeScenario::Budgets => {
+            // Registry first: each heavy entity is unregistered at once, so only the registry
+            // budget fills; then the mirrored budget, with entities that have no registry entry.
+            let mut registered = 0;
+            for index in 0..HEAVY_ATTEMPTS {
+                let line = register(
+                    channel,
+                    &format!("heavy_{index}"),
+                    &heavy_entity(own, index),
+                )
+                .await;
+                if line["ok"] != true {
+                    lines.push(json!({"step": "heavy_refused", "index": index, "line": line}));
+                    break;
+                }
+                registered += 1;
+                let request = wire::UnregisterEntity {
+                    entity_id: format!("light.heavy_{index}"),
+                };
+                let unregistered =
+                    outcome("unheavy", channel.call(&request).await, |_| Value::Null);
+                if unregistered["ok"] != true {
+                    lines.push(unregistered);
+                    break;
+                }
+            }
+            lines.push(json!({"step": "heavy", "registered": registered}));
+            for index in 0..FAT_ENTITIES {
+                let mut request = entity("light", &format!("fat_{index}"), own, None);
+                if let Some(description) = request.description.as_mut() {
+                    // No registry entry: only the mirrored budget is at stake here.
+                    description.unique_id = None;
+                }
+                lines.push(register(channel, &format!("fat_{index}"), &request).await);
+            }
+            for index in 0..FAT_ENTITIES {
+                let mut change = state_change(&format!("light.fat_{index}"), "off", None);
+                change.attributes_json = fat_attributes().into();
+                lines.push(pushed(
+                    &format!("fatten_{index}"),
+                    channel.push(&change).await,
+                )?);
+            }
+            lines.push(pushed(
+                "demo_budgets_done",
+                channel.push(&event("demo_budgets_done", None)).await,
+            )?);
         }
         // Everything is forged in answer to main's `flow_init` calls.
         ForgeScenario::FlowResults => {}

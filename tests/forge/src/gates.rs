@@ -147,6 +147,16 @@ pub fn checks() -> Vec<GateCheck> {
             },
         },
         GateCheck {
+            name: "a_groups_mirrored_data_and_registry_entries_stay_within_their_budgets",
+            gate: "B3",
+            rule: "what a group's proxies and registry entries hold on main is bounded in bytes",
+            run: |forger| {
+                Box::pin(
+                    a_groups_mirrored_data_and_registry_entries_stay_within_their_budgets(forger),
+                )
+            },
+        },
+        GateCheck {
             name: "every_call_of_a_flood_gets_exactly_one_answer",
             gate: "W5",
             rule: "past the in-flight bound calls are answered `overloaded`, never left unanswered",
@@ -228,6 +238,82 @@ async fn flow_results(hub: &mut Hub) -> Result<(), CheckError> {
         "the control entry's data",
     )?;
     only_counted(&hub.bridge()?, &[])?;
+    hub.still_up().await
+}
+
+/// The group's budgets: attributes past the mirrored budget are dropped, registry entries past
+/// the registry budget refused, exactly where the budgets say.
+pub async fn a_groups_mirrored_data_and_registry_entries_stay_within_their_budgets(
+    forger: Vec<OsString>,
+) -> Result<(), CheckError> {
+    Hub::check(&forger, ForgeScenario::Budgets, &[], budgets).await
+}
+
+async fn budgets(hub: &mut Hub) -> Result<(), CheckError> {
+    use crate::forger::{FAT_ENTITIES, fat_attributes, heavy_entity};
+    use sandbox_host::limits::{
+        MAX_GROUP_MIRRORED_BYTES, MAX_GROUP_REGISTRY_BYTES, held_size, registry_entry_size,
+    };
+    let events = hub.record_events()?;
+    hub.add_own_entry().await?;
+    let report = hub.report().await?;
+    wait_until("the control event", || events.seen("demo_budgets_done")).await?;
+    // What the budgets let through, from the same estimates main charges.
+    let empty = held_size(b"{}");
+    let fat = held_size(&fat_attributes());
+    let mut mirrored = FAT_ENTITIES * empty;
+    let mut fattened = 0;
+    while fattened < FAT_ENTITIES && mirrored - empty + fat <= MAX_GROUP_MIRRORED_BYTES {
+        mirrored = mirrored - empty + fat;
+        fattened += 1;
+    }
+    ensure!(
+        fattened < FAT_ENTITIES,
+        "the scenario stays within the budget"
+    );
+    let mut registry = 0;
+    let mut heavy = 0;
+    loop {
+        let Some(description) = heavy_entity(OWN_ENTRY, heavy).description else {
+            return Err(CheckError::Failed(
+                "a heavy entity without description".into(),
+            ));
+        };
+        let next = registry + registry_entry_size(&description);
+        if next > MAX_GROUP_REGISTRY_BYTES {
+            break;
+        }
+        registry = next;
+        heavy += 1;
+    }
+    ensure_eq(
+        report.step("heavy")?["registered"].as_u64(),
+        Some(heavy as u64),
+        "heavy entities registered",
+    )?;
+    let refused = report.step("heavy_refused")?;
+    let message = refused["line"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.contains("registry entries and devices would take more than"),
+        "the heavy entity was refused with {refused}"
+    );
+    let bridge = hub.bridge()?;
+    ensure_eq(bridge.mirrored_bytes(), mirrored, "mirrored bytes held")?;
+    only_counted(
+        &bridge,
+        &[(Gate::Bounds, (FAT_ENTITIES - fattened) as u64 + 1)],
+    )?;
+    // The entities fattened before the budget ran out show it; the rest kept their state.
+    for index in 0..FAT_ENTITIES {
+        let entity_id = format!("light.fat_{index}");
+        let state = hub
+            .core
+            .states()
+            .get(&entity_id)
+            .ok_or_else(|| CheckError::Failed(format!("{entity_id} has no state")))?;
+        let expected = if index < fattened { "off" } else { "on" };
+        ensure_eq(state.state.as_str(), expected, &entity_id)?;
+    }
     hub.still_up().await
 }
 
@@ -588,6 +674,7 @@ pub async fn register_entity_for_an_entry_of_another_group_is_refused(
 
 async fn foreign_entry(hub: &mut Hub) -> Result<(), CheckError> {
     hub.add_foreign_entry().await?;
+    hub.add_idle_entry().await?;
     hub.add_own_entry().await?;
     let report = hub.report().await?;
 
@@ -601,10 +688,15 @@ async fn foreign_entry(hub: &mut Hub) -> Result<(), CheckError> {
         ErrorKind::Refused,
         "config entry no-such-entry does not exist",
     )?;
+    report.refused(
+        "idle_entry",
+        ErrorKind::Refused,
+        "config entry idle-group-entry is not_loaded: it takes no entities",
+    )?;
     report.ok("control")?;
     let control = report.text("control", "entity_id")?;
     let bridge = hub.bridge()?;
-    only_counted(&bridge, &[(Gate::ForeignEntry, 2)])?;
+    only_counted(&bridge, &[(Gate::ForeignEntry, 3)])?;
 
     // Nothing leaked: only the control proxy exists, in states and in the registry.
     ensure_eq(

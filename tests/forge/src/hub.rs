@@ -39,6 +39,8 @@ pub(crate) const FOREIGN_ENTRY: &str = "other-group-entry";
 pub(crate) const FLOW_DOMAIN: &str = "forged_flow";
 /// An entry that runs on main (disabled: no integration code is loaded in these checks).
 pub(crate) const MAIN_ENTRY: &str = "main-only-entry";
+/// An entry main routed to the group but did not load (disabled): it takes no entities.
+pub(crate) const IDLE_ENTRY: &str = "idle-group-entry";
 
 /// Events a [`Recorder`] keeps; far above what any check fires (the context flood fires
 /// 3 × 2048 state changes). Past it the recorder only notes that it overflowed, and reading it
@@ -239,6 +241,17 @@ impl Hub {
             .add(foreign)
             .await
             .map_err(|error| setup_error("the foreign entry", error))
+    }
+
+    /// An entry of the group that main does not load (disabled).
+    pub(crate) async fn add_idle_entry(&self) -> Result<ConfigEntry, CheckError> {
+        let mut idle = entry(IDLE_ENTRY, "demo", Some(GROUP));
+        idle.disabled_by = Some(ConfigEntryDisabler::User);
+        self.core
+            .config_entries()
+            .add(idle)
+            .await
+            .map_err(|error| setup_error("the idle entry", error))
     }
 
     /// An entry that runs on main, disabled (no integration code is loaded here).

@@ -19,7 +19,7 @@ async fn passes(check: impl Future<Output = Result<(), CheckError>>) {
 }
 
 /// The tests below, by name: every check of [`gates::checks`] has one.
-const TESTED: [&str; 15] = [
+const TESTED: [&str; 16] = [
     "register_entity_for_an_entry_of_another_group_is_refused",
     "a_device_merging_into_a_device_owned_outside_the_group_is_refused",
     "a_device_smuggling_a_foreign_identifier_behind_its_own_is_refused",
@@ -34,6 +34,7 @@ const TESTED: [&str; 15] = [
     "registrations_past_the_entity_cap_are_refused",
     "bridge_requests_before_ready_are_refused_and_counted",
     "flow_results_over_mains_bounds_never_become_entries_or_forms",
+    "a_groups_mirrored_data_and_registry_entries_stay_within_their_budgets",
     "every_call_of_a_flood_gets_exactly_one_answer",
 ];
 
@@ -165,4 +166,10 @@ async fn every_call_of_a_flood_gets_exactly_one_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flow_results_over_mains_bounds_never_become_entries_or_forms() {
     passes(gates::flow_results_over_mains_bounds_never_become_entries_or_forms(forger())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_groups_mirrored_data_and_registry_entries_stay_within_their_budgets() {
+    passes(gates::a_groups_mirrored_data_and_registry_entries_stay_within_their_budgets(forger()))
+        .await;
 }
