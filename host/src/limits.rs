@@ -47,8 +47,8 @@ pub const MAX_DESCRIPTION_BYTES: usize = 4 * 1024;
 /// Most options of a flow menu.
 pub const MAX_MENU_OPTIONS: usize = 64;
 
-/// Largest service response, entity query result or restore state JSON main takes from a
-/// sandbox, in bytes. A response goes to the caller (a script keeps it as a variable, the API
+/// Largest service response or entity query result JSON main takes from a sandbox, in bytes
+/// (a shutdown's restore state is held to the store's value bound instead). A response goes to the caller (a script keeps it as a variable, the API
 /// sends it on); a calendar's month or a week of forecasts is tens of KiB.
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 

@@ -36,9 +36,10 @@ pub enum Gate {
     /// State pushes, unregistrations and re-descriptions of entities the group did not
     /// register, re-descriptions changing an entity's domain or entry, unknown device classes.
     Entity,
-    /// Values over a size, count or depth bound of [`crate::limits`].
+    /// Values over a size, count or depth bound of [`crate::limits`], replies and flow results
+    /// included, and the group's mirrored and registry byte budgets.
     Bounds,
-    /// Registrations past the group's entity cap.
+    /// Registrations past the group's entity cap, or past its registry entry or device caps.
     EntityCap,
     /// Requests of the bridge before the group said `ready`.
     NotReady,
