@@ -256,13 +256,18 @@ impl Bridge {
 
     /// The domains this group owns now.
     pub fn owned_domains(&self) -> BTreeSet<String> {
+        self.domain_sets().0
+    }
+
+    /// The domains this group owns now, and every other domain main knows.
+    fn domain_sets(&self) -> (BTreeSet<String>, BTreeSet<String>) {
         let proxy_domains: Vec<String> = self
             .platforms
             .lock()
             .keys()
             .map(|(_, domain)| domain.clone())
             .collect();
-        gates::owned_domains(&self.core, self.group(), proxy_domains)
+        gates::domain_sets(&self.core, self.group(), proxy_domains)
     }
 
     /// Every proxy turns unavailable at once (the process is gone).
@@ -362,16 +367,25 @@ impl Bridge {
         self.refuse(Gate::Bounds, &GateError::Limit(error))
     }
 
+    /// Whether a context id the sandbox sent is no longer than a ULID; a longer one is
+    /// refused (counted).
+    fn context_id_fits(&self, id: &str) -> bool {
+        match limits::check_text("context_id", id, limits::MAX_CONTEXT_ID_LEN) {
+            Ok(()) => true,
+            Err(error) => {
+                let _ = self.refused.refuse(Gate::Context, &error);
+                false
+            }
+        }
+    }
+
     /// The context for an id the sandbox sent: an id longer than a ULID is refused (counted)
     /// and gets a fresh context, never a cache slot.
     fn context(&self, sandbox_id: Option<&str>) -> homecore::Context {
-        if let Some(id) = sandbox_id
-            && let Err(error) = limits::check_text("context_id", id, limits::MAX_CONTEXT_ID_LEN)
-        {
-            let _ = self.refused.refuse(Gate::Context, &error);
-            return homecore::Context::new();
+        match sandbox_id {
+            Some(id) if !self.context_id_fits(id) => homecore::Context::new(),
+            _ => self.link.contexts.resolve(sandbox_id),
         }
-        self.link.contexts.resolve(sandbox_id)
     }
 
     /// Takes `new` bytes of the group's mirrored budget in place of `old`; false (and nothing
@@ -469,8 +483,9 @@ impl Bridge {
             })?;
         }
         if let Some(context_id) = request.context_id.as_deref() {
-            // Only checked: a registration's first state is written without a cause.
-            let _ = self.context(Some(context_id));
+            // Only checked (a registration's first state is written without a cause): an
+            // unknown id must not take a slot of the cache.
+            self.context_id_fits(context_id);
         }
         let capabilities_bytes = limits::held_size(&description.capabilities_json);
         let state_bytes = request
@@ -930,8 +945,7 @@ impl Bridge {
             let _ = self.refuse(Gate::Event, &GateError::Limit(error));
             return;
         }
-        let owned = self.owned_domains();
-        let others = gates::other_domains(&self.core, &owned);
+        let (owned, others) = self.domain_sets();
         if let Err(error) = gates::may_fire_event(self.group(), &owned, &others, &event.event_type)
         {
             let _ = self.refuse(Gate::Event, &error);

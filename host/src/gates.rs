@@ -287,15 +287,33 @@ pub fn owned_domains(
     group: &str,
     proxy_domains: impl IntoIterator<Item = String>,
 ) -> BTreeSet<String> {
-    let mut owned: BTreeSet<String> = core
-        .config_entries()
-        .domains_and_groups()
-        .into_iter()
-        .filter(|(_, sandbox)| sandbox.as_deref() == Some(group))
-        .map(|(domain, _)| domain)
-        .collect();
+    domain_sets(core, group, proxy_domains).0
+}
+
+/// The domains `group` owns (see [`owned_domains`]), and every other domain main knows: other
+/// config entries' (of any group, or main) and the catalog's entity domains. One read of the
+/// entries for both, on every event a group fires.
+pub fn domain_sets(
+    core: &Core,
+    group: &str,
+    proxy_domains: impl IntoIterator<Item = String>,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let (mut owned, mut others) = (BTreeSet::new(), BTreeSet::new());
+    for (domain, sandbox) in core.config_entries().domains_and_groups() {
+        if sandbox.as_deref() == Some(group) {
+            owned.insert(domain);
+        } else {
+            others.insert(domain);
+        }
+    }
     owned.extend(proxy_domains);
-    owned
+    others.extend(
+        homecore::catalog::catalog()
+            .domains()
+            .map(|spec| spec.domain.clone()),
+    );
+    others.retain(|domain| !owned.contains(domain));
+    (owned, others)
 }
 
 /// The entry `entry_id`, if main routed it to `group`.
@@ -393,22 +411,6 @@ pub fn may_fire_event(
             group: group.to_owned(),
         }),
     }
-}
-
-/// Every domain main knows besides `owned`: config entries' (of any group, or main) and the
-/// catalog's entity domains.
-pub fn other_domains(core: &Core, owned: &BTreeSet<String>) -> BTreeSet<String> {
-    core.config_entries()
-        .domains_and_groups()
-        .into_iter()
-        .map(|(domain, _)| domain)
-        .chain(
-            homecore::catalog::catalog()
-                .domains()
-                .map(|spec| spec.domain.clone()),
-        )
-        .filter(|domain| !owned.contains(domain))
-        .collect()
 }
 
 /// The integration domains of `group`'s entries: the only domains its device identifiers may

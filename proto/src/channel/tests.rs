@@ -376,20 +376,7 @@ async fn past_the_in_flight_limit_calls_are_overloaded_and_pushes_shed() {
     };
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let (transport, mut peer) = RawPeer::new();
-    let channel = ChannelBuilder::new(config)
-        .on_call::<Ping, _, _>({
-            let gate = gate.clone();
-            move |ping, _| {
-                let gate = gate.clone();
-                async move {
-                    gate.acquire().await.expect("gate open").forget();
-                    Ok(Pong {
-                        nonce: ping.nonce,
-                        ..Pong::default()
-                    })
-                }
-            }
-        })
+    let channel = gated_ping(ChannelBuilder::new(config), gate.clone())
         .on_push::<FireEvent, _, _>(|_, _| async {})
         .start(transport);
     for id in 1..=(LIMIT as u64 + 3) {
