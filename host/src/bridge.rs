@@ -364,7 +364,7 @@ impl Bridge {
 
     /// A value over a bound: refused at the `bounds` gate.
     fn over_bound(&self, error: LimitError) -> RemoteError {
-        self.refuse(Gate::Bounds, &GateError::Limit(error))
+        self.refused.over_bound(error)
     }
 
     /// Whether a context id the sandbox sent is no longer than a ULID; a longer one is

@@ -17,7 +17,6 @@ use serde_json::{Map, Value};
 use crate::classifier::Placement;
 use crate::groups::{Groups, GroupsConfig};
 use crate::manager::StopReport;
-use crate::refusals::Gate;
 use crate::router::{CustomIntegration, SandboxRouter};
 
 /// The store key (in each group's folder) where main keeps the restore state a group returned
@@ -126,9 +125,7 @@ impl SandboxPlugin {
             ) {
                 Ok(data) => data,
                 Err(error) => {
-                    let _ = handle
-                        .refused
-                        .refuse(Gate::Bounds, &crate::gates::GateError::Limit(error));
+                    let _ = handle.refused.over_bound(error);
                     continue;
                 }
             };
@@ -204,9 +201,7 @@ impl TranslationProvider for SandboxTranslations {
                     Ok(returned) => returned,
                     Err(error) => {
                         if let Some(handle) = self.groups.get(&group) {
-                            let _ = handle
-                                .refused
-                                .refuse(Gate::Bounds, &crate::gates::GateError::Limit(error));
+                            let _ = handle.refused.over_bound(error);
                         }
                         continue;
                     }

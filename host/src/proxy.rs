@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::context_cache::ContextCache;
 use crate::limits;
-use crate::refusals::{Gate, GateCounters};
+use crate::refusals::GateCounters;
 
 /// How long a service call or query through a proxy may take before main gives up on the
 /// sandbox (the watchdog restarts a sandbox that hangs for good).
@@ -192,9 +192,7 @@ impl ProxyLink {
     /// caller gets an error and the refusal is counted at `bounds`.
     pub fn read_json(&self, field: &str, bytes: &[u8]) -> Result<Value, ServiceError> {
         limits::bounded_value(field, bytes, limits::MAX_RESPONSE_BYTES).map_err(|error| {
-            let refusal = self
-                .refused
-                .refuse(Gate::Bounds, &crate::gates::GateError::Limit(error));
+            let refusal = self.refused.over_bound(error);
             ServiceError::handler(format!(
                 "sandbox group {} sent a reply main refused: {}",
                 self.group, refusal.message

@@ -149,6 +149,11 @@ impl GateCounters {
         RemoteError::new(kind, message)
     }
 
+    /// Counts a value over one of [`crate::limits`]' bounds at the `bounds` gate.
+    pub fn over_bound(&self, error: crate::limits::LimitError) -> RemoteError {
+        self.refuse(Gate::Bounds, &crate::gates::GateError::Limit(error))
+    }
+
     /// Logs what the budgets suppressed and has not summarised yet (when a bridge goes away).
     pub fn flush_log(&self) {
         let mut logs = self.logs.lock();

@@ -197,9 +197,8 @@ fn refuse_over_bound(
     group: &str,
     error: crate::limits::LimitError,
 ) -> sandbox_proto::RemoteError {
-    let error = crate::gates::GateError::Limit(error);
     match groups.get(group) {
-        Some(handle) => handle.refused.refuse(crate::refusals::Gate::Bounds, &error),
+        Some(handle) => handle.refused.over_bound(error),
         None => sandbox_proto::RemoteError::refused(error.to_string()),
     }
 }
