@@ -46,8 +46,8 @@ struct Cli {
     /// State changes in the push throughput figure.
     #[arg(long, default_value_t = 200_000)]
     pushes: u64,
-    /// Measure only these sections (repeatable; all when absent): rtt, area, push, memory,
-    /// crash, spawn, latency, register. For profiling one path at a time.
+    /// Measure only these sections (repeatable; all when absent): rtt, area, push, flood,
+    /// memory, crash, spawn, latency, register. For profiling one path at a time.
     #[arg(long, value_enum)]
     only: Vec<Section>,
 }
@@ -58,6 +58,7 @@ enum Section {
     Rtt,
     Area,
     Push,
+    Flood,
     Memory,
     Crash,
     Spawn,
@@ -82,12 +83,22 @@ enum Command {
     /// Raw peer: writes `count` frames of `frame` bytes as fast as it can.
     #[command(hide = true)]
     RawProducer { frame: usize, count: u64 },
+    /// A sandbox that registers one light per entry and pushes its state as fast as main
+    /// takes it, until shut down.
+    #[command(hide = true)]
+    FloodSandbox(sandbox_runtime::sdk::Args),
 }
 
 /// Round trips timed for the RTT figure (after as many again for warm-up... a tenth of it).
 const RTT_ROUNDS: usize = 3000;
 /// Area calls timed.
 const AREA_ROUNDS: usize = 200;
+/// Service calls timed on the neighbour group, without the flood and again with it.
+const FLOOD_ROUNDS: usize = 5000;
+/// The flooding group's name (its command is this binary's `flood-sandbox`).
+const FLOOD_GROUP: &str = "flood";
+/// `state_changed` pushes the flooding sandbox joins into one write.
+const FLOOD_BATCH: usize = 64;
 /// Spawns timed for the spawn figures.
 const SPAWN_ROUNDS: usize = 15;
 /// State changes per group in the latency figures.
@@ -120,6 +131,7 @@ fn main() -> ExitCode {
         }
         Some(Command::RawEcho { request, reply }) => raw_echo(request, reply),
         Some(Command::RawProducer { frame, count }) => raw_producer(frame, count),
+        Some(Command::FloodSandbox(args)) => flood_sandbox(args),
         None => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -244,7 +256,11 @@ async fn run(cli: &Cli) -> Result<()> {
             groups: GroupsConfig {
                 config_dir: dir.path().to_owned(),
                 runtime_command: runtime_command.clone(),
-                custom_commands: Default::default(),
+                custom_commands: [(
+                    FLOOD_GROUP.to_owned(),
+                    vec![this_program()?, OsString::from("flood-sandbox")],
+                )]
+                .into(),
                 group_defaults: group_defaults.clone(),
             },
             custom: vec![],
@@ -435,6 +451,42 @@ async fn run(cli: &Cli) -> Result<()> {
         figures.insert("push_frame_bytes".into(), json!(frame_len));
         eprintln!(
             "bench: {push_per_s:.0} pushes/s (raw {raw_push_per_s:.0}/s, {frame_len}-byte frames)"
+        );
+    }
+    // A flooding group next to the lights' group: the neighbour's service calls without and
+    // with the flood, and what the flood got through.
+    if cli.runs(Section::Flood) {
+        let quiet = neighbour_calls(&core, &light).await?;
+        let flooding = start_flood(&core).await?;
+        let seq_of = || {
+            core.states()
+                .get(&flooding)
+                .and_then(|state| state.attributes.get("seq").and_then(Value::as_u64))
+                .unwrap_or(0)
+        };
+        let (seq_before, started) = (seq_of(), Instant::now());
+        let flooded = neighbour_calls(&core, &light).await?;
+        let flood_per_s = (seq_of() - seq_before) as f64 / started.elapsed().as_secs_f64();
+        if let Some(handle) = plugin.groups().get(FLOOD_GROUP) {
+            handle.manager.stop().await;
+        }
+        let figure = |name: &str, value: f64| (name.to_owned(), json!(round(value)));
+        figures.extend([
+            figure("flood_quiet_call_p50_us", quiet.p50),
+            figure("flood_quiet_call_p99_us", quiet.p99),
+            figure("flood_call_p50_us", flooded.p50),
+            figure("flood_call_p99_us", flooded.p99),
+            figure("flood_call_p50_ratio", flooded.p50 / quiet.p50),
+            figure("flood_call_p99_ratio", flooded.p99 / quiet.p99),
+            ("flood_pushes_per_s".to_owned(), json!(flood_per_s.round())),
+        ]);
+        eprintln!(
+            "bench: neighbour call p50 {:.1} → {:.1} µs, p99 {:.1} → {:.1} µs ({:.2}×) under {flood_per_s:.0} pushes/s",
+            quiet.p50,
+            flooded.p50,
+            quiet.p99,
+            flooded.p99,
+            flooded.p99 / quiet.p99
         );
     }
     // Memory: a group with 100 lights, and an idle group.
@@ -632,6 +684,178 @@ async fn run(cli: &Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The median and 99th percentile of a set of samples.
+struct Percentiles {
+    p50: f64,
+    p99: f64,
+}
+
+/// `light.toggle` through the proxy of `light`, `FLOOD_ROUNDS` times after a tenth of that as
+/// warm-up, in µs.
+async fn neighbour_calls(core: &Core, light: &str) -> Result<Percentiles> {
+    let mut samples = Vec::with_capacity(FLOOD_ROUNDS);
+    for round in 0..FLOOD_ROUNDS + FLOOD_ROUNDS / 10 {
+        let request = ServiceRequest::new("light", "toggle")
+            .with_target(ServiceTarget::entities([light.to_owned()]));
+        let started = Instant::now();
+        core.services().call(request).await?;
+        if round >= FLOOD_ROUNDS / 10 {
+            samples.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    Ok(Percentiles {
+        p50: percentile(&mut samples, 0.5),
+        p99: percentile(&mut samples, 0.99),
+    })
+}
+
+/// Adds an entry in the flooding group and waits until its light's pushes reach main; returns
+/// the light's entity id on main.
+async fn start_flood(core: &Core) -> Result<String> {
+    let mut entry = ConfigEntry::new(bench_lights::DOMAIN, "flood", Map::new(), "user");
+    entry.sandbox = Some(FLOOD_GROUP.to_owned());
+    core.config_entries().add(entry).await?;
+    let flooding = "light.flood_light".to_owned();
+    wait_for("the flood on main", || {
+        core.states()
+            .get(&flooding)
+            .and_then(|state| state.attributes.get("seq").and_then(Value::as_u64))
+            .is_some_and(|seq| seq > 0)
+    })
+    .await?;
+    Ok(flooding)
+}
+
+/// The flooding sandbox: says `ready`, answers ping, entry setup (registering one light for the
+/// entry, then pushing its state in a tight loop, `FLOOD_BATCH` per write, each with the next
+/// sequence number) and shutdown.
+fn flood_sandbox(args: sandbox_runtime::sdk::Args) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("flood-sandbox: {error}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(run_flood_sandbox(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("flood-sandbox: {error:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+async fn run_flood_sandbox(args: sandbox_runtime::sdk::Args) -> Result<()> {
+    use sandbox_proto::{ChannelBuilder, ChannelConfig, Transport, TransportUrl, version};
+    let transport = Transport::open(&TransportUrl::parse(&args.url)?).await?;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let shutdown = Arc::clone(&stop);
+    let channel = ChannelBuilder::new(ChannelConfig::named(args.name.clone()))
+        .on_call::<wire::Ping, _, _>(|ping, _| async move {
+            Ok(wire::Pong {
+                nonce: ping.nonce,
+                rss_bytes: 0,
+                entities: 0,
+            })
+        })
+        .on_call::<wire::EntrySetup, _, _>(|setup: wire::EntrySetup, channel| async move {
+            let entry_id = setup.entry.map(|entry| entry.entry_id).unwrap_or_default();
+            let registered = channel
+                .call(&flood_light(&entry_id))
+                .await
+                .map_err(|error| sandbox_proto::RemoteError::internal(error.to_string()))?;
+            tokio::spawn(flood_states(channel, registered.entity_id));
+            Ok(wire::EntrySetupResult {
+                outcome: wire::SetupOutcome::Loaded as i32,
+                reason: String::new(),
+                updated_entry: None,
+            })
+        })
+        .on_call::<wire::EntryUnload, _, _>(|_: wire::EntryUnload, _| async move {
+            Ok(wire::EntryUnloadResult {
+                ok: true,
+                reason: String::new(),
+            })
+        })
+        .on_call::<wire::Shutdown, _, _>(move |_: wire::Shutdown, _| {
+            let stop = Arc::clone(&shutdown);
+            async move {
+                stop.notify_one();
+                Ok(wire::ShutdownResult {
+                    restore_state_json: Default::default(),
+                })
+            }
+        })
+        .start(transport);
+    let ready = wire::Ready {
+        protocol_version: version::PROTOCOL_VERSION.to_owned(),
+        features: version::features(),
+        group: args.name.clone(),
+        runtime: "flood-sandbox".to_owned(),
+        integrations: Vec::new(),
+    };
+    channel.call(&ready).await.context("main refused ready")?;
+    tokio::select! {
+        () = stop.notified() => {
+            channel.drain_inflight(Duration::from_secs(5)).await;
+            channel.close().await;
+        }
+        _ = channel.closed() => channel.close().await,
+    }
+    Ok(())
+}
+
+/// The flooding sandbox's one light, for `entry_id`.
+fn flood_light(entry_id: &str) -> wire::RegisterEntity {
+    wire::RegisterEntity {
+        description: Some(wire::EntityDescription {
+            entity_id: "light.flood_light".to_owned(),
+            entry_id: entry_id.to_owned(),
+            platform: bench_lights::DOMAIN.to_owned(),
+            domain: "light".to_owned(),
+            unique_id: Some(format!("{entry_id}-flood")),
+            name: Some("Flood light".to_owned()),
+            capabilities_json: json::to_bytes(&json!({"supported_color_modes": ["onoff"]})),
+            entity_registry_enabled_default: true,
+            ..Default::default()
+        }),
+        state: Some(wire::EntityState {
+            state: "off".to_owned(),
+            attributes_json: json::to_bytes(&json!({"seq": 0})),
+            available: true,
+        }),
+        context_id: None,
+    }
+}
+
+/// Pushes `entity_id`'s state as fast as the channel takes it, until the channel closes.
+async fn flood_states(channel: sandbox_proto::Channel, entity_id: String) {
+    let mut seq = 0u64;
+    loop {
+        let batch: Vec<wire::StateChanged> = (0..FLOOD_BATCH)
+            .map(|_| {
+                seq += 1;
+                wire::StateChanged {
+                    entity_id: entity_id.clone(),
+                    state: if seq % 2 == 0 { "on" } else { "off" }.to_owned(),
+                    attributes_json: json::to_bytes(
+                        &json!({"seq": seq, "sent_ns": monotonic_ns()}),
+                    ),
+                    available: true,
+                    context_id: None,
+                }
+            })
+            .collect();
+        if channel.push_batch(&batch).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// What a proxy sends for `light.toggle` on the first benchmark light.
