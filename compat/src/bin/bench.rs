@@ -93,8 +93,11 @@ enum Command {
 const RTT_ROUNDS: usize = 3000;
 /// Area calls timed.
 const AREA_ROUNDS: usize = 200;
-/// Service calls timed on the neighbour group, without the flood and again with it.
-const FLOOD_ROUNDS: usize = 5000;
+/// Blocks of neighbour service calls in the flood figure, alternately without and with the
+/// flood (so both see the same machine conditions).
+const FLOOD_BLOCKS: usize = 20;
+/// Service calls timed per block (after a tenth of that as warm-up).
+const FLOOD_BLOCK_ROUNDS: usize = 500;
 /// The flooding group's name (its command is this binary's `flood-sandbox`).
 const FLOOD_GROUP: &str = "flood";
 /// `state_changed` pushes the flooding sandbox joins into one write.
@@ -456,37 +459,53 @@ async fn run(cli: &Cli) -> Result<()> {
     // A flooding group next to the lights' group: the neighbour's service calls without and
     // with the flood, and what the flood got through.
     if cli.runs(Section::Flood) {
-        let quiet = neighbour_calls(&core, &light).await?;
         let flooding = start_flood(&core).await?;
+        let flood_channel = plugin
+            .groups()
+            .get(FLOOD_GROUP)
+            .and_then(|handle| handle.manager.channel())
+            .context("the flooding group runs")?;
         let seq_of = || {
             core.states()
                 .get(&flooding)
                 .and_then(|state| state.attributes.get("seq").and_then(Value::as_u64))
                 .unwrap_or(0)
         };
-        let (seq_before, started) = (seq_of(), Instant::now());
-        let flooded = neighbour_calls(&core, &light).await?;
-        let flood_per_s = (seq_of() - seq_before) as f64 / started.elapsed().as_secs_f64();
+        let (mut quiet, mut flooded) = (Vec::new(), Vec::new());
+        let (mut pushes, mut flood_time) = (0u64, Duration::ZERO);
+        for block in 0..FLOOD_BLOCKS {
+            let with_flood = block % 2 == 1;
+            set_flood(&flood_channel, with_flood).await?;
+            let (seq_before, started) = (seq_of(), Instant::now());
+            let samples = if with_flood { &mut flooded } else { &mut quiet };
+            neighbour_calls(&core, &light, samples).await?;
+            if with_flood {
+                pushes += seq_of() - seq_before;
+                flood_time += started.elapsed();
+            }
+        }
         if let Some(handle) = plugin.groups().get(FLOOD_GROUP) {
             handle.manager.stop().await;
         }
+        let flood_per_s = pushes as f64 / flood_time.as_secs_f64();
+        let (quiet_p50, quiet_p99) = (percentile(&mut quiet, 0.5), percentile(&mut quiet, 0.99));
+        let (flood_p50, flood_p99) = (
+            percentile(&mut flooded, 0.5),
+            percentile(&mut flooded, 0.99),
+        );
         let figure = |name: &str, value: f64| (name.to_owned(), json!(round(value)));
         figures.extend([
-            figure("flood_quiet_call_p50_us", quiet.p50),
-            figure("flood_quiet_call_p99_us", quiet.p99),
-            figure("flood_call_p50_us", flooded.p50),
-            figure("flood_call_p99_us", flooded.p99),
-            figure("flood_call_p50_ratio", flooded.p50 / quiet.p50),
-            figure("flood_call_p99_ratio", flooded.p99 / quiet.p99),
+            figure("flood_quiet_call_p50_us", quiet_p50),
+            figure("flood_quiet_call_p99_us", quiet_p99),
+            figure("flood_call_p50_us", flood_p50),
+            figure("flood_call_p99_us", flood_p99),
+            figure("flood_call_p50_ratio", flood_p50 / quiet_p50),
+            figure("flood_call_p99_ratio", flood_p99 / quiet_p99),
             ("flood_pushes_per_s".to_owned(), json!(flood_per_s.round())),
         ]);
         eprintln!(
-            "bench: neighbour call p50 {:.1} → {:.1} µs, p99 {:.1} → {:.1} µs ({:.2}×) under {flood_per_s:.0} pushes/s",
-            quiet.p50,
-            flooded.p50,
-            quiet.p99,
-            flooded.p99,
-            flooded.p99 / quiet.p99
+            "bench: neighbour call p50 {quiet_p50:.1} → {flood_p50:.1} µs, p99 {quiet_p99:.1} → {flood_p99:.1} µs ({:.2}×) under {flood_per_s:.0} pushes/s",
+            flood_p99 / quiet_p99
         );
     }
     // Memory: a group with 100 lights, and an idle group.
@@ -686,29 +705,34 @@ async fn run(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
-/// The median and 99th percentile of a set of samples.
-struct Percentiles {
-    p50: f64,
-    p99: f64,
-}
-
-/// `light.toggle` through the proxy of `light`, `FLOOD_ROUNDS` times after a tenth of that as
-/// warm-up, in µs.
-async fn neighbour_calls(core: &Core, light: &str) -> Result<Percentiles> {
-    let mut samples = Vec::with_capacity(FLOOD_ROUNDS);
-    for round in 0..FLOOD_ROUNDS + FLOOD_ROUNDS / 10 {
+/// `light.toggle` through the proxy of `light`, `FLOOD_BLOCK_ROUNDS` times after a tenth of
+/// that as warm-up, each added to `samples` in µs.
+async fn neighbour_calls(core: &Core, light: &str, samples: &mut Vec<f64>) -> Result<()> {
+    for round in 0..FLOOD_BLOCK_ROUNDS + FLOOD_BLOCK_ROUNDS / 10 {
         let request = ServiceRequest::new("light", "toggle")
             .with_target(ServiceTarget::entities([light.to_owned()]));
         let started = Instant::now();
         core.services().call(request).await?;
-        if round >= FLOOD_ROUNDS / 10 {
+        if round >= FLOOD_BLOCK_ROUNDS / 10 {
             samples.push(started.elapsed().as_secs_f64() * 1e6);
         }
     }
-    Ok(Percentiles {
-        p50: percentile(&mut samples, 0.5),
-        p99: percentile(&mut samples, 0.99),
-    })
+    Ok(())
+}
+
+/// Starts or pauses the flooding sandbox's pushes (its `call_service` is the switch).
+async fn set_flood(channel: &sandbox_proto::Channel, on: bool) -> Result<()> {
+    let request = wire::CallService {
+        domain: bench_lights::DOMAIN.into(),
+        service: if on { "resume" } else { "pause" }.into(),
+        entity_ids: vec![],
+        data_json: json::to_bytes(&json!({})),
+        context_id: String::new(),
+        return_response: false,
+        per_entity: false,
+    };
+    channel.call_timeout(&request, WAIT_LIMIT).await?;
+    Ok(())
 }
 
 /// Adds an entry in the flooding group and waits until its light's pushes reach main; returns
@@ -730,7 +754,7 @@ async fn start_flood(core: &Core) -> Result<String> {
 
 /// The flooding sandbox: says `ready`, answers ping, entry setup (registering one light for the
 /// entry, then pushing its state in a tight loop, `FLOOD_BATCH` per write, each with the next
-/// sequence number) and shutdown.
+/// sequence number), `call_service` `pause` and `resume` (of every flood), and shutdown.
 fn flood_sandbox(args: sandbox_runtime::sdk::Args) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -756,6 +780,7 @@ async fn run_flood_sandbox(args: sandbox_runtime::sdk::Args) -> Result<()> {
     let transport = Transport::open(&TransportUrl::parse(&args.url)?).await?;
     let stop = Arc::new(tokio::sync::Notify::new());
     let shutdown = Arc::clone(&stop);
+    let (flooding, flood_switch) = tokio::sync::watch::channel(true);
     let channel = ChannelBuilder::new(ChannelConfig::named(args.name.clone()))
         .on_call::<wire::Ping, _, _>(|ping, _| async move {
             Ok(wire::Pong {
@@ -764,18 +789,30 @@ async fn run_flood_sandbox(args: sandbox_runtime::sdk::Args) -> Result<()> {
                 entities: 0,
             })
         })
-        .on_call::<wire::EntrySetup, _, _>(|setup: wire::EntrySetup, channel| async move {
-            let entry_id = setup.entry.map(|entry| entry.entry_id).unwrap_or_default();
-            let registered = channel
-                .call(&flood_light(&entry_id))
-                .await
-                .map_err(|error| sandbox_proto::RemoteError::internal(error.to_string()))?;
-            tokio::spawn(flood_states(channel, registered.entity_id));
-            Ok(wire::EntrySetupResult {
-                outcome: wire::SetupOutcome::Loaded as i32,
-                reason: String::new(),
-                updated_entry: None,
-            })
+        .on_call::<wire::EntrySetup, _, _>(move |setup: wire::EntrySetup, channel| {
+            let switch = flood_switch.clone();
+            async move {
+                let entry_id = setup.entry.map(|entry| entry.entry_id).unwrap_or_default();
+                let registered = channel
+                    .call(&flood_light(&entry_id))
+                    .await
+                    .map_err(|error| sandbox_proto::RemoteError::internal(error.to_string()))?;
+                tokio::spawn(flood_states(channel, registered.entity_id, switch));
+                Ok(wire::EntrySetupResult {
+                    outcome: wire::SetupOutcome::Loaded as i32,
+                    reason: String::new(),
+                    updated_entry: None,
+                })
+            }
+        })
+        .on_call::<wire::CallService, _, _>(move |call: wire::CallService, _| {
+            let _ = flooding.send(call.service == "resume");
+            async move {
+                Ok(wire::CallServiceResult {
+                    response_json: None,
+                    outcomes: Vec::new(),
+                })
+            }
         })
         .on_call::<wire::EntryUnload, _, _>(|_: wire::EntryUnload, _| async move {
             Ok(wire::EntryUnloadResult {
@@ -834,16 +871,24 @@ fn flood_light(entry_id: &str) -> wire::RegisterEntity {
     }
 }
 
-/// Pushes `entity_id`'s state as fast as the channel takes it, until the channel closes.
-async fn flood_states(channel: sandbox_proto::Channel, entity_id: String) {
+/// Pushes `entity_id`'s state as fast as the channel takes it while `switch` is on, until the
+/// channel closes.
+async fn flood_states(
+    channel: sandbox_proto::Channel,
+    entity_id: String,
+    mut switch: tokio::sync::watch::Receiver<bool>,
+) {
     let mut seq = 0u64;
     loop {
+        if switch.wait_for(|on| *on).await.is_err() {
+            return;
+        }
         let batch: Vec<wire::StateChanged> = (0..FLOOD_BATCH)
             .map(|_| {
                 seq += 1;
                 wire::StateChanged {
                     entity_id: entity_id.clone(),
-                    state: if seq % 2 == 0 { "on" } else { "off" }.to_owned(),
+                    state: if seq.is_multiple_of(2) { "on" } else { "off" }.to_owned(),
                     attributes_json: json::to_bytes(
                         &json!({"seq": seq, "sent_ns": monotonic_ns()}),
                     ),
