@@ -20,6 +20,9 @@
 //!   [`CloseReason::ErrorRepliesOverflow`], never a silently missing answer.
 //! - Pushes whose order matters (`state_changed`) are registered inline with
 //!   [`ChannelBuilder::on_push_inline`]: their handler runs in the reader, in arrival order.
+//! - The reader works in turns ([`READER_TURN_FRAMES`], [`READER_TURN_BYTES`]): with more frames
+//!   already buffered, it yields to the scheduler between turns, so a peer flooding the channel
+//!   cannot keep a worker thread from the other channels and tasks sharing it.
 //! - The reader's buffer grows with the bytes that arrive, never with a frame's announced
 //!   length, and a frame must arrive whole within [`FRAME_BODY_DEADLINE`] of its first byte, or
 //!   the channel closes with [`CloseReason::FrameStalled`]: a peer cannot make us hold memory it
@@ -42,7 +45,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use prost::Message;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -109,6 +112,26 @@ pub const READ_BUFFER_CAPACITY: usize = 64 * 1024;
 /// that arrive slowly but complete the frame in time are fine: the clock runs per frame, not
 /// per byte.
 pub const FRAME_BODY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Frames the reader handles in one turn: past it, with more frames already buffered, it yields
+/// to the scheduler before the next one, so the other tasks of its thread (another group's
+/// channel, a caller waiting for its reply) run between turns. A reader that finds its bytes
+/// already read never waits, and tokio's cooperative budget is spent only by reads, 64 KiB at a
+/// time (hundreds of small frames, each run inline or spawned here): without turns, a peer
+/// pushing as fast as it can kept a worker for up to tokio's 128 reads, tens of thousands of
+/// frames.
+///
+/// Chosen from what a frame costs main: an inline `state_changed` is about 4 µs, so 16 frames
+/// keep a turn near 60 µs, the order of a whole service call's round trip; a yield costs about
+/// a microsecond, so a flood loses a few percent of its throughput at most. A turn ends early
+/// when the reader waits for bytes (it gave the thread up anyway).
+pub const READER_TURN_FRAMES: usize = 16;
+
+/// Bytes of frames the reader handles in one turn (see [`READER_TURN_FRAMES`]): large frames
+/// cost in proportion to their size (decoding, parsing what they carry), so a turn also ends
+/// after 16 KiB, which main parses in tens of microseconds, about a turn of small frames. A
+/// frame larger than that is still handled whole, in a turn of its own.
+pub const READER_TURN_BYTES: usize = 16 * 1024;
 
 /// Bytes the writer gathers before a write; a burst of pushes leaves in one syscall.
 pub const WRITE_BUFFER_CAPACITY: usize = 64 * 1024;
@@ -1483,10 +1506,16 @@ async fn read_loop(shared: Arc<Shared>, owner: Weak<Owner>, mut reader: BoxReade
     // since frames begin in order.
     let stall_timer = tokio::time::sleep(FRAME_BODY_DEADLINE);
     tokio::pin!(stall_timer);
+    let mut turn = ReaderTurn::default();
     let reason = 'reading: loop {
         loop {
             match buf.next_frame() {
                 Ok(Some(frame)) => {
+                    if turn.is_spent() {
+                        tokio::task::yield_now().await;
+                        turn = ReaderTurn::default();
+                    }
+                    turn.charge(frame.len());
                     let Some(owner) = owner.upgrade() else { return };
                     if let Err(reason) = dispatch(&shared, &owner, frame) {
                         break 'reading reason;
@@ -1499,9 +1528,10 @@ async fn read_loop(shared: Arc<Shared>, owner: Weak<Owner>, mut reader: BoxReade
         let stall_deadline = buf.partial_frame_deadline();
         // Reads land in a zeroed scratch buffer (initialised once, so no per-read zeroing and no
         // unsafe), then are appended to the frame buffer.
+        let mut waited = false;
         let read = tokio::select! {
             biased;
-            read = reader.read(&mut scratch) => read,
+            read = read_noting_wait(&mut reader, &mut scratch, &mut waited) => read,
             () = &mut stall_timer, if stall_deadline.is_some() => {
                 match stall_deadline {
                     Some(deadline) if tokio::time::Instant::now() < deadline => {
@@ -1513,6 +1543,9 @@ async fn read_loop(shared: Arc<Shared>, owner: Weak<Owner>, mut reader: BoxReade
             }
             message = write_failure_deadline(&shared) => break CloseReason::WriteFailed(message),
         };
+        if waited {
+            turn = ReaderTurn::default();
+        }
         match read {
             Ok(0) if buf.is_empty() => {
                 break match shared.write_error() {
@@ -1526,6 +1559,46 @@ async fn read_loop(shared: Arc<Shared>, owner: Weak<Owner>, mut reader: BoxReade
         }
     };
     shared.mark_closed(reason);
+}
+
+/// What the reader has handled since it last gave its thread up: bounded by
+/// [`READER_TURN_FRAMES`] and [`READER_TURN_BYTES`].
+#[derive(Default)]
+struct ReaderTurn {
+    frames: usize,
+    bytes: usize,
+}
+
+impl ReaderTurn {
+    fn charge(&mut self, frame_len: usize) {
+        self.frames += 1;
+        self.bytes += frame_len;
+    }
+
+    fn is_spent(&self) -> bool {
+        self.frames >= READER_TURN_FRAMES || self.bytes >= READER_TURN_BYTES
+    }
+}
+
+/// Reads into `scratch`, setting `waited` when no bytes were ready at first (the task then gave
+/// its thread up, which starts a new turn).
+async fn read_noting_wait(
+    reader: &mut BoxReader,
+    scratch: &mut [u8],
+    waited: &mut bool,
+) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let mut into = tokio::io::ReadBuf::new(scratch);
+        match Pin::new(&mut *reader).poll_read(cx, &mut into) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(into.filled().len())),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => {
+                *waited = true;
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 /// The reader's bytes not yet decoded. It grows with the bytes that arrive, never with what a

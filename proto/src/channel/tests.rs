@@ -536,6 +536,97 @@ async fn inline_pushes_keep_their_order() {
     assert_eq!(main.stats().pushes_handled, 2000);
 }
 
+/// Feeds `backlog` to a channel only once all of it is buffered, with another task counting
+/// its own turns on the same (current-thread) runtime; returns, for each push the channel
+/// handled, how many turns the other task had taken by then.
+async fn turns_seen_by_pushes(backlog: &[StateChanged]) -> Vec<usize> {
+    let bytes: usize = backlog.iter().map(|push| push.encoded_len() + 64).sum();
+    let (transport, mut peer) = RawPeer::with_pipe_buffer(bytes);
+    for push in backlog {
+        peer.send_push(push).await.expect("buffered");
+    }
+    let other_turns = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::with_capacity(backlog.len())));
+    let channel = builder("main")
+        .on_push_inline::<StateChanged, _>({
+            let (other_turns, seen) = (Arc::clone(&other_turns), Arc::clone(&seen));
+            move |_| {
+                seen.lock()
+                    .expect("lock")
+                    .push(other_turns.load(Ordering::Relaxed))
+            }
+        })
+        .start(transport);
+    let other = tokio::spawn({
+        let other_turns = Arc::clone(&other_turns);
+        async move {
+            loop {
+                other_turns.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    guard(async {
+        while seen.lock().expect("lock").len() < backlog.len() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    other.abort();
+    drop((channel, peer));
+    seen.lock().expect("lock").clone()
+}
+
+/// The longest run of pushes handled without the other task taking a turn in between.
+///
+/// Tokio wakes the tasks that yielded in the reverse order of their yields, so two tasks that
+/// keep yielding run in pairs (other, reader, reader, other, other, ...): the other task's turn
+/// comes after at most two of the reader's.
+fn longest_run_between_other_turns(turns_seen: &[usize]) -> usize {
+    turns_seen
+        .chunk_by(|a, b| a == b)
+        .map(<[usize]>::len)
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_backlog_of_pushes_is_handled_in_turns_that_let_other_tasks_run() {
+    let backlog: Vec<StateChanged> = (0..5000u32)
+        .map(|number| StateChanged {
+            entity_id: "light.flood".into(),
+            state: number.to_string(),
+            ..StateChanged::default()
+        })
+        .collect();
+    let turns_seen = turns_seen_by_pushes(&backlog).await;
+    assert_eq!(turns_seen.len(), backlog.len());
+    let longest = longest_run_between_other_turns(&turns_seen);
+    assert!(
+        longest <= 2 * READER_TURN_FRAMES,
+        "{longest} pushes handled while the other task waited (at most two turns of {READER_TURN_FRAMES})"
+    );
+}
+
+#[tokio::test]
+async fn large_pushes_end_a_readers_turn_by_their_bytes() {
+    let attributes = format!("{{\"padding\":\"{}\"}}", "x".repeat(READER_TURN_BYTES / 4));
+    let backlog: Vec<StateChanged> = (0..200u32)
+        .map(|number| StateChanged {
+            entity_id: "light.flood".into(),
+            state: number.to_string(),
+            attributes_json: attributes.clone().into_bytes().into(),
+            ..StateChanged::default()
+        })
+        .collect();
+    let turns_seen = turns_seen_by_pushes(&backlog).await;
+    let longest = longest_run_between_other_turns(&turns_seen);
+    assert!(
+        longest <= 2 * 4,
+        "{longest} pushes of over a quarter of READER_TURN_BYTES each handled while the other task waited"
+    );
+}
+
 #[tokio::test]
 async fn a_push_batch_arrives_as_separate_pushes_in_order_and_skips_only_the_oversized() {
     let seen = Arc::new(Mutex::new(Vec::new()));
