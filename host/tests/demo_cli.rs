@@ -1,5 +1,5 @@
 //! The `sandbox-host demo` command a newcomer runs first: it must succeed and report what it
-//! mirrored, the service call, and the crash recovery.
+//! mirrored, the service call, the crash recovery and the double-crash recovery.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -30,6 +30,16 @@ fn demo_json_reports_mirrored_entities_a_service_call_and_a_recovery() {
     );
     assert!(report["crash"]["proxies"].as_u64().unwrap() > 0);
     assert_ne!(report["crash"]["new_pid"], report["pid"]);
+    // The double crash: the respawned sandbox killed at its ready, and a third one recovers.
+    let double = &report["double_crash"];
+    assert_eq!(double["entry_state"], "loaded");
+    assert!(double["recovered_ms"].as_f64().unwrap() > 0.0);
+    assert!(
+        !double["killed_pids"]
+            .as_array()
+            .unwrap()
+            .contains(&double["new_pid"])
+    );
     assert_eq!(report["stopped_gracefully"], true);
 }
 

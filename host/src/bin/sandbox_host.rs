@@ -1,5 +1,6 @@
 //! The `sandbox-host` binary: `demo` shows a hub running the demo integration sandboxed —
-//! what was mirrored, a service call, a crash and the recovery, with the times taken.
+//! what was mirrored, a service call, a crash and the recovery, a double crash (the respawned
+//! sandbox killed at its ready) and that recovery, with the times taken.
 //!
 //! `sandbox-host demo [--json]`. The hidden `run-sandbox --name GROUP --url URL` runs the
 //! built-in sandbox runtime from this same binary, so the demo works from a single build.
@@ -106,6 +107,8 @@ async fn demo(as_json: bool) -> Result<()> {
     let this = std::env::current_exe().context("cannot find this program")?;
     let mut group_defaults = GroupConfig::new("template");
     group_defaults.restart.backoff_initial = Duration::from_millis(10);
+    // Four starts: the first, the respawn after the crash, and two after the double crash.
+    group_defaults.restart.max_starts = 4;
     let core = Core::builder(CoreConfig::new(dir.path()))
         .integrations(integrations::builtin())
         .build()?;
@@ -288,6 +291,54 @@ async fn demo(as_json: bool) -> Result<()> {
         group.manager.status().restarts
     ));
 
+    // A double crash: kill the sandbox, then kill its successor as soon as it is ready, while
+    // main is setting the entry up again in it; the third process must bring every proxy back.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(new_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    wait_for("the successor's ready", || {
+        let status = group.manager.status();
+        status.state == GroupState::Running && status.pid.is_some_and(|pid| pid != new_pid)
+    })
+    .await?;
+    let successor = group.manager.status().pid.context("the successor runs")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(successor as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let second_kill = Instant::now();
+    say(format!(
+        "double crash: killed pid {new_pid}, then its successor {successor} at its ready"
+    ));
+    wait_for("the third process", || {
+        let status = group.manager.status();
+        status.state == GroupState::Running
+            && status
+                .pid
+                .is_some_and(|pid| pid != new_pid && pid != successor)
+    })
+    .await?;
+    wait_for("the proxies back after the double crash", || {
+        proxies.iter().all(|id| {
+            core.states()
+                .get(id)
+                .is_some_and(|state| state.state != "unavailable")
+        })
+    })
+    .await?;
+    let double_recovered_in = second_kill.elapsed();
+    let third_pid = group.manager.status().pid.unwrap_or_default();
+    let entry_state = core
+        .config_entries()
+        .entry(&entry_id)
+        .map(|entry| entry.state.as_str())
+        .unwrap_or("missing");
+    say(format!(
+        "recovered from the double crash in {:.1} ms after the second kill (pid {third_pid}, entry {entry_state})",
+        millis(double_recovered_in)
+    ));
+
     let reports = plugin.stop().await;
     core.stop().await?;
     plugin.uninstall();
@@ -316,6 +367,12 @@ async fn demo(as_json: bool) -> Result<()> {
                 "unavailable_ms": millis(unavailable_in),
                 "recovered_ms": millis(recovered_in),
                 "new_pid": new_pid,
+            },
+            "double_crash": {
+                "killed_pids": [new_pid, successor],
+                "recovered_ms": millis(double_recovered_in),
+                "new_pid": third_pid,
+                "entry_state": entry_state,
             },
             "stopped_gracefully": graceful,
         });
