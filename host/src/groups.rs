@@ -305,9 +305,10 @@ impl Groups {
         futures::future::join_all(stops).await
     }
 
-    /// When a group fails (budget exhausted), its entries are reloaded so they show
-    /// `setup_error` with the budget's reason, instead of staying "loaded" with dead proxies
-    /// (or showing only the crash that interrupted their last setup).
+    /// When a group fails (budget exhausted), its bridge is torn down (proxies and services
+    /// off main) and its entries are reloaded so they show `setup_error` with the budget's
+    /// reason, instead of staying "loaded" with dead proxies (or showing only the crash that
+    /// interrupted their last setup).
     fn watch_failures(&self, name: &str, handle: &Arc<GroupHandle>) {
         let mut watcher = handle.manager.watch();
         let weak = Arc::downgrade(&self.inner);
@@ -334,6 +335,12 @@ async fn fail_over(groups: &Groups, group: &str) {
         return;
     };
     handle.failing_over.store(true, Ordering::Release);
+    // The failed group's bridge goes first: its proxies and the services it registered on main
+    // (which would otherwise answer "not running" until a manual restart).
+    let bridge = handle.slot.lock().take();
+    if let Some(bridge) = bridge {
+        bridge.teardown().await;
+    }
     let entries = groups.inner.core.config_entries();
     for entry in entries.entries(None) {
         let affected = matches!(

@@ -168,3 +168,68 @@ async fn an_entry_whose_setup_a_second_crash_interrupted_is_set_up_on_the_next_p
     assert!(![first, second].contains(&status.pid.unwrap()));
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_groups_services_leave_main() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags: Vec<OsString> = vec![
+        "--entities".into(),
+        "1".into(),
+        "--service".into(),
+        "ping_me".into(),
+    ];
+    let hub = Hub::start(dir, &flags).await;
+    let mut entry = ConfigEntry::new("demo", "Demo", Map::new(), "user");
+    entry.sandbox = Some("built-in".to_owned());
+    let entry = hub.core.config_entries().add(entry).await.unwrap();
+    assert_eq!(entry.state, ConfigEntryState::Loaded, "{:?}", entry.reason);
+    assert!(hub.core.services().has_service("demo", "ping_me"));
+    let group = hub.plugin.groups().get("built-in").unwrap();
+
+    // Three starts are allowed in the window: crash the first process and both respawns, each
+    // once it has set the entry up again (its service registered on main).
+    for _ in 0..3 {
+        let pid = group.manager.status().pid.unwrap();
+        wait_until("the service registered by this process", || {
+            hub.plugin
+                .groups()
+                .bridge("built-in")
+                .is_some_and(|bridge| bridge.is_live())
+                && hub.core.services().has_service("demo", "ping_me")
+                && hub
+                    .core
+                    .config_entries()
+                    .entry(&entry.entry_id)
+                    .unwrap()
+                    .state
+                    == ConfigEntryState::Loaded
+        })
+        .await;
+        sigkill(pid);
+        wait_until("a respawn or the failure", || {
+            let status = group.manager.status();
+            status.state == GroupState::Failed
+                || (status.state == GroupState::Running && status.pid != Some(pid))
+        })
+        .await;
+    }
+    assert_eq!(group.manager.status().state, GroupState::Failed);
+    wait_until("main's fail-over to finish", || {
+        hub.core
+            .config_entries()
+            .entry(&entry.entry_id)
+            .unwrap()
+            .state
+            == ConfigEntryState::SetupError
+            && !group
+                .failing_over
+                .load(std::sync::atomic::Ordering::Acquire)
+    })
+    .await;
+    wait_until("the failed group's service to leave main", || {
+        !hub.core.services().has_service("demo", "ping_me")
+    })
+    .await;
+    assert_eq!(hub.available_sensors(), 0);
+    hub.stop().await;
+}

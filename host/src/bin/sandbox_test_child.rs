@@ -19,6 +19,7 @@
 //! | `--report PATH` | write its rlimits, no_new_privs and stdin target to PATH |
 //! | `--grandchild-pid-file PATH` | start a `sleep` child and write its pid to PATH |
 //! | `--entities N` | register N sensors (`sensor.child_<i>`) for every entry it sets up |
+//! | `--service NAME` | register the service `<entry domain>.NAME` for every entry it sets up |
 //! | `--hold-setup-if PATH` | when PATH exists at an entry setup, write its pid into PATH and never answer that setup |
 //!
 //! Entry setup answers `loaded` (unless held) and entry unload `ok`, so entries routed here
@@ -33,7 +34,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use sandbox_proto::wire::{
     EntityDescription, EntityState, EntrySetup, EntrySetupResult, EntryUnload, EntryUnloadResult,
-    Ping, Pong, Ready, RegisterEntity, SetupOutcome, Shutdown, ShutdownResult,
+    Ping, Pong, Ready, RegisterEntity, RegisterService, SetupOutcome, Shutdown, ShutdownResult,
 };
 use sandbox_proto::{
     Channel, ChannelBuilder, ChannelConfig, RemoteError, Transport, TransportUrl, version,
@@ -56,6 +57,7 @@ struct Behaviour {
     report: Option<PathBuf>,
     grandchild_pid_file: Option<PathBuf>,
     entities: usize,
+    service: Option<String>,
     hold_setup_if: Option<PathBuf>,
 }
 
@@ -84,6 +86,7 @@ fn parse() -> Result<Behaviour> {
             "--report" => behaviour.report = Some(value()?.into()),
             "--grandchild-pid-file" => behaviour.grandchild_pid_file = Some(value()?.into()),
             "--entities" => behaviour.entities = value()?.parse()?,
+            "--service" => behaviour.service = Some(value()?),
             "--hold-setup-if" => behaviour.hold_setup_if = Some(value()?.into()),
             other => bail!("unknown flag {other}"),
         }
@@ -153,11 +156,14 @@ async fn run(behaviour: Behaviour) -> Result<()> {
             })
         })
         .on_call::<EntrySetup, _, _>({
-            let entities = behaviour.entities;
+            let mirrored = Mirrored {
+                entities: behaviour.entities,
+                service: behaviour.service.clone(),
+            };
             let hold = behaviour.hold_setup_if.clone();
             move |setup: EntrySetup, channel| {
-                let hold = hold.clone();
-                async move { set_up(setup, channel, entities, hold.as_deref()).await }
+                let (mirrored, hold) = (mirrored.clone(), hold.clone());
+                async move { set_up(setup, channel, &mirrored, hold.as_deref()).await }
             }
         })
         .on_call::<EntryUnload, _, _>(|_: EntryUnload, _| async move {
@@ -237,12 +243,21 @@ async fn run(behaviour: Behaviour) -> Result<()> {
     Ok(())
 }
 
-/// An entry setup: held forever when the hold file exists, else `entities` sensors registered
-/// for the entry and `loaded`.
+/// What an entry setup registers on main.
+#[derive(Clone)]
+struct Mirrored {
+    /// Sensors per entry.
+    entities: usize,
+    /// A service of the entry's domain.
+    service: Option<String>,
+}
+
+/// An entry setup: held forever when the hold file exists, else what `mirrored` says
+/// registered for the entry and `loaded`.
 async fn set_up(
     setup: EntrySetup,
     channel: Channel,
-    entities: usize,
+    mirrored: &Mirrored,
     hold: Option<&std::path::Path>,
 ) -> Result<EntrySetupResult, RemoteError> {
     if let Some(hold) = hold
@@ -253,7 +268,7 @@ async fn set_up(
         std::future::pending::<()>().await;
     }
     let entry = setup.entry.unwrap_or_default();
-    for index in 0..entities {
+    for index in 0..mirrored.entities {
         let object_id = format!("child_{index}");
         let request = RegisterEntity {
             description: Some(EntityDescription {
@@ -272,6 +287,17 @@ async fn set_up(
                 available: true,
             }),
             context_id: None,
+        };
+        channel
+            .call(&request)
+            .await
+            .map_err(|error| RemoteError::internal(error.to_string()))?;
+    }
+    if let Some(service) = &mirrored.service {
+        let request = RegisterService {
+            domain: entry.domain.clone(),
+            service: service.clone(),
+            ..RegisterService::default()
         };
         channel
             .call(&request)
