@@ -146,7 +146,9 @@ pub struct GroupStatus {
     pub state: GroupState,
     /// The current child's pid, if one is alive.
     pub pid: Option<u32>,
-    /// Respawns since the group was last started by hand.
+    /// Crash respawns (a child that ended on its own, hung or never got ready, started
+    /// again) since the group was last started or restarted by hand; a manual
+    /// [`GroupManager::restart`] resets it to 0 and is not counted.
     pub restarts: u32,
     /// How the last child ended.
     pub last_exit: Option<String>,
@@ -526,7 +528,9 @@ async fn supervise(
 ) -> StopReport {
     let mut budget = RestartBudget::new(shared.config.restart.clone());
     let mut last_exit: Option<String> = None;
-    let mut first = true;
+    // Whether the next start respawns a child that ended on its own: only those count as
+    // restarts (a manual restart starts afresh, it is no crash).
+    let mut respawn = false;
     loop {
         if let Err(exhausted) = budget.try_start(Instant::now()) {
             let reason = match &last_exit {
@@ -568,10 +572,10 @@ async fn supervise(
                 },
             }
         }
-        if !first {
+        if respawn {
             shared.update(|status| status.restarts += 1);
         }
-        first = false;
+        respawn = false;
         shared.update(|status| {
             status.state = GroupState::Starting;
             status.pid = None;
@@ -580,6 +584,7 @@ async fn supervise(
             Attempt::Ended { uptime, reason } => {
                 tracing::warn!(group = %shared.group(), %reason, ?uptime, "sandbox ended; restarting under the budget");
                 budget.record_exit(uptime);
+                respawn = true;
                 last_exit = Some(reason.clone());
                 shared.update(|status| {
                     status.state = GroupState::Starting;

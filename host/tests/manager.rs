@@ -380,6 +380,38 @@ async fn a_crash_turns_the_channel_closed_then_respawns_and_is_ready_again() {
 }
 
 #[tokio::test]
+async fn a_manual_restart_is_not_counted_as_a_crash_restart() {
+    let harness = Harness::new(config("built-in"), &[]);
+    harness
+        .manager
+        .ensure_started(HANG_GUARD)
+        .await
+        .expect("running");
+    let first = harness.manager.status().pid.unwrap();
+    harness.manager.restart().await;
+    let restarted = harness
+        .wait_for("the new child", |status| {
+            status.state == GroupState::Running && status.pid.is_some_and(|pid| pid != first)
+        })
+        .await;
+    assert_eq!(restarted.restarts, 0, "{restarted:?}");
+    // A crash after it still counts.
+    kill(
+        Pid::from_raw(restarted.pid.unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let respawned = harness
+        .wait_for("a respawn", |status| {
+            status.state == GroupState::Running && status.pid != restarted.pid
+        })
+        .await;
+    assert_eq!(respawned.restarts, 1, "{respawned:?}");
+    harness.manager.stop().await;
+    harness.assert_no_child_left().await;
+}
+
+#[tokio::test]
 async fn a_long_healthy_run_is_forgiven() {
     let mut config = config("built-in");
     config.restart.max_starts = 2;
