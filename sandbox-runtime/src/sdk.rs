@@ -24,7 +24,7 @@ pub const EXIT_FAILED_START: u8 = 3;
 
 /// The command line of a sandbox binary.
 #[derive(Debug, Parser)]
-#[command(about = "Runs integrations for one sandbox group of the hub")]
+#[command(version, about = "Runs integrations for one sandbox group of the hub")]
 pub struct Args {
     /// The sandbox group this process serves (chosen by the host).
     #[arg(long)]

@@ -329,3 +329,17 @@ async fn with_main_absent_the_first_error_line_names_the_real_cause_in_a_level_m
     );
     assert!(!first_error.1.contains("store"), "{first_error:?}");
 }
+
+#[tokio::test]
+async fn version_prints_the_version_and_exits_0() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandbox-runtime"))
+        .arg("--version")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("sandbox-runtime {}", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -21,6 +21,7 @@ use serde_json::{Map, json};
 #[derive(Debug, Parser)]
 #[command(
     name = "sandbox-host",
+    version,
     about = "Runs integrations of a home-automation hub in sandbox subprocesses"
 )]
 struct Cli {
@@ -97,11 +98,39 @@ fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
 }
 
-async fn demo(as_json: bool) -> Result<()> {
-    let say = |line: String| {
-        if !as_json {
-            println!("{line}");
+/// The demo's standard output. A reader that goes away (`sandbox-host demo | head`) ends the
+/// output, not the demo: the rest is not written, and the demo still stops its hub and
+/// sandboxes and exits 0, where `println!` would panic on the broken pipe.
+#[derive(Default)]
+struct Output {
+    closed: std::cell::Cell<bool>,
+}
+
+impl Output {
+    fn line(&self, line: &str) -> Result<()> {
+        use std::io::Write as _;
+        if self.closed.get() {
+            return Ok(());
         }
+        let mut stdout = std::io::stdout().lock();
+        match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed.set(true);
+                Ok(())
+            }
+            Err(error) => Err(error).context("cannot write to stdout"),
+        }
+    }
+}
+
+async fn demo(as_json: bool) -> Result<()> {
+    let output = Output::default();
+    let say = |line: String| -> Result<()> {
+        if as_json {
+            return Ok(());
+        }
+        output.line(&line)
     };
     let dir = tempfile::tempdir().context("cannot create a temporary config dir")?;
     let this = std::env::current_exe().context("cannot find this program")?;
@@ -125,7 +154,7 @@ async fn demo(as_json: bool) -> Result<()> {
         },
     );
     core.start().await?;
-    say("hub started in a temporary directory".to_owned());
+    say("hub started in a temporary directory".to_owned())?;
 
     // The demo's config flow, run in its sandbox group through main's flow manager.
     let started = Instant::now();
@@ -192,20 +221,20 @@ async fn demo(as_json: bool) -> Result<()> {
     say(format!(
         "configured \"{title}\" (entry {entry_id}) in group `{group_name}` in {:.1} ms",
         millis(configured_in)
-    ));
+    ))?;
     say(format!(
         "group `{group_name}`: pid {pid}, protocol {}",
         group.manager.status().protocol_version.unwrap_or_default()
-    ));
+    ))?;
     say(format!(
         "mirrored {} entities in {} domains ({proxyable} proxyable):",
         entities.values().sum::<usize>(),
         entities.len()
-    ));
+    ))?;
     for (domain, count) in &entities {
-        say(format!("  {domain:<22} {count}"));
+        say(format!("  {domain:<22} {count}"))?;
     }
-    say(format!("mirrored services: {}", services.join(", ")));
+    say(format!("mirrored services: {}", services.join(", ")))?;
 
     // A service call through a proxy.
     let light = core
@@ -242,7 +271,7 @@ async fn demo(as_json: bool) -> Result<()> {
         after.state,
         millis(call_took),
         after.context.user_id.as_deref().unwrap_or("none")
-    ));
+    ))?;
 
     // Crash the sandbox and watch the proxies.
     let proxies = plugin
@@ -255,7 +284,7 @@ async fn demo(as_json: bool) -> Result<()> {
         nix::sys::signal::Signal::SIGKILL,
     )?;
     let crashed = Instant::now();
-    say(format!("killed the sandbox (pid {pid}) with SIGKILL"));
+    say(format!("killed the sandbox (pid {pid}) with SIGKILL"))?;
     wait_for("every proxy unavailable", || {
         proxies.iter().all(|id| {
             core.states()
@@ -269,7 +298,7 @@ async fn demo(as_json: bool) -> Result<()> {
         "all {} proxies unavailable after {:.2} ms",
         proxies.len(),
         millis(unavailable_in)
-    ));
+    ))?;
     wait_for("the respawn", || {
         let status = group.manager.status();
         status.state == GroupState::Running && status.pid.is_some_and(|new| new != pid)
@@ -289,7 +318,7 @@ async fn demo(as_json: bool) -> Result<()> {
         "recovered in {:.1} ms (new pid {new_pid}, {} restart)",
         millis(recovered_in),
         group.manager.status().restarts
-    ));
+    ))?;
 
     // A double crash: kill the sandbox, then kill its successor as soon as it is ready, while
     // main is setting the entry up again in it; the third process must bring every proxy back.
@@ -310,7 +339,7 @@ async fn demo(as_json: bool) -> Result<()> {
     let second_kill = Instant::now();
     say(format!(
         "double crash: killed pid {new_pid}, then its successor {successor} at its ready"
-    ));
+    ))?;
     wait_for("the third process", || {
         let status = group.manager.status();
         status.state == GroupState::Running
@@ -337,7 +366,7 @@ async fn demo(as_json: bool) -> Result<()> {
     say(format!(
         "recovered from the double crash in {:.1} ms after the second kill (pid {third_pid}, entry {entry_state})",
         millis(double_recovered_in)
-    ));
+    ))?;
 
     let reports = plugin.stop().await;
     core.stop().await?;
@@ -350,7 +379,7 @@ async fn demo(as_json: bool) -> Result<()> {
         } else {
             "(some forcibly)"
         }
-    ));
+    ))?;
 
     if as_json {
         let out = json!({
@@ -376,7 +405,7 @@ async fn demo(as_json: bool) -> Result<()> {
             },
             "stopped_gracefully": graceful,
         });
-        println!("{out}");
+        output.line(&out.to_string())?;
     }
     Ok(())
 }
