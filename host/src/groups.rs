@@ -5,13 +5,14 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use homecore::{ConfigEntryState, Core};
 use parking_lot::Mutex;
 use sandbox_proto::{Channel, ChannelBuilder, TransportUrl};
+use tokio::sync::watch;
 
 use crate::bridge::{Bridge, BridgeSlot, install_handlers};
 use crate::context_cache::ContextCache;
@@ -60,6 +61,19 @@ pub struct GroupHandle {
     /// Set while main itself reloads the group's entries after the group failed, so those
     /// setups report the failure instead of restarting the group.
     pub failing_over: AtomicBool,
+    /// The latest process main has finished taking in (see [`Settled`]).
+    settled: Arc<watch::Sender<Option<Settled>>>,
+}
+
+/// A process whose `ready` main has finished handling: its bridge is in place and the bridge
+/// it displaced (after a respawn) is torn down, so an entry set up on its channel registers on
+/// free platform slots that nothing will tear down behind it.
+#[derive(Clone)]
+struct Settled {
+    /// Counts the group's processes: a later process has a larger one.
+    epoch: u64,
+    /// The process's channel.
+    channel: Channel,
 }
 
 struct Inner {
@@ -112,12 +126,15 @@ impl Groups {
         let slot: BridgeSlot = Arc::default();
         let refused = Arc::new(GateCounters::new(name));
         let contexts = Arc::new(ContextCache::new());
+        let settled = Arc::new(watch::Sender::new(None));
         let hooks = Arc::new(Hooks {
             groups: Arc::downgrade(&self.inner),
             slot: Arc::clone(&slot),
             store: Arc::clone(&store),
             refused: Arc::clone(&refused),
             contexts: Arc::clone(&contexts),
+            readies: AtomicU64::new(0),
+            settled: Arc::clone(&settled),
         });
         let mut config = self.inner.config.group_defaults.clone();
         config.name = name.to_owned();
@@ -146,6 +163,7 @@ impl Groups {
             refused,
             contexts,
             failing_over: AtomicBool::new(false),
+            settled,
         });
         let mut groups = self.inner.groups.lock();
         let handle = Arc::clone(groups.entry(name.to_owned()).or_insert(handle));
@@ -189,6 +207,78 @@ impl Groups {
             .await
     }
 
+    /// The channel of a process main has finished taking in (bridge in place, the displaced
+    /// one torn down), with its epoch. `None` for `after` starts the group if needed (a failed
+    /// group again with a fresh budget, as [`Groups::channel`]); `Some(epoch)` waits for a
+    /// process later than that one (the one that died under a call) and never restarts a
+    /// failed group: the restart budget decides how many processes a caller may wait through.
+    /// Bounded by [`GroupsConfig::ensure_timeout`]; a failed or stopped group ends the wait.
+    pub async fn settled_channel(
+        &self,
+        name: &str,
+        after: Option<u64>,
+    ) -> Result<(Channel, u64), ManagerError> {
+        let handle = match after {
+            None => {
+                self.channel(name).await?;
+                self.get(name)
+            }
+            Some(_) => self.get(name),
+        };
+        let Some(handle) = handle else {
+            return Err(ManagerError::Stopped {
+                group: name.to_owned(),
+            });
+        };
+        let mut settled = handle.settled.subscribe();
+        let mut status = handle.manager.watch();
+        let wait = async {
+            loop {
+                if self.inner.stopping.load(Ordering::Acquire) {
+                    return Err(ManagerError::Stopped {
+                        group: name.to_owned(),
+                    });
+                }
+                let current = settled.borrow_and_update().clone();
+                if let Some(current) = current
+                    && after.is_none_or(|after| current.epoch > after)
+                    && !current.channel.is_closed()
+                {
+                    return Ok((current.channel, current.epoch));
+                }
+                let state = status.borrow_and_update().clone();
+                match state.state {
+                    GroupState::Failed => {
+                        return Err(ManagerError::Failed {
+                            group: name.to_owned(),
+                            reason: state.failure.unwrap_or_default(),
+                        });
+                    }
+                    GroupState::Stopped => {
+                        return Err(ManagerError::Stopped {
+                            group: name.to_owned(),
+                        });
+                    }
+                    GroupState::Starting | GroupState::Running => {}
+                }
+                tokio::select! {
+                    changed = settled.changed() => changed,
+                    changed = status.changed() => changed,
+                }
+                .map_err(|_| ManagerError::Stopped {
+                    group: name.to_owned(),
+                })?;
+            }
+        };
+        let timeout = self.inner.config.ensure_timeout();
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or(Err(ManagerError::NotReady {
+                group: name.to_owned(),
+                after: timeout,
+            }))
+    }
+
     /// The group's current bridge, if it is running.
     pub fn bridge(&self, name: &str) -> Option<Arc<Bridge>> {
         self.get(name).and_then(|handle| handle.slot.lock().clone())
@@ -215,9 +305,10 @@ impl Groups {
         futures::future::join_all(stops).await
     }
 
-    /// When a group fails (budget exhausted), its entries are reloaded so they show
-    /// `setup_error` with the budget's reason, instead of staying "loaded" with dead proxies
-    /// (or showing only the crash that interrupted their last setup).
+    /// When a group fails (budget exhausted), its bridge is torn down (proxies and services
+    /// off main) and its entries are reloaded so they show `setup_error` with the budget's
+    /// reason, instead of staying "loaded" with dead proxies (or showing only the crash that
+    /// interrupted their last setup).
     fn watch_failures(&self, name: &str, handle: &Arc<GroupHandle>) {
         let mut watcher = handle.manager.watch();
         let weak = Arc::downgrade(&self.inner);
@@ -244,6 +335,12 @@ async fn fail_over(groups: &Groups, group: &str) {
         return;
     };
     handle.failing_over.store(true, Ordering::Release);
+    // The failed group's bridge goes first: its proxies and the services it registered on main
+    // (which would otherwise answer "not running" until a manual restart).
+    let bridge = handle.slot.lock().take();
+    if let Some(bridge) = bridge {
+        bridge.teardown().await;
+    }
     let entries = groups.inner.core.config_entries();
     for entry in entries.entries(None) {
         let affected = matches!(
@@ -267,6 +364,9 @@ struct Hooks {
     store: Arc<GroupStore>,
     refused: Arc<GateCounters>,
     contexts: Arc<ContextCache>,
+    /// Processes that said `ready` so far: the next one's epoch.
+    readies: AtomicU64,
+    settled: Arc<watch::Sender<Option<Settled>>>,
 }
 
 impl GroupEvents for Hooks {
@@ -293,9 +393,17 @@ impl GroupEvents for Hooks {
             inner.config.group_defaults.max_entities,
         );
         let displaced = self.slot.lock().replace(bridge);
-        let Some(displaced) = displaced else { return };
+        let settled = Settled {
+            epoch: self.readies.fetch_add(1, Ordering::AcqRel) + 1,
+            channel: channel.clone(),
+        };
+        let Some(displaced) = displaced else {
+            publish_settled(&self.settled, settled);
+            return;
+        };
         // A respawn: the old bridge's proxies and services go first (freeing the platform
-        // slots), then the group's loaded entries are set up again in the new process.
+        // slots), then the process is settled (a setup the crash interrupted resumes on it,
+        // see `SandboxRouter`), then the group's loaded entries are set up again in it.
         let entries: Vec<String> = inner
             .core
             .config_entries()
@@ -308,8 +416,10 @@ impl GroupEvents for Hooks {
             .collect();
         let core = inner.core.clone();
         let group = group.to_owned();
+        let published = Arc::clone(&self.settled);
         tokio::spawn(async move {
             displaced.teardown().await;
+            publish_settled(&published, settled);
             for entry_id in entries {
                 if let Err(error) = core.config_entries().reload(&entry_id).await {
                     tracing::warn!(%group, %entry_id, %error, "could not set the entry up again after a respawn");
@@ -323,6 +433,20 @@ impl GroupEvents for Hooks {
             bridge.mark_unavailable();
         }
     }
+}
+
+/// Publishes a settled process unless a later one already is.
+fn publish_settled(slot: &watch::Sender<Option<Settled>>, settled: Settled) {
+    slot.send_if_modified(|current| {
+        if current
+            .as_ref()
+            .is_some_and(|current| current.epoch > settled.epoch)
+        {
+            return false;
+        }
+        *current = Some(settled);
+        true
+    });
 }
 
 #[cfg(test)]

@@ -39,6 +39,19 @@ pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 /// Builds the argv of a group's child: `(group, url) -> argv`.
 pub type CommandFactory = Arc<dyn Fn(&str, &TransportUrl) -> Vec<OsString> + Send + Sync>;
 
+/// Time between the watchdog's pings unless configured otherwise. A sandbox that hangs right
+/// after answering a ping is found at most this plus [`DEFAULT_WATCHDOG_TIMEOUT`] later, and
+/// every call waiting on it fails then (its channel closes with the kill): 8 s, where the
+/// former 30 s + 10 s left a caller (a service call from the front end, an automation) blocked
+/// for up to 40 s. A ping every 5 s costs a few dozen bytes and one wake-up per group.
+pub const DEFAULT_WATCHDOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long a ping may go unanswered unless configured otherwise: 3 s, what editors' extension
+/// hosts call unresponsive (VS Code's). A ping is answered by the sandbox's channel without
+/// waiting on integration code, so only a sandbox whose runtime stopped making progress misses
+/// it.
+pub const DEFAULT_WATCHDOG_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The liveness watchdog: a periodic `ping` that a hung (not crashed) sandbox fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WatchdogConfig {
@@ -48,11 +61,20 @@ pub struct WatchdogConfig {
     pub timeout: Duration,
 }
 
+impl WatchdogConfig {
+    /// The longest a hung sandbox goes unnoticed: one interval (it hung right after a ping)
+    /// plus the ping's timeout.
+    pub fn detection_bound(&self) -> Duration {
+        self.interval + self.timeout
+    }
+}
+
 impl Default for WatchdogConfig {
+    /// [`DEFAULT_WATCHDOG_INTERVAL`] and [`DEFAULT_WATCHDOG_TIMEOUT`].
     fn default() -> Self {
         Self {
-            interval: Duration::from_secs(30),
-            timeout: Duration::from_secs(10),
+            interval: DEFAULT_WATCHDOG_INTERVAL,
+            timeout: DEFAULT_WATCHDOG_TIMEOUT,
         }
     }
 }
@@ -85,7 +107,7 @@ pub struct GroupConfig {
 
 impl GroupConfig {
     /// The defaults for a group: stdio, 30 s ready timeout, 10 s stop grace, 3 starts in 60 s,
-    /// watchdog every 30 s.
+    /// a watchdog ping every 5 s answered within 3 s.
     pub fn new(name: impl Into<String>) -> Self {
         let name = name.into();
         Self {
@@ -124,7 +146,9 @@ pub struct GroupStatus {
     pub state: GroupState,
     /// The current child's pid, if one is alive.
     pub pid: Option<u32>,
-    /// Respawns since the group was last started by hand.
+    /// Crash respawns (a child that ended on its own, hung or never got ready, started
+    /// again) since the group was last started or restarted by hand; a manual
+    /// [`GroupManager::restart`] resets it to 0 and is not counted.
     pub restarts: u32,
     /// How the last child ended.
     pub last_exit: Option<String>,
@@ -504,7 +528,9 @@ async fn supervise(
 ) -> StopReport {
     let mut budget = RestartBudget::new(shared.config.restart.clone());
     let mut last_exit: Option<String> = None;
-    let mut first = true;
+    // Whether the next start respawns a child that ended on its own: only those count as
+    // restarts (a manual restart starts afresh, it is no crash).
+    let mut respawn = false;
     loop {
         if let Err(exhausted) = budget.try_start(Instant::now()) {
             let reason = match &last_exit {
@@ -546,10 +572,10 @@ async fn supervise(
                 },
             }
         }
-        if !first {
+        if respawn {
             shared.update(|status| status.restarts += 1);
         }
-        first = false;
+        respawn = false;
         shared.update(|status| {
             status.state = GroupState::Starting;
             status.pid = None;
@@ -558,6 +584,7 @@ async fn supervise(
             Attempt::Ended { uptime, reason } => {
                 tracing::warn!(group = %shared.group(), %reason, ?uptime, "sandbox ended; restarting under the budget");
                 budget.record_exit(uptime);
+                respawn = true;
                 last_exit = Some(reason.clone());
                 shared.update(|status| {
                     status.state = GroupState::Starting;
@@ -983,6 +1010,34 @@ mod tests {
             .expect("the watchdog gave up")
             .expect("joined");
         assert!(reason.contains("answered a ping wrongly"), "{reason}");
+        channel.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_default_watchdog_finds_a_hung_sandbox_within_eight_seconds() {
+        // A peer that reads the pings and never answers: alive, hung.
+        let (transport, mut peer) = RawPeer::new();
+        let channel = ChannelBuilder::new(ChannelConfig::named("g")).start(transport);
+        let config = WatchdogConfig::default();
+        let started = Instant::now();
+        let watching = tokio::spawn({
+            let channel = channel.clone();
+            async move { watchdog(&channel, Some(config)).await }
+        });
+        let (_, kind, _ping): (u64, String, wire::Ping) =
+            peer.recv_request().await.expect("a ping");
+        assert_eq!(kind, "ping");
+        let reason = tokio::time::timeout(Duration::from_secs(60), watching)
+            .await
+            .expect("the watchdog gave up")
+            .expect("joined");
+        assert!(reason.contains("presumed hung"), "{reason}");
+        let found_after = started.elapsed();
+        assert!(
+            found_after <= Duration::from_secs(8),
+            "a hung sandbox went unnoticed for {found_after:?}"
+        );
+        assert_eq!(found_after, config.detection_bound());
         channel.close().await;
     }
 }

@@ -1,6 +1,7 @@
 //! One sandbox child process: spawned with hygiene (its own process group, a parent-death
 //! signal, no core dumps, resource limits, `no_new_privs`, an optional uid/gid drop), its stderr
-//! forwarded into the host's log under the group's name, and killed and reaped when dropped.
+//! forwarded into the host's log under the group's name, each line at the level it names, and
+//! killed and reaped when dropped.
 
 use std::ffi::OsString;
 use std::io;
@@ -353,14 +354,84 @@ enum Forwarded<'a> {
     Summary(Suppressed),
 }
 
-/// Forwards a child's output to the log line by line under target `sandbox`.
+/// The level a sandbox's log line is forwarded at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineLevel {
+    /// `ERROR` (also `CRITICAL`, `FATAL`).
+    Error,
+    /// `WARN` (also `WARNING`).
+    Warn,
+    /// `INFO`, and every line that names no level.
+    Info,
+    /// `DEBUG`.
+    Debug,
+    /// `TRACE`.
+    Trace,
+}
+
+impl LineLevel {
+    fn from_word(word: &str) -> Option<Self> {
+        Some(match word {
+            "ERROR" | "CRITICAL" | "FATAL" => Self::Error,
+            "WARN" | "WARNING" => Self::Warn,
+            "INFO" => Self::Info,
+            "DEBUG" => Self::Debug,
+            "TRACE" => Self::Trace,
+            _ => return None,
+        })
+    }
+}
+
+/// A sandbox's log line split into its level and its message: `LEVEL message` or
+/// `TIMESTAMP LEVEL message` (the timestamp a word starting with a digit, as tracing's and
+/// most loggers' default lines: `2026-01-02T03:04:05.678Z ERROR target: message`), words
+/// separated by spaces. The message is what follows the level (main's log has its own time
+/// and level). A line naming no level is INFO, whole.
+pub fn parse_log_line(line: &str) -> (LineLevel, &str) {
+    fn first_word(text: &str) -> (&str, &str) {
+        let text = text.trim_start();
+        match text.find(char::is_whitespace) {
+            Some(end) => (&text[..end], text[end..].trim_start()),
+            None => (text, ""),
+        }
+    }
+    let (first, after_first) = first_word(line);
+    if let Some(level) = LineLevel::from_word(first) {
+        return (level, after_first);
+    }
+    if first.starts_with(|c: char| c.is_ascii_digit()) {
+        let (second, after_second) = first_word(after_first);
+        if let Some(level) = LineLevel::from_word(second) {
+            return (level, after_second);
+        }
+    }
+    (LineLevel::Info, line)
+}
+
+/// Logs under target `sandbox` at a level known only at run time.
+macro_rules! sandbox_event {
+    ($level:expr, $($rest:tt)+) => {
+        match $level {
+            LineLevel::Error => tracing::error!(target: "sandbox", $($rest)+),
+            LineLevel::Warn => tracing::warn!(target: "sandbox", $($rest)+),
+            LineLevel::Info => tracing::info!(target: "sandbox", $($rest)+),
+            LineLevel::Debug => tracing::debug!(target: "sandbox", $($rest)+),
+            LineLevel::Trace => tracing::trace!(target: "sandbox", $($rest)+),
+        }
+    };
+}
+
+/// Forwards a child's output to the log line by line under target `sandbox`, each line at the
+/// level it names ([`parse_log_line`]), so a sandbox's error is an error in main's log too.
 async fn forward_lines(source: impl AsyncRead + Unpin, group: String, stream: &'static str) {
     forward_lines_to(source, |forwarded| match forwarded {
         Forwarded::Line(text, 0) => {
-            tracing::info!(target: "sandbox", group = %group, stream, "{text}");
+            let (level, message) = parse_log_line(text);
+            sandbox_event!(level, group = %group, stream, "{message}");
         }
         Forwarded::Line(text, dropped) => {
-            tracing::info!(target: "sandbox", group = %group, stream, "{text}… ({dropped} more bytes dropped)");
+            let (level, message) = parse_log_line(text);
+            sandbox_event!(level, group = %group, stream, "{message}… ({dropped} more bytes dropped)");
         }
         Forwarded::Summary(suppressed) => {
             tracing::warn!(target: "sandbox", group = %group, stream, "{} lines ({} bytes) of {stream} not logged in the last {} s", suppressed.lines, suppressed.bytes, suppressed.over.as_secs());
@@ -437,6 +508,47 @@ mod tests {
         assert!(lines > 0);
         assert_eq!(summaries.len(), 1, "one summary at the end");
         assert_eq!(summaries[0].lines as usize + lines, 50_000);
+    }
+
+    #[test]
+    fn a_line_is_forwarded_at_the_level_it_names() {
+        use LineLevel::*;
+        let cases = [
+            // tracing's default line, the runtime's own (no ANSI when not on a terminal).
+            (
+                "2026-11-29T09:16:06.888835Z ERROR cannot open the channel to main error=refused",
+                Error,
+                "cannot open the channel to main error=refused",
+            ),
+            (
+                "2026-11-29T09:16:06.888835Z  WARN sandbox_runtime::entries: slow",
+                Warn,
+                "sandbox_runtime::entries: slow",
+            ),
+            ("2026-11-29T09:16:06Z  INFO ready", Info, "ready"),
+            ("DEBUG demo: polled", Debug, "demo: polled"),
+            ("TRACE x", Trace, "x"),
+            ("WARNING old style", Warn, "old style"),
+            ("CRITICAL disk gone", Error, "disk gone"),
+            ("ERROR", Error, ""),
+            // No level: INFO, the line whole.
+            (
+                "thread 'main' panicked at x.rs:1",
+                Info,
+                "thread 'main' panicked at x.rs:1",
+            ),
+            ("disk ERROR rate 3", Info, "disk ERROR rate 3"),
+            (
+                "error lowercase is not a level",
+                Info,
+                "error lowercase is not a level",
+            ),
+            ("ERRORS 3", Info, "ERRORS 3"),
+            ("", Info, ""),
+        ];
+        for (line, level, message) in cases {
+            assert_eq!(parse_log_line(line), (level, message), "{line:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

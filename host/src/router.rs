@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 
 use crate::classifier::{Placement, classify};
 use crate::groups::Groups;
+use crate::manager::ManagerError;
 
 /// How long one flow step may take in a sandbox.
 pub const FLOW_STEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -204,17 +205,12 @@ fn refuse_over_bound(
 }
 
 fn setup_failure(group: &str, error: CallError) -> SetupError {
-    match error {
-        CallError::Closed { .. } => {
-            SetupError::Failed(format!("sandbox group {group} stopped during setup"))
-        }
-        // A remote error carries the sandbox's message and field errors: the entry's reason
-        // is shown and logged on every retry, so it is bounded like a reason sent as such.
-        other => SetupError::Failed(crate::limits::bounded_text(
-            &format!("sandbox group {group}: {other}"),
-            crate::limits::MAX_REASON_BYTES,
-        )),
-    }
+    // A remote error carries the sandbox's message and field errors: the entry's reason is
+    // shown and logged on every retry, so it is bounded like a reason sent as such.
+    SetupError::Failed(crate::limits::bounded_text(
+        &format!("sandbox group {group}: {error}"),
+        crate::limits::MAX_REASON_BYTES,
+    ))
 }
 
 impl ConfigEntryRouter for SandboxRouter {
@@ -325,20 +321,35 @@ impl ConfigEntryRouter for SandboxRouter {
 impl SandboxRouter {
     async fn setup_in_group(&self, group: &str, entry: &ConfigEntry) -> Result<(), SetupError> {
         let source = self.source(&entry.domain)?;
-        let channel = self
-            .groups
-            .channel(group)
-            .await
-            .map_err(|error| SetupError::Failed(error.to_string()))?;
         let request = wire::EntrySetup {
             entry: Some(entry_to_wire(entry)),
             source: Some(source),
             core_config: None,
         };
-        let result = channel
-            .call_timeout(&request, ENTRY_CALL_TIMEOUT)
-            .await
-            .map_err(|error| setup_failure(group, error))?;
+        // A setup the group's death interrupts is not the entry's failure: it resumes on the
+        // next process main takes in, for as long as the restart budget respawns the group
+        // (the respawn's own re-setup covers only loaded entries, not this one). Only a failed
+        // (budget exhausted) or stopped group ends it.
+        let mut interrupted_on = None;
+        let (channel, result) = loop {
+            let (channel, epoch) = match self.groups.settled_channel(group, interrupted_on).await {
+                Ok(settled) => settled,
+                Err(ManagerError::Stopped { .. }) if interrupted_on.is_some() => {
+                    return Err(SetupError::Failed(format!(
+                        "sandbox group {group} stopped during setup"
+                    )));
+                }
+                Err(error) => return Err(SetupError::Failed(error.to_string())),
+            };
+            match channel.call_timeout(&request, ENTRY_CALL_TIMEOUT).await {
+                Ok(result) => break (channel, result),
+                Err(CallError::Closed { .. }) => {
+                    tracing::info!(%group, entry_id = %entry.entry_id, "the sandbox ended during setup; the setup resumes on its next process");
+                    interrupted_on = Some(epoch);
+                }
+                Err(error) => return Err(setup_failure(group, error)),
+            }
+        };
         if let Some(updated) = result.updated_entry {
             if let Err(error) = crate::limits::check_entry(&updated) {
                 let refusal = refuse_over_bound(&self.groups, group, error);

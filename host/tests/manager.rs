@@ -380,6 +380,38 @@ async fn a_crash_turns_the_channel_closed_then_respawns_and_is_ready_again() {
 }
 
 #[tokio::test]
+async fn a_manual_restart_is_not_counted_as_a_crash_restart() {
+    let harness = Harness::new(config("built-in"), &[]);
+    harness
+        .manager
+        .ensure_started(HANG_GUARD)
+        .await
+        .expect("running");
+    let first = harness.manager.status().pid.unwrap();
+    harness.manager.restart().await;
+    let restarted = harness
+        .wait_for("the new child", |status| {
+            status.state == GroupState::Running && status.pid.is_some_and(|pid| pid != first)
+        })
+        .await;
+    assert_eq!(restarted.restarts, 0, "{restarted:?}");
+    // A crash after it still counts.
+    kill(
+        Pid::from_raw(restarted.pid.unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let respawned = harness
+        .wait_for("a respawn", |status| {
+            status.state == GroupState::Running && status.pid != restarted.pid
+        })
+        .await;
+    assert_eq!(respawned.restarts, 1, "{respawned:?}");
+    harness.manager.stop().await;
+    harness.assert_no_child_left().await;
+}
+
+#[tokio::test]
 async fn a_long_healthy_run_is_forgiven() {
     let mut config = config("built-in");
     config.restart.max_starts = 2;
@@ -580,4 +612,85 @@ async fn dropping_the_manager_kills_the_child() {
     for pid in pids {
         assert_gone(pid).await;
     }
+}
+
+/// Main's log, captured as text.
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
+    type Writer = CapturedLog;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl CapturedLog {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn a_sandbox_error_line_reaches_mains_log_at_error_level() {
+    // Every task of this current-thread test runs on this thread, stderr forwarding included.
+    let log = CapturedLog::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(log.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let factory: CommandFactory = Arc::new(|_group: &str, _url: &TransportUrl| {
+        let script = "echo '2026-11-29T09:16:06.888835Z ERROR cannot reach the bulb' >&2; \
+                      echo 'WARN retrying' >&2; echo 'no level here' >&2; exit 3";
+        ["/bin/sh", "-c", script]
+            .into_iter()
+            .map(OsString::from)
+            .collect()
+    });
+    let manager = GroupManager::new(
+        config("custom-loud"),
+        factory,
+        Arc::new(Recorder::default()),
+    );
+    manager.start().await;
+    tokio::time::timeout(HANG_GUARD, async {
+        while !log.text().contains("no level here") {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the child's lines never reached the log: {}", log.text()));
+    manager.stop().await;
+    let text = log.text();
+    let line_of = |needle: &str| {
+        text.lines()
+            .find(|line| line.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} not logged: {text}"))
+            .to_owned()
+    };
+    let error = line_of("cannot reach the bulb");
+    assert!(error.contains(" ERROR sandbox:"), "{error}");
+    assert!(
+        !error.contains("2026-11-29T09:16:06"),
+        "the child's own time is dropped: {error}"
+    );
+    assert!(line_of("retrying").contains(" WARN sandbox:"), "{text}");
+    assert!(
+        line_of("no level here").contains(" INFO sandbox:"),
+        "{text}"
+    );
 }

@@ -58,6 +58,10 @@ pub struct RuntimeConfig {
 /// Why a runtime could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// Main closed the channel (or was never there) before the sandbox was ready: the cause of
+    /// whatever else failed on the way, reported instead of it.
+    #[error("main closed the channel before the sandbox was ready ({0})")]
+    MainGone(sandbox_proto::CloseReason),
     /// The private core could not be built or loaded.
     #[error("the private core could not start: {0}")]
     Core(#[from] homecore::CoreError),
@@ -131,8 +135,14 @@ pub async fn run(
     let _mirror = match started {
         Ok(mirror) => mirror,
         Err(error) => {
+            // A start that failed because main is gone (a store read or `ready` found the
+            // channel closed) reports that, not the step it happened to break.
+            let main_gone = channel.close_reason();
             channel.close().await;
-            return Err(error);
+            return Err(match main_gone {
+                Some(reason) => RuntimeError::MainGone(reason),
+                None => error,
+            });
         }
     };
 

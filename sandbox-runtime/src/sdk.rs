@@ -1,4 +1,5 @@
-//! The `main` of a sandbox binary: argument parsing, logging to stderr, stdio protection, the
+//! The `main` of a sandbox binary: argument parsing, logging to stderr (plain `TIMESTAMP LEVEL
+//! message` lines unless stderr is a terminal), stdio protection, the
 //! runtime, and exit codes. The built-in `sandbox-runtime` binary and every custom integration's
 //! own sandbox binary are a few lines around [`run_main`].
 //!
@@ -23,7 +24,7 @@ pub const EXIT_FAILED_START: u8 = 3;
 
 /// The command line of a sandbox binary.
 #[derive(Debug, Parser)]
-#[command(about = "Runs integrations for one sandbox group of the hub")]
+#[command(version, about = "Runs integrations for one sandbox group of the hub")]
 pub struct Args {
     /// The sandbox group this process serves (chosen by the host).
     #[arg(long)]
@@ -58,13 +59,13 @@ pub fn run_main(integrations: Integrations) -> ExitCode {
 pub fn run_with_args(args: Args, integrations: Integrations) -> u8 {
     init_logging();
     if args.name.trim().is_empty() {
-        eprintln!("sandbox-runtime: --name must not be empty");
+        tracing::error!("--name must not be empty");
         return EXIT_BAD_ARGUMENTS;
     }
     let url = match TransportUrl::parse(&args.url) {
         Ok(url) => url,
         Err(error) => {
-            eprintln!("sandbox-runtime: --url {:?}: {error}", args.url);
+            tracing::error!("--url {:?}: {error}", args.url);
             return EXIT_BAD_ARGUMENTS;
         }
     };
@@ -73,7 +74,7 @@ pub fn run_with_args(args: Args, integrations: Integrations) -> u8 {
         TransportUrl::Stdio => match take_stdio_for_channel() {
             Ok(fds) => Some(fds),
             Err(error) => {
-                eprintln!("sandbox-runtime: {error}");
+                tracing::error!("cannot take stdio over for the channel: {error}");
                 return EXIT_FAILED_START;
             }
         },
@@ -85,7 +86,7 @@ pub fn run_with_args(args: Args, integrations: Integrations) -> u8 {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("sandbox-runtime: cannot start the async runtime: {error}");
+            tracing::error!("cannot start the async runtime: {error}");
             return EXIT_FAILED_START;
         }
     };
@@ -105,7 +106,7 @@ pub fn run_with_args(args: Args, integrations: Integrations) -> u8 {
         let transport = match transport {
             Ok(transport) => transport,
             Err(error) => {
-                tracing::error!(%error, "cannot open the channel to main");
+                tracing::error!("cannot open the channel to main: {error}");
                 return EXIT_FAILED_START;
             }
         };
@@ -115,19 +116,24 @@ pub fn run_with_args(args: Args, integrations: Integrations) -> u8 {
                 EXIT_OK
             }
             Err(error) => {
-                tracing::error!(%error, "failed to start");
+                tracing::error!("failed to start: {error}");
                 EXIT_FAILED_START
             }
         }
     })
 }
 
+/// Logs to stderr, one plain line per event: `TIMESTAMP LEVEL message fields`. Main reads the
+/// level of each line to forward it at that level (docs/PROTOCOL.md, "Stderr"), so colour
+/// codes are written only when stderr is a terminal (a person running the binary by hand).
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SANDBOX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

@@ -1,5 +1,6 @@
 //! The `sandbox-host` binary: `demo` shows a hub running the demo integration sandboxed —
-//! what was mirrored, a service call, a crash and the recovery, with the times taken.
+//! what was mirrored, a service call, a crash and the recovery, a double crash (the respawned
+//! sandbox killed at its ready) and that recovery, with the times taken.
 //!
 //! `sandbox-host demo [--json]`. The hidden `run-sandbox --name GROUP --url URL` runs the
 //! built-in sandbox runtime from this same binary, so the demo works from a single build.
@@ -20,6 +21,7 @@ use serde_json::{Map, json};
 #[derive(Debug, Parser)]
 #[command(
     name = "sandbox-host",
+    version,
     about = "Runs integrations of a home-automation hub in sandbox subprocesses"
 )]
 struct Cli {
@@ -96,16 +98,46 @@ fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
 }
 
-async fn demo(as_json: bool) -> Result<()> {
-    let say = |line: String| {
-        if !as_json {
-            println!("{line}");
+/// The demo's standard output. A reader that goes away (`sandbox-host demo | head`) ends the
+/// output, not the demo: the rest is not written, and the demo still stops its hub and
+/// sandboxes and exits 0, where `println!` would panic on the broken pipe.
+#[derive(Default)]
+struct Output {
+    closed: std::cell::Cell<bool>,
+}
+
+impl Output {
+    fn line(&self, line: &str) -> Result<()> {
+        use std::io::Write as _;
+        if self.closed.get() {
+            return Ok(());
         }
+        let mut stdout = std::io::stdout().lock();
+        match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed.set(true);
+                Ok(())
+            }
+            Err(error) => Err(error).context("cannot write to stdout"),
+        }
+    }
+}
+
+async fn demo(as_json: bool) -> Result<()> {
+    let output = Output::default();
+    let say = |line: String| -> Result<()> {
+        if as_json {
+            return Ok(());
+        }
+        output.line(&line)
     };
     let dir = tempfile::tempdir().context("cannot create a temporary config dir")?;
     let this = std::env::current_exe().context("cannot find this program")?;
     let mut group_defaults = GroupConfig::new("template");
     group_defaults.restart.backoff_initial = Duration::from_millis(10);
+    // Four starts: the first, the respawn after the crash, and two after the double crash.
+    group_defaults.restart.max_starts = 4;
     let core = Core::builder(CoreConfig::new(dir.path()))
         .integrations(integrations::builtin())
         .build()?;
@@ -122,7 +154,7 @@ async fn demo(as_json: bool) -> Result<()> {
         },
     );
     core.start().await?;
-    say("hub started in a temporary directory".to_owned());
+    say("hub started in a temporary directory".to_owned())?;
 
     // The demo's config flow, run in its sandbox group through main's flow manager.
     let started = Instant::now();
@@ -189,20 +221,20 @@ async fn demo(as_json: bool) -> Result<()> {
     say(format!(
         "configured \"{title}\" (entry {entry_id}) in group `{group_name}` in {:.1} ms",
         millis(configured_in)
-    ));
+    ))?;
     say(format!(
         "group `{group_name}`: pid {pid}, protocol {}",
         group.manager.status().protocol_version.unwrap_or_default()
-    ));
+    ))?;
     say(format!(
         "mirrored {} entities in {} domains ({proxyable} proxyable):",
         entities.values().sum::<usize>(),
         entities.len()
-    ));
+    ))?;
     for (domain, count) in &entities {
-        say(format!("  {domain:<22} {count}"));
+        say(format!("  {domain:<22} {count}"))?;
     }
-    say(format!("mirrored services: {}", services.join(", ")));
+    say(format!("mirrored services: {}", services.join(", ")))?;
 
     // A service call through a proxy.
     let light = core
@@ -239,7 +271,7 @@ async fn demo(as_json: bool) -> Result<()> {
         after.state,
         millis(call_took),
         after.context.user_id.as_deref().unwrap_or("none")
-    ));
+    ))?;
 
     // Crash the sandbox and watch the proxies.
     let proxies = plugin
@@ -252,7 +284,7 @@ async fn demo(as_json: bool) -> Result<()> {
         nix::sys::signal::Signal::SIGKILL,
     )?;
     let crashed = Instant::now();
-    say(format!("killed the sandbox (pid {pid}) with SIGKILL"));
+    say(format!("killed the sandbox (pid {pid}) with SIGKILL"))?;
     wait_for("every proxy unavailable", || {
         proxies.iter().all(|id| {
             core.states()
@@ -266,7 +298,7 @@ async fn demo(as_json: bool) -> Result<()> {
         "all {} proxies unavailable after {:.2} ms",
         proxies.len(),
         millis(unavailable_in)
-    ));
+    ))?;
     wait_for("the respawn", || {
         let status = group.manager.status();
         status.state == GroupState::Running && status.pid.is_some_and(|new| new != pid)
@@ -286,7 +318,55 @@ async fn demo(as_json: bool) -> Result<()> {
         "recovered in {:.1} ms (new pid {new_pid}, {} restart)",
         millis(recovered_in),
         group.manager.status().restarts
-    ));
+    ))?;
+
+    // A double crash: kill the sandbox, then kill its successor as soon as it is ready, while
+    // main is setting the entry up again in it; the third process must bring every proxy back.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(new_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    wait_for("the successor's ready", || {
+        let status = group.manager.status();
+        status.state == GroupState::Running && status.pid.is_some_and(|pid| pid != new_pid)
+    })
+    .await?;
+    let successor = group.manager.status().pid.context("the successor runs")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(successor as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let second_kill = Instant::now();
+    say(format!(
+        "double crash: killed pid {new_pid}, then its successor {successor} at its ready"
+    ))?;
+    wait_for("the third process", || {
+        let status = group.manager.status();
+        status.state == GroupState::Running
+            && status
+                .pid
+                .is_some_and(|pid| pid != new_pid && pid != successor)
+    })
+    .await?;
+    wait_for("the proxies back after the double crash", || {
+        proxies.iter().all(|id| {
+            core.states()
+                .get(id)
+                .is_some_and(|state| state.state != "unavailable")
+        })
+    })
+    .await?;
+    let double_recovered_in = second_kill.elapsed();
+    let third_pid = group.manager.status().pid.unwrap_or_default();
+    let entry_state = core
+        .config_entries()
+        .entry(&entry_id)
+        .map(|entry| entry.state.as_str())
+        .unwrap_or("missing");
+    say(format!(
+        "recovered from the double crash in {:.1} ms after the second kill (pid {third_pid}, entry {entry_state})",
+        millis(double_recovered_in)
+    ))?;
 
     let reports = plugin.stop().await;
     core.stop().await?;
@@ -299,7 +379,7 @@ async fn demo(as_json: bool) -> Result<()> {
         } else {
             "(some forcibly)"
         }
-    ));
+    ))?;
 
     if as_json {
         let out = json!({
@@ -317,9 +397,15 @@ async fn demo(as_json: bool) -> Result<()> {
                 "recovered_ms": millis(recovered_in),
                 "new_pid": new_pid,
             },
+            "double_crash": {
+                "killed_pids": [new_pid, successor],
+                "recovered_ms": millis(double_recovered_in),
+                "new_pid": third_pid,
+                "entry_state": entry_state,
+            },
             "stopped_gracefully": graceful,
         });
-        println!("{out}");
+        output.line(&out.to_string())?;
     }
     Ok(())
 }

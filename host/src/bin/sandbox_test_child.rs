@@ -18,8 +18,12 @@
 //! | `--protocol-version V` | announce protocol version V |
 //! | `--report PATH` | write its rlimits, no_new_privs and stdin target to PATH |
 //! | `--grandchild-pid-file PATH` | start a `sleep` child and write its pid to PATH |
+//! | `--entities N` | register N sensors (`sensor.child_<i>`) for every entry it sets up |
+//! | `--service NAME` | register the service `<entry domain>.NAME` for every entry it sets up |
+//! | `--hold-setup-if PATH` | when PATH exists at an entry setup, write its pid into PATH and never answer that setup |
 //!
-//! Entry setup always answers `loaded` and entry unload `ok`, so entries routed here load.
+//! Entry setup answers `loaded` (unless held) and entry unload `ok`, so entries routed here
+//! load.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,10 +33,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use sandbox_proto::wire::{
-    EntrySetup, EntrySetupResult, EntryUnload, EntryUnloadResult, Ping, Pong, Ready, SetupOutcome,
-    Shutdown, ShutdownResult,
+    EntityDescription, EntityState, EntrySetup, EntrySetupResult, EntryUnload, EntryUnloadResult,
+    Ping, Pong, Ready, RegisterEntity, RegisterService, SetupOutcome, Shutdown, ShutdownResult,
 };
-use sandbox_proto::{ChannelBuilder, ChannelConfig, Transport, TransportUrl, version};
+use sandbox_proto::{
+    Channel, ChannelBuilder, ChannelConfig, RemoteError, Transport, TransportUrl, version,
+};
 
 #[derive(Default)]
 struct Behaviour {
@@ -50,6 +56,9 @@ struct Behaviour {
     protocol_version: Option<String>,
     report: Option<PathBuf>,
     grandchild_pid_file: Option<PathBuf>,
+    entities: usize,
+    service: Option<String>,
+    hold_setup_if: Option<PathBuf>,
 }
 
 fn parse() -> Result<Behaviour> {
@@ -76,6 +85,9 @@ fn parse() -> Result<Behaviour> {
             "--protocol-version" => behaviour.protocol_version = Some(value()?),
             "--report" => behaviour.report = Some(value()?.into()),
             "--grandchild-pid-file" => behaviour.grandchild_pid_file = Some(value()?.into()),
+            "--entities" => behaviour.entities = value()?.parse()?,
+            "--service" => behaviour.service = Some(value()?),
+            "--hold-setup-if" => behaviour.hold_setup_if = Some(value()?.into()),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -143,12 +155,16 @@ async fn run(behaviour: Behaviour) -> Result<()> {
                 entities: 0,
             })
         })
-        .on_call::<EntrySetup, _, _>(|_: EntrySetup, _| async move {
-            Ok(EntrySetupResult {
-                outcome: SetupOutcome::Loaded as i32,
-                reason: String::new(),
-                updated_entry: None,
-            })
+        .on_call::<EntrySetup, _, _>({
+            let mirrored = Mirrored {
+                entities: behaviour.entities,
+                service: behaviour.service.clone(),
+            };
+            let hold = behaviour.hold_setup_if.clone();
+            move |setup: EntrySetup, channel| {
+                let (mirrored, hold) = (mirrored.clone(), hold.clone());
+                async move { set_up(setup, channel, &mirrored, hold.as_deref()).await }
+            }
         })
         .on_call::<EntryUnload, _, _>(|_: EntryUnload, _| async move {
             Ok(EntryUnloadResult {
@@ -225,6 +241,74 @@ async fn run(behaviour: Behaviour) -> Result<()> {
         () = crash => {}
     }
     Ok(())
+}
+
+/// What an entry setup registers on main.
+#[derive(Clone)]
+struct Mirrored {
+    /// Sensors per entry.
+    entities: usize,
+    /// A service of the entry's domain.
+    service: Option<String>,
+}
+
+/// An entry setup: held forever when the hold file exists, else what `mirrored` says
+/// registered for the entry and `loaded`.
+async fn set_up(
+    setup: EntrySetup,
+    channel: Channel,
+    mirrored: &Mirrored,
+    hold: Option<&std::path::Path>,
+) -> Result<EntrySetupResult, RemoteError> {
+    if let Some(hold) = hold
+        && hold.exists()
+    {
+        std::fs::write(hold, std::process::id().to_string())
+            .map_err(|error| RemoteError::internal(error.to_string()))?;
+        std::future::pending::<()>().await;
+    }
+    let entry = setup.entry.unwrap_or_default();
+    for index in 0..mirrored.entities {
+        let object_id = format!("child_{index}");
+        let request = RegisterEntity {
+            description: Some(EntityDescription {
+                entity_id: format!("sensor.{object_id}"),
+                entry_id: entry.entry_id.clone(),
+                platform: entry.domain.clone(),
+                domain: "sensor".to_owned(),
+                unique_id: Some(object_id.clone()),
+                name: Some(object_id),
+                entity_registry_enabled_default: true,
+                ..EntityDescription::default()
+            }),
+            state: Some(EntityState {
+                state: index.to_string(),
+                attributes_json: b"{}".to_vec().into(),
+                available: true,
+            }),
+            context_id: None,
+        };
+        channel
+            .call(&request)
+            .await
+            .map_err(|error| RemoteError::internal(error.to_string()))?;
+    }
+    if let Some(service) = &mirrored.service {
+        let request = RegisterService {
+            domain: entry.domain.clone(),
+            service: service.clone(),
+            ..RegisterService::default()
+        };
+        channel
+            .call(&request)
+            .await
+            .map_err(|error| RemoteError::internal(error.to_string()))?;
+    }
+    Ok(EntrySetupResult {
+        outcome: SetupOutcome::Loaded as i32,
+        reason: String::new(),
+        updated_entry: None,
+    })
 }
 
 fn write_report(path: &PathBuf) -> Result<()> {
