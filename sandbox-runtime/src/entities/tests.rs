@@ -149,3 +149,50 @@ async fn a_flood_past_the_queue_skips_transitions_but_main_ends_on_the_latest_st
     assert_eq!(seen, expected);
     main_channel.close().await;
 }
+
+#[tokio::test]
+async fn an_entity_without_a_config_entry_is_counted_and_never_registered() {
+    let core = Core::builder(CoreConfig::new("unused"))
+        .store_backend(Arc::new(MemoryStoreBackend::new()))
+        .build()
+        .unwrap();
+    core.start().await.unwrap();
+    let registered = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&registered);
+    let main_side = ChannelBuilder::new(ChannelConfig::named("main"))
+        .on_call::<wire::RegisterEntity, _, _>(move |request, _| {
+            let entity_id = request.description.map(|d| d.entity_id).unwrap_or_default();
+            seen.lock().push(entity_id.clone());
+            async move { Ok(wire::RegisterEntityResult { entity_id }) }
+        });
+    let (main_channel, sandbox_channel) = channel_pair(
+        main_side,
+        ChannelBuilder::new(ChannelConfig::named("sandbox")),
+    );
+    let bridge =
+        EntityBridge::install(core.clone(), sandbox_channel, Arc::new(Approvals::new())).unwrap();
+    let counter = || {
+        Arc::new(Counter {
+            value: AtomicU64::new(0),
+            handle: Mutex::new(None),
+        })
+    };
+    // First an entity on a platform without an entry, then one of an entry: the worker takes
+    // them in that order, so once the second is registered the first had its turn.
+    let loose = EntityPlatform::new("sensor", "loose", None);
+    core.entities().add_platform(&loose).unwrap();
+    let loose_id = loose.add_entity(counter()).await.unwrap().unwrap();
+    let entry = core
+        .config_entries()
+        .add(ConfigEntry::new("counting", "Counting", Map::new(), "user"))
+        .await
+        .unwrap();
+    let platform = EntityPlatform::new("sensor", "counting", Some(&entry.entry_id));
+    core.entities().add_platform(&platform).unwrap();
+    let entry_id = platform.add_entity(counter()).await.unwrap().unwrap();
+    wait_until(|| registered.lock().contains(&entry_id)).await;
+    assert_eq!(*registered.lock(), [entry_id], "{loose_id} is not mirrored");
+    assert_eq!(bridge.entities_without_entry(), 1);
+    assert_eq!(bridge.registered(), 1);
+    main_channel.close().await;
+}
