@@ -3,7 +3,9 @@
 //!
 //! One worker task does all of it, so the races the reference had cannot happen here:
 //! - a state change while the entity's registration is in flight is not lost: the worker reads
-//!   the current state when it registers, and later changes are pushed after the registration;
+//!   the current state when it registers, and later changes are pushed after the registration
+//!   (a change a service call's flush took from the queue meanwhile, skipped then, is covered by
+//!   the entity's current state, sent right after the registration when newer);
 //! - a removal while the registration is in flight leaves no ghost: the removal is processed
 //!   after the registration returns, and unregisters what was just registered;
 //! - states are pushed by one task in the order the core wrote them, and a change older than
@@ -464,16 +466,28 @@ async fn settle(shared: &Shared, entity_id: &str) {
     };
     match shared.channel.call(&request).await {
         Ok(_) => {
-            let mut entities = shared.entities.lock();
-            if let Some(tracked) = entities.get_mut(entity_id) {
-                if !tracked.registered {
-                    shared.approvals.approve(&domain);
+            {
+                let mut entities = shared.entities.lock();
+                if let Some(tracked) = entities.get_mut(entity_id) {
+                    if !tracked.registered {
+                        shared.approvals.approve(&domain);
+                    }
+                    tracked.registered = true;
+                    tracked.redescribe = false;
+                    if let Some(state) = &state {
+                        tracked.sent_updated = Some(state.last_updated);
+                    }
                 }
-                tracked.registered = true;
-                tracked.redescribe = false;
-                if let Some(state) = &state {
-                    tracked.sent_updated = Some(state.last_updated);
-                }
+            }
+            // A change written while the call was in flight may have been taken from the queue
+            // by a flush (a service call's reply), which skips entities not registered yet:
+            // the entity's current state goes now when newer than what the registration carried.
+            let _pushing = shared.push_lock.lock().await;
+            let current = shared.core.states().get(entity_id);
+            if let (Some(sent), Some(current)) = (&state, current)
+                && current.last_updated > sent.last_updated
+            {
+                push_states(shared, &[current]).await;
             }
         }
         Err(error) => {
