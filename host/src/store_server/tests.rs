@@ -261,3 +261,41 @@ async fn a_restore_state_of_states_main_accepted_is_stored_whole() {
         serde_json::from_value(loaded.data).expect("restore state");
     assert_eq!(back, states, "every level comes back");
 }
+
+#[tokio::test]
+async fn groups_never_see_each_others_stores_and_a_group_finds_its_own_again() {
+    let config = tempfile::tempdir().expect("tempdir");
+    let built_in = GroupStore::new(config.path(), "built-in").expect("valid group");
+    let custom = GroupStore::new(config.path(), "custom-acme").expect("valid group");
+    built_in
+        .save(
+            "shared.name",
+            &envelope("shared.name", json!({"owner": "built-in"})),
+        )
+        .await
+        .expect("saves");
+    assert!(
+        custom.load("shared.name").await.expect("loads").is_none(),
+        "another group's key is not visible"
+    );
+    custom
+        .save(
+            "shared.name",
+            &envelope("shared.name", json!({"owner": "custom"})),
+        )
+        .await
+        .expect("saves");
+    custom.remove("shared.name").await.expect("removes");
+    // A respawned process of the group gets a store of the same folder: its data is there,
+    // untouched by the other group's writes and removal.
+    let respawned = GroupStore::new(config.path(), "built-in").expect("valid group");
+    let loaded: serde_json::Value = serde_json::from_slice(
+        &respawned
+            .load("shared.name")
+            .await
+            .expect("loads")
+            .expect("stored"),
+    )
+    .expect("json");
+    assert_eq!(loaded["data"], json!({"owner": "built-in"}));
+}
