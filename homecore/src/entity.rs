@@ -326,6 +326,19 @@ pub trait Entity: Send + Sync + 'static {
             )))
         })
     }
+
+    /// [`Entity::query`] asked on behalf of `context`. An entity that hands the query on (a
+    /// sandbox's proxy) passes the caller's context along, so what the query causes is
+    /// attributed to the caller; the default answers with [`Entity::query`].
+    fn query_with_context<'a>(
+        &'a self,
+        method: &'a str,
+        args: Map<String, Value>,
+        context: Context,
+    ) -> BoxFuture<'a, Result<Value, ServiceError>> {
+        let _ = context;
+        self.query(method, args)
+    }
 }
 
 /// An added entity's link back to the core: push state updates, read its restored state.

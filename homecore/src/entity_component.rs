@@ -448,6 +448,19 @@ impl EntityComponents {
         method: &str,
         args: Map<String, Value>,
     ) -> Result<Value, ServiceError> {
+        self.query_entity_as(entity_id, method, args, Context::new())
+            .await
+    }
+
+    /// [`EntityComponents::query_entity`] on behalf of `context` (who asked), handed to the
+    /// entity's [`Entity::query_with_context`].
+    pub async fn query_entity_as(
+        &self,
+        entity_id: &str,
+        method: &str,
+        args: Map<String, Value>,
+        context: Context,
+    ) -> Result<Value, ServiceError> {
         let record = self.inner.record(entity_id)?;
         let domain = &record.description.info.domain;
         let known = catalog()
@@ -459,7 +472,10 @@ impl EntityComponents {
                 format!("{domain} entities have no query method {method}"),
             ));
         }
-        record.entity.query(method, args).await
+        record
+            .entity
+            .query_with_context(method, args, context)
+            .await
     }
 
     /// Writes the current state of `entity_id` now (what an entity's handle does).

@@ -27,6 +27,8 @@ pub const ALWAYS_MAIN: &[&str] = &[
     "template",
     "group",
     "homekit",
+    // Exposes every entity to voice assistants and the remote front end.
+    "cloud",
     // Helpers computed from other entities.
     "min_max",
     "statistics",
@@ -125,6 +127,15 @@ mod tests {
         );
         let demo = manifest("demo", IntegrationType::Hub, &["light", "sensor"]);
         assert_eq!(classify(&demo, false), Placement::Group("built-in".into()));
+    }
+
+    #[test]
+    fn cloud_runs_on_main_even_with_only_proxyable_platforms() {
+        let cloud = manifest("cloud", IntegrationType::Service, &["binary_sensor"]);
+        assert_eq!(
+            classify(&cloud, false),
+            Placement::Main("reads entities it does not own")
+        );
     }
 
     #[test]

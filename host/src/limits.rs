@@ -14,6 +14,17 @@ use serde_json::{Map, Value};
 /// the stack shallow (a deeply nested 1 MiB value pretty-printed grows ~120 times).
 pub const MAX_JSON_DEPTH: usize = 32;
 
+/// Levels a store envelope puts around a value main accepted within [`MAX_JSON_DEPTH`]: the
+/// restore state keeps an entity's attributes at `envelope.data[i].state.attributes`, four
+/// levels below the envelope's top (the envelope, the list of states, a stored state, the
+/// state). Without them a state main took would fail to be stored and be lost at a restart.
+pub const STORE_ENVELOPE_LEVELS: usize = 4;
+
+/// Deepest nesting of a store envelope a sandbox saves: [`MAX_JSON_DEPTH`] plus
+/// [`STORE_ENVELOPE_LEVELS`], so a restore state whose entities' attributes and extra data are
+/// within the bound is stored whole.
+pub const MAX_STORED_JSON_DEPTH: usize = MAX_JSON_DEPTH + STORE_ENVELOPE_LEVELS;
+
 /// Largest state attributes JSON of one entity, in bytes. Home Assistant's recorder stops
 /// recording attributes past 16 KiB; four times that leaves room for long lists (media
 /// sources, effect lists) while a group's entities cannot pin more than
@@ -47,9 +58,8 @@ pub const MAX_DESCRIPTION_BYTES: usize = 4 * 1024;
 /// Most options of a flow menu.
 pub const MAX_MENU_OPTIONS: usize = 64;
 
-/// Largest service response or entity query result JSON main takes from a sandbox, in bytes
-/// (a shutdown's restore state is held to the store's value bound instead). A response goes to the caller (a script keeps it as a variable, the API
-/// sends it on); a calendar's month or a week of forecasts is tens of KiB.
+/// Largest service response or entity query result JSON main takes from a sandbox, in bytes.
+/// A response goes to the caller (a script keeps it as a variable, the API sends it on); a calendar's month or a week of forecasts is tens of KiB.
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// Largest translations JSON main takes from a sandbox for one request, in bytes (main caches

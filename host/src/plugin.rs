@@ -1,5 +1,5 @@
 //! The plugin: installs the sandbox host into a core — the router seam, the translation and
-//! catalog providers — and stops every group with the core, keeping their restore states.
+//! catalog providers — and stops every group with the core (each sandbox saving its restore state).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -19,10 +19,6 @@ use crate::groups::{Groups, GroupsConfig};
 use crate::manager::StopReport;
 use crate::router::{CustomIntegration, SandboxRouter};
 
-/// The store key (in each group's folder) where main keeps the restore state a group returned
-/// when it was stopped.
-pub const RESTORE_STATE_KEY: &str = "sandbox.restore_state";
-
 /// How the plugin runs.
 #[derive(Clone)]
 pub struct PluginConfig {
@@ -31,10 +27,6 @@ pub struct PluginConfig {
     /// Custom integrations, each run in its own group from its pinned artifact.
     pub custom: Vec<CustomIntegration>,
 }
-
-/// Bytes of a restore-state envelope around its data (version, key, braces): a group's
-/// restore state is taken only as large as still fits the store's value bound with it.
-const RESTORE_STATE_ENVELOPE_ROOM: usize = 256;
 
 /// The sandbox host, installed into one core.
 pub struct SandboxPlugin {
@@ -107,35 +99,12 @@ impl SandboxPlugin {
         self.router.placement(domain)
     }
 
-    /// Stops every group in parallel and saves each one's restore state in its store folder.
+    /// Stops every group in parallel. Each sandbox's restore state is its core's own final
+    /// save (`core.restore_state` in the group's store folder, written through main during the
+    /// `shutdown` it answers), which is what its next start loads; the copy a report carries
+    /// is not stored again.
     pub async fn stop(&self) -> Vec<(String, StopReport)> {
-        let reports = self.groups.stop_all().await;
-        for (group, report) in &reports {
-            let Some(restore_state) = &report.restore_state else {
-                continue;
-            };
-            let Some(handle) = self.groups.get(group) else {
-                continue;
-            };
-            // Within the store's value bound with room for the envelope around it.
-            let data = match crate::limits::bounded_value(
-                "restore_state_json",
-                restore_state,
-                crate::store_server::MAX_VALUE_BYTES - RESTORE_STATE_ENVELOPE_ROOM,
-            ) {
-                Ok(data) => data,
-                Err(error) => {
-                    let _ = handle.refused.over_bound(error);
-                    continue;
-                }
-            };
-            let envelope = serde_json::json!({"version": 1, "minor_version": 1, "key": RESTORE_STATE_KEY, "data": data});
-            let bytes = serde_json::to_vec(&envelope).unwrap_or_default();
-            if let Err(error) = handle.store.save(RESTORE_STATE_KEY, &bytes).await {
-                tracing::warn!(%group, %error, "could not save the group's restore state");
-            }
-        }
-        reports
+        self.groups.stop_all().await
     }
 
     /// Removes the plugin's seams from the core (after [`SandboxPlugin::stop`]).

@@ -405,6 +405,17 @@ impl Entity for ProxyEntity {
         method: &'a str,
         args: Map<String, Value>,
     ) -> BoxFuture<'a, Result<Value, ServiceError>> {
+        self.query_with_context(method, args, Context::new())
+    }
+
+    /// The query as one RPC, with the caller's context remembered as a service call's is, so
+    /// what the query causes in the sandbox comes back attributed to the caller.
+    fn query_with_context<'a>(
+        &'a self,
+        method: &'a str,
+        args: Map<String, Value>,
+        context: Context,
+    ) -> BoxFuture<'a, Result<Value, ServiceError>> {
         Box::pin(async move {
             if !self.link.alive.load(Ordering::Acquire) {
                 return Err(ServiceError::handler(format!(
@@ -416,7 +427,7 @@ impl Entity for ProxyEntity {
                 entity_id: self.sandbox_entity_id.clone(),
                 method: method.to_owned(),
                 args_json: json::object_to_bytes(&args),
-                context_id: self.link.contexts.remember(&Context::new()),
+                context_id: self.link.contexts.remember(&context),
             };
             let domain = self.description.lock().domain.clone();
             let result = self

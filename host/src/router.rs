@@ -16,11 +16,14 @@ use homecore::{
     FlowStep, Routed, RoutedFlow, SetupError,
 };
 use sandbox_proto::{CallError, Channel, json, wire};
-use sandbox_runtime::convert::{entry_to_wire, flow_error_from_remote, flow_step_from_wire};
+use sandbox_runtime::convert::{
+    ConvertError, entry_to_wire, flow_error_from_remote, flow_step_from_wire,
+};
 use serde_json::{Map, Value};
 
 use crate::classifier::{Placement, classify};
 use crate::groups::Groups;
+use crate::log_limit::{Admit, LogBudget};
 use crate::manager::ManagerError;
 
 /// How long one flow step may take in a sandbox.
@@ -442,11 +445,14 @@ impl FlowProxy {
     ) -> Result<FlowStep, FlowError> {
         let result = match &self.remote_flow {
             None => {
-                let channel = self
-                    .groups
-                    .channel(&self.group)
-                    .await
-                    .map_err(|error| FlowError::Handler(error.to_string()))?;
+                let channel = match &self.channel {
+                    Some(channel) => channel.clone(),
+                    None => self
+                        .groups
+                        .channel(&self.group)
+                        .await
+                        .map_err(|error| FlowError::Handler(error.to_string()))?,
+                };
                 let context = flow.context();
                 let request = wire::FlowInit {
                     kind: if self.entry.is_some() {
@@ -491,7 +497,7 @@ impl FlowProxy {
                 channel.call_timeout(&request, FLOW_STEP_TIMEOUT).await
             }
         };
-        let result = result.map_err(|error| match error {
+        let mut result = result.map_err(|error| match error {
             CallError::Remote { error, .. } => flow_error_from_remote(&error),
             other => FlowError::Handler(format!("sandbox group {}: {other}", self.group)),
         })?;
@@ -508,8 +514,18 @@ impl FlowProxy {
             .map_err(refused)?;
         self.remote_flow = Some(result.flow_id.clone());
         crate::limits::check_flow_result(&result).map_err(refused)?;
-        let (step, unique_id) =
-            flow_step_from_wire(&result).map_err(|error| FlowError::Handler(error.to_string()))?;
+        let step = match flow_step_from_wire(&result) {
+            Err(ConvertError::Schema(error)) => {
+                // A form whose schema main cannot read is shown without one, as a service
+                // with an unreadable schema is registered without one: the sandbox's flow
+                // still validates the input against its own schema.
+                self.warn_unreadable_schema(&error);
+                result.data_schema_json = Default::default();
+                flow_step_from_wire(&result)
+            }
+            other => other,
+        };
+        let (step, unique_id) = step.map_err(|error| FlowError::Handler(error.to_string()))?;
         if let Some(unique_id) = unique_id {
             flow.set_unique_id(Some(&unique_id), false)?;
         }
@@ -517,7 +533,28 @@ impl FlowProxy {
         self.finished = step.is_finished();
         Ok(step)
     }
+
+    /// Logs, within [`UNREADABLE_SCHEMA_LOG`]'s budget, a form schema main could not read.
+    fn warn_unreadable_schema(&self, error: &serde_json::Error) {
+        let error =
+            crate::limits::bounded_text(&error.to_string(), crate::limits::MAX_MESSAGE_BYTES);
+        if let Admit::Log { suppressed } = UNREADABLE_SCHEMA_LOG.lock().admit(error.len()) {
+            tracing::warn!(
+                group = %self.group,
+                domain = %self.domain,
+                %error,
+                more = suppressed.map_or(0, |suppressed| suppressed.lines),
+                "a flow form's schema is unreadable; the form is shown without one"
+            );
+        }
+    }
 }
+
+/// Log lines about unreadable flow form schemas: one per
+/// [`sandbox_proto::log_limit::LOG_WINDOW`], the rest counted into the next line. Shared by
+/// every flow, since each sandbox flow step answers a person's step.
+static UNREADABLE_SCHEMA_LOG: std::sync::LazyLock<parking_lot::Mutex<LogBudget>> =
+    std::sync::LazyLock::new(|| parking_lot::Mutex::new(LogBudget::new(1, usize::MAX)));
 
 impl FlowHandler for FlowProxy {
     fn step<'a>(

@@ -4,7 +4,8 @@
 //! atomically (temp file, fsync, rename, fsync folder). A compromised sandbox must not exhaust
 //! the host's disk, so every write is checked first: key at most [`MAX_KEY_BYTES`] and
 //! path-safe, value at most [`MAX_VALUE_BYTES`] and nested at most
-//! [`crate::limits::MAX_JSON_DEPTH`] deep, the group at most [`MAX_GROUP_BYTES`] and
+//! [`crate::limits::MAX_STORED_JSON_DEPTH`] deep (the data bound plus the levels a restore
+//! state's envelope puts around an entity's attributes), the group at most [`MAX_GROUP_BYTES`] and
 //! [`MAX_GROUP_KEYS`] keys. What is written is the compact envelope that was counted, never a
 //! larger re-serialization of it. A refused write changes nothing on disk.
 
@@ -61,7 +62,7 @@ pub enum StoreServerError {
         /// The limit.
         max: usize,
     },
-    /// The value nests deeper than [`crate::limits::MAX_JSON_DEPTH`].
+    /// The value nests deeper than [`crate::limits::MAX_STORED_JSON_DEPTH`].
     #[error("value for {key} nests deeper than {max} levels")]
     TooDeep {
         /// The key.
@@ -179,8 +180,9 @@ impl GroupStore {
                 });
             }
         };
-        let shaped = !crate::limits::nests_deeper_than(&bytes, crate::limits::MAX_JSON_DEPTH)
-            && serde_json::from_slice::<EnvelopeShape>(&bytes).is_ok();
+        let shaped =
+            !crate::limits::nests_deeper_than(&bytes, crate::limits::MAX_STORED_JSON_DEPTH)
+                && serde_json::from_slice::<EnvelopeShape>(&bytes).is_ok();
         if shaped {
             return Ok(Some(bytes.into()));
         }
@@ -210,10 +212,10 @@ impl GroupStore {
         if envelope_json.len() > MAX_VALUE_BYTES {
             return Err(too_large(envelope_json.len()));
         }
-        if crate::limits::nests_deeper_than(envelope_json, crate::limits::MAX_JSON_DEPTH) {
+        if crate::limits::nests_deeper_than(envelope_json, crate::limits::MAX_STORED_JSON_DEPTH) {
             return Err(StoreServerError::TooDeep {
                 key: key.as_str().to_owned(),
-                max: crate::limits::MAX_JSON_DEPTH,
+                max: crate::limits::MAX_STORED_JSON_DEPTH,
             });
         }
         let invalid = |error: serde_json::Error| StoreServerError::InvalidEnvelope {

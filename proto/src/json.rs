@@ -4,7 +4,9 @@
 //! so their types survive: `serde_json` keeps an integer an integer and `0.5` a float, which a
 //! protobuf `Struct` (all numbers double) would not. Values that JSON cannot hold are coerced
 //! here, once: non-finite floats become `null`, and anything that fails to serialise becomes its
-//! debug text rather than failing the whole payload.
+//! debug text rather than failing the whole payload. A float crosses bit for bit: `serde_json`
+//! is built with `float_roundtrip` (workspace `Cargo.toml`), so text is read to the nearest
+//! double and not, as by default, a last digit off for some values.
 
 use std::fmt::Debug;
 
@@ -78,6 +80,7 @@ fn kind_name(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::{Strategy, prop_assert_eq, prop_assume};
     use serde_json::json;
     use std::collections::{BTreeMap, BTreeSet};
 
@@ -91,6 +94,63 @@ mod tests {
         assert_eq!(back["big"].as_u64(), Some(u64::MAX));
         assert!(back["neg"].is_i64());
         assert_eq!(back, value);
+    }
+
+    #[test]
+    fn a_float_keeps_its_last_digit_across_the_wire() {
+        // Parsed without correct rounding this would be 1.5555555555555555e22 and come back
+        // as 1.5555555555555557e22.
+        for text in [
+            "15555555555555555555552",
+            "1.5555555555555555e22",
+            "2.2250738585072014e-308",
+            "9007199254740993.0",
+            "0.1",
+            "1.7976931348623157e308",
+        ] {
+            let parsed = from_bytes(text.as_bytes()).expect("valid");
+            let expected: f64 = text.parse().expect("a float");
+            assert_eq!(
+                parsed.as_f64().map(f64::to_bits),
+                Some(expected.to_bits()),
+                "{text} parses to the nearest float"
+            );
+            let back = from_bytes(&to_bytes(&parsed)).expect("valid");
+            assert_eq!(back, parsed, "{text} comes back as it went");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_finite_float_crosses_the_wire_bit_for_bit(
+            float in proptest::num::f64::ANY.prop_filter("JSON holds finite floats", |f| f.is_finite())
+        ) {
+            let back = from_bytes(&to_bytes(&json!({"float": float}))).expect("valid");
+            prop_assert_eq!(back["float"].as_f64().map(f64::to_bits), Some(float.to_bits()));
+        }
+
+        #[test]
+        fn decimal_text_parses_to_the_nearest_float_and_comes_back(
+            mantissa in "[1-9][0-9]{0,24}",
+            exponent in -330i32..310,
+        ) {
+            let text = format!("{mantissa}e{exponent}");
+            let expected: f64 = text.parse().expect("a float");
+            prop_assume!(expected.is_finite());
+            let parsed = from_bytes(text.as_bytes()).expect("valid");
+            prop_assert_eq!(parsed.as_f64().map(f64::to_bits), Some(expected.to_bits()), "{}", text);
+            let back = from_bytes(&to_bytes(&parsed)).expect("valid");
+            prop_assert_eq!(back, parsed);
+        }
+
+        #[test]
+        fn integers_past_u64_parse_to_the_nearest_float(digits in "[1-9][0-9]{20,40}") {
+            let expected: f64 = digits.parse().expect("a float");
+            let parsed = from_bytes(digits.as_bytes()).expect("valid");
+            prop_assert_eq!(parsed.as_f64().map(f64::to_bits), Some(expected.to_bits()), "{}", digits);
+            let back = from_bytes(&to_bytes(&parsed)).expect("valid");
+            prop_assert_eq!(back, parsed);
+        }
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! One worker task does all of it, so the races the reference had cannot happen here:
 //! - a state change while the entity's registration is in flight is not lost: the worker reads
-//!   the current state when it registers, and later changes are pushed after the registration;
+//!   the current state when it registers, and later changes are pushed after the registration
+//!   (a change a service call's flush took from the queue meanwhile, skipped then, is covered by
+//!   the entity's current state, sent right after the registration when newer);
 //! - a removal while the registration is in flight leaves no ghost: the removal is processed
 //!   after the registration returns, and unregisters what was just registered;
 //! - states are pushed by one task in the order the core wrote them, and a change older than
@@ -11,6 +13,11 @@
 //!
 //! Registered entities hold an approval of their entity domain, released on every unregister
 //! path. Entity registry updates re-describe the entity (main updates the proxy in place).
+//!
+//! Only entities of a config entry are mirrored, as main proxies only the entities of the
+//! entries it routed to the group (it would refuse any other at its `foreign_entry` gate). An
+//! entity added without an entry is counted ([`EntityBridge::entities_without_entry`]) and
+//! logged, a line per [`sandbox_proto::log_limit::LOG_WINDOW`] at most.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +29,7 @@ use homecore::entity_component::{EntityObserver, ObserverHandle};
 use homecore::state::StateObserverHandle;
 use homecore::{Core, Event, ListenerHandle, State};
 use parking_lot::Mutex;
+use sandbox_proto::log_limit::{Admit, LogBudget};
 use sandbox_proto::{Channel, json, wire};
 use tokio::sync::Notify;
 
@@ -85,6 +93,10 @@ struct Shared {
     wake: Notify,
     /// True while the worker settles an entity (a call to main may be in flight).
     busy: std::sync::atomic::AtomicBool,
+    /// Entities added without a config entry, never mirrored.
+    without_entry: AtomicU64,
+    /// The log lines about them.
+    without_entry_log: Mutex<LogBudget>,
 }
 
 impl Shared {
@@ -95,6 +107,21 @@ impl Shared {
         }
         drop(pending);
         self.wake.notify_one();
+    }
+
+    /// Counts and logs (within its budget) an entity that has no config entry to be mirrored
+    /// under.
+    fn skip_entity_without_entry(&self, description: &EntityDescription) {
+        let skipped = self.without_entry.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Admit::Log { .. } = self.without_entry_log.lock().admit(0) {
+            tracing::warn!(
+                entity_id = %description.entity_id,
+                platform = %description.platform,
+                skipped,
+                "an entity without a config entry is not mirrored to main, which shows only the \
+                 entities of the entries it set up"
+            );
+        }
     }
 
     fn next_pending(&self) -> Option<String> {
@@ -113,6 +140,10 @@ impl EntityObserver for Observer {
         let Some(shared) = self.0.upgrade() else {
             return;
         };
+        if description.config_entry_id.is_none() {
+            shared.skip_entity_without_entry(description);
+            return;
+        }
         shared.entities.lock().insert(
             description.entity_id.clone(),
             Tracked {
@@ -164,6 +195,8 @@ impl EntityBridge {
             skipped: AtomicU64::new(0),
             wake: Notify::new(),
             busy: std::sync::atomic::AtomicBool::new(false),
+            without_entry: AtomicU64::new(0),
+            without_entry_log: Mutex::new(LogBudget::new(1, usize::MAX)),
         });
         let weak = Arc::downgrade(&shared);
         // Runs inside the core's state write (see `StateObserver`): only queues.
@@ -272,6 +305,12 @@ impl EntityBridge {
     /// was sent instead).
     pub fn skipped_transitions(&self) -> u64 {
         self.shared.skipped.load(Ordering::Relaxed)
+    }
+
+    /// Entities added without a config entry so far: never mirrored (main proxies only the
+    /// entities of its entries).
+    pub fn entities_without_entry(&self) -> u64 {
+        self.shared.without_entry.load(Ordering::Relaxed)
     }
 
     /// Entities registered with main now.
@@ -427,16 +466,28 @@ async fn settle(shared: &Shared, entity_id: &str) {
     };
     match shared.channel.call(&request).await {
         Ok(_) => {
-            let mut entities = shared.entities.lock();
-            if let Some(tracked) = entities.get_mut(entity_id) {
-                if !tracked.registered {
-                    shared.approvals.approve(&domain);
+            {
+                let mut entities = shared.entities.lock();
+                if let Some(tracked) = entities.get_mut(entity_id) {
+                    if !tracked.registered {
+                        shared.approvals.approve(&domain);
+                    }
+                    tracked.registered = true;
+                    tracked.redescribe = false;
+                    if let Some(state) = &state {
+                        tracked.sent_updated = Some(state.last_updated);
+                    }
                 }
-                tracked.registered = true;
-                tracked.redescribe = false;
-                if let Some(state) = &state {
-                    tracked.sent_updated = Some(state.last_updated);
-                }
+            }
+            // A change written while the call was in flight may have been taken from the queue
+            // by a flush (a service call's reply), which skips entities not registered yet:
+            // the entity's current state goes now when newer than what the registration carried.
+            let _pushing = shared.push_lock.lock().await;
+            let current = shared.core.states().get(entity_id);
+            if let (Some(sent), Some(current)) = (&state, current)
+                && current.last_updated > sent.last_updated
+            {
+                push_states(shared, &[current]).await;
             }
         }
         Err(error) => {

@@ -419,7 +419,12 @@ async fn entity_query(
         .map_err(|error| RemoteError::bad_request(format!("field `args_json`: {error}")))?;
     let result = core
         .entities()
-        .query_entity(&request.entity_id, &request.method, args)
+        .query_entity_as(
+            &request.entity_id,
+            &request.method,
+            args,
+            context_from_id(&request.context_id),
+        )
         .await
         .map_err(|error| service_error_to_remote(&error))?;
     Ok(wire::EntityQueryResult {

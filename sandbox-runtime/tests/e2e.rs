@@ -42,7 +42,11 @@ fn group_defaults() -> GroupConfig {
 }
 
 async fn hub(sandboxed: bool, runtime: Vec<OsString>) -> Hub {
-    let dir = tempfile::tempdir().unwrap();
+    hub_in(tempfile::tempdir().unwrap(), sandboxed, runtime).await
+}
+
+/// A hub on `dir`: a restart when a hub ran there before.
+async fn hub_in(dir: tempfile::TempDir, sandboxed: bool, runtime: Vec<OsString>) -> Hub {
     let core = Core::builder(CoreConfig::new(dir.path()))
         .integrations(integrations::builtin())
         .build()
@@ -424,11 +428,13 @@ async fn stopping_the_hub_stops_the_groups_and_keeps_their_restore_state() {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err(),
         "no process left"
     );
+    // The sandbox's core saved its restore state through main at the shutdown it answered:
+    // the file its next start loads (a_sandboxed_entitys_state_comes_back_after_a_hub_restart).
     let saved = hub
         ._dir
         .path()
         .join(".storage/sandbox/built-in")
-        .join(sandbox_host::plugin::RESTORE_STATE_KEY);
+        .join(homecore::restore_state::RESTORE_STATE_STORE_KEY);
     let listing: Vec<_> = std::fs::read_dir(saved.parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -443,6 +449,50 @@ async fn stopping_the_hub_stops_the_groups_and_keeps_their_restore_state() {
             .is_some_and(|states| !states.is_empty()),
         "{saved}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandboxed_entitys_state_comes_back_after_a_hub_restart() {
+    let (hub, _entry) = sandboxed_demo().await;
+    // The demo's kitchen light, off until turned on.
+    let kitchen = hub
+        .core
+        .states()
+        .all(Some("light"))
+        .into_iter()
+        .find(|state| state.state == "off")
+        .unwrap()
+        .entity_id
+        .clone();
+    call(
+        &hub.core,
+        "light",
+        "turn_on",
+        &kitchen,
+        json!({"brightness": 77}),
+        Context::new(),
+    )
+    .await;
+    let lit = |core: &Core| {
+        core.states()
+            .get(&kitchen)
+            .is_some_and(|state| state.state == "on" && state.attributes["brightness"] == 77)
+    };
+    assert!(
+        lit(&hub.core),
+        "the call's state is on main when it returns"
+    );
+    hub.core.stop().await.unwrap();
+
+    // A new hub on the same folder: the entry is set up again in a new sandbox, whose demo
+    // light restores what it was before the stop.
+    let Hub { _dir: dir, .. } = hub;
+    let hub = hub_in(dir, true, runtime()).await;
+    wait_until("the kitchen light as it was before the restart", || {
+        lit(&hub.core)
+    })
+    .await;
+    hub.core.stop().await.unwrap();
 }
 
 /// Every state as (state, attributes): what the two hubs must agree on.

@@ -35,6 +35,8 @@ struct Seen {
     states: Mutex<Vec<wire::StateChanged>>,
     /// When set, main holds each register_entity call until a permit is added.
     register_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// register_entity calls that reached main, held at the gate or not.
+    register_arrived: std::sync::atomic::AtomicUsize,
 }
 
 impl Seen {
@@ -147,10 +149,8 @@ impl EntrySetupHandler for TestSetup {
                 .entities()
                 .forward_entry_setup(entry, "light")
                 .map_err(|e| SetupError::Failed(e.to_string()))?;
-            let flip_after_add = entry.data.get("flip").is_some();
             let light = TestLight {
                 on: Mutex::new(false),
-                flip_after_add,
                 handle: Mutex::new(None),
             };
             platform
@@ -176,10 +176,9 @@ impl EntrySetupHandler for TestSetup {
     }
 }
 
-/// A light whose state lives in memory; optionally turns itself on right after being added.
+/// A light whose state lives in memory.
 struct TestLight {
     on: Mutex<bool>,
-    flip_after_add: bool,
     handle: Mutex<Option<homecore::entity::EntityHandle>>,
 }
 
@@ -212,18 +211,8 @@ impl homecore::entity::Entity for TestLight {
     }
 
     fn added_to_core(&self, handle: homecore::entity::EntityHandle) -> BoxFuture<'_, ()> {
-        *self.handle.lock().unwrap() = Some(handle.clone());
-        let flip = self.flip_after_add;
-        Box::pin(async move {
-            if flip {
-                // Change state while main is still registering the entity.
-                *self.on.lock().unwrap() = true;
-                tokio::spawn(async move {
-                    tokio::task::yield_now().await;
-                    let _ = handle.write_state();
-                });
-            }
-        })
+        *self.handle.lock().unwrap() = Some(handle);
+        Box::pin(async {})
     }
 
     fn call_service(
@@ -382,6 +371,7 @@ fn main_builder(seen: &Arc<Seen>) -> ChannelBuilder {
     let builder = builder.on_call::<wire::RegisterEntity, _, _>(move |register, _| {
         let s = s.clone();
         async move {
+            s.register_arrived.fetch_add(1, Ordering::SeqCst);
             let gate = s.register_gate.lock().unwrap().clone();
             if let Some(gate) = gate {
                 gate.acquire().await.unwrap().forget();
@@ -1009,20 +999,35 @@ async fn a_state_change_racing_the_registration_is_not_lost() {
     let harness = start().await;
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     *harness.seen.register_gate.lock().unwrap() = Some(gate.clone());
-    let mut flipping = entry("e1");
-    flipping.data_json = json::to_bytes(&json!({"host": "h", "flip": true}));
-    let request = wire::EntrySetup {
-        entry: Some(flipping),
+    setup(&harness.main, "e1").await;
+    // The registration carrying "off" is in flight: main holds its reply.
+    tokio::time::timeout(HANG_GUARD, async {
+        while harness.seen.register_arrived.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(harness.seen.registered.lock().unwrap().len(), 0);
+    // Meanwhile the light turns on (the call's reply flushes the states it wrote).
+    let turn_on = wire::CallService {
+        domain: "light".into(),
+        service: "turn_on".into(),
+        entity_ids: vec!["light.lamp".into()],
         ..Default::default()
     };
     harness
         .main
-        .call_timeout(&request, HANG_GUARD)
+        .call_timeout(&turn_on, HANG_GUARD)
         .await
         .unwrap();
-    // The light turned itself on while its registration waits at main.
-    tokio::time::sleep(Duration::from_millis(20)).await;
     gate.add_permits(10);
+    wait_for(&harness.seen, |log| {
+        log.iter().any(|line| line == "register_entity light.lamp")
+    })
+    .await;
+    let registered = harness.seen.registered.lock().unwrap()[0].clone();
+    assert_eq!(registered.state.unwrap().state, "off", "the race happened");
     wait_for(&harness.seen, |_| {
         last_state(&harness.seen, "light.lamp").as_deref() == Some("on")
     })

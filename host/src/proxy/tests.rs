@@ -185,3 +185,99 @@ async fn calls_joined_to_a_leader_cancelled_before_sending_fail_at_once() {
     );
     assert!(link.open_batches.lock().is_empty());
 }
+
+/// A sandbox answering every entity query with what it was asked.
+fn querying_sandbox() -> ChannelBuilder {
+    ChannelBuilder::new(ChannelConfig::named("sandbox")).on_call::<wire::EntityQuery, _, _>(
+        |request, _| async move {
+            let args = json::from_bytes(&request.args_json)
+                .map_err(|error| RemoteError::bad_request(error.to_string()))?;
+            let asked = serde_json::json!({
+                "entity_id": request.entity_id,
+                "method": request.method,
+                "args": args,
+                "context_id": request.context_id,
+            });
+            Ok(wire::EntityQueryResult {
+                result_json: json::to_bytes(&asked),
+            })
+        },
+    )
+}
+
+#[tokio::test]
+async fn an_entity_query_through_a_proxy_crosses_the_channel_with_the_callers_context() {
+    let (main, sandbox_side) = channel_pair(
+        ChannelBuilder::new(ChannelConfig::named("main")),
+        querying_sandbox(),
+    );
+    let link = link(main.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let core = homecore::Core::builder(homecore::CoreConfig::new(dir.path()))
+        .build()
+        .expect("core");
+    core.start().await.expect("starts");
+    let entry = core
+        .config_entries()
+        .add(homecore::ConfigEntry::new(
+            "demo",
+            "Demo",
+            Map::new(),
+            "user",
+        ))
+        .await
+        .expect("entry");
+    let platform =
+        homecore::entity_platform::EntityPlatform::new("calendar", "demo", Some(&entry.entry_id));
+    core.entities().add_platform(&platform).expect("platform");
+    let proxy = ProxyEntity::new(
+        Arc::clone(&link),
+        wire::EntityDescription {
+            entity_id: "calendar.family_in_the_sandbox".into(),
+            entry_id: entry.entry_id.clone(),
+            domain: "calendar".into(),
+            platform: "demo".into(),
+            unique_id: Some("family".into()),
+            name: Some("Family".into()),
+            entity_registry_enabled_default: true,
+            ..Default::default()
+        },
+        Mirrored {
+            state: "off".into(),
+            attributes: Map::new(),
+            available: true,
+        },
+    );
+    let entity_id = platform
+        .add_entity(Arc::new(proxy))
+        .await
+        .expect("added")
+        .expect("an entity id");
+
+    let caller = Context::with_user("user-1");
+    let args = serde_json::json!({"start_date_time": "2024-06-01T00:00:00+00:00"});
+    let asked = core
+        .entities()
+        .query_entity_as(
+            &entity_id,
+            "get_events",
+            args.as_object().cloned().expect("object"),
+            caller.clone(),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(asked["entity_id"], "calendar.family_in_the_sandbox");
+    assert_eq!(asked["method"], "get_events");
+    assert_eq!(asked["args"], args);
+    assert_eq!(
+        asked["context_id"],
+        caller.id.to_string(),
+        "the caller's context, not a fresh one"
+    );
+    // Main remembers it: what the query causes comes back attributed to the caller.
+    let restored = link.contexts.resolve(Some(&caller.id.to_string()));
+    assert_eq!(restored, caller);
+    assert_eq!(restored.user_id.as_deref(), Some("user-1"));
+    main.close().await;
+    sandbox_side.close().await;
+}

@@ -1,6 +1,11 @@
-//! Tests of the artifact pin check: the streamed hash equals the whole-file hash at every size
-//! around the buffer, and each refusal keeps its message.
+//! Tests of the artifact pin check (the streamed hash equals the whole-file hash at every size
+//! around the buffer, and each refusal keeps its message) and of the flow proxy against an
+//! in-memory sandbox (unique ids mirrored, duplicates aborted in the sandbox too, unreadable
+//! form schemas).
 
+use std::sync::Arc;
+
+use serde_json::json;
 use sha2::Digest;
 
 use super::*;
@@ -100,4 +105,241 @@ fn an_artifact_that_cannot_be_read_is_refused_with_the_io_error() {
         folder.starts_with("cannot read the artifact of acme: "),
         "{folder}"
     );
+}
+
+/// What the in-memory sandbox saw of its flows.
+#[derive(Default)]
+struct SandboxFlows {
+    started: std::sync::atomic::AtomicUsize,
+    aborted: parking_lot::Mutex<Vec<String>>,
+}
+
+/// A sandbox whose config flows show a form (with `schema`) setting the unique id `device-1`,
+/// then create an entry.
+fn sandbox_with_flows(
+    schema: &'static str,
+    seen: &Arc<SandboxFlows>,
+) -> sandbox_proto::ChannelBuilder {
+    let started = Arc::clone(seen);
+    let aborted = Arc::clone(seen);
+    sandbox_proto::ChannelBuilder::new(sandbox_proto::ChannelConfig::named("sandbox"))
+        .on_call::<wire::FlowInit, _, _>(move |init, _| {
+            let n = started
+                .started
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                Ok(wire::FlowResult {
+                    r#type: wire::FlowResultType::Form as i32,
+                    flow_id: format!("remote-{n}"),
+                    handler: init.handler,
+                    step_id: "user".into(),
+                    data_schema_json: schema.as_bytes().to_vec().into(),
+                    unique_id: Some("device-1".into()),
+                    ..Default::default()
+                })
+            }
+        })
+        .on_call::<wire::FlowStep, _, _>(|step, _| async move {
+            Ok(wire::FlowResult {
+                r#type: wire::FlowResultType::CreateEntry as i32,
+                flow_id: step.flow_id,
+                handler: "acme".into(),
+                title: "Device".into(),
+                version: 1,
+                unique_id: Some("device-1".into()),
+                ..Default::default()
+            })
+        })
+        .on_call::<wire::FlowAbort, _, _>(move |abort, _| {
+            aborted.aborted.lock().push(abort.flow_id);
+            async { Ok(wire::FlowAbortResult {}) }
+        })
+}
+
+/// Routes every flow of `acme` to a flow proxy over `channel`; entries "set up" at once.
+struct ChannelRouter {
+    groups: Groups,
+    channel: Channel,
+}
+
+impl ConfigEntryRouter for ChannelRouter {
+    fn create_flow<'a>(
+        &'a self,
+        domain: &'a str,
+        _context: &'a FlowContext,
+        _data: Option<&'a Map<String, Value>>,
+    ) -> BoxFuture<'a, Result<Routed<RoutedFlow>, FlowError>> {
+        Box::pin(async move {
+            let mut proxy = FlowProxy::new(self.groups.clone(), "built-in", domain, None);
+            proxy.channel = Some(self.channel.clone());
+            Ok(Routed::Taken(RoutedFlow {
+                handler: Box::new(proxy),
+                sandbox: Some("built-in".into()),
+            }))
+        })
+    }
+
+    fn setup_entry<'a>(
+        &'a self,
+        _entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Routed<Result<(), SetupError>>> {
+        Box::pin(async { Routed::Taken(Ok(())) })
+    }
+
+    fn unload_entry<'a>(
+        &'a self,
+        _entry: &'a ConfigEntry,
+    ) -> BoxFuture<'a, Routed<Result<(), String>>> {
+        Box::pin(async { Routed::Taken(Ok(())) })
+    }
+}
+
+struct FlowHub {
+    core: homecore::Core,
+    main: Channel,
+    sandbox: Channel,
+    seen: Arc<SandboxFlows>,
+    _dir: tempfile::TempDir,
+}
+
+async fn flow_hub(schema: &'static str) -> FlowHub {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let core = homecore::Core::builder(homecore::CoreConfig::new(dir.path()))
+        .build()
+        .expect("core");
+    core.start().await.expect("starts");
+    let seen = Arc::new(SandboxFlows::default());
+    let (main, sandbox) = sandbox_proto::test_util::channel_pair(
+        sandbox_proto::ChannelBuilder::new(sandbox_proto::ChannelConfig::named("main")),
+        sandbox_with_flows(schema, &seen),
+    );
+    let groups = Groups::new(
+        core.clone(),
+        crate::groups::GroupsConfig {
+            config_dir: dir.path().to_owned(),
+            runtime_command: vec!["unused".into()],
+            custom_commands: Default::default(),
+            group_defaults: crate::GroupConfig::new("built-in"),
+        },
+    );
+    core.config_entries()
+        .set_router(Some(Arc::new(ChannelRouter {
+            groups,
+            channel: main.clone(),
+        })));
+    FlowHub {
+        core,
+        main,
+        sandbox,
+        seen,
+        _dir: dir,
+    }
+}
+
+impl FlowHub {
+    async fn close(self) {
+        self.core.config_entries().set_router(None);
+        self.main.close().await;
+        self.sandbox.close().await;
+    }
+}
+
+const HOST_SCHEMA: &str = r#"{"fields": [{"name": "host", "type": "string", "required": true}]}"#;
+
+#[tokio::test]
+async fn the_flow_proxy_mirrors_the_unique_id_and_a_duplicate_flow_ends_in_the_sandbox_too() {
+    let hub = flow_hub(HOST_SCHEMA).await;
+    let flows = hub.core.config_entries().flow();
+    let first = flows
+        .init("acme", FlowContext::new("user"), None)
+        .await
+        .expect("form");
+    let second = flows
+        .init("acme", FlowContext::new("user"), None)
+        .await
+        .expect("form");
+    assert!(
+        matches!(&first.step, FlowStep::Form { data_schema: Some(schema), .. } if !schema.fields.is_empty()),
+        "{first:?}"
+    );
+    // Main's flows carry the unique id the sandbox's flows set.
+    let progress = flows.progress_by_handler("acme");
+    assert_eq!(progress.len(), 2);
+    assert!(
+        progress
+            .iter()
+            .all(|flow| flow.context.unique_id.as_deref() == Some("device-1")),
+        "{progress:?}"
+    );
+    // The first creates the entry: main aborts the other flow configuring the same device,
+    // and the proxy ends its sandbox flow, which would otherwise hold the unique id.
+    let created = flows
+        .configure(
+            &first.flow_id,
+            Some(Map::from_iter([("host".into(), json!("10.0.0.2"))])),
+        )
+        .await
+        .expect("created");
+    assert!(
+        matches!(created.step, FlowStep::CreateEntry { .. }),
+        "{created:?}"
+    );
+    assert!(flows.progress_by_handler("acme").is_empty());
+    assert!(
+        flows.configure(&second.flow_id, None).await.is_err(),
+        "the duplicate flow is gone on main"
+    );
+    assert_eq!(
+        *hub.seen.aborted.lock(),
+        ["remote-1"],
+        "only the duplicate is aborted in the sandbox; the created one ended there"
+    );
+    hub.close().await;
+}
+
+#[tokio::test]
+async fn removing_a_proxied_flow_aborts_it_in_the_sandbox() {
+    let hub = flow_hub(HOST_SCHEMA).await;
+    let flows = hub.core.config_entries().flow();
+    let form = flows
+        .init("acme", FlowContext::new("user"), None)
+        .await
+        .expect("form");
+    flows.abort(&form.flow_id).await.expect("aborted");
+    assert_eq!(*hub.seen.aborted.lock(), ["remote-0"]);
+    hub.close().await;
+}
+
+#[tokio::test]
+async fn a_form_whose_schema_main_cannot_read_is_shown_without_one() {
+    // Valid JSON and within bounds, but no schema main knows.
+    let hub = flow_hub(r#"{"fields": [{"name": "host", "type": "hologram"}]}"#).await;
+    let flows = hub.core.config_entries().flow();
+    let form = flows
+        .init("acme", FlowContext::new("user"), None)
+        .await
+        .expect("the form is shown, not failed");
+    let FlowStep::Form {
+        step_id,
+        data_schema,
+        ..
+    } = &form.step
+    else {
+        panic!("a form: {form:?}")
+    };
+    assert_eq!(step_id, "user");
+    assert!(data_schema.is_none(), "{data_schema:?}");
+    // The flow goes on: the input goes to the sandbox, whose own schema validates it.
+    let created = flows
+        .configure(
+            &form.flow_id,
+            Some(Map::from_iter([("host".into(), json!("10.0.0.2"))])),
+        )
+        .await
+        .expect("created");
+    assert!(
+        matches!(created.step, FlowStep::CreateEntry { .. }),
+        "{created:?}"
+    );
+    hub.close().await;
 }

@@ -156,7 +156,11 @@ async fn what_lands_on_disk_is_never_larger_than_what_was_counted() {
 async fn values_nested_deeper_than_the_bound_are_refused_and_nothing_is_written() {
     let config = tempfile::tempdir().expect("tempdir");
     let store = GroupStore::new(config.path(), "built-in").expect("valid group");
-    let sent = envelope("deep", nested_arrays(crate::limits::MAX_JSON_DEPTH, 1));
+    // The envelope and the array around the nested arrays are two levels more.
+    let sent = envelope(
+        "deep",
+        nested_arrays(crate::limits::MAX_STORED_JSON_DEPTH - 1, 1),
+    );
     let error = store.save("deep", &sent).await.expect_err("too deep");
     assert!(matches!(error, StoreServerError::TooDeep { .. }), "{error}");
     assert_eq!(RemoteError::from(&error).kind, ErrorKind::BadRequest);
@@ -196,4 +200,102 @@ async fn a_load_hands_back_the_stored_bytes_as_they_are() {
         .expect("loads")
         .expect("stored");
     assert_eq!(&loaded[..], &on_disk[..]);
+}
+
+/// An object nesting `depth` levels of objects (itself the first), as attributes are sent.
+fn nested_objects(depth: usize) -> serde_json::Map<String, serde_json::Value> {
+    let mut value = json!({});
+    for _ in 1..depth {
+        value = json!({ "inner": value });
+    }
+    match value {
+        serde_json::Value::Object(object) => object,
+        _ => unreachable!("built from an object"),
+    }
+}
+
+#[tokio::test]
+async fn a_restore_state_of_states_main_accepted_is_stored_whole() {
+    // Attributes and extra data as deep as main accepts from a sandbox...
+    let deepest = nested_objects(crate::limits::MAX_JSON_DEPTH);
+    let attributes = serde_json::to_vec(&deepest).expect("encodes");
+    crate::limits::check_json(
+        "attributes_json",
+        &attributes,
+        crate::limits::MAX_STATE_ATTRIBUTES_BYTES,
+    )
+    .expect("main accepts these attributes");
+    // ...in the restore state the sandbox's core saves at its stop, built by the core itself.
+    let sandbox_dir = tempfile::tempdir().expect("tempdir");
+    let core = homecore::Core::builder(homecore::CoreConfig::new(sandbox_dir.path()))
+        .build()
+        .expect("core");
+    core.states()
+        .set("light.deep", "on", deepest.clone(), false, None)
+        .expect("state written");
+    core.restore_state().track("light.deep");
+    core.restore_state()
+        .set_extra_data("light.deep", Some(serde_json::Value::Object(deepest)));
+    let states = core.restore_state().dump();
+    let sent = serde_json::to_vec(&homecore::StoreEnvelope {
+        version: 1,
+        minor_version: 1,
+        key: "core.restore_state".into(),
+        data: serde_json::to_value(&states).expect("encodes"),
+    })
+    .expect("encodes");
+
+    let config = tempfile::tempdir().expect("tempdir");
+    let store = GroupStore::new(config.path(), "built-in").expect("valid group");
+    store
+        .save("core.restore_state", &sent)
+        .await
+        .expect("a restore state of accepted states is stored");
+    let loaded = store
+        .load("core.restore_state")
+        .await
+        .expect("loads")
+        .expect("stored");
+    let loaded: homecore::StoreEnvelope = serde_json::from_slice(&loaded).expect("envelope");
+    let back: Vec<homecore::restore_state::StoredState> =
+        serde_json::from_value(loaded.data).expect("restore state");
+    assert_eq!(back, states, "every level comes back");
+}
+
+#[tokio::test]
+async fn groups_never_see_each_others_stores_and_a_group_finds_its_own_again() {
+    let config = tempfile::tempdir().expect("tempdir");
+    let built_in = GroupStore::new(config.path(), "built-in").expect("valid group");
+    let custom = GroupStore::new(config.path(), "custom-acme").expect("valid group");
+    built_in
+        .save(
+            "shared.name",
+            &envelope("shared.name", json!({"owner": "built-in"})),
+        )
+        .await
+        .expect("saves");
+    assert!(
+        custom.load("shared.name").await.expect("loads").is_none(),
+        "another group's key is not visible"
+    );
+    custom
+        .save(
+            "shared.name",
+            &envelope("shared.name", json!({"owner": "custom"})),
+        )
+        .await
+        .expect("saves");
+    custom.remove("shared.name").await.expect("removes");
+    // A respawned process of the group gets a store of the same folder: its data is there,
+    // untouched by the other group's writes and removal.
+    let respawned = GroupStore::new(config.path(), "built-in").expect("valid group");
+    let loaded: serde_json::Value = serde_json::from_slice(
+        &respawned
+            .load("shared.name")
+            .await
+            .expect("loads")
+            .expect("stored"),
+    )
+    .expect("json");
+    assert_eq!(loaded["data"], json!({"owner": "built-in"}));
 }

@@ -1314,3 +1314,114 @@ async fn a_frame_completed_within_its_deadline_decodes_however_slowly_it_came() 
     assert_eq!(channel.close_reason(), None);
     guard(channel.close()).await;
 }
+
+#[tokio::test]
+async fn inline_pushes_are_still_delivered_while_calls_are_shed() {
+    const LIMIT: usize = 2;
+    let config = ChannelConfig {
+        max_running_handlers: 1,
+        max_handlers_in_flight: LIMIT,
+        ..ChannelConfig::named("main")
+    };
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (transport, mut peer) = RawPeer::new();
+    let channel = gated_ping(ChannelBuilder::new(config), gate.clone())
+        .on_push_inline::<StateChanged, _>({
+            let seen = seen.clone();
+            move |change| seen.lock().expect("lock").push(change.state)
+        })
+        .start(transport);
+    // Every handler slot is taken: the next call is shed...
+    for id in 1..=(LIMIT as u64 + 1) {
+        peer.send_call(id, &Ping { nonce: id }).await.expect("send");
+    }
+    let shed = guard(peer.recv_frame())
+        .await
+        .expect("read")
+        .expect("frame");
+    assert_eq!(shed.id, LIMIT as u64 + 1);
+    assert_eq!(channel.stats().calls_shed, 1);
+    // ...but states pushed meanwhile take no slot and are all delivered, in order.
+    for number in 0..100 {
+        peer.send_push(&StateChanged {
+            state: number.to_string(),
+            ..StateChanged::default()
+        })
+        .await
+        .expect("send");
+    }
+    until_read(&channel, LIMIT as u64 + 1 + 100).await;
+    let expected: Vec<String> = (0..100).map(|number| number.to_string()).collect();
+    assert_eq!(*seen.lock().expect("lock"), expected);
+    let stats = channel.stats();
+    assert_eq!(stats.pushes_shed, 0);
+    assert_eq!(stats.pushes_handled, 100);
+    gate.add_permits(LIMIT);
+    for _ in 0..LIMIT {
+        guard(peer.recv_frame())
+            .await
+            .expect("read")
+            .expect("frame");
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_inline_push_handler_is_counted_and_the_channel_goes_on() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let main_builder = builder("main").on_push_inline::<StateChanged, _>({
+        let seen = seen.clone();
+        move |change| {
+            assert_ne!(change.state, "boom", "integration bug");
+            seen.lock().expect("lock").push(change.state);
+        }
+    });
+    let (main, sandbox) = channel_pair(main_builder, echo_ping(builder("sandbox")));
+    for state in ["1", "boom", "2"] {
+        sandbox
+            .push(&StateChanged {
+                state: state.into(),
+                ..StateChanged::default()
+            })
+            .await
+            .expect("push");
+    }
+    // The pushes were written before the ping's reply, which main reads after them.
+    guard(main.call(&Ping::default())).await.expect("reply");
+    assert_eq!(*seen.lock().expect("lock"), ["1", "2"]);
+    let stats = main.stats();
+    assert_eq!(stats.handler_panics, 1);
+    assert_eq!(stats.pushes_handled, 2);
+    assert!(!main.is_closed(), "the reader survived the panic");
+}
+
+#[tokio::test]
+async fn a_reply_too_large_to_send_becomes_a_remote_error_and_the_channel_goes_on() {
+    let config = ChannelConfig {
+        max_frame_len: 1024,
+        ..ChannelConfig::named("sandbox")
+    };
+    let sandbox = echo_ping(ChannelBuilder::new(config)).on_call::<StoreLoad, _, _>(|_, _| async {
+        Ok(StoreLoadResult {
+            envelope_json: Some(vec![b'x'; 2048].into()),
+        })
+    });
+    let (main, sandbox) = channel_pair(builder("main"), sandbox);
+    let error = expect_remote(guard(main.call(&StoreLoad::default())).await).await;
+    assert_eq!(error.kind, ErrorKind::Internal);
+    assert!(
+        error
+            .message
+            .starts_with("the reply to `store_load` was not sent"),
+        "{}",
+        error.message
+    );
+    assert_eq!(
+        guard(main.call(&Ping { nonce: 4 }))
+            .await
+            .expect("the channel is alive")
+            .nonce,
+        5
+    );
+    assert!(!sandbox.is_closed());
+}

@@ -149,3 +149,105 @@ async fn a_flood_past_the_queue_skips_transitions_but_main_ends_on_the_latest_st
     assert_eq!(seen, expected);
     main_channel.close().await;
 }
+
+#[tokio::test]
+async fn an_entity_without_a_config_entry_is_counted_and_never_registered() {
+    let core = Core::builder(CoreConfig::new("unused"))
+        .store_backend(Arc::new(MemoryStoreBackend::new()))
+        .build()
+        .unwrap();
+    core.start().await.unwrap();
+    let registered = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&registered);
+    let main_side = ChannelBuilder::new(ChannelConfig::named("main"))
+        .on_call::<wire::RegisterEntity, _, _>(move |request, _| {
+            let entity_id = request.description.map(|d| d.entity_id).unwrap_or_default();
+            seen.lock().push(entity_id.clone());
+            async move { Ok(wire::RegisterEntityResult { entity_id }) }
+        });
+    let (main_channel, sandbox_channel) = channel_pair(
+        main_side,
+        ChannelBuilder::new(ChannelConfig::named("sandbox")),
+    );
+    let bridge =
+        EntityBridge::install(core.clone(), sandbox_channel, Arc::new(Approvals::new())).unwrap();
+    let counter = || {
+        Arc::new(Counter {
+            value: AtomicU64::new(0),
+            handle: Mutex::new(None),
+        })
+    };
+    // First an entity on a platform without an entry, then one of an entry: the worker takes
+    // them in that order, so once the second is registered the first had its turn.
+    let loose = EntityPlatform::new("sensor", "loose", None);
+    core.entities().add_platform(&loose).unwrap();
+    let loose_id = loose.add_entity(counter()).await.unwrap().unwrap();
+    let entry = core
+        .config_entries()
+        .add(ConfigEntry::new("counting", "Counting", Map::new(), "user"))
+        .await
+        .unwrap();
+    let platform = EntityPlatform::new("sensor", "counting", Some(&entry.entry_id));
+    core.entities().add_platform(&platform).unwrap();
+    let entry_id = platform.add_entity(counter()).await.unwrap().unwrap();
+    wait_until(|| registered.lock().contains(&entry_id)).await;
+    assert_eq!(*registered.lock(), [entry_id], "{loose_id} is not mirrored");
+    assert_eq!(bridge.entities_without_entry(), 1);
+    assert_eq!(bridge.registered(), 1);
+    main_channel.close().await;
+}
+
+#[tokio::test]
+async fn an_unregistered_entity_releases_its_domain_approval() {
+    let core = Core::builder(CoreConfig::new("unused"))
+        .store_backend(Arc::new(MemoryStoreBackend::new()))
+        .build()
+        .unwrap();
+    core.start().await.unwrap();
+    let unregistered = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&unregistered);
+    let main_side = ChannelBuilder::new(ChannelConfig::named("main"))
+        .on_call::<wire::RegisterEntity, _, _>(|request, _| async move {
+            Ok(wire::RegisterEntityResult {
+                entity_id: request.description.map(|d| d.entity_id).unwrap_or_default(),
+            })
+        })
+        .on_call::<wire::UnregisterEntity, _, _>(move |_, _| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { Ok(wire::UnregisterEntityResult {}) }
+        });
+    let (main_channel, sandbox_channel) = channel_pair(
+        main_side,
+        ChannelBuilder::new(ChannelConfig::named("sandbox")),
+    );
+    let approvals = Arc::new(Approvals::new());
+    let bridge =
+        EntityBridge::install(core.clone(), sandbox_channel, Arc::clone(&approvals)).unwrap();
+    let entry = core
+        .config_entries()
+        .add(ConfigEntry::new("counting", "Counting", Map::new(), "user"))
+        .await
+        .unwrap();
+    let platform = EntityPlatform::new("sensor", "counting", Some(&entry.entry_id));
+    core.entities().add_platform(&platform).unwrap();
+    let entity_id = platform
+        .add_entity(Arc::new(Counter {
+            value: AtomicU64::new(0),
+            handle: Mutex::new(None),
+        }))
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until(|| bridge.registered() == 1).await;
+    assert_eq!(
+        approvals.holds("sensor"),
+        1,
+        "a registered entity holds its domain"
+    );
+    platform.remove_entity(&entity_id).await.unwrap();
+    wait_until(|| unregistered.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(bridge.registered(), 0);
+    assert_eq!(approvals.holds("sensor"), 0, "the unregister released it");
+    assert!(!approvals.is_approved("sensor"));
+    main_channel.close().await;
+}

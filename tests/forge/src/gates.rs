@@ -479,7 +479,7 @@ async fn bounds(hub: &mut Hub) -> Result<(), CheckError> {
     report.refused(
         "deep_store_value",
         ErrorKind::BadRequest,
-        "value for deep nests deeper than 32 levels",
+        "value for deep nests deeper than 36 levels",
     )?;
     let keys = sandbox_host::limits::MAX_DEVICE_KEYS;
     let mut grown = Vec::new();
