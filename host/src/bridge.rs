@@ -56,6 +56,8 @@ pub struct Bridge {
     pub refused: Arc<GateCounters>,
     /// Set once torn down: late messages of this generation are ignored.
     torn_down: AtomicBool,
+    /// The optional features both sides acknowledged at `ready`.
+    features: BTreeSet<String>,
     /// Most entities the group may have proxied (`GroupConfig::max_entities`).
     max_entities: usize,
     /// Entities proxied or being added: a slot is taken before an entity is added, so
@@ -93,7 +95,7 @@ impl Bridge {
         channel: Channel,
         contexts: Arc<ContextCache>,
         refused: Arc<GateCounters>,
-        joins_entity_calls: bool,
+        features: &BTreeSet<String>,
         max_entities: usize,
     ) -> Arc<Self> {
         let footprint = registry_footprint(&core, group);
@@ -105,7 +107,7 @@ impl Bridge {
                 alive: AtomicBool::new(true),
                 contexts,
                 refused: Arc::clone(&refused),
-                joins_entity_calls,
+                joins_entity_calls: features.contains("entity_outcomes"),
                 open_batches: Mutex::default(),
             }),
             proxies: Mutex::default(),
@@ -113,6 +115,7 @@ impl Bridge {
             services: Mutex::default(),
             refused,
             torn_down: AtomicBool::new(false),
+            features: features.clone(),
             max_entities,
             entity_slots: AtomicUsize::new(0),
             mirrored_bytes: AtomicUsize::new(0),
@@ -228,6 +231,11 @@ impl Bridge {
             self.registry_bytes
                 .fetch_sub(growth.bytes, Ordering::AcqRel);
         }
+    }
+
+    /// Whether the sandbox of this bridge acknowledged the optional `feature` at `ready`.
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.features.contains(feature)
     }
 
     /// The group.
@@ -1205,7 +1213,7 @@ mod tests {
             main.clone(),
             Arc::new(ContextCache::new()),
             Arc::clone(&refused),
-            true,
+            &BTreeSet::from(["entity_outcomes".to_owned()]),
             limits::MAX_ENTITIES_PER_GROUP,
         );
         *slot.lock() = Some(Arc::clone(&bridge));

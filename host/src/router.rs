@@ -16,7 +16,9 @@ use homecore::{
     FlowStep, Routed, RoutedFlow, SetupError,
 };
 use sandbox_proto::{CallError, Channel, json, wire};
-use sandbox_runtime::convert::{entry_to_wire, flow_error_from_remote, flow_step_from_wire};
+use sandbox_runtime::convert::{
+    core_config_to_wire, entry_to_wire, flow_error_from_remote, flow_step_from_wire,
+};
 use serde_json::{Map, Value};
 
 use crate::classifier::{Placement, classify};
@@ -333,7 +335,7 @@ impl SandboxRouter {
         let request = wire::EntrySetup {
             entry: Some(entry_to_wire(entry)),
             source: Some(source),
-            core_config: None,
+            core_config: Some(core_config_to_wire(&self.groups.core().config())),
         };
         let result = channel
             .call_timeout(&request, ENTRY_CALL_TIMEOUT)
@@ -451,7 +453,7 @@ impl FlowProxy {
                         .unwrap_or_default(),
                     context_json: json::to_bytes(&json::to_json_safe(&context)),
                     entry: self.entry.as_ref().map(entry_to_wire),
-                    core_config: None,
+                    core_config: Some(core_config_to_wire(&self.groups.core().config())),
                 };
                 let result = channel.call_timeout(&request, FLOW_STEP_TIMEOUT).await;
                 self.channel = Some(channel);

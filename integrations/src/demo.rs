@@ -16,10 +16,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use homecore::config_entries::ConfigEntryUpdate;
-use homecore::event::EventBus;
+use homecore::event::{EVENT_CORE_CONFIG_UPDATED, EventBus};
 use homecore::{
-    ConfigEntry, Core, FlowHandler, Integration, IntegrationType, Manifest, ServiceError,
-    SetupError, Store, SupportsResponse, catalog,
+    ConfigEntry, Core, CoreConfig, CoreConfigUpdate, Event, FlowHandler, Integration,
+    IntegrationType, ListenerHandle, Manifest, ServiceError, SetupError, Store, SupportsResponse,
+    catalog,
 };
 
 mod config_flow;
@@ -108,6 +109,8 @@ pub(crate) struct DemoShared {
     entities: Mutex<Vec<DemoEntityRef>>,
     /// The entry's options.
     options: Map<String, Value>,
+    /// The home as the core describes it, kept current through `core_config_updated`.
+    home: Mutex<CoreConfig>,
 }
 
 impl DemoShared {
@@ -181,8 +184,26 @@ impl DemoShared {
             "entities": self.entities.lock().len(),
             "button_presses": data.button_presses,
             "messages": data.messages,
+            "home": home_status(&self.home.lock()),
         })
     }
+}
+
+/// What `get_status` tells of the home: every field of the core configuration but its folder.
+fn home_status(home: &CoreConfig) -> Value {
+    json!({
+        "location_name": home.location_name,
+        "latitude": home.latitude,
+        "longitude": home.longitude,
+        "elevation": home.elevation,
+        "radius": home.radius,
+        "unit_system": home.unit_system,
+        "temperature_unit": home.unit_system.temperature_unit(),
+        "time_zone": home.time_zone,
+        "language": home.language,
+        "currency": home.currency,
+        "country": home.country,
+    })
 }
 
 /// A loaded entry.
@@ -191,6 +212,8 @@ struct LoadedEntry {
     shared: Arc<DemoShared>,
     /// Its options listener.
     listener: u64,
+    /// Its core configuration listener.
+    home_listener: ListenerHandle,
 }
 
 /// The demo integration. One instance serves one core.
@@ -236,6 +259,7 @@ impl DemoIntegration {
             data: Mutex::new(data),
             entities: Mutex::new(Vec::new()),
             options: entry.options.clone(),
+            home: Mutex::new(core.config()),
         });
         let weak = Arc::downgrade(&shared);
         for domain in &MANIFEST.platforms {
@@ -281,9 +305,33 @@ impl DemoIntegration {
                 }),
             )
             .map_err(|err| SetupError::Failed(err.to_string()))?;
-        self.entries
-            .lock()
-            .insert(entry.entry_id.clone(), LoadedEntry { shared, listener });
+        let home = Arc::downgrade(&shared);
+        let home_listener = core
+            .bus()
+            .listen(EVENT_CORE_CONFIG_UPDATED, move |event: Arc<Event>| {
+                let home = home.upgrade();
+                async move {
+                    let (Some(shared), Ok(update)) = (
+                        home,
+                        serde_json::from_value::<CoreConfigUpdate>(Value::Object(
+                            event.data.clone(),
+                        )),
+                    ) else {
+                        return;
+                    };
+                    let mut home = shared.home.lock();
+                    *home = update.applied_to(&home);
+                }
+            })
+            .map_err(|err| SetupError::Failed(err.to_string()))?;
+        self.entries.lock().insert(
+            entry.entry_id.clone(),
+            LoadedEntry {
+                shared,
+                listener,
+                home_listener,
+            },
+        );
         Ok(())
     }
 
@@ -297,6 +345,7 @@ impl DemoIntegration {
         if let Some(loaded) = loaded {
             core.config_entries()
                 .remove_update_listener(&entry.entry_id, loaded.listener);
+            loaded.home_listener.remove();
             let data = loaded.shared.data.lock().clone();
             let value = serde_json::to_value(&data).map_err(|err| err.to_string())?;
             loaded

@@ -111,6 +111,7 @@ protocol_messages! {
     pushes {
         StateChanged, "state_changed", SandboxToMain, "1.0";
         FireEvent, "fire_event", SandboxToMain, "1.0";
+        CoreConfigUpdated, "core_config_updated", MainToSandbox, "1.2";
     }
 }
 

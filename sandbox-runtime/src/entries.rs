@@ -11,7 +11,24 @@ use parking_lot::Mutex;
 use sandbox_proto::{RemoteError, wire};
 
 use crate::approvals::Approvals;
-use crate::convert::{entry_from_wire, entry_to_wire};
+use crate::convert::{core_config_from_wire, entry_from_wire, entry_to_wire};
+
+/// Takes main's core configuration, when main sent one, as the private core's (an older main
+/// sends none: the core keeps what it has). Integrations read it through `core.config()` and
+/// hear of a change through `core_config_updated`.
+pub fn adopt_core_config(
+    core: &Core,
+    config: Option<&wire::CoreConfig>,
+) -> Result<(), RemoteError> {
+    let Some(config) = config else {
+        return Ok(());
+    };
+    let config = core_config_from_wire(config, core.config().config_dir)
+        .map_err(|error| RemoteError::bad_request(format!("field `core_config`: {error}")))?;
+    core.adopt_config(config)
+        .map_err(|error| RemoteError::bad_request(format!("field `core_config`: {error}")))?;
+    Ok(())
+}
 
 /// Sets entries up and unloads them for main.
 #[derive(Clone)]
@@ -55,6 +72,7 @@ impl EntryRunner {
             .entry
             .ok_or_else(|| RemoteError::bad_request("entry_setup needs an entry"))?;
         let entry = entry_from_wire(&sent, &self.group)?;
+        adopt_core_config(&self.core, request.core_config.as_ref())?;
         if let Some(wire::IntegrationSource {
             kind: Some(wire::integration_source::Kind::Artifact(artifact)),
         }) = &request.source

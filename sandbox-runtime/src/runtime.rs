@@ -283,6 +283,13 @@ fn handlers(builder: ChannelBuilder, parts: &Arc<Parts>) -> ChannelBuilder {
         }
     });
     let p = on(parts);
+    let builder = builder.on_push_inline::<wire::CoreConfigUpdated, _>(move |update| {
+        if let Err(error) = crate::entries::adopt_core_config(&p.core, update.core_config.as_ref())
+        {
+            tracing::warn!(%error, "main's core configuration was not taken");
+        }
+    });
+    let p = on(parts);
     builder.on_call::<wire::Shutdown, _, _>(move |request, _| {
         let p = Arc::clone(&p);
         async move { shutdown(&p, request).await }

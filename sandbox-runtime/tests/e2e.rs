@@ -42,8 +42,19 @@ fn group_defaults() -> GroupConfig {
 }
 
 async fn hub(sandboxed: bool, runtime: Vec<OsString>) -> Hub {
+    hub_at_home(sandboxed, runtime, |_| {}).await
+}
+
+/// A hub whose core configuration `home` changes from the defaults.
+async fn hub_at_home(
+    sandboxed: bool,
+    runtime: Vec<OsString>,
+    home: impl FnOnce(&mut CoreConfig),
+) -> Hub {
     let dir = tempfile::tempdir().unwrap();
-    let core = Core::builder(CoreConfig::new(dir.path()))
+    let mut config = CoreConfig::new(dir.path());
+    home(&mut config);
+    let core = Core::builder(config)
         .integrations(integrations::builtin())
         .build()
         .unwrap();
@@ -595,4 +606,74 @@ async fn a_call_on_many_proxies_of_a_group_leaves_as_one_rpc_with_every_entity_a
         assert_eq!(after.context.id, context.id, "{id}");
     }
     hub.plugin.clone().unwrap().stop().await;
+}
+
+/// A US home: nothing of it is a default of the core's configuration.
+fn new_york(config: &mut CoreConfig) {
+    config.location_name = "Brooklyn".into();
+    config.latitude = 40.6782;
+    config.longitude = -73.9442;
+    config.elevation = 10;
+    config.radius = 250;
+    config.unit_system = homecore::UnitSystem::UsCustomary;
+    config.time_zone = "America/New_York".into();
+    config.language = "de".into();
+    config.currency = "USD".into();
+    config.country = Some("US".into());
+}
+
+async fn demo_home(core: &Core) -> Value {
+    wait_until("demo.get_status", || {
+        core.services().has_service("demo", "get_status")
+    })
+    .await;
+    let response = core
+        .services()
+        .call(ServiceRequest::new("demo", "get_status").with_response())
+        .await
+        .unwrap()
+        .unwrap();
+    response["home"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_runs_with_mains_core_configuration_and_follows_its_changes() {
+    let baseline = hub_at_home(false, vec![], new_york).await;
+    configure_demo(&baseline.core).await;
+    let expected = demo_home(&baseline.core).await;
+    assert_eq!(expected["time_zone"], "America/New_York", "{expected}");
+    assert_eq!(expected["temperature_unit"], "°F", "{expected}");
+
+    let sandboxed = hub_at_home(true, runtime(), new_york).await;
+    configure_demo(&sandboxed.core).await;
+    assert_eq!(
+        demo_home(&sandboxed.core).await,
+        expected,
+        "the sandboxed integration sees main's home"
+    );
+
+    // A change on main reaches the running sandbox.
+    let update = homecore::CoreConfigUpdate {
+        location_name: Some("Cabin".into()),
+        unit_system: Some(homecore::UnitSystem::Metric),
+        language: Some("fr".into()),
+        ..Default::default()
+    };
+    baseline.core.update_config(update.clone()).await.unwrap();
+    sandboxed.core.update_config(update).await.unwrap();
+    let expected = demo_home(&baseline.core).await;
+    assert_eq!(expected["location_name"], "Cabin", "{expected}");
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    loop {
+        let home = demo_home(&sandboxed.core).await;
+        if home == expected {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sandbox kept {home}, main has {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sandboxed.plugin.as_ref().unwrap().stop().await;
 }
