@@ -436,6 +436,11 @@ impl IntegrationHandlers for HandlerTable {
 /// Called with the entry after it changed.
 pub type UpdateListener = Arc<dyn Fn(Core, ConfigEntry) -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// Told of every change [`ConfigEntries::update_entry`] makes to any entry, with the entry as
+/// it now is; called synchronously, in change order, outside the manager's locks (it must not
+/// block: hand work to a task).
+pub type EntryUpdateObserver = Arc<dyn Fn(&ConfigEntry) + Send + Sync>;
+
 /// What removing an entry reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoveResult {
@@ -475,6 +480,8 @@ pub(crate) struct ConfigEntriesInner {
     options_flows: FlowManager,
     /// Source of update listener ids.
     next_listener_id: Mutex<u64>,
+    /// Observers of every entry's updates, by id.
+    update_observers: RwLock<Vec<(u64, EntryUpdateObserver)>>,
 }
 
 /// The config entries manager: a cheap-to-clone handle.
@@ -504,6 +511,7 @@ impl ConfigEntries {
                 flows: FlowManager::new(bus.clone()),
                 options_flows: FlowManager::new(bus),
                 next_listener_id: Mutex::new(0),
+                update_observers: RwLock::new(Vec::new()),
             }),
         }
     }
@@ -1050,6 +1058,16 @@ impl ConfigEntries {
             (record.entry.clone(), listeners)
         };
         self.schedule_save();
+        let observers: Vec<EntryUpdateObserver> = self
+            .inner
+            .update_observers
+            .read()
+            .iter()
+            .map(|(_, observer)| Arc::clone(observer))
+            .collect();
+        for observer in observers {
+            observer(&entry);
+        }
         if !listeners.is_empty()
             && let (Ok(core), Ok(runtime)) = (self.core(), tokio::runtime::Handle::try_current())
         {
@@ -1106,6 +1124,28 @@ impl ConfigEntries {
             .ok_or_else(|| ConfigEntryError::UnknownEntry(entry_id.to_owned()))?;
         record.update_listeners.push((id, listener));
         Ok(id)
+    }
+
+    /// Calls `observer` after every change [`Self::update_entry`] makes to any entry (an
+    /// integration's own writes, a flow's `abort_if_unique_id_configured` updates, migrations):
+    /// the seam a host uses to learn of entry changes made where it does not see them. Returns
+    /// an id for [`Self::remove_update_observer`].
+    pub fn add_update_observer(&self, observer: EntryUpdateObserver) -> u64 {
+        let id = {
+            let mut next = self.inner.next_listener_id.lock();
+            *next += 1;
+            *next
+        };
+        self.inner.update_observers.write().push((id, observer));
+        id
+    }
+
+    /// Removes an update observer.
+    pub fn remove_update_observer(&self, id: u64) {
+        self.inner
+            .update_observers
+            .write()
+            .retain(|(observer, _)| *observer != id);
     }
 
     /// Removes an update listener.

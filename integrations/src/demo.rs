@@ -18,9 +18,9 @@ use serde_json::{Map, Value, json};
 use homecore::config_entries::ConfigEntryUpdate;
 use homecore::event::{EVENT_CORE_CONFIG_UPDATED, EventBus};
 use homecore::{
-    ConfigEntry, Core, CoreConfig, CoreConfigUpdate, Event, FlowHandler, Integration,
-    IntegrationType, ListenerHandle, Manifest, ServiceError, SetupError, Store, SupportsResponse,
-    catalog,
+    ConfigEntries, ConfigEntry, Core, CoreConfig, CoreConfigUpdate, DeviceRegistry, Event,
+    FlowHandler, Integration, IntegrationType, ListenerHandle, Manifest, ServiceError, SetupError,
+    Store, SupportsResponse, catalog,
 };
 
 mod config_flow;
@@ -111,6 +111,12 @@ pub(crate) struct DemoShared {
     options: Map<String, Value>,
     /// The home as the core describes it, kept current through `core_config_updated`.
     home: Mutex<CoreConfig>,
+    /// The entry's id.
+    entry_id: String,
+    /// The core's config entries, where the entry's data is updated.
+    config_entries: ConfigEntries,
+    /// The core's device registry, where the hub's firmware version is updated.
+    devices: DeviceRegistry,
 }
 
 impl DemoShared {
@@ -148,6 +154,34 @@ impl DemoShared {
                 if announce {
                     let data = json!({"entity_id": entity_id, "presses": presses});
                     self.fire(EVENT_BUTTON_PRESSED, data);
+                }
+            }
+            SideEffect::FirmwareInstalled { version } => {
+                // As a real hub integration does after a firmware update: the device shows the
+                // new version, and the entry remembers it (without a reload: options unchanged).
+                if let Some((_, hub)) = entities::devices()
+                    .into_iter()
+                    .find(|(key, _)| *key == "hub")
+                {
+                    let mut device = hub.to_registry(&self.entry_id);
+                    device.sw_version = Some(version.clone());
+                    if let Err(err) = self.devices.get_or_create(device) {
+                        tracing::warn!(%err, "demo could not update the hub's firmware version");
+                    }
+                }
+                let Some(entry) = self.config_entries.entry(&self.entry_id) else {
+                    return;
+                };
+                let mut data = entry.data;
+                data.insert("firmware".into(), json!(version));
+                if let Err(err) = self.config_entries.update_entry(
+                    &self.entry_id,
+                    ConfigEntryUpdate {
+                        data: Some(data),
+                        ..ConfigEntryUpdate::default()
+                    },
+                ) {
+                    tracing::warn!(%err, "demo could not record the firmware version");
                 }
             }
             SideEffect::MessageSent { title, message } => {
@@ -260,6 +294,9 @@ impl DemoIntegration {
             entities: Mutex::new(Vec::new()),
             options: entry.options.clone(),
             home: Mutex::new(core.config()),
+            entry_id: entry.entry_id.clone(),
+            config_entries: core.config_entries().clone(),
+            devices: core.device_registry().clone(),
         });
         let weak = Arc::downgrade(&shared);
         for domain in &MANIFEST.platforms {
@@ -294,13 +331,18 @@ impl DemoIntegration {
                 },
             )
             .map_err(|err| SetupError::Failed(err.to_string()))?;
+        let loaded_options = entry.options.clone();
         let listener = core
             .config_entries()
             .add_update_listener(
                 &entry.entry_id,
-                Arc::new(|core: Core, entry: ConfigEntry| {
+                Arc::new(move |core: Core, entry: ConfigEntry| {
+                    // Only new options need a reload; the demo's own data writes do not.
+                    let loaded_with = loaded_options.clone();
                     Box::pin(async move {
-                        core.config_entries().schedule_reload(&entry.entry_id);
+                        if entry.options != loaded_with {
+                            core.config_entries().schedule_reload(&entry.entry_id);
+                        }
                     })
                 }),
             )

@@ -12,6 +12,7 @@ use sandbox_proto::{RemoteError, wire};
 
 use crate::approvals::Approvals;
 use crate::convert::{core_config_from_wire, entry_from_wire, entry_to_wire};
+use crate::entry_updates::EntryUpdates;
 
 /// Takes main's core configuration, when main sent one, as the private core's (an older main
 /// sends none: the core keeps what it has). Integrations read it through `core.config()` and
@@ -37,6 +38,8 @@ pub struct EntryRunner {
     handlers: Arc<dyn IntegrationHandlers>,
     approvals: Arc<Approvals>,
     group: String,
+    /// Tells main of the changes integrations make to their entries.
+    updates: Arc<EntryUpdates>,
     /// Entries loaded here that hold an approval of their domain.
     loaded: Arc<Mutex<HashSet<String>>>,
 }
@@ -47,12 +50,14 @@ impl EntryRunner {
         core: Core,
         handlers: Arc<dyn IntegrationHandlers>,
         approvals: Arc<Approvals>,
+        updates: Arc<EntryUpdates>,
         group: &str,
     ) -> Self {
         Self {
             core,
             handlers,
             approvals,
+            updates,
             group: group.to_owned(),
             loaded: Arc::default(),
         }
@@ -90,6 +95,8 @@ impl EntryRunner {
         }
         let entries = self.core.config_entries();
         let entry_id = entry.entry_id.clone();
+        // Main's copy, before main's data lands in the private core: that is no change to tell.
+        self.updates.main_has(&entry);
         let setup = match entries.entry(&entry_id) {
             None => entries.add(entry.clone()).await.map(|_| ()),
             Some(existing)

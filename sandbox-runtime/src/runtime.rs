@@ -20,6 +20,7 @@ use crate::approvals::Approvals;
 use crate::convert::service_error_to_remote;
 use crate::entities::EntityBridge;
 use crate::entries::EntryRunner;
+use crate::entry_updates::EntryUpdates;
 use crate::flows::FlowRunner;
 use crate::mirror::Mirror;
 use crate::store::ChannelStoreBackend;
@@ -90,6 +91,8 @@ struct Parts {
     bridge: parking_lot::Mutex<Option<Arc<EntityBridge>>>,
     entries: EntryRunner,
     flows: FlowRunner,
+    /// Entry changes made here, told to main once it acknowledged `update_entry`.
+    updates: Arc<EntryUpdates>,
     group: String,
     /// Rung by the `shutdown` handler once its reply is ready.
     shutdown: Notify,
@@ -110,12 +113,20 @@ pub async fn run(
     let loader: Arc<dyn IntegrationHandlers> = Arc::new(core.integrations().clone());
     let (flows, wrapped) = FlowRunner::new(core.clone(), loader);
     core.config_entries().set_handlers(wrapped.clone());
-    let entries = EntryRunner::new(core.clone(), wrapped, Arc::clone(&approvals), &config.group);
+    let updates = Arc::new(EntryUpdates::install(&core));
+    let entries = EntryRunner::new(
+        core.clone(),
+        wrapped,
+        Arc::clone(&approvals),
+        Arc::clone(&updates),
+        &config.group,
+    );
     let parts = Arc::new(Parts {
         core: core.clone(),
         bridge: parking_lot::Mutex::new(None),
         entries,
         flows,
+        updates,
         group: config.group.clone(),
         shutdown: Notify::new(),
     });
@@ -206,6 +217,9 @@ async fn start(
     let negotiated: Negotiated =
         version::negotiate(Role::Sandbox, &ack.protocol_version, &ack.features)?;
     tracing::info!(group = %parts.group, host_version = %negotiated.peer_version, "ready");
+    if negotiated.has("update_entry") {
+        parts.updates.start(channel.clone());
+    }
     Ok(mirror)
 }
 

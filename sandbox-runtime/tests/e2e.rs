@@ -677,3 +677,42 @@ async fn the_sandbox_runs_with_mains_core_configuration_and_follows_its_changes(
     }
     sandboxed.plugin.as_ref().unwrap().stop().await;
 }
+
+/// Installs the demo hub's firmware update through main.
+async fn install_firmware(core: &Core) {
+    let update = core
+        .states()
+        .entity_ids(Some("update"))
+        .into_iter()
+        .next()
+        .unwrap();
+    call(
+        core,
+        "update",
+        "install",
+        &update,
+        json!({}),
+        Context::new(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_sandboxed_integration_writes_into_its_entry_reaches_main() {
+    let (hub, entry_id) = sandboxed_demo().await;
+    install_firmware(&hub.core).await;
+    // The demo records the installed firmware in its entry, in the sandbox's core: main owns
+    // the entry and must end up with it, or the next setup sends the stale data back.
+    wait_until("the entry's new data on main", || {
+        hub.core
+            .config_entries()
+            .entry(&entry_id)
+            .is_some_and(|entry| entry.data.get("firmware") == Some(&json!("1.3.0")))
+    })
+    .await;
+    // A reload sets the entry up with main's copy, which now has it; nothing is lost.
+    assert!(hub.core.config_entries().reload(&entry_id).await.unwrap());
+    let entry = hub.core.config_entries().entry(&entry_id).unwrap();
+    assert_eq!(entry.data.get("firmware"), Some(&json!("1.3.0")));
+    hub.plugin.clone().unwrap().stop().await;
+}
