@@ -299,6 +299,13 @@ pub trait ConfigEntryRouter: Send + Sync + 'static {
         &'a self,
         entry: &'a ConfigEntry,
     ) -> BoxFuture<'a, Routed<Result<(), String>>>;
+
+    /// Runs the removal of `entry` (already unloaded and gone from the entries) elsewhere —
+    /// its integration's `remove_entry` hook and whatever else the entry left there — or
+    /// leaves it local (the default). Taken, the local hook does not run.
+    fn remove_entry<'a>(&'a self, _entry: &'a ConfigEntry) -> BoxFuture<'a, Routed<()>> {
+        Box::pin(async { Routed::NotMine })
+    }
 }
 
 /// An integration's code for its config entries (Home Assistant's `async_setup_entry` and friends).
@@ -978,7 +985,12 @@ impl ConfigEntries {
             return Err(ConfigEntryError::UnknownEntry(entry_id.to_owned()));
         };
         self.schedule_save();
-        if let Some(handlers) = self.handlers()
+        let routed = match self.router() {
+            Some(router) => router.remove_entry(&removed.entry).await,
+            None => Routed::NotMine,
+        };
+        if matches!(routed, Routed::NotMine)
+            && let Some(handlers) = self.handlers()
             && let Some(handler) = handlers.entry_setup(&removed.entry.domain).await
         {
             // A panic is logged by the boundary; the entry is removed all the same.

@@ -29,6 +29,8 @@ pub const FEATURES: &[&str] = &[
     // Main sends its core configuration with `entry_setup` and `flow_init`, and pushes
     // `core_config_updated` when it changes (since 1.2).
     "core_config",
+    // `entry_remove` calls: an entry's removal hook runs in its sandbox (since 1.2).
+    "entry_remove",
 ];
 
 /// Which side of the protocol a peer is.

@@ -210,6 +210,35 @@ impl EntryRunner {
         })
     }
 
+    /// `entry_remove`: main removed the entry; its integration's removal hook runs here, with
+    /// the private core's copy of the entry when there is one (unloaded first), else with the
+    /// entry main sent.
+    pub async fn remove(
+        &self,
+        request: wire::EntryRemove,
+    ) -> Result<wire::EntryRemoveResult, RemoteError> {
+        let sent = request
+            .entry
+            .ok_or_else(|| RemoteError::bad_request("entry_remove needs an entry"))?;
+        let entry = entry_from_wire(&sent, &self.group)?;
+        self.updates.forget(&entry.entry_id);
+        let entries = self.core.config_entries();
+        if entries.entry(&entry.entry_id).is_some() {
+            // Unloaded the way main's unload does it, releasing the domain's approval.
+            self.unload(wire::EntryUnload {
+                entry_id: entry.entry_id.clone(),
+            })
+            .await?;
+            entries
+                .remove(&entry.entry_id)
+                .await
+                .map_err(|error| RemoteError::handler(error.to_string()))?;
+        } else if let Some(handler) = self.handlers.entry_setup(&entry.domain).await {
+            handler.remove_entry(&self.core, &entry).await;
+        }
+        Ok(wire::EntryRemoveResult {})
+    }
+
     /// Unloads every loaded entry (for shutdown).
     pub async fn unload_all(&self) {
         for entry_id in self.loaded() {

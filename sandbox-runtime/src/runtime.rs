@@ -251,6 +251,11 @@ fn handlers(builder: ChannelBuilder, parts: &Arc<Parts>) -> ChannelBuilder {
         async move { p.entries.unload(request).await }
     });
     let p = on(parts);
+    let builder = builder.on_call::<wire::EntryRemove, _, _>(move |request, _| {
+        let p = Arc::clone(&p);
+        async move { p.entries.remove(request).await }
+    });
+    let p = on(parts);
     let builder = builder.on_call::<wire::FlowInit, _, _>(move |request, _| {
         let p = Arc::clone(&p);
         async move { p.flows.init(request).await }

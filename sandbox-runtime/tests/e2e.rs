@@ -716,3 +716,49 @@ async fn what_a_sandboxed_integration_writes_into_its_entry_reaches_main() {
     assert_eq!(entry.data.get("firmware"), Some(&json!("1.3.0")));
     hub.plugin.clone().unwrap().stop().await;
 }
+
+/// File names in `dir` containing `entry_id` (without case).
+fn files_of_entry(dir: &std::path::Path, entry_id: &str) -> Vec<String> {
+    let needle = entry_id.to_lowercase();
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+                .filter(|name| name.to_lowercase().contains(&needle))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_sandboxed_entry_runs_its_hook_in_the_sandbox_and_frees_its_store_keys() {
+    let (hub, entry_id) = sandboxed_demo().await;
+    let storage = hub._dir.path().join(".storage");
+    let group_dir = storage.join("sandbox/built-in");
+    let envelope = |key: &str| {
+        serde_json::to_vec(&json!({"version": 1, "minor_version": 1, "key": key, "data": {}}))
+            .unwrap()
+    };
+    // A key of the entry the integration's hook does not know of, left in the group's folder.
+    let leftover = format!("leftover.{entry_id}");
+    std::fs::create_dir_all(&group_dir).unwrap();
+    std::fs::write(group_dir.join(&leftover), envelope(&leftover)).unwrap();
+    // A file of the demo's key in main's own folder: the demo's hook would delete it if it ran
+    // on main, where the entry's integration does not run.
+    let demo_key = format!("demo.{}", entry_id.to_lowercase());
+    std::fs::write(storage.join(&demo_key), envelope(&demo_key)).unwrap();
+
+    hub.core.config_entries().remove(&entry_id).await.unwrap();
+    assert!(hub.core.config_entries().entry(&entry_id).is_none());
+    assert_eq!(
+        files_of_entry(&group_dir, &entry_id),
+        Vec::<String>::new(),
+        "the entry's store keys are gone from the group's folder"
+    );
+    assert!(
+        storage.join(&demo_key).exists(),
+        "the removal hook ran on main"
+    );
+    assert_eq!(domains_with_entities(&hub.core), 0, "no proxy left behind");
+    hub.plugin.clone().unwrap().stop().await;
+}
