@@ -661,9 +661,16 @@ async fn the_sandbox_runs_with_mains_core_configuration_and_follows_its_changes(
     };
     baseline.core.update_config(update.clone()).await.unwrap();
     sandboxed.core.update_config(update).await.unwrap();
-    let expected = demo_home(&baseline.core).await;
-    assert_eq!(expected["location_name"], "Cabin", "{expected}");
+    // The demo hears of it through its core's event, on a task of its own.
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    let expected = loop {
+        let home = demo_home(&baseline.core).await;
+        if home["location_name"] == "Cabin" {
+            break home;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{home}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     loop {
         let home = demo_home(&sandboxed.core).await;
         if home == expected {
@@ -760,5 +767,37 @@ async fn removing_a_sandboxed_entry_runs_its_hook_in_the_sandbox_and_frees_its_s
         "the removal hook ran on main"
     );
     assert_eq!(domains_with_entities(&hub.core), 0, "no proxy left behind");
+    hub.plugin.clone().unwrap().stop().await;
+}
+
+/// The software version main's device registry holds for the demo hub.
+fn hub_sw_version(core: &Core) -> Option<String> {
+    core.device_registry()
+        .find(&[("demo".to_owned(), "hub".to_owned())], &[])
+        .and_then(|device| device.sw_version)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_changed_in_the_sandbox_is_changed_on_main() {
+    let baseline = hub(false, vec![]).await;
+    configure_demo(&baseline.core).await;
+    wait_until("baseline entities", || {
+        domains_with_entities(&baseline.core) == proxyable_count()
+    })
+    .await;
+    install_firmware(&baseline.core).await;
+    assert_eq!(hub_sw_version(&baseline.core).as_deref(), Some("1.3.0"));
+
+    let (hub, _entry) = sandboxed_demo().await;
+    assert_eq!(hub_sw_version(&hub.core).as_deref(), Some("1.2.0"));
+    let devices_before = hub.core.device_registry().devices().len();
+    install_firmware(&hub.core).await;
+    // The demo updates its hub device in the sandbox's registry; main's device follows, in
+    // place (no second device), as it does in-process.
+    wait_until("the hub's new software version on main", || {
+        hub_sw_version(&hub.core).as_deref() == Some("1.3.0")
+    })
+    .await;
+    assert_eq!(hub.core.device_registry().devices().len(), devices_before);
     hub.plugin.clone().unwrap().stop().await;
 }
