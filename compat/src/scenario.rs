@@ -48,6 +48,9 @@
 //! - `sandbox`: the group settings of the sandboxed run (default: no watchdog, the host's
 //!   restart budget and stop grace).
 //! - Every hub has main's own probe service [`PROBE_DOMAIN`]`.`[`PROBE_SERVICE`].
+//! - Every hub runs with the same home, none of it a default ([`sweep_home`]: a US location,
+//!   US customary units, `America/New_York`, German), so an integration reading the core's
+//!   configuration (the demo's `get_status` reports it) shows whether the sandbox got main's.
 //! - Custom integrations ([`crate::custom_integrations`]) run in-process from their library
 //!   code, and sandboxed through the custom-integration path: in their own group, from the
 //!   pinned artifact of [`Sandboxing::custom`], with no code of theirs on main.
@@ -615,6 +618,24 @@ fn plugin_config(
     }
 }
 
+/// The core configuration of every hub of the sweep, with files under `config_dir`: no field at
+/// the core's default, so a sandbox running on the defaults instead of main's configuration
+/// differs from the in-process run.
+pub fn sweep_home(config_dir: &Path) -> CoreConfig {
+    let mut config = CoreConfig::new(config_dir);
+    config.location_name = "Brooklyn".into();
+    config.latitude = 40.6782;
+    config.longitude = -73.9442;
+    config.elevation = 10;
+    config.radius = 250;
+    config.unit_system = homecore::UnitSystem::UsCustomary;
+    config.time_zone = "America/New_York".into();
+    config.language = "de".into();
+    config.currency = "USD".into();
+    config.country = Some("US".into());
+    config
+}
+
 /// A hub for one run.
 async fn start_hub(
     config_dir: &Path,
@@ -626,7 +647,7 @@ async fn start_hub(
     if mode == Mode::InProcess {
         integrations.extend(crate::custom_integrations());
     }
-    let core = Core::builder(CoreConfig::new(config_dir))
+    let core = Core::builder(sweep_home(config_dir))
         .integrations(integrations)
         .build()
         .map_err(hub_error)?;

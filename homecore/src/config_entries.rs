@@ -299,6 +299,13 @@ pub trait ConfigEntryRouter: Send + Sync + 'static {
         &'a self,
         entry: &'a ConfigEntry,
     ) -> BoxFuture<'a, Routed<Result<(), String>>>;
+
+    /// Runs the removal of `entry` (already unloaded and gone from the entries) elsewhere —
+    /// its integration's `remove_entry` hook and whatever else the entry left there — or
+    /// leaves it local (the default). Taken, the local hook does not run.
+    fn remove_entry<'a>(&'a self, _entry: &'a ConfigEntry) -> BoxFuture<'a, Routed<()>> {
+        Box::pin(async { Routed::NotMine })
+    }
 }
 
 /// An integration's code for its config entries (Home Assistant's `async_setup_entry` and friends).
@@ -436,6 +443,11 @@ impl IntegrationHandlers for HandlerTable {
 /// Called with the entry after it changed.
 pub type UpdateListener = Arc<dyn Fn(Core, ConfigEntry) -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// Told of every change [`ConfigEntries::update_entry`] makes to any entry, with the entry as
+/// it now is; called synchronously, in change order, outside the manager's locks (it must not
+/// block: hand work to a task).
+pub type EntryUpdateObserver = Arc<dyn Fn(&ConfigEntry) + Send + Sync>;
+
 /// What removing an entry reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoveResult {
@@ -475,6 +487,8 @@ pub(crate) struct ConfigEntriesInner {
     options_flows: FlowManager,
     /// Source of update listener ids.
     next_listener_id: Mutex<u64>,
+    /// Observers of every entry's updates, by id.
+    update_observers: RwLock<Vec<(u64, EntryUpdateObserver)>>,
 }
 
 /// The config entries manager: a cheap-to-clone handle.
@@ -504,6 +518,7 @@ impl ConfigEntries {
                 flows: FlowManager::new(bus.clone()),
                 options_flows: FlowManager::new(bus),
                 next_listener_id: Mutex::new(0),
+                update_observers: RwLock::new(Vec::new()),
             }),
         }
     }
@@ -970,7 +985,12 @@ impl ConfigEntries {
             return Err(ConfigEntryError::UnknownEntry(entry_id.to_owned()));
         };
         self.schedule_save();
-        if let Some(handlers) = self.handlers()
+        let routed = match self.router() {
+            Some(router) => router.remove_entry(&removed.entry).await,
+            None => Routed::NotMine,
+        };
+        if matches!(routed, Routed::NotMine)
+            && let Some(handlers) = self.handlers()
             && let Some(handler) = handlers.entry_setup(&removed.entry.domain).await
         {
             // A panic is logged by the boundary; the entry is removed all the same.
@@ -1050,6 +1070,16 @@ impl ConfigEntries {
             (record.entry.clone(), listeners)
         };
         self.schedule_save();
+        let observers: Vec<EntryUpdateObserver> = self
+            .inner
+            .update_observers
+            .read()
+            .iter()
+            .map(|(_, observer)| Arc::clone(observer))
+            .collect();
+        for observer in observers {
+            observer(&entry);
+        }
         if !listeners.is_empty()
             && let (Ok(core), Ok(runtime)) = (self.core(), tokio::runtime::Handle::try_current())
         {
@@ -1106,6 +1136,28 @@ impl ConfigEntries {
             .ok_or_else(|| ConfigEntryError::UnknownEntry(entry_id.to_owned()))?;
         record.update_listeners.push((id, listener));
         Ok(id)
+    }
+
+    /// Calls `observer` after every change [`Self::update_entry`] makes to any entry (an
+    /// integration's own writes, a flow's `abort_if_unique_id_configured` updates, migrations):
+    /// the seam a host uses to learn of entry changes made where it does not see them. Returns
+    /// an id for [`Self::remove_update_observer`].
+    pub fn add_update_observer(&self, observer: EntryUpdateObserver) -> u64 {
+        let id = {
+            let mut next = self.inner.next_listener_id.lock();
+            *next += 1;
+            *next
+        };
+        self.inner.update_observers.write().push((id, observer));
+        id
+    }
+
+    /// Removes an update observer.
+    pub fn remove_update_observer(&self, id: u64) {
+        self.inner
+            .update_observers
+            .write()
+            .retain(|(observer, _)| *observer != id);
     }
 
     /// Removes an update listener.

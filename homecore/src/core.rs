@@ -231,6 +231,33 @@ pub struct CoreConfigUpdate {
     pub country: Option<String>,
 }
 
+impl CoreConfigUpdate {
+    /// The fields that differ from `old` in `new`, with `new`'s values (`config_dir` is not
+    /// part of an update). A country cleared in `new` cannot be expressed and is left out.
+    pub fn between(old: &CoreConfig, new: &CoreConfig) -> Self {
+        fn changed<T: PartialEq + Clone>(old: &T, new: &T) -> Option<T> {
+            (old != new).then(|| new.clone())
+        }
+        Self {
+            location_name: changed(&old.location_name, &new.location_name),
+            latitude: changed(&old.latitude, &new.latitude),
+            longitude: changed(&old.longitude, &new.longitude),
+            elevation: changed(&old.elevation, &new.elevation),
+            radius: changed(&old.radius, &new.radius),
+            unit_system: changed(&old.unit_system, &new.unit_system),
+            time_zone: changed(&old.time_zone, &new.time_zone),
+            language: changed(&old.language, &new.language),
+            currency: changed(&old.currency, &new.currency),
+            country: changed(&old.country, &new.country).flatten(),
+        }
+    }
+
+    /// `config` with this update applied.
+    pub fn applied_to(&self, config: &CoreConfig) -> CoreConfig {
+        apply_update(config, self)
+    }
+}
+
 /// Where the core is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -640,6 +667,37 @@ impl Core {
             tracing::error!(%err, "could not fire core_config_updated");
         }
         Ok(())
+    }
+}
+
+impl Core {
+    /// Takes `config` (all but `config_dir`, which stays) as this core's configuration without
+    /// persisting it: for a core whose configuration is owned elsewhere (a sandbox's core
+    /// follows main's). Fires `core_config_updated` with the changed fields when anything
+    /// changed, as [`Core::update_config`] does; returns whether anything changed.
+    pub fn adopt_config(&self, config: CoreConfig) -> Result<bool, CoreError> {
+        config.validate()?;
+        let (old, new) = {
+            let mut current = self.inner.config.write();
+            let old = current.clone();
+            let new = CoreConfig {
+                config_dir: old.config_dir.clone(),
+                ..config
+            };
+            *current = new.clone();
+            (old, new)
+        };
+        if old == new {
+            return Ok(false);
+        }
+        let data = match serde_json::to_value(CoreConfigUpdate::between(&old, &new)) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        if let Err(err) = self.inner.bus.fire(EVENT_CORE_CONFIG_UPDATED, data, None) {
+            tracing::error!(%err, "could not fire core_config_updated");
+        }
+        Ok(true)
     }
 }
 

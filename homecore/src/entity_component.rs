@@ -482,6 +482,35 @@ impl EntityComponents {
     pub fn write_state(&self, entity_id: &str) -> Result<(), EntityError> {
         self.inner.write_state(entity_id, None)
     }
+
+    /// Registers live entity `entity_id` again from what it says about itself now (its
+    /// `info()`): its device merged into the device registry and its entity registry entry's
+    /// integration fields refreshed, as at adding; then writes its state. For an entity whose
+    /// description changes after it was added (a proxy its sandbox re-described); the
+    /// description kept "as added" ([`Self::description`]) does not change.
+    pub fn refresh_registration(&self, entity_id: &str) -> Result<(), EntityError> {
+        let record = self
+            .inner
+            .entities
+            .read()
+            .get(entity_id)
+            .cloned()
+            .ok_or_else(|| EntityError::NotFound(entity_id.to_owned()))?;
+        let platform = self
+            .inner
+            .platforms
+            .lock()
+            .get(&record.slot)
+            .cloned()
+            .ok_or_else(|| EntityError::NotFound(entity_id.to_owned()))?;
+        let info = record.entity.info();
+        if let Some(unique_id) = &info.unique_id {
+            let core = self.inner.core()?;
+            self.inner
+                .register_entity(&core, &platform, &info, unique_id)?;
+        }
+        self.inner.write_state(entity_id, None)
+    }
 }
 
 fn service_spec(domain: &str, service: &str) -> Result<&'static ServiceSpec, ServiceError> {

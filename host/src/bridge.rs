@@ -56,6 +56,8 @@ pub struct Bridge {
     pub refused: Arc<GateCounters>,
     /// Set once torn down: late messages of this generation are ignored.
     torn_down: AtomicBool,
+    /// The optional features both sides acknowledged at `ready`.
+    features: BTreeSet<String>,
     /// Most entities the group may have proxied (`GroupConfig::max_entities`).
     max_entities: usize,
     /// Entities proxied or being added: a slot is taken before an entity is added, so
@@ -93,7 +95,7 @@ impl Bridge {
         channel: Channel,
         contexts: Arc<ContextCache>,
         refused: Arc<GateCounters>,
-        joins_entity_calls: bool,
+        features: &BTreeSet<String>,
         max_entities: usize,
     ) -> Arc<Self> {
         let footprint = registry_footprint(&core, group);
@@ -105,7 +107,7 @@ impl Bridge {
                 alive: AtomicBool::new(true),
                 contexts,
                 refused: Arc::clone(&refused),
-                joins_entity_calls,
+                joins_entity_calls: features.contains("entity_outcomes"),
                 open_batches: Mutex::default(),
             }),
             proxies: Mutex::default(),
@@ -113,6 +115,7 @@ impl Bridge {
             services: Mutex::default(),
             refused,
             torn_down: AtomicBool::new(false),
+            features: features.clone(),
             max_entities,
             entity_slots: AtomicUsize::new(0),
             mirrored_bytes: AtomicUsize::new(0),
@@ -228,6 +231,11 @@ impl Bridge {
             self.registry_bytes
                 .fetch_sub(growth.bytes, Ordering::AcqRel);
         }
+    }
+
+    /// Whether the sandbox of this bridge acknowledged the optional `feature` at `ready`.
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.features.contains(feature)
     }
 
     /// The group.
@@ -492,6 +500,29 @@ impl Bridge {
             .state
             .as_ref()
             .map_or(0, |state| limits::held_size(&state.attributes_json));
+        // A re-description may bring a device main has not seen (new identifiers): reserved
+        // like a new entity's, and given back when nothing new is added after all.
+        let redescribed = self
+            .proxies
+            .lock()
+            .get(&description.entity_id)
+            .map(|record| record.proxy.description());
+        if let Some(previous) = &redescribed
+            && previous.unique_id != description.unique_id
+        {
+            let error = GateError::RedescribedUniqueId {
+                entity_id: description.entity_id.clone(),
+                unique_id: previous.unique_id.clone(),
+            };
+            return Err(self.refuse(Gate::Entity, &error));
+        }
+        let unchanged = redescribed.as_ref() == Some(&description);
+        let redescription_growth = match &redescribed {
+            Some(_) if !unchanged => self
+                .reserve_registry_growth(&entry, &description)
+                .map_err(|(gate, error)| self.refuse(gate, &error))?,
+            _ => RegistryGrowth::default(),
+        };
         // Re-description of an entity already proxied (a registry update in the sandbox): it
         // stays what it is on main, the entity of one domain and one entry.
         let existing = {
@@ -507,6 +538,7 @@ impl Bridge {
                             entry_id: record.entry_id.clone(),
                         };
                         drop(proxies);
+                        self.release_registry(&redescription_growth);
                         return Err(self.refuse(Gate::Entity, &error));
                     }
                     let held = if request.state.is_some() {
@@ -519,6 +551,7 @@ impl Bridge {
                     };
                     if !self.swap_mirrored(record.mirrored_bytes, held) {
                         drop(proxies);
+                        self.release_registry(&redescription_growth);
                         return Err(self.mirrored_refusal());
                     }
                     record.mirrored_bytes = held;
@@ -529,10 +562,18 @@ impl Bridge {
         };
         if let Some(proxy) = existing {
             proxy.redescribe(description, request.state.is_some().then_some(mirrored));
-            return Ok(wire::RegisterEntityResult {
-                entity_id: proxy.entity_id().unwrap_or_default(),
-            });
+            let entity_id = proxy.entity_id().unwrap_or_default();
+            if !unchanged && !entity_id.is_empty() {
+                // Main's device and entity registry entries follow the new description (a
+                // renamed device, a new software version, a changed icon), in place.
+                if let Err(error) = self.core.entities().refresh_registration(&entity_id) {
+                    tracing::debug!(group = %self.group(), %entity_id, %error, "the re-described proxy's registries were not refreshed");
+                }
+            }
+            return Ok(wire::RegisterEntityResult { entity_id });
         }
+        // The entity went away meanwhile: this registers it anew, reserving on its own.
+        self.release_registry(&redescription_growth);
         if !Self::take_slot(&self.entity_slots, self.max_entities) {
             let error = GateError::EntityCap {
                 group: self.group().to_owned(),
@@ -1205,7 +1246,7 @@ mod tests {
             main.clone(),
             Arc::new(ContextCache::new()),
             Arc::clone(&refused),
-            true,
+            &BTreeSet::from(["entity_outcomes".to_owned()]),
             limits::MAX_ENTITIES_PER_GROUP,
         );
         *slot.lock() = Some(Arc::clone(&bridge));

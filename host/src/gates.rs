@@ -194,6 +194,16 @@ pub enum GateError {
         /// Its entry on main.
         entry_id: String,
     },
+    /// A re-description changing the entity's unique id (its registry entry on main).
+    #[error(
+        "entity {entity_id} has the unique id {unique_id:?} on main; a re-description may not change that"
+    )]
+    RedescribedUniqueId {
+        /// The sandbox's entity id.
+        entity_id: String,
+        /// Its unique id as first registered.
+        unique_id: Option<String>,
+    },
     /// The group has as many entities as it may.
     #[error("group {group} has {max} entities, its limit")]
     EntityCap {

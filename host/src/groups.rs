@@ -389,7 +389,7 @@ impl GroupEvents for Hooks {
             channel.clone(),
             Arc::clone(&self.contexts),
             Arc::clone(&self.refused),
-            ready.negotiated.features.contains("entity_outcomes"),
+            &ready.negotiated.features,
             inner.config.group_defaults.max_entities,
         );
         let displaced = self.slot.lock().replace(bridge);

@@ -28,6 +28,27 @@ pub struct PluginConfig {
     pub custom: Vec<CustomIntegration>,
 }
 
+/// Pushes main's core configuration to every running group that acknowledged `core_config`
+/// (a group started later gets it with its first `entry_setup` or `flow_init`).
+async fn push_core_config(groups: &Groups) {
+    let update = wire::CoreConfigUpdated {
+        core_config: Some(sandbox_runtime::convert::core_config_to_wire(
+            &groups.core().config(),
+        )),
+    };
+    for name in groups.names() {
+        let Some(bridge) = groups.bridge(&name) else {
+            continue;
+        };
+        if !bridge.is_live() || !bridge.has_feature("core_config") {
+            continue;
+        }
+        if let Err(error) = bridge.channel().push(&update).await {
+            tracing::debug!(group = %name, %error, "the core configuration was not pushed");
+        }
+    }
+}
+
 /// The sandbox host, installed into one core.
 pub struct SandboxPlugin {
     core: Core,
@@ -85,6 +106,22 @@ impl SandboxPlugin {
         match listener {
             Ok(listener) => *plugin.stop_listener.lock() = Some(listener),
             Err(error) => tracing::error!(%error, "cannot stop the sandboxes with the core"),
+        }
+        let groups = plugin.groups.clone();
+        let config_listener =
+            core.bus()
+                .listen(homecore::event::EVENT_CORE_CONFIG_UPDATED, move |_| {
+                    let groups = groups.clone();
+                    async move { push_core_config(&groups).await }
+                });
+        match config_listener {
+            Ok(listener) => plugin
+                .handles
+                .lock()
+                .push(Box::new(move || listener.remove())),
+            Err(error) => {
+                tracing::error!(%error, "cannot tell the sandboxes of core configuration changes")
+            }
         }
         plugin
     }

@@ -289,6 +289,11 @@ impl ProxyEntity {
         self.write(Some(context));
     }
 
+    /// The description it was last given.
+    pub fn description(&self) -> wire::EntityDescription {
+        self.description.lock().clone()
+    }
+
     /// Takes a new description (a registry update in the sandbox) and rewrites the state.
     pub fn redescribe(&self, description: wire::EntityDescription, state: Option<Mirrored>) {
         *self.info.lock() = proxy_info(&description);

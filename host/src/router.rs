@@ -17,7 +17,7 @@ use homecore::{
 };
 use sandbox_proto::{CallError, Channel, json, wire};
 use sandbox_runtime::convert::{
-    ConvertError, entry_to_wire, flow_error_from_remote, flow_step_from_wire,
+    ConvertError, core_config_to_wire, entry_to_wire, flow_error_from_remote, flow_step_from_wire,
 };
 use serde_json::{Map, Value};
 
@@ -319,15 +319,63 @@ impl ConfigEntryRouter for SandboxRouter {
             Routed::Taken(unloaded)
         })
     }
+
+    fn remove_entry<'a>(&'a self, entry: &'a ConfigEntry) -> BoxFuture<'a, Routed<()>> {
+        Box::pin(async move {
+            let Some(group) = entry.sandbox.clone() else {
+                return Routed::NotMine;
+            };
+            self.remove_in_group(&group, entry).await;
+            Routed::Taken(())
+        })
+    }
 }
 
 impl SandboxRouter {
+    /// The removal of a sandboxed entry: its integration's `remove_entry` hook runs in the
+    /// group (only a running group that acknowledged `entry_remove`: a stopped group is not
+    /// started for it, and an older sandbox has no such call — then no hook runs anywhere,
+    /// never main's copy of the integration), then main deletes the entry's store keys in the
+    /// group's folder ([`crate::store_server::GroupStore::remove_entry_keys`]).
+    async fn remove_in_group(&self, group: &str, entry: &ConfigEntry) {
+        let bridge = self
+            .groups
+            .bridge(group)
+            .filter(|bridge| bridge.is_live() && bridge.has_feature("entry_remove"));
+        if let Some(bridge) = bridge {
+            let request = wire::EntryRemove {
+                entry: Some(entry_to_wire(entry)),
+            };
+            if let Err(error) = bridge
+                .channel()
+                .call_timeout(&request, ENTRY_CALL_TIMEOUT)
+                .await
+            {
+                tracing::warn!(%group, entry_id = %entry.entry_id, %error, "the sandbox did not run the entry's removal");
+            }
+        } else {
+            tracing::debug!(%group, entry_id = %entry.entry_id, "no running sandbox with entry_remove: the removal hook does not run");
+        }
+        let Some(handle) = self.groups.get(group) else {
+            return;
+        };
+        match handle.store.remove_entry_keys(&entry.entry_id).await {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::debug!(%group, entry_id = %entry.entry_id, ?removed, "the removed entry's store keys were deleted");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%group, entry_id = %entry.entry_id, %error, "the removed entry's store keys were not all deleted");
+            }
+        }
+    }
+
     async fn setup_in_group(&self, group: &str, entry: &ConfigEntry) -> Result<(), SetupError> {
         let source = self.source(&entry.domain)?;
         let request = wire::EntrySetup {
             entry: Some(entry_to_wire(entry)),
             source: Some(source),
-            core_config: None,
+            core_config: Some(core_config_to_wire(&self.groups.core().config())),
         };
         // A setup the group's death interrupts is not the entry's failure: it resumes on the
         // next process main takes in, for as long as the restart budget respawns the group
@@ -468,7 +516,7 @@ impl FlowProxy {
                         .unwrap_or_default(),
                     context_json: json::to_bytes(&json::to_json_safe(&context)),
                     entry: self.entry.as_ref().map(entry_to_wire),
-                    core_config: None,
+                    core_config: Some(core_config_to_wire(&self.groups.core().config())),
                 };
                 let result = channel.call_timeout(&request, FLOW_STEP_TIMEOUT).await;
                 self.channel = Some(channel);

@@ -258,6 +258,45 @@ impl GroupStore {
         Ok(())
     }
 
+    /// Deletes the keys of config entry `entry_id`: every file whose name contains the entry id
+    /// (compared without case: integrations name their stores after the entry, such as
+    /// `demo.<entry_id>`, sometimes lowercased; entry ids are ULIDs main issued, so no other
+    /// key contains one). Files moved aside as corrupt and temp files of interrupted writes of
+    /// those keys go too. Returns the names deleted, in name order.
+    pub async fn remove_entry_keys(&self, entry_id: &str) -> Result<Vec<String>, StoreServerError> {
+        let needle = entry_id.to_lowercase();
+        if needle.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _write = self.write_lock.lock().await;
+        let dir = self.dir().to_owned();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(StoreServerError::Io { path: dir, source }),
+        };
+        let mut removed = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| StoreServerError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if !name.to_lowercase().contains(&needle) || !entry.path().is_file() {
+                continue;
+            }
+            std::fs::remove_file(entry.path()).map_err(|source| StoreServerError::Io {
+                path: entry.path(),
+                source,
+            })?;
+            removed.push(name);
+        }
+        removed.sort();
+        Ok(removed)
+    }
+
     /// (keys, bytes) the group holds, and the current size of `key` if it exists.
     fn usage(&self, key: &StoreKey) -> Result<(usize, u64, Option<u64>), StoreServerError> {
         let dir = self.dir();

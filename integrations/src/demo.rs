@@ -16,10 +16,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use homecore::config_entries::ConfigEntryUpdate;
-use homecore::event::EventBus;
+use homecore::event::{EVENT_CORE_CONFIG_UPDATED, EventBus};
 use homecore::{
-    ConfigEntry, Core, FlowHandler, Integration, IntegrationType, Manifest, ServiceError,
-    SetupError, Store, SupportsResponse, catalog,
+    ConfigEntries, ConfigEntry, Core, CoreConfig, CoreConfigUpdate, DeviceRegistry, Event,
+    FlowHandler, Integration, IntegrationType, ListenerHandle, Manifest, ServiceError, SetupError,
+    Store, SupportsResponse, catalog,
 };
 
 mod config_flow;
@@ -108,6 +109,14 @@ pub(crate) struct DemoShared {
     entities: Mutex<Vec<DemoEntityRef>>,
     /// The entry's options.
     options: Map<String, Value>,
+    /// The home as the core describes it, kept current through `core_config_updated`.
+    home: Mutex<CoreConfig>,
+    /// The entry's id.
+    entry_id: String,
+    /// The core's config entries, where the entry's data is updated.
+    config_entries: ConfigEntries,
+    /// The core's device registry, where the hub's firmware version is updated.
+    devices: DeviceRegistry,
 }
 
 impl DemoShared {
@@ -147,6 +156,34 @@ impl DemoShared {
                     self.fire(EVENT_BUTTON_PRESSED, data);
                 }
             }
+            SideEffect::FirmwareInstalled { version } => {
+                // As a real hub integration does after a firmware update: the device shows the
+                // new version, and the entry remembers it (without a reload: options unchanged).
+                if let Some((_, hub)) = entities::devices()
+                    .into_iter()
+                    .find(|(key, _)| *key == "hub")
+                {
+                    let mut device = hub.to_registry(&self.entry_id);
+                    device.sw_version = Some(version.clone());
+                    if let Err(err) = self.devices.get_or_create(device) {
+                        tracing::warn!(%err, "demo could not update the hub's firmware version");
+                    }
+                }
+                let Some(entry) = self.config_entries.entry(&self.entry_id) else {
+                    return;
+                };
+                let mut data = entry.data;
+                data.insert("firmware".into(), json!(version));
+                if let Err(err) = self.config_entries.update_entry(
+                    &self.entry_id,
+                    ConfigEntryUpdate {
+                        data: Some(data),
+                        ..ConfigEntryUpdate::default()
+                    },
+                ) {
+                    tracing::warn!(%err, "demo could not record the firmware version");
+                }
+            }
             SideEffect::MessageSent { title, message } => {
                 {
                     let mut data = self.data.lock();
@@ -181,8 +218,26 @@ impl DemoShared {
             "entities": self.entities.lock().len(),
             "button_presses": data.button_presses,
             "messages": data.messages,
+            "home": home_status(&self.home.lock()),
         })
     }
+}
+
+/// What `get_status` tells of the home: every field of the core configuration but its folder.
+fn home_status(home: &CoreConfig) -> Value {
+    json!({
+        "location_name": home.location_name,
+        "latitude": home.latitude,
+        "longitude": home.longitude,
+        "elevation": home.elevation,
+        "radius": home.radius,
+        "unit_system": home.unit_system,
+        "temperature_unit": home.unit_system.temperature_unit(),
+        "time_zone": home.time_zone,
+        "language": home.language,
+        "currency": home.currency,
+        "country": home.country,
+    })
 }
 
 /// A loaded entry.
@@ -191,6 +246,8 @@ struct LoadedEntry {
     shared: Arc<DemoShared>,
     /// Its options listener.
     listener: u64,
+    /// Its core configuration listener.
+    home_listener: ListenerHandle,
 }
 
 /// The demo integration. One instance serves one core.
@@ -236,6 +293,10 @@ impl DemoIntegration {
             data: Mutex::new(data),
             entities: Mutex::new(Vec::new()),
             options: entry.options.clone(),
+            home: Mutex::new(core.config()),
+            entry_id: entry.entry_id.clone(),
+            config_entries: core.config_entries().clone(),
+            devices: core.device_registry().clone(),
         });
         let weak = Arc::downgrade(&shared);
         for domain in &MANIFEST.platforms {
@@ -270,20 +331,49 @@ impl DemoIntegration {
                 },
             )
             .map_err(|err| SetupError::Failed(err.to_string()))?;
+        let loaded_options = entry.options.clone();
         let listener = core
             .config_entries()
             .add_update_listener(
                 &entry.entry_id,
-                Arc::new(|core: Core, entry: ConfigEntry| {
+                Arc::new(move |core: Core, entry: ConfigEntry| {
+                    // Only new options need a reload; the demo's own data writes do not.
+                    let loaded_with = loaded_options.clone();
                     Box::pin(async move {
-                        core.config_entries().schedule_reload(&entry.entry_id);
+                        if entry.options != loaded_with {
+                            core.config_entries().schedule_reload(&entry.entry_id);
+                        }
                     })
                 }),
             )
             .map_err(|err| SetupError::Failed(err.to_string()))?;
-        self.entries
-            .lock()
-            .insert(entry.entry_id.clone(), LoadedEntry { shared, listener });
+        let home = Arc::downgrade(&shared);
+        let home_listener = core
+            .bus()
+            .listen(EVENT_CORE_CONFIG_UPDATED, move |event: Arc<Event>| {
+                let home = home.upgrade();
+                async move {
+                    let (Some(shared), Ok(update)) = (
+                        home,
+                        serde_json::from_value::<CoreConfigUpdate>(Value::Object(
+                            event.data.clone(),
+                        )),
+                    ) else {
+                        return;
+                    };
+                    let mut home = shared.home.lock();
+                    *home = update.applied_to(&home);
+                }
+            })
+            .map_err(|err| SetupError::Failed(err.to_string()))?;
+        self.entries.lock().insert(
+            entry.entry_id.clone(),
+            LoadedEntry {
+                shared,
+                listener,
+                home_listener,
+            },
+        );
         Ok(())
     }
 
@@ -297,6 +387,7 @@ impl DemoIntegration {
         if let Some(loaded) = loaded {
             core.config_entries()
                 .remove_update_listener(&entry.entry_id, loaded.listener);
+            loaded.home_listener.remove();
             let data = loaded.shared.data.lock().clone();
             let value = serde_json::to_value(&data).map_err(|err| err.to_string())?;
             loaded

@@ -92,6 +92,7 @@ protocol_messages! {
         Ping => Pong, "ping", MainToSandbox, "1.0";
         EntrySetup => EntrySetupResult, "entry_setup", MainToSandbox, "1.0";
         EntryUnload => EntryUnloadResult, "entry_unload", MainToSandbox, "1.0";
+        EntryRemove => EntryRemoveResult, "entry_remove", MainToSandbox, "1.2";
         FlowInit => FlowResult, "flow_init", MainToSandbox, "1.0";
         FlowStep => FlowResult, "flow_step", MainToSandbox, "1.0";
         FlowAbort => FlowAbortResult, "flow_abort", MainToSandbox, "1.0";
@@ -111,6 +112,7 @@ protocol_messages! {
     pushes {
         StateChanged, "state_changed", SandboxToMain, "1.0";
         FireEvent, "fire_event", SandboxToMain, "1.0";
+        CoreConfigUpdated, "core_config_updated", MainToSandbox, "1.2";
     }
 }
 

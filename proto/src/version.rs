@@ -11,7 +11,7 @@ use std::fmt;
 use semver::Version;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: &str = "1.1.0";
+pub const PROTOCOL_VERSION: &str = "1.2.0";
 
 /// Optional features this build supports, announced in `Ready` and `ReadyAck`.
 pub const FEATURES: &[&str] = &[
@@ -26,6 +26,11 @@ pub const FEATURES: &[&str] = &[
     // `call_service` with `per_entity`: joined entity calls answered one outcome per entity
     // (since 1.1).
     "entity_outcomes",
+    // Main sends its core configuration with `entry_setup` and `flow_init`, and pushes
+    // `core_config_updated` when it changes (since 1.2).
+    "core_config",
+    // `entry_remove` calls: an entry's removal hook runs in its sandbox (since 1.2).
+    "entry_remove",
 ];
 
 /// Which side of the protocol a peer is.

@@ -93,6 +93,64 @@ pub fn entry_from_wire(
     Ok(rebuilt)
 }
 
+/// Main's core configuration as the wire carries it.
+pub fn core_config_to_wire(config: &homecore::CoreConfig) -> wire::CoreConfig {
+    wire::CoreConfig {
+        location_name: config.location_name.clone(),
+        latitude: config.latitude,
+        longitude: config.longitude,
+        elevation: f64::from(config.elevation),
+        unit_system: match config.unit_system {
+            homecore::UnitSystem::Metric => "metric",
+            homecore::UnitSystem::UsCustomary => "us_customary",
+        }
+        .to_owned(),
+        time_zone: config.time_zone.clone(),
+        language: config.language.clone(),
+        currency: config.currency.clone(),
+        radius: config.radius,
+        country: config.country.clone(),
+    }
+}
+
+/// A core configuration from the wire, for a core whose files live in `config_dir`; checked
+/// as the core checks its own ([`homecore::CoreConfig::validate`]).
+pub fn core_config_from_wire(
+    config: &wire::CoreConfig,
+    config_dir: std::path::PathBuf,
+) -> Result<homecore::CoreConfig, ConvertError> {
+    let unit_system = match config.unit_system.as_str() {
+        "metric" => homecore::UnitSystem::Metric,
+        "us_customary" => homecore::UnitSystem::UsCustomary,
+        other => {
+            return Err(ConvertError::Invalid(format!(
+                "unknown unit system {other:?}"
+            )));
+        }
+    };
+    if !config.elevation.is_finite() {
+        return Err(ConvertError::Invalid("elevation is not a number".into()));
+    }
+    let rebuilt = homecore::CoreConfig {
+        location_name: config.location_name.clone(),
+        latitude: config.latitude,
+        longitude: config.longitude,
+        // Meters, whole: saturating at the integer's range.
+        elevation: config.elevation.round() as i32,
+        radius: config.radius,
+        unit_system,
+        time_zone: config.time_zone.clone(),
+        language: config.language.clone(),
+        currency: config.currency.clone(),
+        country: config.country.clone(),
+        config_dir,
+    };
+    rebuilt
+        .validate()
+        .map_err(|error| ConvertError::Invalid(error.to_string()))?;
+    Ok(rebuilt)
+}
+
 /// A core config entry as the wire carries it.
 pub fn entry_to_wire(entry: &ConfigEntry) -> wire::ConfigEntry {
     wire::ConfigEntry {

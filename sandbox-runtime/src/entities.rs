@@ -12,7 +12,10 @@
 //!   the state already sent is skipped, so main always ends on the entity's latest state.
 //!
 //! Registered entities hold an approval of their entity domain, released on every unregister
-//! path. Entity registry updates re-describe the entity (main updates the proxy in place).
+//! path. An entity is described from the live registries ([`describe_live`]: its entity registry
+//! entry and its device as they are now, not as the entity was added), and an update of either
+//! re-describes it (main updates the proxy and its registry entries in place); a description
+//! equal to the one main last took is not sent again.
 //!
 //! Only entities of a config entry are mirrored, as main proxies only the entities of the
 //! entries it routed to the group (it would refuse any other at its `foreign_entry` gate). An
@@ -48,6 +51,9 @@ pub const STATE_BATCH_MAX: usize = 256;
 /// The entity registry's update event.
 const EVENT_ENTITY_REGISTRY_UPDATED: &str = "entity_registry_updated";
 
+/// The device registry's update event.
+const EVENT_DEVICE_REGISTRY_UPDATED: &str = "device_registry_updated";
+
 /// What main knows of one entity.
 struct Tracked {
     /// Registered with main (and holding an approval).
@@ -60,6 +66,8 @@ struct Tracked {
     domain: String,
     /// When the state last sent to main was written in the core.
     sent_updated: Option<DateTime<Utc>>,
+    /// The description main last took.
+    sent_description: Option<wire::EntityDescription>,
 }
 
 /// Changes handed over by the core's state observer, for the worker.
@@ -152,6 +160,7 @@ impl EntityObserver for Observer {
                 redescribe: false,
                 domain: description.info.domain.clone(),
                 sent_updated: None,
+                sent_description: None,
             },
         );
         shared.enqueue(&description.entity_id);
@@ -252,6 +261,41 @@ impl EntityBridge {
                         }
                     }
                 })?;
+        let weak = Arc::downgrade(&shared);
+        let device_listener =
+            core.bus()
+                .listen(EVENT_DEVICE_REGISTRY_UPDATED, move |event: Arc<Event>| {
+                    let weak = weak.clone();
+                    async move {
+                        let Some(shared) = weak.upgrade() else { return };
+                        let Some(device_id) =
+                            event.data.get("device_id").and_then(|id| id.as_str())
+                        else {
+                            return;
+                        };
+                        // Every registered entity of the device describes it: each is
+                        // described again (a renamed device, a new software version).
+                        let of_device: Vec<String> = shared
+                            .core
+                            .entity_registry()
+                            .entries_for_device(device_id)
+                            .into_iter()
+                            .map(|entry| entry.entity_id)
+                            .collect();
+                        for entity_id in of_device {
+                            let known = match shared.entities.lock().get_mut(&entity_id) {
+                                Some(tracked) if tracked.registered => {
+                                    tracked.redescribe = true;
+                                    true
+                                }
+                                _ => false,
+                            };
+                            if known {
+                                shared.enqueue(&entity_id);
+                            }
+                        }
+                    }
+                })?;
         let observer = core
             .entities()
             .add_observer(Arc::new(Observer(Arc::downgrade(&shared))));
@@ -264,7 +308,7 @@ impl EntityBridge {
             shared,
             observer: Some(observer),
             state_observer: Some(state_observer),
-            listeners: vec![registry_listener],
+            listeners: vec![registry_listener, device_listener],
             worker,
         })
     }
@@ -459,8 +503,19 @@ async fn settle(shared: &Shared, entity_id: &str) {
         // Not written yet: its first state change enqueues it again.
         return;
     }
+    let live = describe_live(&shared.core, &description);
+    if registered {
+        let mut entities = shared.entities.lock();
+        if let Some(tracked) = entities.get_mut(entity_id)
+            && tracked.sent_description.as_ref() == Some(&live)
+        {
+            // A registry update that changes nothing main shows: nothing to send.
+            tracked.redescribe = false;
+            return;
+        }
+    }
     let request = wire::RegisterEntity {
-        description: Some(describe(&description)),
+        description: Some(live.clone()),
         state: Some(state.as_deref().map(entity_state).unwrap_or_default()),
         context_id: state.as_ref().map(|state| state.context.id.to_string()),
     };
@@ -474,6 +529,7 @@ async fn settle(shared: &Shared, entity_id: &str) {
                     }
                     tracked.registered = true;
                     tracked.redescribe = false;
+                    tracked.sent_description = Some(live);
                     if let Some(state) = &state {
                         tracked.sent_updated = Some(state.last_updated);
                     }
@@ -558,6 +614,75 @@ pub fn describe(description: &EntityDescription) -> wire::EntityDescription {
         }),
         entity_registry_enabled_default: info.entity_registry_enabled_default,
     }
+}
+
+/// An entity's description as the registries show it now: its entity registry entry's name, icon
+/// and device class (what the integration or a person set since, over what the entity said;
+/// a registry name is a whole name, so `has_entity_name` is then off), and its device as the
+/// device registry holds it (name, versions, keys merged since). An entity without a registry
+/// entry is described as it was added.
+pub fn describe_live(core: &Core, description: &EntityDescription) -> wire::EntityDescription {
+    let mut described = describe(description);
+    let Some(entry) = core.entity_registry().get(&description.entity_id) else {
+        return described;
+    };
+    match &entry.name {
+        Some(name) => {
+            described.name = Some(name.clone());
+            described.has_entity_name = false;
+        }
+        None => {
+            described.name = entry.original_name.clone();
+            described.has_entity_name = entry.has_entity_name;
+        }
+    }
+    described.icon = entry.icon.clone().or(entry.original_icon.clone());
+    described.device_class = entry
+        .device_class
+        .clone()
+        .or(entry.original_device_class.clone());
+    let devices = core.device_registry();
+    if let Some(device) = entry.device_id.as_deref().and_then(|id| devices.get(id)) {
+        let named_via = described
+            .device
+            .as_ref()
+            .and_then(|device| device.via_device.clone());
+        let via_device = device
+            .via_device_id
+            .as_deref()
+            .and_then(|id| devices.get(id))
+            .and_then(|via| {
+                // The identifier the entity named, while the hub still has it; else its first.
+                named_via
+                    .filter(|named| {
+                        via.identifiers
+                            .iter()
+                            .any(|key| key.0 == named.first && key.1 == named.second)
+                    })
+                    .or_else(|| via.identifiers.first().map(pair))
+            });
+        described.device = Some(wire::DeviceInfo {
+            identifiers: device.identifiers.iter().map(pair).collect(),
+            connections: device.connections.iter().map(pair).collect(),
+            name: device.name_by_user.clone().or(device.name.clone()),
+            manufacturer: device.manufacturer.clone(),
+            model: device.model.clone(),
+            model_id: device.model_id.clone(),
+            sw_version: device.sw_version.clone(),
+            hw_version: device.hw_version.clone(),
+            serial_number: device.serial_number.clone(),
+            via_device,
+            entry_type: device.entry_type.as_ref().map(|entry_type| {
+                serde_json::to_value(entry_type)
+                    .ok()
+                    .and_then(|value| value.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            }),
+            configuration_url: device.configuration_url.clone(),
+            suggested_area: device.suggested_area.clone(),
+        });
+    }
+    described
 }
 
 fn pair(key: &homecore::device_registry::DeviceKey) -> wire::StringPair {

@@ -11,7 +11,25 @@ use parking_lot::Mutex;
 use sandbox_proto::{RemoteError, wire};
 
 use crate::approvals::Approvals;
-use crate::convert::{entry_from_wire, entry_to_wire};
+use crate::convert::{core_config_from_wire, entry_from_wire, entry_to_wire};
+use crate::entry_updates::EntryUpdates;
+
+/// Takes main's core configuration, when main sent one, as the private core's (an older main
+/// sends none: the core keeps what it has). Integrations read it through `core.config()` and
+/// hear of a change through `core_config_updated`.
+pub fn adopt_core_config(
+    core: &Core,
+    config: Option<&wire::CoreConfig>,
+) -> Result<(), RemoteError> {
+    let Some(config) = config else {
+        return Ok(());
+    };
+    let config = core_config_from_wire(config, core.config().config_dir)
+        .map_err(|error| RemoteError::bad_request(format!("field `core_config`: {error}")))?;
+    core.adopt_config(config)
+        .map_err(|error| RemoteError::bad_request(format!("field `core_config`: {error}")))?;
+    Ok(())
+}
 
 /// Sets entries up and unloads them for main.
 #[derive(Clone)]
@@ -20,6 +38,8 @@ pub struct EntryRunner {
     handlers: Arc<dyn IntegrationHandlers>,
     approvals: Arc<Approvals>,
     group: String,
+    /// Tells main of the changes integrations make to their entries.
+    updates: Arc<EntryUpdates>,
     /// Entries loaded here that hold an approval of their domain.
     loaded: Arc<Mutex<HashSet<String>>>,
 }
@@ -30,12 +50,14 @@ impl EntryRunner {
         core: Core,
         handlers: Arc<dyn IntegrationHandlers>,
         approvals: Arc<Approvals>,
+        updates: Arc<EntryUpdates>,
         group: &str,
     ) -> Self {
         Self {
             core,
             handlers,
             approvals,
+            updates,
             group: group.to_owned(),
             loaded: Arc::default(),
         }
@@ -55,6 +77,7 @@ impl EntryRunner {
             .entry
             .ok_or_else(|| RemoteError::bad_request("entry_setup needs an entry"))?;
         let entry = entry_from_wire(&sent, &self.group)?;
+        adopt_core_config(&self.core, request.core_config.as_ref())?;
         if let Some(wire::IntegrationSource {
             kind: Some(wire::integration_source::Kind::Artifact(artifact)),
         }) = &request.source
@@ -72,6 +95,8 @@ impl EntryRunner {
         }
         let entries = self.core.config_entries();
         let entry_id = entry.entry_id.clone();
+        // Main's copy, before main's data lands in the private core: that is no change to tell.
+        self.updates.main_has(&entry);
         let setup = match entries.entry(&entry_id) {
             None => entries.add(entry.clone()).await.map(|_| ()),
             Some(existing)
@@ -183,6 +208,35 @@ impl EntryRunner {
                 reason: error.to_string(),
             },
         })
+    }
+
+    /// `entry_remove`: main removed the entry; its integration's removal hook runs here, with
+    /// the private core's copy of the entry when there is one (unloaded first), else with the
+    /// entry main sent.
+    pub async fn remove(
+        &self,
+        request: wire::EntryRemove,
+    ) -> Result<wire::EntryRemoveResult, RemoteError> {
+        let sent = request
+            .entry
+            .ok_or_else(|| RemoteError::bad_request("entry_remove needs an entry"))?;
+        let entry = entry_from_wire(&sent, &self.group)?;
+        self.updates.forget(&entry.entry_id);
+        let entries = self.core.config_entries();
+        if entries.entry(&entry.entry_id).is_some() {
+            // Unloaded the way main's unload does it, releasing the domain's approval.
+            self.unload(wire::EntryUnload {
+                entry_id: entry.entry_id.clone(),
+            })
+            .await?;
+            entries
+                .remove(&entry.entry_id)
+                .await
+                .map_err(|error| RemoteError::handler(error.to_string()))?;
+        } else if let Some(handler) = self.handlers.entry_setup(&entry.domain).await {
+            handler.remove_entry(&self.core, &entry).await;
+        }
+        Ok(wire::EntryRemoveResult {})
     }
 
     /// Unloads every loaded entry (for shutdown).

@@ -149,6 +149,7 @@ impl FlowRunner {
     /// `flow_init`.
     pub async fn init(&self, request: wire::FlowInit) -> Result<wire::FlowResult, RemoteError> {
         let data = optional_object("data_json", &request.data_json)?;
+        crate::entries::adopt_core_config(&self.core, request.core_config.as_ref())?;
         let kind = wire::FlowKind::try_from(request.kind).unwrap_or(wire::FlowKind::Unspecified);
         let result = match kind {
             wire::FlowKind::Config => {

@@ -17,6 +17,7 @@ pub mod approvals;
 pub mod convert;
 pub mod entities;
 pub mod entries;
+pub mod entry_updates;
 pub mod flows;
 pub mod mirror;
 pub mod runtime;

@@ -20,6 +20,7 @@ use crate::approvals::Approvals;
 use crate::convert::service_error_to_remote;
 use crate::entities::EntityBridge;
 use crate::entries::EntryRunner;
+use crate::entry_updates::EntryUpdates;
 use crate::flows::FlowRunner;
 use crate::mirror::Mirror;
 use crate::store::ChannelStoreBackend;
@@ -94,6 +95,8 @@ struct Parts {
     bridge: parking_lot::Mutex<Option<Arc<EntityBridge>>>,
     entries: EntryRunner,
     flows: FlowRunner,
+    /// Entry changes made here, told to main once it acknowledged `update_entry`.
+    updates: Arc<EntryUpdates>,
     group: String,
     /// Rung by the `shutdown` handler once its reply is ready.
     shutdown: Notify,
@@ -114,12 +117,20 @@ pub async fn run(
     let loader: Arc<dyn IntegrationHandlers> = Arc::new(core.integrations().clone());
     let (flows, wrapped) = FlowRunner::new(core.clone(), loader);
     core.config_entries().set_handlers(wrapped.clone());
-    let entries = EntryRunner::new(core.clone(), wrapped, Arc::clone(&approvals), &config.group);
+    let updates = Arc::new(EntryUpdates::install(&core));
+    let entries = EntryRunner::new(
+        core.clone(),
+        wrapped,
+        Arc::clone(&approvals),
+        Arc::clone(&updates),
+        &config.group,
+    );
     let parts = Arc::new(Parts {
         core: core.clone(),
         bridge: parking_lot::Mutex::new(None),
         entries,
         flows,
+        updates,
         group: config.group.clone(),
         shutdown: Notify::new(),
     });
@@ -216,6 +227,9 @@ async fn start(
     let negotiated: Negotiated =
         version::negotiate(Role::Sandbox, &ack.protocol_version, &ack.features)?;
     tracing::info!(group = %parts.group, host_version = %negotiated.peer_version, "ready");
+    if negotiated.has("update_entry") {
+        parts.updates.start(channel.clone());
+    }
     Ok(mirror)
 }
 
@@ -245,6 +259,11 @@ fn handlers(builder: ChannelBuilder, parts: &Arc<Parts>) -> ChannelBuilder {
     let builder = builder.on_call::<wire::EntryUnload, _, _>(move |request, _| {
         let p = Arc::clone(&p);
         async move { p.entries.unload(request).await }
+    });
+    let p = on(parts);
+    let builder = builder.on_call::<wire::EntryRemove, _, _>(move |request, _| {
+        let p = Arc::clone(&p);
+        async move { p.entries.remove(request).await }
     });
     let p = on(parts);
     let builder = builder.on_call::<wire::FlowInit, _, _>(move |request, _| {
@@ -290,6 +309,13 @@ fn handlers(builder: ChannelBuilder, parts: &Arc<Parts>) -> ChannelBuilder {
                 language: request.language,
                 strings_json: json::object_to_bytes(&strings),
             })
+        }
+    });
+    let p = on(parts);
+    let builder = builder.on_push_inline::<wire::CoreConfigUpdated, _>(move |update| {
+        if let Err(error) = crate::entries::adopt_core_config(&p.core, update.core_config.as_ref())
+        {
+            tracing::warn!(%error, "main's core configuration was not taken");
         }
     });
     let p = on(parts);

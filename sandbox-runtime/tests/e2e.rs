@@ -45,9 +45,30 @@ async fn hub(sandboxed: bool, runtime: Vec<OsString>) -> Hub {
     hub_in(tempfile::tempdir().unwrap(), sandboxed, runtime).await
 }
 
+/// A hub whose core configuration `home` changes from the defaults.
+async fn hub_at_home(
+    sandboxed: bool,
+    runtime: Vec<OsString>,
+    home: impl FnOnce(&mut CoreConfig),
+) -> Hub {
+    hub_in_at_home(tempfile::tempdir().unwrap(), sandboxed, runtime, home).await
+}
+
 /// A hub on `dir`: a restart when a hub ran there before.
 async fn hub_in(dir: tempfile::TempDir, sandboxed: bool, runtime: Vec<OsString>) -> Hub {
-    let core = Core::builder(CoreConfig::new(dir.path()))
+    hub_in_at_home(dir, sandboxed, runtime, |_| {}).await
+}
+
+/// A hub on `dir` whose core configuration `home` changes from the defaults.
+async fn hub_in_at_home(
+    dir: tempfile::TempDir,
+    sandboxed: bool,
+    runtime: Vec<OsString>,
+    home: impl FnOnce(&mut CoreConfig),
+) -> Hub {
+    let mut config = CoreConfig::new(dir.path());
+    home(&mut config);
+    let core = Core::builder(config)
         .integrations(integrations::builtin())
         .build()
         .unwrap();
@@ -644,5 +665,199 @@ async fn a_call_on_many_proxies_of_a_group_leaves_as_one_rpc_with_every_entity_a
         assert_ne!(after.state, before[id], "{id} toggled");
         assert_eq!(after.context.id, context.id, "{id}");
     }
+    hub.plugin.clone().unwrap().stop().await;
+}
+
+/// A US home: nothing of it is a default of the core's configuration.
+fn new_york(config: &mut CoreConfig) {
+    config.location_name = "Brooklyn".into();
+    config.latitude = 40.6782;
+    config.longitude = -73.9442;
+    config.elevation = 10;
+    config.radius = 250;
+    config.unit_system = homecore::UnitSystem::UsCustomary;
+    config.time_zone = "America/New_York".into();
+    config.language = "de".into();
+    config.currency = "USD".into();
+    config.country = Some("US".into());
+}
+
+async fn demo_home(core: &Core) -> Value {
+    wait_until("demo.get_status", || {
+        core.services().has_service("demo", "get_status")
+    })
+    .await;
+    let response = core
+        .services()
+        .call(ServiceRequest::new("demo", "get_status").with_response())
+        .await
+        .unwrap()
+        .unwrap();
+    response["home"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_runs_with_mains_core_configuration_and_follows_its_changes() {
+    let baseline = hub_at_home(false, vec![], new_york).await;
+    configure_demo(&baseline.core).await;
+    let expected = demo_home(&baseline.core).await;
+    assert_eq!(expected["time_zone"], "America/New_York", "{expected}");
+    assert_eq!(expected["temperature_unit"], "°F", "{expected}");
+
+    let sandboxed = hub_at_home(true, runtime(), new_york).await;
+    configure_demo(&sandboxed.core).await;
+    assert_eq!(
+        demo_home(&sandboxed.core).await,
+        expected,
+        "the sandboxed integration sees main's home"
+    );
+
+    // A change on main reaches the running sandbox.
+    let update = homecore::CoreConfigUpdate {
+        location_name: Some("Cabin".into()),
+        unit_system: Some(homecore::UnitSystem::Metric),
+        language: Some("fr".into()),
+        ..Default::default()
+    };
+    baseline.core.update_config(update.clone()).await.unwrap();
+    sandboxed.core.update_config(update).await.unwrap();
+    // The demo hears of it through its core's event, on a task of its own.
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    let expected = loop {
+        let home = demo_home(&baseline.core).await;
+        if home["location_name"] == "Cabin" {
+            break home;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{home}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    loop {
+        let home = demo_home(&sandboxed.core).await;
+        if home == expected {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sandbox kept {home}, main has {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sandboxed.plugin.as_ref().unwrap().stop().await;
+}
+
+/// Installs the demo hub's firmware update through main.
+async fn install_firmware(core: &Core) {
+    let update = core
+        .states()
+        .entity_ids(Some("update"))
+        .into_iter()
+        .next()
+        .unwrap();
+    call(
+        core,
+        "update",
+        "install",
+        &update,
+        json!({}),
+        Context::new(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_sandboxed_integration_writes_into_its_entry_reaches_main() {
+    let (hub, entry_id) = sandboxed_demo().await;
+    install_firmware(&hub.core).await;
+    // The demo records the installed firmware in its entry, in the sandbox's core: main owns
+    // the entry and must end up with it, or the next setup sends the stale data back.
+    wait_until("the entry's new data on main", || {
+        hub.core
+            .config_entries()
+            .entry(&entry_id)
+            .is_some_and(|entry| entry.data.get("firmware") == Some(&json!("1.3.0")))
+    })
+    .await;
+    // A reload sets the entry up with main's copy, which now has it; nothing is lost.
+    assert!(hub.core.config_entries().reload(&entry_id).await.unwrap());
+    let entry = hub.core.config_entries().entry(&entry_id).unwrap();
+    assert_eq!(entry.data.get("firmware"), Some(&json!("1.3.0")));
+    hub.plugin.clone().unwrap().stop().await;
+}
+
+/// File names in `dir` containing `entry_id` (without case).
+fn files_of_entry(dir: &std::path::Path, entry_id: &str) -> Vec<String> {
+    let needle = entry_id.to_lowercase();
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+                .filter(|name| name.to_lowercase().contains(&needle))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_sandboxed_entry_runs_its_hook_in_the_sandbox_and_frees_its_store_keys() {
+    let (hub, entry_id) = sandboxed_demo().await;
+    let storage = hub._dir.path().join(".storage");
+    let group_dir = storage.join("sandbox/built-in");
+    let envelope = |key: &str| {
+        serde_json::to_vec(&json!({"version": 1, "minor_version": 1, "key": key, "data": {}}))
+            .unwrap()
+    };
+    // A key of the entry the integration's hook does not know of, left in the group's folder.
+    let leftover = format!("leftover.{entry_id}");
+    std::fs::create_dir_all(&group_dir).unwrap();
+    std::fs::write(group_dir.join(&leftover), envelope(&leftover)).unwrap();
+    // A file of the demo's key in main's own folder: the demo's hook would delete it if it ran
+    // on main, where the entry's integration does not run.
+    let demo_key = format!("demo.{}", entry_id.to_lowercase());
+    std::fs::write(storage.join(&demo_key), envelope(&demo_key)).unwrap();
+
+    hub.core.config_entries().remove(&entry_id).await.unwrap();
+    assert!(hub.core.config_entries().entry(&entry_id).is_none());
+    assert_eq!(
+        files_of_entry(&group_dir, &entry_id),
+        Vec::<String>::new(),
+        "the entry's store keys are gone from the group's folder"
+    );
+    assert!(
+        storage.join(&demo_key).exists(),
+        "the removal hook ran on main"
+    );
+    assert_eq!(domains_with_entities(&hub.core), 0, "no proxy left behind");
+    hub.plugin.clone().unwrap().stop().await;
+}
+
+/// The software version main's device registry holds for the demo hub.
+fn hub_sw_version(core: &Core) -> Option<String> {
+    core.device_registry()
+        .find(&[("demo".to_owned(), "hub".to_owned())], &[])
+        .and_then(|device| device.sw_version)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_changed_in_the_sandbox_is_changed_on_main() {
+    let baseline = hub(false, vec![]).await;
+    configure_demo(&baseline.core).await;
+    wait_until("baseline entities", || {
+        domains_with_entities(&baseline.core) == proxyable_count()
+    })
+    .await;
+    install_firmware(&baseline.core).await;
+    assert_eq!(hub_sw_version(&baseline.core).as_deref(), Some("1.3.0"));
+
+    let (hub, _entry) = sandboxed_demo().await;
+    assert_eq!(hub_sw_version(&hub.core).as_deref(), Some("1.2.0"));
+    let devices_before = hub.core.device_registry().devices().len();
+    install_firmware(&hub.core).await;
+    // The demo updates its hub device in the sandbox's registry; main's device follows, in
+    // place (no second device), as it does in-process.
+    wait_until("the hub's new software version on main", || {
+        hub_sw_version(&hub.core).as_deref() == Some("1.3.0")
+    })
+    .await;
+    assert_eq!(hub.core.device_registry().devices().len(), devices_before);
     hub.plugin.clone().unwrap().stop().await;
 }

@@ -562,6 +562,44 @@ async fn update_entry_reports_changes_only() {
     ));
 }
 
+#[tokio::test]
+async fn update_observers_see_every_change_of_every_entry_until_removed() {
+    let core = core_with(scripted((1, 1)));
+    let entries = core.config_entries();
+    let entry = add_quick(&core, json!({})).await;
+    let seen: Arc<PlMutex<Vec<Map<String, Value>>>> = Arc::default();
+    let recorder = Arc::clone(&seen);
+    let id = entries.add_update_observer(Arc::new(move |entry: &ConfigEntry| {
+        recorder.lock().push(entry.data.clone());
+    }));
+    entries
+        .update_entry(&entry.entry_id, ConfigEntryUpdate::default())
+        .unwrap();
+    assert!(seen.lock().is_empty(), "no change, no call");
+    let token = obj(json!({"token": "fresh"}));
+    entries
+        .update_entry(
+            &entry.entry_id,
+            ConfigEntryUpdate {
+                data: Some(token.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(*seen.lock(), vec![token]);
+    entries.remove_update_observer(id);
+    entries
+        .update_entry(
+            &entry.entry_id,
+            ConfigEntryUpdate {
+                data: Some(Map::new()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(seen.lock().len(), 1, "removed observers are not called");
+}
+
 #[test]
 fn sandbox_is_omitted_when_none_and_older_entries_read_without_it() {
     let entry = ConfigEntry::new("quick", "Quick", Map::new(), SOURCE_USER);

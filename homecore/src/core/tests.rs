@@ -332,6 +332,37 @@ async fn config_updates_are_validated_persisted_and_announced() {
 }
 
 #[tokio::test]
+async fn an_adopted_config_is_announced_but_never_persisted() {
+    let backend = Arc::new(MemoryStoreBackend::new());
+    let core = Core::builder(CoreConfig::new("/nonexistent"))
+        .store_backend(backend.clone())
+        .build()
+        .unwrap();
+    let mut updates = core
+        .bus()
+        .subscribe(crate::event::EVENT_CORE_CONFIG_UPDATED)
+        .unwrap();
+    let mut config = CoreConfig::new("/elsewhere");
+    config.unit_system = UnitSystem::UsCustomary;
+    config.country = Some("US".into());
+    assert!(core.adopt_config(config.clone()).unwrap());
+    let event = updates.recv().await.unwrap();
+    assert_eq!(event.data["unit_system"], "us_customary");
+    assert_eq!(event.data["country"], "US");
+    assert!(event.data.get("language").is_none(), "only changed fields");
+    assert_eq!(core.config().config_dir, PathBuf::from("/nonexistent"));
+    assert!(!core.adopt_config(config).unwrap(), "nothing changed");
+    let mut bad = CoreConfig::new("/nonexistent");
+    bad.currency = "euro".into();
+    assert!(core.adopt_config(bad).is_err());
+    assert_eq!(core.config().unit_system, UnitSystem::UsCustomary);
+    assert!(
+        backend.keys().is_empty(),
+        "an adopted configuration is not stored"
+    );
+}
+
+#[tokio::test]
 async fn a_corrupt_registry_file_does_not_stop_the_core() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join(".storage")).unwrap();

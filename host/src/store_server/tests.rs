@@ -299,3 +299,42 @@ async fn groups_never_see_each_others_stores_and_a_group_finds_its_own_again() {
     .expect("json");
     assert_eq!(loaded["data"], json!({"owner": "built-in"}));
 }
+
+#[tokio::test]
+async fn an_entrys_keys_are_removed_and_no_other() {
+    let config = tempfile::tempdir().expect("tempdir");
+    let store = GroupStore::new(config.path(), "built-in").expect("valid group");
+    assert_eq!(
+        store
+            .remove_entry_keys("01J0ENTRY")
+            .await
+            .expect("nothing to remove"),
+        Vec::<String>::new()
+    );
+    for key in [
+        "demo.01j0entry",
+        "token.01J0ENTRY.cache",
+        "demo.01j0other",
+        "core.restore_state",
+    ] {
+        store
+            .save(key, &envelope(key, json!({})))
+            .await
+            .expect("saves");
+    }
+    let removed = store.remove_entry_keys("01J0ENTRY").await.expect("removes");
+    assert_eq!(removed, vec!["demo.01j0entry", "token.01J0ENTRY.cache"]);
+    assert!(store.load("demo.01j0other").await.expect("loads").is_some());
+    assert!(
+        store
+            .load("core.restore_state")
+            .await
+            .expect("loads")
+            .is_some()
+    );
+    assert_eq!(
+        store.remove_entry_keys("").await.expect("nothing"),
+        Vec::<String>::new(),
+        "an empty id names no entry"
+    );
+}

@@ -39,6 +39,12 @@ pub(crate) enum SideEffect {
         /// Its text.
         message: String,
     },
+    /// The hub's firmware was installed: the hub device's software version and the entry's
+    /// `firmware` data follow it.
+    FirmwareInstalled {
+        /// The version now installed.
+        version: String,
+    },
 }
 
 /// The result of a service on one entity.
@@ -236,7 +242,19 @@ pub(crate) fn apply(
                 .map_err(|_| invalid("time", format!("invalid time {text:?}")))?;
             state.state = Some(time.format("%H:%M:%S").to_string());
         }
-        ("update", service) => update(state, service, data)?,
+        ("update", service) => {
+            update(state, service, data)?;
+            if service == "install"
+                && let Some(version) = state
+                    .attributes
+                    .get("installed_version")
+                    .and_then(Value::as_str)
+            {
+                outcome.side_effects.push(SideEffect::FirmwareInstalled {
+                    version: version.to_owned(),
+                });
+            }
+        }
         ("vacuum", service) => vacuum(info, state, service, data)?,
         ("valve", service) => valve(state, service, data),
         ("water_heater", service) => water_heater(info, state, service, data)?,

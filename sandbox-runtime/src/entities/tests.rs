@@ -52,6 +52,7 @@ impl Entity for Counter {
 #[derive(Default)]
 struct Main {
     states: Mutex<Vec<String>>,
+    descriptions: Mutex<Vec<wire::EntityDescription>>,
 }
 
 async fn bridge() -> (EntityBridge, Arc<Counter>, Arc<Main>, Channel, Core) {
@@ -62,11 +63,18 @@ async fn bridge() -> (EntityBridge, Arc<Counter>, Arc<Main>, Channel, Core) {
     core.start().await.unwrap();
     let main = Arc::new(Main::default());
     let seen = Arc::clone(&main);
+    let described = Arc::clone(&main);
     let main_side = ChannelBuilder::new(ChannelConfig::named("main"))
-        .on_call::<wire::RegisterEntity, _, _>(|request, _| async move {
-            Ok(wire::RegisterEntityResult {
-                entity_id: request.description.map(|d| d.entity_id).unwrap_or_default(),
-            })
+        .on_call::<wire::RegisterEntity, _, _>(move |request, _| {
+            let described = Arc::clone(&described);
+            async move {
+                if let Some(description) = &request.description {
+                    described.descriptions.lock().push(description.clone());
+                }
+                Ok(wire::RegisterEntityResult {
+                    entity_id: request.description.map(|d| d.entity_id).unwrap_or_default(),
+                })
+            }
         })
         .on_push_inline::<wire::StateChanged, _>(move |change| {
             seen.states.lock().push(change.state);
@@ -249,5 +257,54 @@ async fn an_unregistered_entity_releases_its_domain_approval() {
     assert_eq!(bridge.registered(), 0);
     assert_eq!(approvals.holds("sensor"), 0, "the unregister released it");
     assert!(!approvals.is_approved("sensor"));
+    main_channel.close().await;
+}
+
+#[tokio::test]
+async fn a_registry_update_redescribes_from_the_registry_and_an_idle_one_sends_nothing() {
+    let (_bridge, _counter, main, main_channel, core) = bridge().await;
+    assert_eq!(main.descriptions.lock().len(), 1);
+    core.entity_registry()
+        .update(
+            "sensor.counter",
+            homecore::entity_registry::EntityUpdate {
+                name: Some(Some("Hall counter".to_owned())),
+                icon: Some(Some("mdi:counter".to_owned())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    wait_until(|| main.descriptions.lock().len() == 2).await;
+    let redescribed = main.descriptions.lock()[1].clone();
+    assert_eq!(redescribed.name.as_deref(), Some("Hall counter"));
+    assert_eq!(redescribed.icon.as_deref(), Some("mdi:counter"));
+    // A registry change main does not show (an option) re-describes nothing.
+    core.entity_registry()
+        .update(
+            "sensor.counter",
+            homecore::entity_registry::EntityUpdate {
+                options: Some(("sensor".to_owned(), serde_json::json!({"precision": 1}))),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    // Then a visible one: main sees it, and nothing for the option before it.
+    core.entity_registry()
+        .update(
+            "sensor.counter",
+            homecore::entity_registry::EntityUpdate {
+                icon: Some(Some("mdi:numeric".to_owned())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    wait_until(|| {
+        main.descriptions
+            .lock()
+            .last()
+            .is_some_and(|last| last.icon.as_deref() == Some("mdi:numeric"))
+    })
+    .await;
+    assert_eq!(main.descriptions.lock().len(), 3, "an identical re-send");
     main_channel.close().await;
 }
