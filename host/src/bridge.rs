@@ -1223,9 +1223,318 @@ pub fn install_handlers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use homecore::CoreConfig;
+    use futures::future::BoxFuture;
+    use homecore::config_entries::{ConfigEntryRouter, Routed, RoutedFlow, SetupError};
+    use homecore::schema::{Field, FieldType, PathSegment};
+    use homecore::{ConfigEntry, CoreConfig, FlowContext, FlowError, ServiceRequest};
     use sandbox_proto::ChannelConfig;
     use sandbox_proto::test_util::channel_pair;
+    use serde_json::json;
+
+    /// The group every test bridge serves.
+    const GROUP: &str = "built-in";
+
+    /// Takes every entry setup and unload as done elsewhere, the way the sandbox router takes
+    /// a sandboxed entry's: entries load on a bare core without any local code.
+    struct EntriesSetUpElsewhere;
+
+    impl ConfigEntryRouter for EntriesSetUpElsewhere {
+        fn create_flow<'a>(
+            &'a self,
+            _domain: &'a str,
+            _context: &'a FlowContext,
+            _data: Option<&'a serde_json::Map<String, serde_json::Value>>,
+        ) -> BoxFuture<'a, Result<Routed<RoutedFlow>, FlowError>> {
+            Box::pin(async { Ok(Routed::NotMine) })
+        }
+
+        fn setup_entry<'a>(
+            &'a self,
+            _entry: &'a ConfigEntry,
+        ) -> BoxFuture<'a, Routed<Result<(), SetupError>>> {
+            Box::pin(async { Routed::Taken(Ok(())) })
+        }
+
+        fn unload_entry<'a>(
+            &'a self,
+            _entry: &'a ConfigEntry,
+        ) -> BoxFuture<'a, Routed<Result<(), String>>> {
+            Box::pin(async { Routed::Taken(Ok(())) })
+        }
+    }
+
+    /// Main with a loaded `demo` entry of [`GROUP`], a live bridge for it, and the in-memory
+    /// sandbox on the other end of the bridge's channel, which counts the `call_service` calls
+    /// it receives.
+    struct Fixture {
+        core: Core,
+        bridge: Arc<Bridge>,
+        entry_id: String,
+        sandbox_calls: Arc<AtomicUsize>,
+        main: Channel,
+        sandbox: Channel,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        async fn new() -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let core = Core::builder(CoreConfig::new(dir.path()))
+                .build()
+                .expect("core");
+            core.config_entries()
+                .set_router(Some(Arc::new(EntriesSetUpElsewhere)));
+            let mut entry = ConfigEntry::new("demo", "Demo", serde_json::Map::new(), "user");
+            entry.sandbox = Some(GROUP.to_owned());
+            let entry = core.config_entries().add(entry).await.expect("entry added");
+            assert_eq!(entry.state, homecore::ConfigEntryState::Loaded);
+            let sandbox_calls = Arc::new(AtomicUsize::new(0));
+            let counted = Arc::clone(&sandbox_calls);
+            let sandbox = ChannelBuilder::new(ChannelConfig::named("sandbox"))
+                .on_call::<wire::CallService, _, _>(move |_, _| {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    async { Ok(wire::CallServiceResult::default()) }
+                });
+            let (main, sandbox) =
+                channel_pair(ChannelBuilder::new(ChannelConfig::named("main")), sandbox);
+            let bridge = Bridge::new(
+                core.clone(),
+                GROUP,
+                main.clone(),
+                Arc::new(ContextCache::new()),
+                Arc::new(GateCounters::new(GROUP)),
+                &BTreeSet::from(["entity_outcomes".to_owned()]),
+                limits::MAX_ENTITIES_PER_GROUP,
+            );
+            Self {
+                core,
+                bridge,
+                entry_id: entry.entry_id,
+                sandbox_calls,
+                main,
+                sandbox,
+                _dir: dir,
+            }
+        }
+
+        /// A sensor of the demo entry, as the sandbox describes it.
+        fn sensor(&self, name: &str, device_class: Option<&str>) -> wire::RegisterEntity {
+            wire::RegisterEntity {
+                description: Some(wire::EntityDescription {
+                    entity_id: "sensor.outside".into(),
+                    entry_id: self.entry_id.clone(),
+                    platform: "demo".into(),
+                    domain: "sensor".into(),
+                    unique_id: Some("outside".into()),
+                    name: Some(name.into()),
+                    device_class: device_class.map(str::to_owned),
+                    unit_of_measurement: Some("°C".into()),
+                    entity_registry_enabled_default: true,
+                    ..Default::default()
+                }),
+                state: Some(wire::EntityState {
+                    state: "21.5".into(),
+                    attributes_json: b"{}".to_vec().into(),
+                    available: true,
+                }),
+                context_id: None,
+            }
+        }
+
+        fn service(&self, service: &str, schema: Option<&Schema>) -> wire::RegisterService {
+            wire::RegisterService {
+                domain: "demo".into(),
+                service: service.into(),
+                supports_response: wire::SupportsResponse::None as i32,
+                schema_json: schema
+                    .map(|schema| serde_json::to_vec(schema).expect("a schema serializes"))
+                    .unwrap_or_default()
+                    .into(),
+            }
+        }
+
+        fn unregister(&self, domain: &str, service: &str) -> wire::UnregisterService {
+            wire::UnregisterService {
+                domain: domain.into(),
+                service: service.into(),
+            }
+        }
+
+        async fn close(self) {
+            self.main.close().await;
+            self.sandbox.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redescription_renames_the_proxy_and_drops_its_device_class() {
+        let hub = Fixture::new().await;
+        let registered = hub
+            .bridge
+            .register_entity(hub.sensor("Outside", Some("temperature")))
+            .await
+            .expect("registered");
+        let entity_id = registered.entity_id;
+        let state = hub.core.states().get(&entity_id).expect("a state");
+        assert_eq!(
+            state.attributes.get("friendly_name"),
+            Some(&json!("Outside"))
+        );
+        assert_eq!(
+            state.attributes.get("device_class"),
+            Some(&json!("temperature"))
+        );
+        // The sandbox's registry renamed the entity and its device class went away.
+        let redescribed = hub
+            .bridge
+            .register_entity(hub.sensor("Garden", None))
+            .await
+            .expect("re-described");
+        assert_eq!(redescribed.entity_id, entity_id, "the same proxy");
+        let state = hub.core.states().get(&entity_id).expect("a state");
+        assert_eq!(
+            state.attributes.get("friendly_name"),
+            Some(&json!("Garden"))
+        );
+        assert_eq!(
+            state.attributes.get("device_class"),
+            None,
+            "{:?}",
+            state.attributes
+        );
+        let registry = hub.core.entity_registry().get(&entity_id).expect("entry");
+        assert_eq!(registry.original_name.as_deref(), Some("Garden"));
+        assert_eq!(registry.original_device_class, None);
+        assert_eq!(hub.bridge.entity_count(), 1);
+        assert!(
+            hub.bridge
+                .refused
+                .snapshot()
+                .iter()
+                .all(|(_, count)| *count == 0),
+            "{:?}",
+            hub.bridge.refused.snapshot()
+        );
+        hub.close().await;
+    }
+
+    #[tokio::test]
+    async fn teardown_removes_the_groups_services_and_it_unregisters_only_its_own() {
+        let hub = Fixture::new().await;
+        for service in ["one", "two", "three"] {
+            hub.bridge
+                .register_service(hub.service(service, None))
+                .expect("registered");
+        }
+        // Main's own services, in the group's domain and in another one.
+        let handler: ServiceHandler = Arc::new(|_| Box::pin(async { Ok(None) }));
+        for (domain, service) in [("demo", "mains_own"), ("homeassistant", "restart")] {
+            hub.core
+                .services()
+                .register_handler(
+                    domain,
+                    service,
+                    None,
+                    SupportsResponse::None,
+                    Arc::clone(&handler),
+                )
+                .expect("main registers");
+        }
+        hub.bridge
+            .unregister_service(hub.unregister("demo", "one"))
+            .expect("its own service");
+        assert!(!hub.core.services().has_service("demo", "one"));
+        assert!(hub.core.services().has_service("demo", "two"));
+        for (domain, service) in [
+            ("demo", "mains_own"),
+            ("homeassistant", "restart"),
+            ("demo", "one"),
+        ] {
+            let error = hub
+                .bridge
+                .unregister_service(hub.unregister(domain, service))
+                .expect_err("not the group's");
+            assert_eq!(error.kind, sandbox_proto::error::ErrorKind::Refused);
+        }
+        assert_eq!(hub.bridge.refused.count(Gate::Service), 3);
+        assert!(hub.core.services().has_service("demo", "mains_own"));
+        assert!(hub.core.services().has_service("homeassistant", "restart"));
+        hub.bridge.teardown().await;
+        for service in ["one", "two", "three"] {
+            assert!(
+                !hub.core.services().has_service("demo", service),
+                "demo.{service} outlived the bridge"
+            );
+        }
+        assert!(hub.core.services().has_service("demo", "mains_own"));
+        assert!(hub.core.services().has_service("homeassistant", "restart"));
+        hub.close().await;
+    }
+
+    #[tokio::test]
+    async fn service_data_failing_the_registered_schema_never_reaches_the_sandbox() {
+        let hub = Fixture::new().await;
+        let schema = Schema::new(vec![
+            Field::required("message", FieldType::string()),
+            Field::optional(
+                "advanced",
+                FieldType::section(
+                    Schema::new(vec![Field::optional(
+                        "repeat",
+                        FieldType::integer_range(1, 5),
+                    )]),
+                    true,
+                ),
+            ),
+        ]);
+        hub.bridge
+            .register_service(hub.service("notify", Some(&schema)))
+            .expect("registered");
+        let call = |data: serde_json::Value| {
+            let serde_json::Value::Object(data) = data else {
+                panic!("service data is an object");
+            };
+            hub.core
+                .services()
+                .call(ServiceRequest::new("demo", "notify").with_data(data))
+        };
+        let Err(ServiceError::Validation(errors)) =
+            call(json!({"message": "hi", "advanced": {"repeat": 9}})).await
+        else {
+            panic!("data out of range was not refused on main");
+        };
+        assert_eq!(
+            errors
+                .errors
+                .iter()
+                .map(|error| &error.path)
+                .collect::<Vec<_>>(),
+            vec![&vec![
+                PathSegment::Key("advanced".into()),
+                PathSegment::Key("repeat".into())
+            ]],
+            "{errors}"
+        );
+        let Err(ServiceError::Validation(errors)) = call(json!({})).await else {
+            panic!("data without a required field was not refused on main");
+        };
+        assert_eq!(
+            errors.errors[0].path,
+            vec![PathSegment::Key("message".into())],
+            "{errors}"
+        );
+        assert_eq!(
+            hub.sandbox_calls.load(Ordering::SeqCst),
+            0,
+            "invalid data reached the sandbox"
+        );
+        // Valid data goes through: the count above can move.
+        call(json!({"message": "hi", "advanced": {"repeat": "3"}}))
+            .await
+            .expect("valid data is forwarded");
+        assert_eq!(hub.sandbox_calls.load(Ordering::SeqCst), 1);
+        hub.close().await;
+    }
 
     #[tokio::test]
     async fn a_dead_processs_bridge_serves_nobody_until_the_next_ready() {
