@@ -25,6 +25,7 @@ pub mod bridge;
 pub mod budget;
 pub mod classifier;
 pub mod context_cache;
+pub mod cpu_share;
 pub mod gates;
 pub mod groups;
 pub mod limits;

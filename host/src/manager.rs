@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::budget::{RestartBudget, RestartPolicy};
+use crate::cpu_share::CpuShareConfig;
 use crate::process::{
     ChildTransport, Credentials, ResourceLimits, SandboxProcess, SpawnSpec, describe_exit,
 };
@@ -103,6 +104,9 @@ pub struct GroupConfig {
     /// Most entities the group may have proxied on main; see
     /// [`crate::limits::MAX_ENTITIES_PER_GROUP`] (the default).
     pub max_entities: usize,
+    /// The group's fair share of the machine (see [`crate::cpu_share`]); `None` never demotes
+    /// it.
+    pub cpu_share: Option<CpuShareConfig>,
 }
 
 impl GroupConfig {
@@ -121,6 +125,7 @@ impl GroupConfig {
             limits: ResourceLimits::default(),
             credentials: None,
             max_entities: crate::limits::MAX_ENTITIES_PER_GROUP,
+            cpu_share: Some(CpuShareConfig::default()),
         }
     }
 }
@@ -807,6 +812,7 @@ async fn attempt(
             process.kill().await;
             failure
         }
+        never = watch_cpu_share(pid, config.cpu_share, &group, &channel) => match never {},
         command = next_command(desired, generation) => {
             let report = stop_running(shared, &channel, &mut process).await;
             return command_outcome(command, report);
@@ -921,6 +927,21 @@ async fn answer_ready(
 type ReadySender = oneshot::Sender<Result<(ReadyInfo, oneshot::Sender<()>), String>>;
 
 /// Pings the sandbox forever; returns only when a ping goes unanswered in time.
+/// The group's CPU share watch while it runs (see [`crate::cpu_share`]), or nothing.
+async fn watch_cpu_share(
+    pid: u32,
+    config: Option<CpuShareConfig>,
+    group: &str,
+    channel: &Channel,
+) -> std::convert::Infallible {
+    match config {
+        Some(config) => {
+            crate::cpu_share::watch(pid, config, group, || channel.stats().reader_rests).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn watchdog(channel: &Channel, config: Option<WatchdogConfig>) -> String {
     let Some(config) = config else {
         return std::future::pending().await;

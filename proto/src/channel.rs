@@ -133,6 +133,22 @@ pub const READER_TURN_FRAMES: usize = 16;
 /// frame larger than that is still handled whole, in a turn of its own.
 pub const READER_TURN_BYTES: usize = 16 * 1024;
 
+/// The window over which a channel's reader is held to its share of a thread, see
+/// [`READER_SHARE_BUSY`].
+pub const READER_SHARE_WINDOW: Duration = Duration::from_millis(10);
+
+/// The time a channel's reader may spend handling frames per [`READER_SHARE_WINDOW`] (half of
+/// it): past it, with frames still buffered, it rests until the window ends. Turns
+/// ([`READER_TURN_FRAMES`]) let other tasks run between a flood's frames, but a flooding peer
+/// still kept a thread busy all the time, and on a machine with few CPUs the other groups'
+/// sandboxes then waited for a CPU: a quiet neighbour's service-call p99 rose 4–33× (the
+/// bench's `flood` section). A peer that keeps its reader busy past half of every window is
+/// pushed back (its frames wait in the socket, its writes block), so it takes at most half a
+/// CPU of main whatever it sends; a channel busy less than that (every real integration, every
+/// ping-pong, and a single group pushing as fast as the sandbox runtime can) never rests. The
+/// window is a few of the timer's 1 ms ticks, so a rest is short and lands close to its end.
+pub const READER_SHARE_BUSY: Duration = Duration::from_millis(5);
+
 /// Bytes the writer gathers before a write; a burst of pushes leaves in one syscall.
 pub const WRITE_BUFFER_CAPACITY: usize = 64 * 1024;
 
@@ -345,6 +361,9 @@ pub struct ChannelStats {
     pub error_replies_deferred: u64,
     /// Handlers that panicked (answered `internal` when they were calls).
     pub handler_panics: u64,
+    /// Times the reader rested because the peer kept it busy past its share
+    /// ([`READER_SHARE_BUSY`]): the peer is flooding.
+    pub reader_rests: u64,
     /// Handlers running or waiting for a slot right now.
     pub in_flight: u64,
 }
@@ -364,6 +383,7 @@ struct Counters {
     late_replies: AtomicU64,
     error_replies_deferred: AtomicU64,
     handler_panics: AtomicU64,
+    reader_rests: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -922,6 +942,7 @@ impl Shared {
             late_replies: load(&c.late_replies),
             error_replies_deferred: load(&c.error_replies_deferred),
             handler_panics: load(&c.handler_panics),
+            reader_rests: load(&c.reader_rests),
             in_flight: self.in_flight.load(Ordering::Relaxed) as u64,
         }
     }
@@ -1507,13 +1528,24 @@ async fn read_loop(shared: Arc<Shared>, owner: Weak<Owner>, mut reader: BoxReade
     let stall_timer = tokio::time::sleep(FRAME_BODY_DEADLINE);
     tokio::pin!(stall_timer);
     let mut turn = ReaderTurn::default();
+    let mut share = ReaderShare::new(tokio::time::Instant::now());
+    let mut turn_started = tokio::time::Instant::now();
     let reason = 'reading: loop {
         loop {
             match buf.next_frame() {
                 Ok(Some(frame)) => {
                     if turn.is_spent() {
-                        tokio::task::yield_now().await;
+                        let now = tokio::time::Instant::now();
+                        share.charge(now - turn_started, now);
+                        match share.rest_until() {
+                            Some(until) => {
+                                bump(&shared.counters.reader_rests);
+                                tokio::time::sleep_until(until).await;
+                            }
+                            None => tokio::task::yield_now().await,
+                        }
                         turn = ReaderTurn::default();
+                        turn_started = tokio::time::Instant::now();
                     }
                     turn.charge(frame.len());
                     let Some(owner) = owner.upgrade() else { return };
@@ -1525,6 +1557,9 @@ async fn read_loop(shared: Arc<Shared>, owner: Weak<Owner>, mut reader: BoxReade
                 Err(error) => break 'reading CloseReason::FrameTooLarge(error),
             }
         }
+        let read_at = tokio::time::Instant::now();
+        share.charge(read_at - turn_started, read_at);
+        turn_started = read_at;
         let stall_deadline = buf.partial_frame_deadline();
         // Reads land in a zeroed scratch buffer (initialised once, so no per-read zeroing and no
         // unsafe), then are appended to the frame buffer.
@@ -1545,6 +1580,7 @@ async fn read_loop(shared: Arc<Shared>, owner: Weak<Owner>, mut reader: BoxReade
         };
         if waited {
             turn = ReaderTurn::default();
+            turn_started = tokio::time::Instant::now();
         }
         match read {
             Ok(0) if buf.is_empty() => {
@@ -1577,6 +1613,41 @@ impl ReaderTurn {
 
     fn is_spent(&self) -> bool {
         self.frames >= READER_TURN_FRAMES || self.bytes >= READER_TURN_BYTES
+    }
+}
+
+/// The time the reader spent handling frames in the current [`READER_SHARE_WINDOW`]: past
+/// [`READER_SHARE_BUSY`], it rests until the window ends.
+struct ReaderShare {
+    window_start: tokio::time::Instant,
+    busy: Duration,
+}
+
+impl ReaderShare {
+    fn new(now: tokio::time::Instant) -> Self {
+        Self {
+            window_start: now,
+            busy: Duration::ZERO,
+        }
+    }
+
+    /// Adds `busy` time handled up to `now`, starting a new window when the last one is over.
+    fn charge(&mut self, busy: Duration, now: tokio::time::Instant) {
+        if now >= self.window_start + READER_SHARE_WINDOW {
+            self.window_start = now;
+            self.busy = Duration::ZERO;
+        }
+        self.busy += busy;
+    }
+
+    /// When the window's share is spent: the end of the window, to rest until.
+    fn rest_until(&mut self) -> Option<tokio::time::Instant> {
+        (self.busy >= READER_SHARE_BUSY).then(|| {
+            let until = self.window_start + READER_SHARE_WINDOW;
+            self.window_start = until;
+            self.busy = Duration::ZERO;
+            until
+        })
     }
 }
 

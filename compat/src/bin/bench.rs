@@ -98,6 +98,8 @@ const AREA_ROUNDS: usize = 200;
 const FLOOD_BLOCKS: usize = 20;
 /// Service calls timed per block (after a tenth of that as warm-up).
 const FLOOD_BLOCK_ROUNDS: usize = 500;
+/// Slack past the CPU share's sampling before the flood figure is measured.
+const FLOOD_SETTLE: Duration = Duration::from_millis(200);
 /// The flooding group's name (its command is this binary's `flood-sandbox`).
 const FLOOD_GROUP: &str = "flood";
 /// `state_changed` pushes the flooding sandbox joins into one write.
@@ -471,6 +473,20 @@ async fn run(cli: &Cli) -> Result<()> {
                 .and_then(|state| state.attributes.get("seq").and_then(Value::as_u64))
                 .unwrap_or(0)
         };
+        // A sustained flood, as a misbehaving integration's would be: measured once main has
+        // had the time to judge the group past its CPU share (one sampling interval more than
+        // the share's judgement takes).
+        tokio::time::sleep(
+            (sandbox_host::cpu_share::SUSTAINED_INTERVALS + 1)
+                * sandbox_host::cpu_share::DEFAULT_CPU_SHARE_INTERVAL
+                + FLOOD_SETTLE,
+        )
+        .await;
+        let flood_nice = plugin
+            .groups()
+            .get(FLOOD_GROUP)
+            .and_then(|handle| handle.manager.status().pid)
+            .and_then(|pid| sandbox_host::cpu_share::nice_of(pid).ok());
         let (mut quiet, mut flooded) = (Vec::new(), Vec::new());
         let (mut pushes, mut flood_time) = (0u64, Duration::ZERO);
         for block in 0..FLOOD_BLOCKS {
@@ -502,6 +518,7 @@ async fn run(cli: &Cli) -> Result<()> {
             figure("flood_call_p50_ratio", flood_p50 / quiet_p50),
             figure("flood_call_p99_ratio", flood_p99 / quiet_p99),
             ("flood_pushes_per_s".to_owned(), json!(flood_per_s.round())),
+            ("flood_group_nice".to_owned(), json!(flood_nice)),
         ]);
         eprintln!(
             "bench: neighbour call p50 {quiet_p50:.1} → {flood_p50:.1} µs, p99 {quiet_p99:.1} → {flood_p99:.1} µs ({:.2}×) under {flood_per_s:.0} pushes/s",

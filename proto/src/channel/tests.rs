@@ -1425,3 +1425,69 @@ async fn a_reply_too_large_to_send_becomes_a_remote_error_and_the_channel_goes_o
     );
     assert!(!sandbox.is_closed());
 }
+
+#[test]
+fn a_reader_rests_only_once_its_share_of_the_window_is_spent() {
+    let start = tokio::time::Instant::now();
+    let mut share = ReaderShare::new(start);
+    let step = READER_SHARE_BUSY / 5;
+    // Busy less than its share across the window: never rests.
+    for tick in 1..5u32 {
+        share.charge(step, start + step * tick);
+        assert_eq!(share.rest_until(), None);
+    }
+    // The share spent: rests until the window ends, and starts the next one clean.
+    share.charge(step, start + step * 5);
+    assert_eq!(share.rest_until(), Some(start + READER_SHARE_WINDOW));
+    assert_eq!(share.rest_until(), None);
+    // A window that ended forgets what was charged in it.
+    let later = start + 3 * READER_SHARE_WINDOW;
+    share.charge(READER_SHARE_BUSY - step, later);
+    assert_eq!(share.rest_until(), None);
+    share.charge(step, later + step);
+    assert_eq!(
+        share.rest_until(),
+        Some(later + READER_SHARE_WINDOW),
+        "the window starts at the first charge after the last one ended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_peer_gets_at_most_its_share_of_the_readers_thread() {
+    // Pushes whose inline handling keeps the reader's thread busy 1 ms each: handled back to
+    // back they would take about as long as they keep it busy; held to its share, the reader
+    // rests as long as it works. A loaded machine only makes the wall time longer, so the
+    // bound cannot fail for want of speed.
+    const PUSHES: u32 = 60;
+    const COST: Duration = Duration::from_millis(1);
+    let handled = Arc::new(AtomicUsize::new(0));
+    let main_builder = builder("main").on_push_inline::<StateChanged, _>({
+        let handled = Arc::clone(&handled);
+        move |_| {
+            std::thread::sleep(COST);
+            handled.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let (_main, sandbox) = channel_pair(main_builder, builder("sandbox"));
+    let flood: Vec<StateChanged> = (0..PUSHES)
+        .map(|number| StateChanged {
+            entity_id: "light.flood".into(),
+            state: number.to_string(),
+            ..StateChanged::default()
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    guard(sandbox.push_batch(&flood)).await.expect("pushed");
+    guard(async {
+        while handled.load(Ordering::Relaxed) < PUSHES as usize {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    let busy = COST * PUSHES;
+    let wall = started.elapsed();
+    assert!(
+        wall >= busy * 3 / 2,
+        "{PUSHES} pushes costing {busy:?} of the reader's thread were handled in {wall:?}: the reader never rested"
+    );
+}
