@@ -118,14 +118,74 @@ fn flooding_rests(interval: Duration) -> u64 {
     u64::try_from(windows / 4).unwrap_or(u64::MAX).max(1)
 }
 
-/// Renices every thread of every process in the process group `pgid` to `nice`.
+/// Renices the sandbox `pid`: each of its threads (`/proc/<pid>/task`, one by one, since on
+/// Linux a nice value belongs to a thread), then its process group (what it started), when the
+/// group is still the one main gave it. A sandbox that moved itself to another process group
+/// keeps its children out of the demotion, not itself; that is logged. Threads and processes it
+/// starts later inherit the demoted value.
+fn renice_sandbox(pid: u32, nice: i32, group: &str) -> io::Result<()> {
+    let mut reniced = 0usize;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let tid = task?
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok());
+        // A thread that ended between the listing and the call is no failure.
+        if let Some(tid) = tid
+            && renice(Renice::Thread(tid), nice).is_ok()
+        {
+            reniced += 1;
+        }
+    }
+    if reniced == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no thread of {pid} could be reniced"),
+        ));
+    }
+    if process_group_of(pid)? == pid {
+        renice(Renice::Group(pid), nice)?;
+    } else {
+        tracing::warn!(%group, pid, "sandbox left the process group main gave it: what it started is not demoted with it");
+    }
+    Ok(())
+}
+
+/// The process group of `pid` (field 5 of `/proc/<pid>/stat`).
+fn process_group_of(pid: u32) -> io::Result<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat.rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().nth(5 - 3))
+        .and_then(|field| field.parse().ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("/proc/{pid}/stat has no process group"),
+            )
+        })
+}
+
+/// What [`renice`] applies to.
+#[derive(Debug, Clone, Copy)]
+enum Renice {
+    /// One thread, by its id (`PRIO_PROCESS` names one thread on Linux).
+    Thread(u32),
+    /// Every thread of every process in a process group.
+    Group(u32),
+}
+
+/// `setpriority` for `target`.
 #[allow(unsafe_code)]
-fn renice_group(pgid: u32, nice: i32) -> io::Result<()> {
-    let id = libc::id_t::from(pgid);
-    // SAFETY: setpriority takes plain integers and touches no memory of ours. `PRIO_PGRP`
-    // (unlike `PRIO_PROCESS`, which on Linux names one thread) reaches every thread of the
-    // group's processes.
-    let result = unsafe { libc::setpriority(libc::PRIO_PGRP, id, nice) };
+fn renice(target: Renice, nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    let result = match target {
+        Renice::Thread(tid) => unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, libc::id_t::from(tid), nice)
+        },
+        Renice::Group(pgid) => unsafe {
+            libc::setpriority(libc::PRIO_PGRP, libc::id_t::from(pgid), nice)
+        },
+    };
     if result == 0 {
         Ok(())
     } else {
@@ -160,7 +220,7 @@ pub async fn watch(
         last_rests = rests;
         over_in_a_row = if over { over_in_a_row + 1 } else { 0 };
         if over_in_a_row >= SUSTAINED_INTERVALS {
-            match renice_group(pid, config.nice) {
+            match renice_sandbox(pid, config.nice, group) {
                 Ok(()) if flooding => tracing::warn!(
                     %group, pid, nice = config.nice,
                     "sandbox kept main's reader busy past its share for {:?}: it now runs at a lower priority than main and the quiet groups",
@@ -211,10 +271,14 @@ mod tests {
     }
 
     #[test]
-    fn this_process_reads_its_own_cpu_time_and_nice_value() {
+    fn this_process_reads_its_own_cpu_time_nice_value_and_process_group() {
         let pid = std::process::id();
         assert!(cpu_ticks(pid).is_ok());
         assert!((-20..=19).contains(&nice_of(pid).expect("nice")));
+        assert_eq!(
+            process_group_of(pid).expect("process group"),
+            u32::try_from(nix::unistd::getpgrp().as_raw()).expect("a pid")
+        );
     }
 
     /// A child in its own process group, killed and reaped on drop.
@@ -249,8 +313,15 @@ mod tests {
         }
     }
 
+    /// Seven steps below this process, which must leave room for it: a test process already at
+    /// nice 13 or more could not tell a demotion from nothing.
     fn demoted_nice() -> i32 {
-        (nice_of(std::process::id()).expect("nice") + 7).min(19)
+        let own = nice_of(std::process::id()).expect("nice");
+        assert!(
+            own <= 12,
+            "this test needs a process nice of at most 12, not {own}"
+        );
+        own + 7
     }
 
     #[tokio::test]
@@ -303,5 +374,37 @@ mod tests {
         })
         .await;
         assert!(demoted.is_ok(), "the flooding sandbox was never demoted");
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_that_left_its_process_group_is_demoted_all_the_same() {
+        // It joins this test's process group (one of its session), then spins.
+        let own_group = nix::unistd::getpgrp().as_raw();
+        let escaped = Child::spawn(&format!(
+            "exec python3 -c 'import os; os.setpgid(0, {own_group})\nwhile True: pass'"
+        ));
+        let pid = escaped.0.id();
+        let demoted = tokio::time::timeout(Duration::from_secs(60), async {
+            tokio::select! {
+                never = watch(pid, quick(0.05), "escaped", || 0) => match never {},
+                () = async {
+                    while nice_of(pid).expect("nice") != demoted_nice() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                } => {}
+            }
+        })
+        .await;
+        assert!(demoted.is_ok(), "the sandbox escaped its demotion");
+        assert_eq!(
+            process_group_of(pid).expect("process group"),
+            u32::try_from(own_group).expect("a pgid"),
+            "it did leave its own group"
+        );
+        assert_eq!(
+            nice_of(std::process::id()).expect("nice"),
+            demoted_nice() - 7,
+            "the process group it joined was not demoted with it"
+        );
     }
 }

@@ -240,8 +240,13 @@ pub enum ManagerError {
 /// How a stop went.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StopReport {
-    /// The restore state the child returned from `shutdown`, JSON.
+    /// The restore state the child returned from `shutdown`, JSON, when it was at most
+    /// [`crate::store_server::MAX_VALUE_BYTES`] (a larger one could not be stored anyway and is
+    /// not held). A sandbox saves its restore state itself through its store while it shuts
+    /// down; this copy is what it answered, for callers that want to look.
     pub restore_state: Option<Bytes>,
+    /// Whether the child answered `shutdown`.
+    pub answered: bool,
     /// Whether the child answered `shutdown` and exited on its own.
     pub graceful: bool,
     /// Whether SIGKILL was needed.
@@ -926,7 +931,6 @@ async fn answer_ready(
 /// that releases the handler's answer.
 type ReadySender = oneshot::Sender<Result<(ReadyInfo, oneshot::Sender<()>), String>>;
 
-/// Pings the sandbox forever; returns only when a ping goes unanswered in time.
 /// The group's CPU share watch while it runs (see [`crate::cpu_share`]), or nothing.
 async fn watch_cpu_share(
     pid: u32,
@@ -942,6 +946,7 @@ async fn watch_cpu_share(
     }
 }
 
+/// Pings the sandbox forever; returns only when a ping goes unanswered in time.
 async fn watchdog(channel: &Channel, config: Option<WatchdogConfig>) -> String {
     let Some(config) = config else {
         return std::future::pending().await;
@@ -983,13 +988,20 @@ async fn stop_running(
         reason: "the host is stopping this group".to_owned(),
     };
     match channel.call_timeout(&shutdown, grace).await {
-        Ok(result) => report.restore_state = Some(result.restore_state_json),
+        Ok(result) => {
+            report.answered = true;
+            let size = result.restore_state_json.len();
+            if size <= crate::store_server::MAX_VALUE_BYTES {
+                report.restore_state = Some(result.restore_state_json);
+            } else {
+                tracing::warn!(group = %shared.group(), size, "the restore state the sandbox answered is over the store's value bound: not kept");
+            }
+        }
         Err(error) => {
             tracing::warn!(group = %shared.group(), %error, "sandbox did not answer shutdown")
         }
     }
-    let exited_alone =
-        report.restore_state.is_some() && tokio::time::timeout(grace, process.wait()).await.is_ok();
+    let exited_alone = report.answered && tokio::time::timeout(grace, process.wait()).await.is_ok();
     mark_closed(shared, "stopped");
     channel.close().await;
     if exited_alone {

@@ -1453,7 +1453,7 @@ fn a_reader_rests_only_once_its_share_of_the_window_is_spent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flooding_peer_gets_at_most_its_share_of_the_readers_thread() {
+async fn a_reader_kept_busy_by_a_flooding_peer_rests_between_its_shares() {
     // Pushes whose inline handling keeps the reader's thread busy 1 ms each: handled back to
     // back they would take about as long as they keep it busy; held to its share, the reader
     // rests as long as it works. A loaded machine only makes the wall time longer, so the
