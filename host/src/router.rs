@@ -362,8 +362,14 @@ impl SandboxRouter {
         } else {
             tracing::debug!(%group, entry_id = %entry.entry_id, "no running sandbox with entry_remove: the removal hook does not run");
         }
-        let Some(handle) = self.groups.get(group) else {
-            return;
+        // The group's handle is created (not started) when main has not used the group since
+        // it started: the entry's keys are on disk all the same.
+        let handle = match self.groups.group(group) {
+            Ok(handle) => handle,
+            Err(error) => {
+                tracing::warn!(%group, entry_id = %entry.entry_id, %error, "the removed entry's store keys were not deleted");
+                return;
+            }
         };
         match handle.store.remove_entry_keys(&entry.entry_id).await {
             Ok(removed) if !removed.is_empty() => {
