@@ -32,6 +32,11 @@ pub const FLOW_STEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long main waits for a sandbox to set an entry up or unload it.
 pub const ENTRY_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long main waits for a sandbox to run a removed entry's removal hook (`entry_remove`).
+/// Main's cleanup of the entry (its store keys, then the registries) waits for it, and a hook
+/// only deletes the integration's own data or revokes a token: short, unlike a setup.
+pub const ENTRY_REMOVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How many times one entry setup resumes on a new process after the group's death
 /// interrupted it. The setup holds the entry's lock (unload, remove and reload wait on it),
 /// and a sandbox that dies in every setup more slowly than the restart window is never
@@ -222,6 +227,18 @@ fn setup_failure(group: &str, error: CallError) -> SetupError {
     ))
 }
 
+/// Asks the sandbox on `channel` to run the removal hook of `entry`, waiting at most
+/// [`ENTRY_REMOVE_TIMEOUT`].
+async fn run_removal_hook(channel: &Channel, entry: &ConfigEntry) -> Result<(), CallError> {
+    let request = wire::EntryRemove {
+        entry: Some(entry_to_wire(entry)),
+    };
+    channel
+        .call_timeout(&request, ENTRY_REMOVE_TIMEOUT)
+        .await
+        .map(drop)
+}
+
 impl ConfigEntryRouter for SandboxRouter {
     fn create_flow<'a>(
         &'a self,
@@ -349,14 +366,7 @@ impl SandboxRouter {
             .bridge(group)
             .filter(|bridge| bridge.is_live() && bridge.has_feature("entry_remove"));
         if let Some(bridge) = bridge {
-            let request = wire::EntryRemove {
-                entry: Some(entry_to_wire(entry)),
-            };
-            if let Err(error) = bridge
-                .channel()
-                .call_timeout(&request, ENTRY_CALL_TIMEOUT)
-                .await
-            {
+            if let Err(error) = run_removal_hook(bridge.channel(), entry).await {
                 tracing::warn!(%group, entry_id = %entry.entry_id, %error, "the sandbox did not run the entry's removal");
             }
         } else {
