@@ -256,14 +256,25 @@ async fn a_failed_groups_services_leave_main() {
     let group = hub.plugin.groups().get("built-in").unwrap();
 
     // Three starts are allowed in the window: crash the first process and both respawns, each
-    // once it has set the entry up again (its service registered on main).
-    for _ in 0..3 {
-        let pid = group.manager.status().pid.unwrap();
-        wait_until("the service registered by this process", || {
-            hub.plugin
-                .groups()
-                .bridge("built-in")
-                .is_some_and(|bridge| bridge.is_live())
+    // once it has set the entry up again. The wait is on this process's own bridge (a new one
+    // per process) holding the entry's proxy: a respawn's re-setup runs only after the previous
+    // bridge was torn down (its service removed from main), so the service main has then, and
+    // the entry's `Loaded`, are this process's, not left over from the one before.
+    let mut previous_bridge: Option<Arc<sandbox_host::bridge::Bridge>> = None;
+    for restarts in 0..3 {
+        wait_until("this process to have set the entry up again", || {
+            let status = group.manager.status();
+            let Some(bridge) = hub.plugin.groups().bridge("built-in") else {
+                return false;
+            };
+            let fresh = previous_bridge
+                .as_ref()
+                .is_none_or(|previous| !Arc::ptr_eq(previous, &bridge));
+            status.state == GroupState::Running
+                && status.restarts == restarts
+                && fresh
+                && bridge.is_live()
+                && !bridge.proxy_entity_ids().is_empty()
                 && hub.core.services().has_service("demo", "ping_me")
                 && hub
                     .core
@@ -274,6 +285,8 @@ async fn a_failed_groups_services_leave_main() {
                     == ConfigEntryState::Loaded
         })
         .await;
+        previous_bridge = hub.plugin.groups().bridge("built-in");
+        let pid = group.manager.status().pid.unwrap();
         sigkill(pid);
         wait_until("a respawn or the failure", || {
             let status = group.manager.status();
