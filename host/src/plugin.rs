@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use homecore::integration::{
@@ -11,7 +12,7 @@ use homecore::integration::{
 use homecore::translation::{TranslationProvider, TranslationProviderHandle};
 use homecore::{Core, ListenerHandle};
 use parking_lot::Mutex;
-use sandbox_proto::wire;
+use sandbox_proto::{Channel, wire};
 use serde_json::{Map, Value};
 
 use crate::classifier::Placement;
@@ -28,6 +29,12 @@ pub struct PluginConfig {
     pub custom: Vec<CustomIntegration>,
 }
 
+/// How long main waits for one group's channel to take the core configuration push. Groups
+/// are pushed to at once, so a group whose write queue stays full delays no other; past this
+/// its push is given up (logged), and the group gets the configuration with its next
+/// `entry_setup` or `flow_init`.
+pub const CORE_CONFIG_PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Pushes main's core configuration to every running group that acknowledged `core_config`
 /// (a group started later gets it with its first `entry_setup` or `flow_init`).
 async fn push_core_config(groups: &Groups) {
@@ -36,17 +43,33 @@ async fn push_core_config(groups: &Groups) {
             &groups.core().config(),
         )),
     };
-    for name in groups.names() {
-        let Some(bridge) = groups.bridge(&name) else {
-            continue;
-        };
-        if !bridge.is_live() || !bridge.has_feature("core_config") {
-            continue;
+    let targets = groups
+        .names()
+        .into_iter()
+        .filter_map(|name| {
+            let bridge = groups.bridge(&name)?;
+            (bridge.is_live() && bridge.has_feature("core_config"))
+                .then(|| (name, bridge.channel().clone()))
+        })
+        .collect();
+    push_to_each(targets, &update).await;
+}
+
+/// Pushes `update` on every channel of `targets` (group, channel) at once, each waiting at
+/// most [`CORE_CONFIG_PUSH_TIMEOUT`].
+async fn push_to_each(targets: Vec<(String, Channel)>, update: &wire::CoreConfigUpdated) {
+    let pushes = targets.iter().map(|(group, channel)| async move {
+        match tokio::time::timeout(CORE_CONFIG_PUSH_TIMEOUT, channel.push(update)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%group, %error, "the core configuration was not pushed");
+            }
+            Err(_) => {
+                tracing::debug!(%group, after = ?CORE_CONFIG_PUSH_TIMEOUT, "the group's channel did not take the core configuration in time");
+            }
         }
-        if let Err(error) = bridge.channel().push(&update).await {
-            tracing::debug!(group = %name, %error, "the core configuration was not pushed");
-        }
-    }
+    });
+    futures::future::join_all(pushes).await;
 }
 
 /// The sandbox host, installed into one core.
@@ -243,3 +266,6 @@ impl IntegrationCatalogProvider for CustomCatalog {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -32,6 +32,17 @@ pub const FLOW_STEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long main waits for a sandbox to set an entry up or unload it.
 pub const ENTRY_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long main waits for a sandbox to run a removed entry's removal hook (`entry_remove`).
+/// Main's cleanup of the entry (its store keys, then the registries) waits for it, and a hook
+/// only deletes the integration's own data or revokes a token: short, unlike a setup.
+pub const ENTRY_REMOVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many times one entry setup resumes on a new process after the group's death
+/// interrupted it. The setup holds the entry's lock (unload, remove and reload wait on it),
+/// and a sandbox that dies in every setup more slowly than the restart window is never
+/// failed by the restart budget: past this many resumes the setup fails with the crash.
+pub const MAX_SETUP_RESUMES: u32 = 2;
+
 /// A custom integration: its manifest and the pinned artifact main verifies before running it.
 #[derive(Debug, Clone)]
 pub struct CustomIntegration {
@@ -216,6 +227,18 @@ fn setup_failure(group: &str, error: CallError) -> SetupError {
     ))
 }
 
+/// Asks the sandbox on `channel` to run the removal hook of `entry`, waiting at most
+/// [`ENTRY_REMOVE_TIMEOUT`].
+async fn run_removal_hook(channel: &Channel, entry: &ConfigEntry) -> Result<(), CallError> {
+    let request = wire::EntryRemove {
+        entry: Some(entry_to_wire(entry)),
+    };
+    channel
+        .call_timeout(&request, ENTRY_REMOVE_TIMEOUT)
+        .await
+        .map(drop)
+}
+
 impl ConfigEntryRouter for SandboxRouter {
     fn create_flow<'a>(
         &'a self,
@@ -343,21 +366,20 @@ impl SandboxRouter {
             .bridge(group)
             .filter(|bridge| bridge.is_live() && bridge.has_feature("entry_remove"));
         if let Some(bridge) = bridge {
-            let request = wire::EntryRemove {
-                entry: Some(entry_to_wire(entry)),
-            };
-            if let Err(error) = bridge
-                .channel()
-                .call_timeout(&request, ENTRY_CALL_TIMEOUT)
-                .await
-            {
+            if let Err(error) = run_removal_hook(bridge.channel(), entry).await {
                 tracing::warn!(%group, entry_id = %entry.entry_id, %error, "the sandbox did not run the entry's removal");
             }
         } else {
             tracing::debug!(%group, entry_id = %entry.entry_id, "no running sandbox with entry_remove: the removal hook does not run");
         }
-        let Some(handle) = self.groups.get(group) else {
-            return;
+        // The group's handle is created (not started) when main has not used the group since
+        // it started: the entry's keys are on disk all the same.
+        let handle = match self.groups.group(group) {
+            Ok(handle) => handle,
+            Err(error) => {
+                tracing::warn!(%group, entry_id = %entry.entry_id, %error, "the removed entry's store keys were not deleted");
+                return;
+            }
         };
         match handle.store.remove_entry_keys(&entry.entry_id).await {
             Ok(removed) if !removed.is_empty() => {
@@ -378,10 +400,11 @@ impl SandboxRouter {
             core_config: Some(core_config_to_wire(&self.groups.core().config())),
         };
         // A setup the group's death interrupts is not the entry's failure: it resumes on the
-        // next process main takes in, for as long as the restart budget respawns the group
-        // (the respawn's own re-setup covers only loaded entries, not this one). Only a failed
-        // (budget exhausted) or stopped group ends it.
+        // next process main takes in (the respawn's own re-setup covers only loaded entries,
+        // not this one), at most MAX_SETUP_RESUMES times. A failed (budget exhausted) or
+        // stopped group ends it sooner.
         let mut interrupted_on = None;
+        let mut resumes = 0_u32;
         let (channel, result) = loop {
             let (channel, epoch) = match self.groups.settled_channel(group, interrupted_on).await {
                 Ok(settled) => settled,
@@ -394,9 +417,20 @@ impl SandboxRouter {
             };
             match channel.call_timeout(&request, ENTRY_CALL_TIMEOUT).await {
                 Ok(result) => break (channel, result),
+                Err(error @ CallError::Closed { .. }) if resumes >= MAX_SETUP_RESUMES => {
+                    tracing::warn!(%group, entry_id = %entry.entry_id, %error, "the sandbox ended during every resumed setup; the setup fails");
+                    return Err(SetupError::Failed(crate::limits::bounded_text(
+                        &format!(
+                            "sandbox group {group} ended during the entry's setup {} times in a row: {error}",
+                            resumes + 1
+                        ),
+                        crate::limits::MAX_REASON_BYTES,
+                    )));
+                }
                 Err(CallError::Closed { .. }) => {
                     tracing::info!(%group, entry_id = %entry.entry_id, "the sandbox ended during setup; the setup resumes on its next process");
                     interrupted_on = Some(epoch);
+                    resumes += 1;
                 }
                 Err(error) => return Err(setup_failure(group, error)),
             }

@@ -258,43 +258,34 @@ impl GroupStore {
         Ok(())
     }
 
-    /// Deletes the keys of config entry `entry_id`: every file whose name contains the entry id
-    /// (compared without case: integrations name their stores after the entry, such as
-    /// `demo.<entry_id>`, sometimes lowercased; entry ids are ULIDs main issued, so no other
-    /// key contains one). Files moved aside as corrupt and temp files of interrupted writes of
-    /// those keys go too. Returns the names deleted, in name order.
+    /// Deletes the keys of config entry `entry_id`: every file whose name has the entry id as
+    /// one of its tokens (the name split on `.`, `_` and `-`), compared without case:
+    /// integrations name their stores after the entry, such as `demo.<entry_id>`, sometimes
+    /// lowercased. Files moved aside as corrupt (`<key>.corrupt.<time>`) and temp files of
+    /// interrupted writes (`.tmp-<ulid>-<key>`) of those keys go too. An id that is not at
+    /// least [`MIN_ENTRY_ID_CHARS`] ASCII letters and digits (main issues ULIDs; one loaded
+    /// from storage may be anything) could name most keys of the group, the restore state
+    /// included: then nothing is deleted and the refusal is logged. The folder is read and
+    /// the files deleted on a blocking thread. Returns the names deleted, in name order.
     pub async fn remove_entry_keys(&self, entry_id: &str) -> Result<Vec<String>, StoreServerError> {
-        let needle = entry_id.to_lowercase();
-        if needle.is_empty() {
+        if !names_entries_safely(entry_id) {
+            tracing::warn!(
+                group = %self.group,
+                entry_id = %crate::limits::bounded_text(entry_id, crate::limits::MAX_TEXT_BYTES),
+                "the entry id is too short or not letters and digits: none of the group's store keys are deleted for it"
+            );
             return Ok(Vec::new());
         }
         let _write = self.write_lock.lock().await;
         let dir = self.dir().to_owned();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(StoreServerError::Io { path: dir, source }),
-        };
-        let mut removed = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|source| StoreServerError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            if !name.to_lowercase().contains(&needle) || !entry.path().is_file() {
-                continue;
-            }
-            std::fs::remove_file(entry.path()).map_err(|source| StoreServerError::Io {
-                path: entry.path(),
-                source,
-            })?;
-            removed.push(name);
-        }
-        removed.sort();
-        Ok(removed)
+        let entry_id = entry_id.to_owned();
+        let blocking_dir = dir.clone();
+        tokio::task::spawn_blocking(move || remove_files_naming(&blocking_dir, &entry_id))
+            .await
+            .map_err(|join| StoreServerError::Io {
+                path: dir,
+                source: std::io::Error::other(join.to_string()),
+            })?
     }
 
     /// (keys, bytes) the group holds, and the current size of `key` if it exists.
@@ -332,6 +323,59 @@ impl GroupStore {
         }
         Ok((keys, bytes, existing))
     }
+}
+
+/// Fewest characters an entry id must have for its store keys to be deleted by name (see
+/// [`GroupStore::remove_entry_keys`]): main's entry ids are 26-character ULIDs, and a shorter
+/// token (`a`, `state`) would match keys that belong to no entry.
+pub const MIN_ENTRY_ID_CHARS: usize = 8;
+
+/// Whether `entry_id` is long and plain enough to find an entry's store keys by: at least
+/// [`MIN_ENTRY_ID_CHARS`] characters, each an ASCII letter or digit.
+fn names_entries_safely(entry_id: &str) -> bool {
+    entry_id.len() >= MIN_ENTRY_ID_CHARS
+        && entry_id.bytes().all(|byte| byte.is_ascii_alphanumeric())
+}
+
+/// Whether the file `name` belongs to the entry `entry_id`: one of the name's tokens, split on
+/// `.`, `_` and `-`, is the id, compared without case.
+fn names_entry(name: &str, entry_id: &str) -> bool {
+    name.split(['.', '_', '-'])
+        .any(|token| token.eq_ignore_ascii_case(entry_id))
+}
+
+/// Deletes the files of `dir` that [`names_entry`] `entry_id`; the names deleted, sorted.
+fn remove_files_naming(dir: &Path, entry_id: &str) -> Result<Vec<String>, StoreServerError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(StoreServerError::Io {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| StoreServerError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if !names_entry(&name, entry_id) || !entry.path().is_file() {
+            continue;
+        }
+        std::fs::remove_file(entry.path()).map_err(|source| StoreServerError::Io {
+            path: entry.path(),
+            source,
+        })?;
+        removed.push(name);
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 /// A stored envelope's shape, checked without building its data.

@@ -1,6 +1,7 @@
 //! Entry recovery across crashes, over the real plugin and a real child process
 //! (`sandbox-test-child` as the group's runtime): an entry whose setup a second crash
-//! interrupted is set up again on the next process.
+//! interrupted is set up again on the next process, a setup every process dies in ends after
+//! a bounded number of resumes, and a failed group's services leave main.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -31,11 +32,20 @@ struct Hub {
 
 impl Hub {
     async fn start(dir: tempfile::TempDir, child_flags: &[OsString]) -> Self {
+        Self::start_with_starts(dir, child_flags, 3).await
+    }
+
+    /// A hub whose group may start `max_starts` times in its restart window.
+    async fn start_with_starts(
+        dir: tempfile::TempDir,
+        child_flags: &[OsString],
+        max_starts: u32,
+    ) -> Self {
         let mut group_defaults = GroupConfig::new("template");
         group_defaults.watchdog = None;
         group_defaults.stop_grace = Duration::from_secs(5);
         group_defaults.restart = RestartPolicy {
-            max_starts: 3,
+            max_starts,
             window: Duration::from_secs(60),
             backoff_initial: Duration::from_millis(10),
             backoff_max: Duration::from_millis(50),
@@ -170,6 +180,65 @@ async fn an_entry_whose_setup_a_second_crash_interrupted_is_set_up_on_the_next_p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setup_every_process_dies_in_fails_after_its_resumes_and_frees_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let hold = dir.path().join("hold-setup");
+    let flags: Vec<OsString> = vec![
+        "--entities".into(),
+        "1".into(),
+        "--hold-setup-if".into(),
+        hold.clone().into(),
+    ];
+    // A budget that never runs out during the test: only the cap on resumes ends the setup,
+    // as for a sandbox dying in each setup more slowly than the restart window.
+    let hub = Hub::start_with_starts(dir, &flags, 20).await;
+    std::fs::write(&hold, "hold").unwrap();
+    let mut entry = ConfigEntry::new("demo", "Demo", Map::new(), "user");
+    entry.sandbox = Some("built-in".to_owned());
+    let config_entries = hub.core.config_entries();
+    let adding = tokio::spawn({
+        let config_entries = config_entries.clone();
+        async move { config_entries.add(entry).await }
+    });
+
+    // Every process holds the setup and is killed while it does: the first attempt and each
+    // resume.
+    let mut killed = Vec::new();
+    for _ in 0..=sandbox_host::router::MAX_SETUP_RESUMES {
+        wait_until("a new process to hold the setup", || {
+            holder(&hold).is_some_and(|pid| !killed.contains(&pid))
+        })
+        .await;
+        let pid = holder(&hold).unwrap();
+        sigkill(pid);
+        killed.push(pid);
+    }
+
+    let entry = tokio::time::timeout(HANG_GUARD, adding)
+        .await
+        .expect("the setup ends after its last resume")
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry.state, ConfigEntryState::SetupError);
+    let reason = entry.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains(&format!(
+            "ended during the entry's setup {} times in a row",
+            sandbox_host::router::MAX_SETUP_RESUMES + 1
+        )),
+        "{reason}"
+    );
+    // The entry's lock is free again: its removal goes through.
+    std::fs::remove_file(&hold).unwrap();
+    tokio::time::timeout(HANG_GUARD, config_entries.remove(&entry.entry_id))
+        .await
+        .expect("the removal is not held by a setup")
+        .unwrap();
+    assert!(config_entries.entry(&entry.entry_id).is_none());
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_groups_services_leave_main() {
     let dir = tempfile::tempdir().unwrap();
     let flags: Vec<OsString> = vec![
@@ -187,14 +256,25 @@ async fn a_failed_groups_services_leave_main() {
     let group = hub.plugin.groups().get("built-in").unwrap();
 
     // Three starts are allowed in the window: crash the first process and both respawns, each
-    // once it has set the entry up again (its service registered on main).
-    for _ in 0..3 {
-        let pid = group.manager.status().pid.unwrap();
-        wait_until("the service registered by this process", || {
-            hub.plugin
-                .groups()
-                .bridge("built-in")
-                .is_some_and(|bridge| bridge.is_live())
+    // once it has set the entry up again. The wait is on this process's own bridge (a new one
+    // per process) holding the entry's proxy: a respawn's re-setup runs only after the previous
+    // bridge was torn down (its service removed from main), so the service main has then, and
+    // the entry's `Loaded`, are this process's, not left over from the one before.
+    let mut previous_bridge: Option<Arc<sandbox_host::bridge::Bridge>> = None;
+    for restarts in 0..3 {
+        wait_until("this process to have set the entry up again", || {
+            let status = group.manager.status();
+            let Some(bridge) = hub.plugin.groups().bridge("built-in") else {
+                return false;
+            };
+            let fresh = previous_bridge
+                .as_ref()
+                .is_none_or(|previous| !Arc::ptr_eq(previous, &bridge));
+            status.state == GroupState::Running
+                && status.restarts == restarts
+                && fresh
+                && bridge.is_live()
+                && !bridge.proxy_entity_ids().is_empty()
                 && hub.core.services().has_service("demo", "ping_me")
                 && hub
                     .core
@@ -205,6 +285,8 @@ async fn a_failed_groups_services_leave_main() {
                     == ConfigEntryState::Loaded
         })
         .await;
+        previous_bridge = hub.plugin.groups().bridge("built-in");
+        let pid = group.manager.status().pid.unwrap();
         sigkill(pid);
         wait_until("a respawn or the failure", || {
             let status = group.manager.status();

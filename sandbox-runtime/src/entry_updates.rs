@@ -9,15 +9,30 @@
 //! from what main has. What main has is recorded from each `entry_setup` (main's copy) and after
 //! each forwarded change, so main's own data arriving with a setup is never echoed back, and a
 //! burst of writes to one entry leaves as at most one call per write the worker sees.
+//!
+//! A change main did not take for a passing reason (it was overloaded, the call timed out) is
+//! sent again after [`UPDATE_RETRY_BACKOFF`], doubling, at most [`MAX_UPDATE_RETRIES`] times per
+//! change; one main refused is not (it would refuse it again), and waits for the next write.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use homecore::{ConfigEntry, Core};
 use parking_lot::Mutex;
-use sandbox_proto::{Channel, json, wire};
+use sandbox_proto::error::ErrorKind;
+use sandbox_proto::{CallError, Channel, json, wire};
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
+
+/// How many times one entry change main did not take for a passing reason is sent again
+/// before it waits for the integration's next write to the entry.
+pub const MAX_UPDATE_RETRIES: u32 = 3;
+
+/// The wait before a change main did not take is sent again the first time; it doubles with
+/// each retry of the same change (1 s, 2 s, 4 s), so a main that keeps failing sees at most
+/// [`MAX_UPDATE_RETRIES`] more calls per change, spread over seconds.
+pub const UPDATE_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What main stores of an entry, as far as `update_entry` can change it.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +68,9 @@ struct Shared {
     main: Mutex<HashMap<String, MainCopy>>,
     marked: Mutex<Marked>,
     wake: Notify,
+    /// Per entry, the retries its latest change has had (see [`MAX_UPDATE_RETRIES`]); a new
+    /// write to the entry starts again from none.
+    retries: Mutex<HashMap<String, u32>>,
 }
 
 /// Forwards the private core's entry changes to main.
@@ -70,6 +88,7 @@ impl EntryUpdates {
             main: Mutex::default(),
             marked: Mutex::default(),
             wake: Notify::new(),
+            retries: Mutex::default(),
         });
         let weak: Weak<Shared> = Arc::downgrade(&shared);
         let observer =
@@ -81,12 +100,8 @@ impl EntryUpdates {
                     if !shared.main.lock().contains_key(&entry.entry_id) {
                         return;
                     }
-                    let mut marked = shared.marked.lock();
-                    if marked.queued.insert(entry.entry_id.clone()) {
-                        marked.order.push_back(entry.entry_id.clone());
-                    }
-                    drop(marked);
-                    shared.wake.notify_one();
+                    shared.retries.lock().remove(&entry.entry_id);
+                    mark(&shared, &entry.entry_id);
                 }));
         Self {
             shared,
@@ -101,7 +116,9 @@ impl EntryUpdates {
         let worker = tokio::spawn(async move {
             loop {
                 while let Some(entry_id) = next_marked(&shared) {
-                    forward(&shared, &channel, &entry_id).await;
+                    if forward(&shared, &channel, &entry_id).await == Forwarded::NotYet {
+                        retry_later(&shared, &entry_id);
+                    }
                 }
                 shared.wake.notified().await;
             }
@@ -138,6 +155,65 @@ impl Drop for EntryUpdates {
     }
 }
 
+/// Queues `entry_id` for the worker (once, however often it is marked before the worker looks).
+fn mark(shared: &Shared, entry_id: &str) {
+    let mut marked = shared.marked.lock();
+    if marked.queued.insert(entry_id.to_owned()) {
+        marked.order.push_back(entry_id.to_owned());
+    }
+    drop(marked);
+    shared.wake.notify_one();
+}
+
+/// Marks `entry_id` again after the backoff of its next retry, unless its change had
+/// [`MAX_UPDATE_RETRIES`] already.
+fn retry_later(shared: &Arc<Shared>, entry_id: &str) {
+    let retry = {
+        let mut retries = shared.retries.lock();
+        let retry = retries.entry(entry_id.to_owned()).or_insert(0);
+        *retry += 1;
+        *retry
+    };
+    if retry > MAX_UPDATE_RETRIES {
+        shared.retries.lock().remove(entry_id);
+        tracing::warn!(
+            entry_id,
+            "main did not take the entry's change after {MAX_UPDATE_RETRIES} retries; it goes with the entry's next change"
+        );
+        return;
+    }
+    let delay = UPDATE_RETRY_BACKOFF.saturating_mul(1 << (retry - 1).min(16));
+    let shared: Weak<Shared> = Arc::downgrade(shared);
+    let entry_id = entry_id.to_owned();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        if let Some(shared) = shared.upgrade() {
+            mark(&shared, &entry_id);
+        }
+    });
+}
+
+/// Whether a failed `update_entry` may succeed when sent again: main was busy or slow, not
+/// refusing the change.
+fn is_passing(error: &CallError) -> bool {
+    match error {
+        CallError::Timeout { .. } => true,
+        CallError::Remote { error, .. } => {
+            matches!(error.kind, ErrorKind::Overloaded | ErrorKind::Timeout)
+        }
+        _ => false,
+    }
+}
+
+/// What became of an entry's change.
+#[derive(Debug, PartialEq, Eq)]
+enum Forwarded {
+    /// Main took it, there was none, or sending it again would not help.
+    Done,
+    /// Main did not take it for a passing reason: worth sending again.
+    NotYet,
+}
+
 fn next_marked(shared: &Shared) -> Option<String> {
     let mut marked = shared.marked.lock();
     let entry_id = marked.order.pop_front()?;
@@ -146,15 +222,15 @@ fn next_marked(shared: &Shared) -> Option<String> {
 }
 
 /// Sends what differs between the private core's entry and main's copy, if anything.
-async fn forward(shared: &Shared, channel: &Channel, entry_id: &str) {
+async fn forward(shared: &Shared, channel: &Channel, entry_id: &str) -> Forwarded {
     let Some(entry) = shared.core.config_entries().entry(entry_id) else {
-        return;
+        return Forwarded::Done;
     };
     let now = MainCopy::of(&entry);
     let request = {
         let main = shared.main.lock();
         let Some(known) = main.get(entry_id) else {
-            return;
+            return Forwarded::Done;
         };
         wire::UpdateEntry {
             entry_id: entry_id.to_owned(),
@@ -174,10 +250,11 @@ async fn forward(shared: &Shared, channel: &Channel, entry_id: &str) {
         && request.options_json.is_none()
         && request.unique_id.is_none();
     if nothing {
-        return;
+        return Forwarded::Done;
     }
     match channel.call(&request).await {
         Ok(_) => {
+            shared.retries.lock().remove(entry_id);
             if let Some(known) = shared.main.lock().get_mut(entry_id) {
                 if request.title.is_some() {
                     known.title = now.title;
@@ -192,9 +269,18 @@ async fn forward(shared: &Shared, channel: &Channel, entry_id: &str) {
                     known.unique_id = now.unique_id;
                 }
             }
+            Forwarded::Done
+        }
+        Err(error) if is_passing(&error) => {
+            tracing::warn!(entry_id, %error, "main did not take the entry's change; it is sent again");
+            Forwarded::NotYet
         }
         Err(error) => {
             tracing::warn!(entry_id, %error, "main did not take the entry's change");
+            Forwarded::Done
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

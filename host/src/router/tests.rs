@@ -1,7 +1,8 @@
 //! Tests of the artifact pin check (the streamed hash equals the whole-file hash at every size
 //! around the buffer, and each refusal keeps its message) and of the flow proxy against an
 //! in-memory sandbox (unique ids mirrored, duplicates aborted in the sandbox too, unreadable
-//! form schemas).
+//! form schemas), and of an entry's removal (in a group main has not used since it started; a
+//! removal hook the sandbox never answers).
 
 use std::sync::Arc;
 
@@ -342,4 +343,68 @@ async fn a_form_whose_schema_main_cannot_read_is_shown_without_one() {
         "{created:?}"
     );
     hub.close().await;
+}
+
+#[tokio::test]
+async fn removing_an_entry_of_a_group_not_used_since_main_started_deletes_its_store_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let core = homecore::Core::builder(homecore::CoreConfig::new(dir.path()))
+        .build()
+        .expect("core");
+    let groups = Groups::new(
+        core,
+        crate::groups::GroupsConfig {
+            config_dir: dir.path().to_owned(),
+            runtime_command: vec!["unused".into()],
+            custom_commands: Default::default(),
+            group_defaults: crate::GroupConfig::new("built-in"),
+        },
+    );
+    let mut entry = ConfigEntry::new("demo", "Demo", Map::new(), "user");
+    entry.sandbox = Some("built-in".into());
+    // What a sandbox of the group stored in an earlier run of main.
+    let earlier = crate::store_server::GroupStore::new(dir.path(), "built-in").expect("store");
+    let envelope = br#"{"version": 1, "key": "k", "data": null}"#;
+    let entry_key = format!("demo.{}", entry.entry_id);
+    earlier.save(&entry_key, envelope).await.expect("saves");
+    earlier
+        .save("core.restore_state", envelope)
+        .await
+        .expect("saves");
+
+    let router = SandboxRouter::new(groups.clone(), Vec::new(), Vec::new());
+    assert!(groups.get("built-in").is_none());
+    assert!(matches!(
+        router.remove_entry(&entry).await,
+        Routed::Taken(())
+    ));
+    assert!(!earlier.dir().join(&entry_key).exists());
+    assert!(earlier.dir().join("core.restore_state").exists());
+    // The group was not started for it.
+    let handle = groups.get("built-in").expect("the handle exists now");
+    assert_eq!(handle.manager.status().state, crate::GroupState::Stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removal_hook_the_sandbox_never_answers_holds_main_only_for_the_removal_timeout() {
+    let (main, sandbox) = sandbox_proto::test_util::channel_pair(
+        sandbox_proto::ChannelBuilder::new(sandbox_proto::ChannelConfig::named("main")),
+        sandbox_proto::ChannelBuilder::new(sandbox_proto::ChannelConfig::named("sandbox"))
+            .on_call::<wire::EntryRemove, _, _>(|_, _| async {
+            std::future::pending::<Result<wire::EntryRemoveResult, sandbox_proto::RemoteError>>()
+                .await
+        }),
+    );
+    let entry = ConfigEntry::new("demo", "Demo", Map::new(), "user");
+    let started = tokio::time::Instant::now();
+    let error = run_removal_hook(&main, &entry)
+        .await
+        .expect_err("never answered");
+    assert!(
+        matches!(error, CallError::Timeout { after, .. } if after == ENTRY_REMOVE_TIMEOUT),
+        "{error}"
+    );
+    assert!(started.elapsed() < ENTRY_CALL_TIMEOUT);
+    main.close().await;
+    sandbox.close().await;
 }

@@ -338,3 +338,78 @@ async fn an_entrys_keys_are_removed_and_no_other() {
         "an empty id names no entry"
     );
 }
+
+#[tokio::test]
+async fn an_entry_id_matches_only_whole_tokens_of_a_key_and_its_leftovers_go_too() {
+    let config = tempfile::tempdir().expect("tempdir");
+    let store = GroupStore::new(config.path(), "built-in").expect("valid group");
+    for key in [
+        "demo_01j0entry",
+        "demo-01J0ENTRY-token",
+        "demo.x01j0entry",
+        "demo.01j0entryx",
+        "core.restore_state",
+    ] {
+        store
+            .save(key, &envelope(key, json!({})))
+            .await
+            .expect("saves");
+    }
+    // What a corrupt file and an interrupted write of the entry's key leave behind.
+    let leftovers = [
+        "demo.01j0entry.corrupt.1700000000",
+        ".tmp-01J0ZZZZZZZZZZZZZZZZZZZZZZ-demo.01j0entry",
+    ];
+    for name in leftovers {
+        std::fs::write(store.dir().join(name), b"{}").expect("writes");
+    }
+    let removed = store.remove_entry_keys("01J0ENTRY").await.expect("removes");
+    assert_eq!(
+        removed,
+        vec![
+            ".tmp-01J0ZZZZZZZZZZZZZZZZZZZZZZ-demo.01j0entry",
+            "demo-01J0ENTRY-token",
+            "demo.01j0entry.corrupt.1700000000",
+            "demo_01j0entry",
+        ]
+    );
+    for kept in ["demo.x01j0entry", "demo.01j0entryx", "core.restore_state"] {
+        assert!(store.dir().join(kept).exists(), "{kept} is kept");
+    }
+}
+
+#[tokio::test]
+async fn an_entry_id_too_short_or_not_plain_deletes_nothing() {
+    let config = tempfile::tempdir().expect("tempdir");
+    let store = GroupStore::new(config.path(), "built-in").expect("valid group");
+    let keys = [
+        "core.restore_state",
+        "demo.a",
+        "a",
+        "demo.1234567",
+        "demo.01J0-ENTRY",
+    ];
+    for key in keys {
+        store
+            .save(key, &envelope(key, json!({})))
+            .await
+            .expect("saves");
+    }
+    for entry_id in [
+        "a",
+        "state",
+        "1234567",
+        "01J0-ENTRY",
+        "restore_state",
+        "ENTRY/01J0",
+    ] {
+        assert_eq!(
+            store.remove_entry_keys(entry_id).await.expect("nothing"),
+            Vec::<String>::new(),
+            "{entry_id} deletes nothing"
+        );
+    }
+    for key in keys {
+        assert!(store.dir().join(key).exists(), "{key} is kept");
+    }
+}
