@@ -1672,6 +1672,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_redescription_growing_the_device_is_charged_what_it_grows_by() {
+        let hub = Fixture::new().await;
+        let with_device = |name: &str, identifiers: &[&str]| {
+            let mut request = hub.sensor("Outside", None);
+            request.description.as_mut().expect("a description").device = Some(wire::DeviceInfo {
+                identifiers: identifiers
+                    .iter()
+                    .map(|id| wire::StringPair {
+                        first: "demo".into(),
+                        second: (*id).into(),
+                    })
+                    .collect(),
+                name: Some(name.into()),
+                ..Default::default()
+            });
+            request
+        };
+        hub.bridge
+            .register_entity(with_device("Hub", &["hub"]))
+            .await
+            .expect("registered");
+        let before = hub.bridge.registry_bytes.load(Ordering::Acquire);
+        let long_name = "n".repeat(200);
+        hub.bridge
+            .register_entity(with_device(&long_name, &["hub", "second"]))
+            .await
+            .expect("re-described");
+        let grown = hub.bridge.registry_bytes.load(Ordering::Acquire);
+        let device = &hub.core.device_registry().devices()[0];
+        assert_eq!(device.identifiers.len(), 2, "merged into the device");
+        assert_eq!(
+            grown - before,
+            long_name.len() - "Hub".len()
+                + "demo".len()
+                + "second".len()
+                + limits::JSON_VALUE_OVERHEAD
+        );
+        // Back to the short name: the name's bytes come back, the merged identifier stays.
+        hub.bridge
+            .register_entity(with_device("Hub", &["hub"]))
+            .await
+            .expect("re-described");
+        assert_eq!(
+            hub.bridge.registry_bytes.load(Ordering::Acquire),
+            before + "demo".len() + "second".len() + limits::JSON_VALUE_OVERHEAD
+        );
+        hub.close().await;
+    }
+
+    #[tokio::test]
     async fn a_redescription_may_not_change_the_platform() {
         let hub = Fixture::new().await;
         let registered = hub
