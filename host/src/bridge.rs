@@ -25,6 +25,7 @@ use sandbox_runtime::convert::service_error_from_remote;
 use crate::context_cache::ContextCache;
 use crate::gates::{self, GateError};
 use crate::limits::{self, LimitError};
+use crate::log_limit::{Admit, LogBudget};
 use crate::proxy::{Mirrored, PROXY_CALL_TIMEOUT, ProxyEntity, ProxyLink};
 use crate::refusals::{Gate, GateCounters};
 use crate::store_server::{GroupStore, StoreServerError};
@@ -72,19 +73,33 @@ pub struct Bridge {
     /// Devices of the group's config entries, counted the same way.
     devices: AtomicUsize,
     /// What the group's registry entries and devices take on main, estimated
-    /// ([`limits::registry_entry_size`], [`limits::device_size`]), counted the same way.
+    /// ([`limits::registry_entry_size`], [`limits::device_size`]), counted the same way; a
+    /// re-description, or a new registration of a known unique id or device, is charged what
+    /// it changes of an existing entry or device ([`limits::refreshed_entry_size`],
+    /// [`limits::merged_device_size`]).
     registry_bytes: AtomicUsize,
+    /// The bound of `registry_bytes` ([`limits::MAX_GROUP_REGISTRY_BYTES`]).
+    max_registry_bytes: usize,
+    /// Held from a re-description's reservation until main's registries follow it, so that
+    /// concurrent re-descriptions each measure what the registries hold after the other.
+    redescriptions: Mutex<()>,
+    /// Log lines about registry refreshes that failed, per window.
+    refresh_log: Mutex<LogBudget>,
 }
 
-/// What one registration adds to main's registries, reserved before the entity is added.
+/// What one registration or re-description changes of main's registries, reserved before the
+/// entity is added or re-described.
 #[derive(Debug, Default)]
 struct RegistryGrowth {
     /// A new entity registry entry.
     entry: bool,
     /// A new device.
     device: bool,
-    /// Their estimated size.
+    /// Bytes taken of the group's registry budget: the estimated size of a new entry or
+    /// device, and what an existing one grows by.
     bytes: usize,
+    /// Bytes given back to the budget: what existing ones shrink by, net of the growth.
+    freed: usize,
 }
 
 impl Bridge {
@@ -97,6 +112,31 @@ impl Bridge {
         refused: Arc<GateCounters>,
         features: &BTreeSet<String>,
         max_entities: usize,
+    ) -> Arc<Self> {
+        Self::with_registry_budget(
+            core,
+            group,
+            channel,
+            contexts,
+            refused,
+            features,
+            max_entities,
+            limits::MAX_GROUP_REGISTRY_BYTES,
+        )
+    }
+
+    /// [`Self::new`] with another bound of the group's registry bytes (tests reach it with a
+    /// few registrations).
+    #[allow(clippy::too_many_arguments)]
+    fn with_registry_budget(
+        core: Core,
+        group: &str,
+        channel: Channel,
+        contexts: Arc<ContextCache>,
+        refused: Arc<GateCounters>,
+        features: &BTreeSet<String>,
+        max_entities: usize,
+        max_registry_bytes: usize,
     ) -> Arc<Self> {
         let footprint = registry_footprint(&core, group);
         Arc::new(Self {
@@ -122,6 +162,9 @@ impl Bridge {
             registry_entries: AtomicUsize::new(footprint.entries),
             devices: AtomicUsize::new(footprint.devices),
             registry_bytes: AtomicUsize::new(footprint.bytes),
+            max_registry_bytes,
+            redescriptions: Mutex::default(),
+            refresh_log: Mutex::new(LogBudget::new(1, usize::MAX)),
         })
     }
 
@@ -140,11 +183,13 @@ impl Bridge {
             .is_ok()
     }
 
-    /// Reserves what registering `description` for `entry` adds to main's registries: an
-    /// entity registry entry (with a unique id not registered yet) and a device (for an entity
-    /// with a unique id whose device matches none), counted against the group's registry caps
-    /// and its registry byte budget. Undone by [`Self::release_registry`] if the entity is not
-    /// added after all.
+    /// Reserves what registering or re-describing `description` for `entry` changes of main's
+    /// registries: a new entity registry entry (for a unique id not registered yet) and a new
+    /// device (for an entity with a unique id whose device matches none) take one of the
+    /// group's registry slots and their estimated size of its registry byte budget; an existing
+    /// entry or device, which the core refreshes from the description, is charged what it grows
+    /// by and gives back what it shrinks by. Undone by [`Self::release_registry`] if the entity
+    /// is not added or re-described after all.
     fn reserve_registry_growth(
         &self,
         entry: &homecore::ConfigEntry,
@@ -156,11 +201,10 @@ impl Bridge {
             return Ok(growth);
         };
         let proxy_unique_id = format!("{}:{unique_id}", description.platform);
-        let new_entry = self
-            .core
-            .entity_registry()
+        let registry = self.core.entity_registry();
+        let held_entry = registry
             .entity_id_for(&description.domain, &entry.domain, &proxy_unique_id)
-            .is_none();
+            .and_then(|entity_id| registry.get(&entity_id));
         let cap = |what: &str, max: usize| {
             (
                 Gate::EntityCap,
@@ -171,55 +215,79 @@ impl Bridge {
                 },
             )
         };
-        if new_entry {
-            if !Self::take_slot(&self.registry_entries, self.max_registry_entries()) {
-                return Err(cap("entity registry entries", self.max_registry_entries()));
+        let (mut grown, mut shrunk) = (0, 0);
+        let mut change = |before: usize, after: usize| {
+            grown += after.saturating_sub(before);
+            shrunk += before.saturating_sub(after);
+        };
+        match &held_entry {
+            Some(held) => change(
+                limits::registered_entry_size(held),
+                limits::refreshed_entry_size(held, description),
+            ),
+            None => {
+                if !Self::take_slot(&self.registry_entries, self.max_registry_entries()) {
+                    return Err(cap("entity registry entries", self.max_registry_entries()));
+                }
+                growth.entry = true;
+                change(0, limits::registry_entry_size(description));
             }
-            growth.entry = true;
-            growth.bytes += limits::registry_entry_size(description);
         }
         if let Some(device) = &description.device {
             let key = |pair: &wire::StringPair| (pair.first.clone(), pair.second.clone());
             let identifiers: Vec<_> = device.identifiers.iter().map(key).collect();
             let connections: Vec<_> = device.connections.iter().map(key).collect();
-            let new_device = self
-                .core
-                .device_registry()
-                .find_all(&identifiers, &connections)
-                .is_empty();
-            if new_device {
-                if !Self::take_slot(&self.devices, self.max_entities) {
-                    self.release_registry(&growth);
-                    return Err(cap("devices", self.max_entities));
+            // The device the core merges the description into: the first matching one.
+            match self.core.device_registry().find(&identifiers, &connections) {
+                Some(held) => change(
+                    limits::registered_device_size(&held),
+                    limits::merged_device_size(&held, device),
+                ),
+                None => {
+                    if !Self::take_slot(&self.devices, self.max_entities) {
+                        self.release_registry(&growth);
+                        return Err(cap("devices", self.max_entities));
+                    }
+                    growth.device = true;
+                    change(0, limits::device_size(device));
                 }
-                growth.device = true;
-                growth.bytes += limits::device_size(device);
             }
         }
+        if shrunk > grown {
+            let freed = shrunk - grown;
+            let held = self
+                .registry_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                    Some(held.saturating_sub(freed))
+                })
+                .unwrap_or_default();
+            growth.freed = freed.min(held);
+            return Ok(growth);
+        }
+        let bytes = grown - shrunk;
         let taken = self
             .registry_bytes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                let next = held + growth.bytes;
-                (next <= limits::MAX_GROUP_REGISTRY_BYTES).then_some(next)
+                let next = held + bytes;
+                (bytes == 0 || next <= self.max_registry_bytes).then_some(next)
             })
             .is_ok();
         if !taken {
-            let bytes = growth.bytes;
-            growth.bytes = 0;
             self.release_registry(&growth);
             return Err((
                 Gate::Bounds,
                 GateError::RegistryBytes {
                     group: self.group().to_owned(),
                     bytes,
-                    max: limits::MAX_GROUP_REGISTRY_BYTES,
+                    max: self.max_registry_bytes,
                 },
             ));
         }
+        growth.bytes = bytes;
         Ok(growth)
     }
 
-    /// Gives back what [`Self::reserve_registry_growth`] took.
+    /// Gives back what [`Self::reserve_registry_growth`] took, and takes back what it freed.
     fn release_registry(&self, growth: &RegistryGrowth) {
         if growth.entry {
             self.registry_entries.fetch_sub(1, Ordering::AcqRel);
@@ -230,6 +298,10 @@ impl Bridge {
         if growth.bytes > 0 {
             self.registry_bytes
                 .fetch_sub(growth.bytes, Ordering::AcqRel);
+        }
+        if growth.freed > 0 {
+            self.registry_bytes
+                .fetch_add(growth.freed, Ordering::AcqRel);
         }
     }
 
@@ -375,6 +447,17 @@ impl Bridge {
         self.refused.over_bound(error)
     }
 
+    /// Logs, within a budget per window, that main's registries did not follow a re-described
+    /// proxy.
+    fn log_refresh_failure(&self, entity_id: &str, error: &dyn std::fmt::Display) {
+        let message = limits::bounded_text(&error.to_string(), limits::MAX_MESSAGE_BYTES);
+        let admit = self.refresh_log.lock().admit(message.len());
+        if let Admit::Log { suppressed } = admit {
+            let suppressed = suppressed.map_or(0, |suppressed| suppressed.lines);
+            tracing::warn!(group = %self.group(), %entity_id, error = %message, suppressed, "the re-described proxy's registries were not refreshed");
+        }
+    }
+
     /// Whether a context id the sandbox sent is no longer than a ULID; a longer one is
     /// refused (counted).
     fn context_id_fits(&self, id: &str) -> bool {
@@ -500,23 +583,38 @@ impl Bridge {
             .state
             .as_ref()
             .map_or(0, |state| limits::held_size(&state.attributes_json));
-        // A re-description may bring a device main has not seen (new identifiers): reserved
-        // like a new entity's, and given back when nothing new is added after all.
+        // A re-description is serialized with the others from its reservation until main's
+        // registries follow it (no await in between).
+        let redescription = self.redescriptions.lock();
         let redescribed = self
             .proxies
             .lock()
             .get(&description.entity_id)
             .map(|record| record.proxy.description());
-        if let Some(previous) = &redescribed
-            && previous.unique_id != description.unique_id
-        {
-            let error = GateError::RedescribedUniqueId {
-                entity_id: description.entity_id.clone(),
-                unique_id: previous.unique_id.clone(),
+        if let Some(previous) = &redescribed {
+            // Main's unique id of a proxy is `{platform}:{unique_id}`: a change of either would
+            // leave the registry entry behind and register another one.
+            let error = if previous.unique_id != description.unique_id {
+                Some(GateError::RedescribedUniqueId {
+                    entity_id: description.entity_id.clone(),
+                    unique_id: previous.unique_id.clone(),
+                })
+            } else if previous.platform != description.platform {
+                Some(GateError::RedescribedPlatform {
+                    entity_id: description.entity_id.clone(),
+                    platform: previous.platform.clone(),
+                })
+            } else {
+                None
             };
-            return Err(self.refuse(Gate::Entity, &error));
+            if let Some(error) = error {
+                return Err(self.refuse(Gate::Entity, &error));
+            }
         }
         let unchanged = redescribed.as_ref() == Some(&description);
+        // What the re-description changes of main's registries (a longer name, larger
+        // capabilities, a device main has not seen): reserved like a registration's, and given
+        // back when nothing is re-described after all.
         let redescription_growth = match &redescribed {
             Some(_) if !unchanged => self
                 .reserve_registry_growth(&entry, &description)
@@ -563,15 +661,29 @@ impl Bridge {
         if let Some(proxy) = existing {
             proxy.redescribe(description, request.state.is_some().then_some(mirrored));
             let entity_id = proxy.entity_id().unwrap_or_default();
-            if !unchanged && !entity_id.is_empty() {
-                // Main's device and entity registry entries follow the new description (a
-                // renamed device, a new software version, a changed icon), in place.
-                if let Err(error) = self.core.entities().refresh_registration(&entity_id) {
-                    tracing::debug!(group = %self.group(), %entity_id, %error, "the re-described proxy's registries were not refreshed");
+            if !unchanged {
+                if entity_id.is_empty() {
+                    // Not on main (a disabled entity): its registries are not refreshed.
+                    self.release_registry(&redescription_growth);
+                } else if let Err(error) = self.core.entities().refresh_registration(&entity_id) {
+                    // Main's device and entity registry entries follow the new description (a
+                    // renamed device, a new software version, a changed icon), in place. A
+                    // refresh that found no entity (removed on main meanwhile) or no core wrote
+                    // nothing: the reservation is given back. Past that, the device may have
+                    // been merged before the failure: the reservation stays charged.
+                    if matches!(
+                        error,
+                        homecore::EntityError::NotFound(_) | homecore::EntityError::CoreGone
+                    ) {
+                        self.release_registry(&redescription_growth);
+                    }
+                    self.log_refresh_failure(&entity_id, &error);
                 }
             }
+            drop(redescription);
             return Ok(wire::RegisterEntityResult { entity_id });
         }
+        drop(redescription);
         // The entity went away meanwhile: this registers it anew, reserving on its own.
         self.release_registry(&redescription_growth);
         if !Self::take_slot(&self.entity_slots, self.max_entities) {
@@ -1278,6 +1390,11 @@ mod tests {
 
     impl Fixture {
         async fn new() -> Self {
+            Self::with_registry_budget(limits::MAX_GROUP_REGISTRY_BYTES).await
+        }
+
+        /// A fixture whose group may hold `max_registry_bytes` of registry entries and devices.
+        async fn with_registry_budget(max_registry_bytes: usize) -> Self {
             let dir = tempfile::tempdir().expect("tempdir");
             let core = Core::builder(CoreConfig::new(dir.path()))
                 .build()
@@ -1297,7 +1414,7 @@ mod tests {
                 });
             let (main, sandbox) =
                 channel_pair(ChannelBuilder::new(ChannelConfig::named("main")), sandbox);
-            let bridge = Bridge::new(
+            let bridge = Bridge::with_registry_budget(
                 core.clone(),
                 GROUP,
                 main.clone(),
@@ -1305,6 +1422,7 @@ mod tests {
                 Arc::new(GateCounters::new(GROUP)),
                 &BTreeSet::from(["entity_outcomes".to_owned()]),
                 limits::MAX_ENTITIES_PER_GROUP,
+                max_registry_bytes,
             );
             Self {
                 core,
@@ -1339,6 +1457,37 @@ mod tests {
                 }),
                 context_id: None,
             }
+        }
+
+        /// A sensor of the demo entry with unique id `unique_id` and a list of options of
+        /// `capabilities` bytes (none for 0).
+        fn sensor_with_options(
+            &self,
+            unique_id: &str,
+            capabilities: usize,
+        ) -> wire::RegisterEntity {
+            let mut request = self.sensor("Outside", None);
+            let description = request.description.as_mut().expect("a description");
+            description.entity_id = format!("sensor.{unique_id}");
+            description.unique_id = Some(unique_id.to_owned());
+            if capabilities > 0 {
+                let option = "x".repeat(capabilities - 64);
+                description.capabilities_json = serde_json::to_vec(&json!({"options": [option]}))
+                    .expect("capabilities serialize")
+                    .into();
+            }
+            request
+        }
+
+        /// Bytes of capabilities the demo entry's entity registry entries hold on main.
+        fn registered_capabilities_bytes(&self) -> usize {
+            self.core
+                .entity_registry()
+                .entries_for_config_entry(&self.entry_id)
+                .iter()
+                .filter_map(|entry| entry.capabilities.as_ref())
+                .map(|capabilities| serde_json::to_vec(capabilities).map_or(0, |json| json.len()))
+                .sum()
         }
 
         fn service(&self, service: &str, schema: Option<&Schema>) -> wire::RegisterService {
@@ -1415,6 +1564,215 @@ mod tests {
             "{:?}",
             hub.bridge.refused.snapshot()
         );
+        hub.close().await;
+    }
+
+    /// The registry byte budget of the tests below: room for a dozen entries with full
+    /// capabilities.
+    const SMALL_REGISTRY_BUDGET: usize = 256 * 1024;
+
+    /// Registers a sensor with no capabilities, then has `grow` give its registry entry full
+    /// capabilities, then unregisters it (its registry entry stays), for ever new unique ids;
+    /// returns how many times `grow` was refused.
+    async fn churn_registry_entries(
+        hub: &Fixture,
+        grow: impl Fn(&Fixture, String) -> BoxFuture<'_, Result<(), RemoteError>>,
+    ) -> usize {
+        let mut refused = 0;
+        for index in 0..40 {
+            let unique_id = format!("churn_{index}");
+            hub.bridge
+                .register_entity(hub.sensor_with_options(&unique_id, 0))
+                .await
+                .expect("a small registration fits");
+            if let Err(error) = grow(hub, unique_id.clone()).await {
+                assert_eq!(error.kind, sandbox_proto::error::ErrorKind::Refused);
+                refused += 1;
+            }
+            let _ = hub
+                .bridge
+                .unregister_entity(wire::UnregisterEntity {
+                    entity_id: format!("sensor.{unique_id}"),
+                })
+                .await;
+            if refused > 0 {
+                break;
+            }
+        }
+        refused
+    }
+
+    #[tokio::test]
+    async fn redescriptions_growing_registry_entries_are_held_to_the_registry_budget() {
+        let hub = Fixture::with_registry_budget(SMALL_REGISTRY_BUDGET).await;
+        // Shrinking gives bytes back, growing again takes them.
+        hub.bridge
+            .register_entity(hub.sensor_with_options("kept", limits::MAX_CAPABILITIES_BYTES))
+            .await
+            .expect("registered");
+        let full = hub.bridge.registry_bytes.load(Ordering::Acquire);
+        hub.bridge
+            .register_entity(hub.sensor_with_options("kept", 0))
+            .await
+            .expect("re-described smaller");
+        let emptied = hub.bridge.registry_bytes.load(Ordering::Acquire);
+        assert!(
+            emptied + limits::MAX_CAPABILITIES_BYTES <= full,
+            "{emptied} after {full}"
+        );
+        hub.bridge
+            .register_entity(hub.sensor_with_options("kept", limits::MAX_CAPABILITIES_BYTES))
+            .await
+            .expect("re-described larger again");
+        assert_eq!(hub.bridge.registry_bytes.load(Ordering::Acquire), full);
+        // Register small, re-describe large, unregister: the registry entries stay and grow.
+        let refused = churn_registry_entries(&hub, |hub, unique_id| {
+            Box::pin(async move {
+                hub.bridge
+                    .register_entity(
+                        hub.sensor_with_options(&unique_id, limits::MAX_CAPABILITIES_BYTES),
+                    )
+                    .await
+                    .map(drop)
+            })
+        })
+        .await;
+        assert_eq!(refused, 1, "the budget was never reached");
+        assert_eq!(hub.bridge.refused.count(Gate::Bounds), 1);
+        assert!(hub.bridge.registry_bytes.load(Ordering::Acquire) <= SMALL_REGISTRY_BUDGET);
+        assert!(hub.registered_capabilities_bytes() <= SMALL_REGISTRY_BUDGET);
+        hub.close().await;
+    }
+
+    #[tokio::test]
+    async fn registering_a_known_unique_id_again_is_held_to_the_registry_budget() {
+        let hub = Fixture::with_registry_budget(SMALL_REGISTRY_BUDGET).await;
+        // Register small, unregister, register the same unique id large, unregister.
+        let refused = churn_registry_entries(&hub, |hub, unique_id| {
+            Box::pin(async move {
+                hub.bridge
+                    .unregister_entity(wire::UnregisterEntity {
+                        entity_id: format!("sensor.{unique_id}"),
+                    })
+                    .await?;
+                hub.bridge
+                    .register_entity(
+                        hub.sensor_with_options(&unique_id, limits::MAX_CAPABILITIES_BYTES),
+                    )
+                    .await
+                    .map(drop)
+            })
+        })
+        .await;
+        assert_eq!(refused, 1, "the budget was never reached");
+        assert_eq!(hub.bridge.refused.count(Gate::Bounds), 1);
+        assert!(hub.bridge.registry_bytes.load(Ordering::Acquire) <= SMALL_REGISTRY_BUDGET);
+        assert!(hub.registered_capabilities_bytes() <= SMALL_REGISTRY_BUDGET);
+        hub.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_redescription_growing_the_device_is_charged_what_it_grows_by() {
+        let hub = Fixture::new().await;
+        let with_device = |name: &str, identifiers: &[&str]| {
+            let mut request = hub.sensor("Outside", None);
+            request.description.as_mut().expect("a description").device = Some(wire::DeviceInfo {
+                identifiers: identifiers
+                    .iter()
+                    .map(|id| wire::StringPair {
+                        first: "demo".into(),
+                        second: (*id).into(),
+                    })
+                    .collect(),
+                name: Some(name.into()),
+                ..Default::default()
+            });
+            request
+        };
+        hub.bridge
+            .register_entity(with_device("Hub", &["hub"]))
+            .await
+            .expect("registered");
+        let before = hub.bridge.registry_bytes.load(Ordering::Acquire);
+        let long_name = "n".repeat(200);
+        hub.bridge
+            .register_entity(with_device(&long_name, &["hub", "second"]))
+            .await
+            .expect("re-described");
+        let grown = hub.bridge.registry_bytes.load(Ordering::Acquire);
+        let device = &hub.core.device_registry().devices()[0];
+        assert_eq!(device.identifiers.len(), 2, "merged into the device");
+        assert_eq!(
+            grown - before,
+            long_name.len() - "Hub".len()
+                + "demo".len()
+                + "second".len()
+                + limits::JSON_VALUE_OVERHEAD
+        );
+        // Back to the short name: the name's bytes come back, the merged identifier stays.
+        hub.bridge
+            .register_entity(with_device("Hub", &["hub"]))
+            .await
+            .expect("re-described");
+        assert_eq!(
+            hub.bridge.registry_bytes.load(Ordering::Acquire),
+            before + "demo".len() + "second".len() + limits::JSON_VALUE_OVERHEAD
+        );
+        hub.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_redescription_may_not_change_the_platform() {
+        let hub = Fixture::new().await;
+        let registered = hub
+            .bridge
+            .register_entity(hub.sensor("Outside", None))
+            .await
+            .expect("registered");
+        let mut moved = hub.sensor("Outside", None);
+        moved.description.as_mut().expect("a description").platform = "other".into();
+        let error = hub
+            .bridge
+            .register_entity(moved)
+            .await
+            .expect_err("another platform");
+        assert_eq!(error.kind, sandbox_proto::error::ErrorKind::Refused);
+        assert_eq!(hub.bridge.refused.count(Gate::Entity), 1);
+        let entries: Vec<String> = hub
+            .core
+            .entity_registry()
+            .entries_for_config_entry(&hub.entry_id)
+            .into_iter()
+            .map(|entry| entry.entity_id)
+            .collect();
+        assert_eq!(entries, [registered.entity_id]);
+        let proxy = hub.bridge.proxies.lock()["sensor.outside"]
+            .proxy
+            .description();
+        assert_eq!(proxy.platform, "demo");
+        hub.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_redescription_whose_registries_are_not_refreshed_gives_its_reservation_back() {
+        let hub = Fixture::new().await;
+        let registered = hub
+            .bridge
+            .register_entity(hub.sensor_with_options("outside", 0))
+            .await
+            .expect("registered");
+        // Main removed the entity behind the proxy's back: the refresh finds nothing.
+        let platform = hub.bridge.proxies.lock()["sensor.outside"].platform.clone();
+        platform
+            .remove_entity(&registered.entity_id)
+            .await
+            .expect("removed");
+        let before = hub.bridge.registry_bytes.load(Ordering::Acquire);
+        hub.bridge
+            .register_entity(hub.sensor_with_options("outside", limits::MAX_CAPABILITIES_BYTES))
+            .await
+            .expect("re-described");
+        assert_eq!(hub.bridge.registry_bytes.load(Ordering::Acquire), before);
         hub.close().await;
     }
 

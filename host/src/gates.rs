@@ -204,6 +204,16 @@ pub enum GateError {
         /// Its unique id as first registered.
         unique_id: Option<String>,
     },
+    /// A re-description changing the entity's platform (part of its unique id on main).
+    #[error(
+        "entity {entity_id} is of platform {platform} on main; a re-description may not change that"
+    )]
+    RedescribedPlatform {
+        /// The sandbox's entity id.
+        entity_id: String,
+        /// Its platform as first registered.
+        platform: String,
+    },
     /// The group has as many entities as it may.
     #[error("group {group} has {max} entities, its limit")]
     EntityCap {

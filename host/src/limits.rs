@@ -136,6 +136,128 @@ pub fn device_size(device: &sandbox_proto::wire::DeviceInfo) -> usize {
     REGISTRY_RECORD_OVERHEAD + keys + texts.into_iter().flatten().map(String::len).sum::<usize>()
 }
 
+/// The estimated size of entity registry entry `entry` as main holds it, on the basis of
+/// [`refreshed_entry_size`]: what a re-description or a new registration of its unique id
+/// changes is charged as the difference of the two.
+pub fn registered_entry_size(entry: &homecore::RegistryEntry) -> usize {
+    registry_fields_size(
+        [&entry.entity_id, &entry.platform, &entry.unique_id],
+        [
+            entry.original_name.as_ref(),
+            entry.translation_key.as_ref(),
+            entry.original_icon.as_ref(),
+            entry.original_device_class.as_ref(),
+            entry.unit_of_measurement.as_ref(),
+        ],
+        entry.capabilities.as_ref(),
+    )
+}
+
+/// The estimated size of entity registry entry `entry` once `description` refreshed it: its
+/// ids stay, its texts and capabilities become the description's (as the core's registration
+/// of a known unique id does).
+pub fn refreshed_entry_size(
+    entry: &homecore::RegistryEntry,
+    description: &sandbox_proto::wire::EntityDescription,
+) -> usize {
+    let capabilities =
+        sandbox_proto::json::object_from_bytes(&description.capabilities_json).unwrap_or_default();
+    registry_fields_size(
+        [&entry.entity_id, &entry.platform, &entry.unique_id],
+        [
+            description.name.as_ref(),
+            description.translation_key.as_ref(),
+            description.icon.as_ref(),
+            description.device_class.as_ref(),
+            description.unit_of_measurement.as_ref(),
+        ],
+        (!capabilities.is_empty()).then_some(&capabilities),
+    )
+}
+
+/// [`REGISTRY_RECORD_OVERHEAD`] plus the texts and the parsed capabilities of a registry entry;
+/// capabilities are measured as main serializes them, so two descriptions of equal content
+/// cost the same whatever their whitespace.
+fn registry_fields_size(
+    ids: [&String; 3],
+    texts: [Option<&String>; 5],
+    capabilities: Option<&Map<String, Value>>,
+) -> usize {
+    let capabilities = capabilities.map_or(0, |capabilities| {
+        serde_json::to_vec(capabilities).map_or(0, |json| held_size(&json))
+    });
+    REGISTRY_RECORD_OVERHEAD
+        + capabilities
+        + ids.into_iter().map(String::len).sum::<usize>()
+        + texts.into_iter().flatten().map(String::len).sum::<usize>()
+}
+
+/// The estimated size of device `device` as main holds it, on the basis of
+/// [`merged_device_size`].
+pub fn registered_device_size(device: &homecore::DeviceEntry) -> usize {
+    let keys: usize = device
+        .identifiers
+        .iter()
+        .chain(&device.connections)
+        .map(|(kind, value)| kind.len() + value.len() + JSON_VALUE_OVERHEAD)
+        .sum();
+    let texts = [
+        &device.name,
+        &device.manufacturer,
+        &device.model,
+        &device.model_id,
+        &device.sw_version,
+        &device.hw_version,
+        &device.serial_number,
+        &device.configuration_url,
+        &device.suggested_area,
+        &device.via_device_id,
+    ];
+    REGISTRY_RECORD_OVERHEAD + keys + texts.into_iter().flatten().map(String::len).sum::<usize>()
+}
+
+/// The estimated size of device `held` once `device` merged into it, as the core's device
+/// registry merges: identifiers and connections joined, each text the description gives
+/// replacing the one held.
+pub fn merged_device_size(
+    held: &homecore::DeviceEntry,
+    device: &sandbox_proto::wire::DeviceInfo,
+) -> usize {
+    use homecore::device_registry::normalize_connection;
+    let mut merged = held.clone();
+    let pair = |pair: &sandbox_proto::wire::StringPair| (pair.first.clone(), pair.second.clone());
+    for key in device.identifiers.iter().map(pair) {
+        if !merged.identifiers.contains(&key) {
+            merged.identifiers.push(key);
+        }
+    }
+    for key in device
+        .connections
+        .iter()
+        .map(|key| normalize_connection(&pair(key)))
+    {
+        if !merged.connections.contains(&key) {
+            merged.connections.push(key);
+        }
+    }
+    let texts = [
+        (&mut merged.name, &device.name),
+        (&mut merged.manufacturer, &device.manufacturer),
+        (&mut merged.model, &device.model),
+        (&mut merged.model_id, &device.model_id),
+        (&mut merged.sw_version, &device.sw_version),
+        (&mut merged.hw_version, &device.hw_version),
+        (&mut merged.serial_number, &device.serial_number),
+        (&mut merged.configuration_url, &device.configuration_url),
+    ];
+    for (held, given) in texts {
+        if given.is_some() {
+            held.clone_from(given);
+        }
+    }
+    registered_device_size(&merged)
+}
+
 /// Most memory the attributes and capabilities of one group's proxies may take on main
 /// together, as [`held_size`] estimates it from their JSON. With [`MAX_ENTITIES_PER_GROUP`]
 /// entities at their own bounds a group could pin gigabytes; this keeps a group's mirrored

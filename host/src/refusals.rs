@@ -34,7 +34,8 @@ pub enum Gate {
     /// Context ids longer than a ULID (B7).
     Context,
     /// State pushes, unregistrations and re-descriptions of entities the group did not
-    /// register, re-descriptions changing an entity's domain or entry, unknown device classes.
+    /// register, re-descriptions changing an entity's domain, entry, platform or unique id,
+    /// unknown device classes.
     Entity,
     /// Values over a size, count or depth bound of [`crate::limits`], replies and flow results
     /// included, and the group's mirrored and registry byte budgets.

@@ -262,7 +262,7 @@ async fn an_unregistered_entity_releases_its_domain_approval() {
 
 #[tokio::test]
 async fn a_registry_update_redescribes_from_the_registry_and_an_idle_one_sends_nothing() {
-    let (_bridge, _counter, main, main_channel, core) = bridge().await;
+    let (bridge, _counter, main, main_channel, core) = bridge().await;
     assert_eq!(main.descriptions.lock().len(), 1);
     core.entity_registry()
         .update(
@@ -288,6 +288,16 @@ async fn a_registry_update_redescribes_from_the_registry_and_an_idle_one_sends_n
             },
         )
         .unwrap();
+    // The worker has settled the option update on its own (the registry listener ran, the
+    // worker went idle): merged with the next update it could not be told apart.
+    core.bus().wait_idle().await;
+    assert!(
+        bridge
+            .wait_settled(std::time::Duration::from_secs(30))
+            .await,
+        "hang guard"
+    );
+    assert_eq!(main.descriptions.lock().len(), 2, "an identical re-send");
     // Then a visible one: main sees it, and nothing for the option before it.
     core.entity_registry()
         .update(
