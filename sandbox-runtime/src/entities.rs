@@ -117,6 +117,21 @@ impl Shared {
         self.wake.notify_one();
     }
 
+    /// Marks a registered entity to be described again from the live registries and queues it
+    /// (an entity not registered yet is described when it is).
+    fn redescribe(&self, entity_id: &str) {
+        let known = match self.entities.lock().get_mut(entity_id) {
+            Some(tracked) if tracked.registered => {
+                tracked.redescribe = true;
+                true
+            }
+            _ => false,
+        };
+        if known {
+            self.enqueue(entity_id);
+        }
+    }
+
     /// Counts and logs (within its budget) an entity that has no config entry to be mirrored
     /// under.
     fn skip_entity_without_entry(&self, description: &EntityDescription) {
@@ -249,16 +264,7 @@ impl EntityBridge {
                         else {
                             return;
                         };
-                        let known = match shared.entities.lock().get_mut(entity_id) {
-                            Some(tracked) if tracked.registered => {
-                                tracked.redescribe = true;
-                                true
-                            }
-                            _ => false,
-                        };
-                        if known {
-                            shared.enqueue(entity_id);
-                        }
+                        shared.redescribe(entity_id);
                     }
                 })?;
         let weak = Arc::downgrade(&shared);
@@ -283,16 +289,7 @@ impl EntityBridge {
                             .map(|entry| entry.entity_id)
                             .collect();
                         for entity_id in of_device {
-                            let known = match shared.entities.lock().get_mut(&entity_id) {
-                                Some(tracked) if tracked.registered => {
-                                    tracked.redescribe = true;
-                                    true
-                                }
-                                _ => false,
-                            };
-                            if known {
-                                shared.enqueue(&entity_id);
-                            }
+                            shared.redescribe(&entity_id);
                         }
                     }
                 })?;
