@@ -301,9 +301,11 @@ pub fn describe_exit(status: &ExitStatus) -> String {
 #[allow(unsafe_code)]
 fn install_child_hygiene(command: &mut Command, limits: ResourceLimits) {
     let parent = nix::unistd::getpid();
+    // Read before the fork: the child may not allocate.
+    let last_capability = last_capability();
     // SAFETY: the closure runs in the forked child before exec. It only makes raw syscalls
-    // (prctl, getppid, setrlimit) that are async-signal-safe, allocates nothing (errors are
-    // built from raw errno values) and touches no lock.
+    // (prctl, getppid, setrlimit, capset) that are async-signal-safe, allocates nothing (errors
+    // are built from raw errno values) and touches no lock.
     unsafe {
         command.pre_exec(move || {
             // Die with the host, even if it is killed with SIGKILL. The check after it closes
@@ -324,8 +326,110 @@ fn install_child_hygiene(command: &mut Command, limits: ResourceLimits) {
                 setrlimit(Resource::RLIMIT_CPU, seconds, seconds).map_err(errno_error)?;
             }
             nix::sys::prctl::set_no_new_privs().map_err(errno_error)?;
+            drop_capabilities(last_capability)?;
             Ok(())
         });
+    }
+}
+
+/// The highest capability number the kernel knows (`/proc/sys/kernel/cap_last_cap`), or
+/// [`FALLBACK_LAST_CAPABILITY`] when it cannot be read.
+fn last_capability() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(FALLBACK_LAST_CAPABILITY)
+}
+
+/// Capabilities dropped from the bounding set when the kernel does not say how many it has
+/// (Linux 6.x knows 41, `CAP_CHECKPOINT_RESTORE`; a number past the kernel's own ends the
+/// loop harmlessly).
+const FALLBACK_LAST_CAPABILITY: u32 = 63;
+
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit capability sets, as two 32-bit halves.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+struct CapabilityHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// `struct __user_cap_data_struct`, one 32-bit half of each set.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapabilityData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Runs in the child between fork and exec: every capability goes, even when main runs as
+/// root. The bounding set is emptied first, so the exec cannot hand a root child its
+/// capabilities back; then the ambient set, then effective, permitted and inheritable. A child
+/// without `CAP_SETPCAP` (main not root, or a uid drop that already cleared its sets) cannot
+/// change its bounding set and gets `EPERM`, which is expected: with `no_new_privs` its exec
+/// gains nothing from it.
+#[allow(unsafe_code)]
+fn drop_capabilities(last_capability: u32) -> io::Result<()> {
+    for capability in 0..=last_capability {
+        // SAFETY: prctl with integer arguments only.
+        let result = unsafe {
+            libc::prctl(
+                libc::PR_CAPBSET_DROP,
+                libc::c_ulong::from(capability),
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        };
+        if result != 0 {
+            match io::Error::last_os_error().raw_os_error() {
+                // Past the kernel's last capability.
+                Some(libc::EINVAL) => break,
+                // Not allowed to change the bounding set (see above).
+                Some(libc::EPERM) => break,
+                _ => return Err(io::Error::last_os_error()),
+            }
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    let cleared = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    // A kernel without ambient capabilities (before 4.3) has none to clear.
+    if cleared != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+        return Err(io::Error::last_os_error());
+    }
+    let header = CapabilityHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let none = [CapabilityData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capset reads the header and two data structs, laid out as the kernel's and
+    // alive for the call.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &header as *const CapabilityHeader,
+            none.as_ptr(),
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -486,6 +590,61 @@ async fn forward_lines_to(mut source: impl AsyncRead + Unpin, mut sink: impl FnM
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The capability sets of `pid` from `/proc/<pid>/status`, by name (`CapEff`, `CapBnd`, ...).
+    fn capability_sets(pid: u32) -> Vec<(String, u64)> {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("status")
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                let name = name.strip_prefix("Cap")?;
+                Some((name.to_owned(), u64::from_str_radix(value.trim(), 16).ok()?))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_runs_without_any_capability_even_under_a_root_main() {
+        let spec = SpawnSpec {
+            group: "caps".into(),
+            argv: vec!["/bin/sleep".into(), "30".into()],
+            transport: ChildTransport::Unix,
+            limits: ResourceLimits::default(),
+            credentials: None,
+        };
+        let (mut child, _) = SandboxProcess::spawn(&spec).expect("spawns");
+        let pid = child.pid();
+        // The child has exec'd once its command line is sleep's.
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while !std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .starts_with("/bin/sleep")
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the child exec'd");
+        let sets = capability_sets(pid);
+        let ours = capability_sets(std::process::id());
+        child.kill().await;
+        let set = |sets: &[(String, u64)], name: &str| {
+            sets.iter()
+                .find(|(set, _)| set == name)
+                .map(|(_, value)| *value)
+                .expect("set listed")
+        };
+        for name in ["Inh", "Prm", "Eff", "Amb"] {
+            assert_eq!(set(&sets, name), 0, "Cap{name} of the sandbox: {sets:?}");
+        }
+        // The bounding set can be emptied only by a main that may (root, `CAP_SETPCAP`); such a
+        // main is where it matters, since a root child would get its capabilities back from it
+        // at exec.
+        if set(&ours, "Eff") & (1 << 8) != 0 {
+            assert_eq!(set(&sets, "Bnd"), 0, "CapBnd of the sandbox: {sets:?}");
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_child_printing_without_end_costs_a_bounded_log() {
