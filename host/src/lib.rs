@@ -24,6 +24,7 @@
 pub mod bridge;
 pub mod budget;
 pub mod classifier;
+pub mod confinement;
 pub mod context_cache;
 pub mod cpu_share;
 pub mod gates;

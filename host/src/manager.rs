@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::budget::{RestartBudget, RestartPolicy};
+use crate::confinement::ConfinementProfile;
 use crate::cpu_share::CpuShareConfig;
 use crate::process::{
     ChildTransport, Credentials, ResourceLimits, SandboxProcess, SpawnSpec, describe_exit,
@@ -107,6 +108,8 @@ pub struct GroupConfig {
     /// The group's fair share of the machine (see [`crate::cpu_share`]); `None` never demotes
     /// it.
     pub cpu_share: Option<CpuShareConfig>,
+    /// What the kernel forbids the group's sandbox (see [`crate::confinement`]).
+    pub confinement: ConfinementProfile,
 }
 
 impl GroupConfig {
@@ -126,6 +129,7 @@ impl GroupConfig {
             credentials: None,
             max_entities: crate::limits::MAX_ENTITIES_PER_GROUP,
             cpu_share: Some(CpuShareConfig::default()),
+            confinement: ConfinementProfile::Default,
         }
     }
 }
@@ -685,6 +689,7 @@ async fn attempt(
         transport: config.transport,
         limits: config.limits.clone(),
         credentials: config.credentials,
+        confinement: config.confinement,
     };
     let (mut process, pipes) = match SandboxProcess::spawn(&spec) {
         Ok(spawned) => spawned,

@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
+use crate::confinement::ConfinementProfile;
 use crate::log_limit::{Admit, LogBudget, Suppressed};
 
 /// The longest line of a child's stderr forwarded to the log; the rest of a longer line is
@@ -64,6 +65,8 @@ pub struct SpawnSpec {
     pub limits: ResourceLimits,
     /// Drop to this user and group (requires running as root).
     pub credentials: Option<Credentials>,
+    /// What the kernel forbids the child (see [`crate::confinement`]).
+    pub confinement: ConfinementProfile,
 }
 
 /// Why a child could not be started.
@@ -82,6 +85,15 @@ pub enum SpawnError {
         group: String,
         /// The uid asked for.
         uid: u32,
+    },
+    /// Its confinement could not be prepared (it is not started unconfined).
+    #[error("cannot confine group `{group}`: {source}")]
+    Confinement {
+        /// The group.
+        group: String,
+        /// Why.
+        #[source]
+        source: crate::confinement::ConfinementError,
     },
     /// The OS refused to start it.
     #[error("cannot start {program:?} for group `{group}`: {source}")]
@@ -145,7 +157,14 @@ impl SandboxProcess {
             }
             command.uid(credentials.uid).gid(credentials.gid);
         }
-        install_child_hygiene(&mut command, spec.limits.clone());
+        let syscall_filter =
+            crate::confinement::syscall_filter(spec.confinement).map_err(|source| {
+                SpawnError::Confinement {
+                    group: spec.group.clone(),
+                    source,
+                }
+            })?;
+        install_child_hygiene(&mut command, spec.limits.clone(), syscall_filter);
         let mut child = command.spawn().map_err(|source| SpawnError::Io {
             group: spec.group.clone(),
             program: program.clone(),
@@ -299,13 +318,18 @@ pub fn describe_exit(status: &ExitStatus) -> String {
 }
 
 #[allow(unsafe_code)]
-fn install_child_hygiene(command: &mut Command, limits: ResourceLimits) {
+fn install_child_hygiene(
+    command: &mut Command,
+    limits: ResourceLimits,
+    syscall_filter: Option<seccompiler::BpfProgram>,
+) {
     let parent = nix::unistd::getpid();
     // Read before the fork: the child may not allocate.
     let last_capability = last_capability();
     // SAFETY: the closure runs in the forked child before exec. It only makes raw syscalls
-    // (prctl, getppid, setrlimit, capset) that are async-signal-safe, allocates nothing (errors
-    // are built from raw errno values) and touches no lock.
+    // (prctl, getppid, setrlimit, capset, seccomp) that are async-signal-safe, allocates nothing
+    // (errors are built from raw errno values; the syscall filter was compiled before the fork)
+    // and touches no lock.
     unsafe {
         command.pre_exec(move || {
             // Die with the host, even if it is killed with SIGKILL. The check after it closes
@@ -327,6 +351,13 @@ fn install_child_hygiene(command: &mut Command, limits: ResourceLimits) {
             }
             nix::sys::prctl::set_no_new_privs().map_err(errno_error)?;
             drop_capabilities(last_capability)?;
+            // Last, so nothing above runs under the filter.
+            if let Some(filter) = &syscall_filter {
+                seccompiler::apply_filter(filter).map_err(|error| match error {
+                    seccompiler::Error::Prctl(error) | seccompiler::Error::Seccomp(error) => error,
+                    _ => io::Error::from_raw_os_error(libc::EINVAL),
+                })?;
+            }
             Ok(())
         });
     }
@@ -604,6 +635,62 @@ mod tests {
             .collect()
     }
 
+    /// What a child attempting syscalls printed, one `name outcome` line each: the child runs
+    /// under `confinement` and tries `PTRACE_TRACEME`, a user namespace and the session keyring.
+    async fn syscall_attempts(confinement: ConfinementProfile) -> Vec<String> {
+        let script = format!(
+            "import ctypes\n\
+             libc = ctypes.CDLL(None, use_errno=True)\n\
+             def attempt(name, *args):\n    \
+                 result = libc.syscall(*[ctypes.c_long(a) for a in args])\n    \
+                 errno = ctypes.get_errno()\n    \
+                 print(name, 'ok' if result >= 0 else 'EPERM' if errno == 1 else 'errno%d' % errno, flush=True)\n\
+             attempt('ptrace', {ptrace}, 0, 0, 0, 0)\n\
+             attempt('unshare', {unshare}, 0x10000000)\n\
+             attempt('keyctl', {keyctl}, 0, -3, 0)\n",
+            ptrace = libc::SYS_ptrace,
+            unshare = libc::SYS_unshare,
+            keyctl = libc::SYS_keyctl,
+        );
+        let spec = SpawnSpec {
+            group: "attempts".into(),
+            argv: vec!["python3".into(), "-c".into(), script.into()],
+            transport: ChildTransport::Stdio,
+            limits: ResourceLimits::default(),
+            credentials: None,
+            confinement,
+        };
+        let (mut child, pipes) = SandboxProcess::spawn(&spec).expect("spawns");
+        let mut output = String::new();
+        let mut from_child = pipes.expect("stdio pipes").from_child;
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            from_child.read_to_string(&mut output),
+        )
+        .await
+        .expect("the child ends")
+        .expect("reads");
+        let status = child.wait().await.expect("reaped");
+        assert!(status.success(), "{status:?}: {output}");
+        output.lines().map(str::to_owned).collect()
+    }
+
+    #[tokio::test]
+    async fn the_default_profile_refuses_the_denied_syscalls_and_off_does_not() {
+        let confined = syscall_attempts(ConfinementProfile::Default).await;
+        assert_eq!(
+            confined,
+            ["ptrace EPERM", "unshare EPERM", "keyctl EPERM"],
+            "under the default profile"
+        );
+        // The same child unconfined: what the filter refused is the filter's doing, not the
+        // machine's (a user namespace or the keyring may be off on a given machine; tracing
+        // oneself never is).
+        let unconfined = syscall_attempts(ConfinementProfile::Off).await;
+        assert_eq!(unconfined.len(), 3, "{unconfined:?}");
+        assert_eq!(unconfined[0], "ptrace ok");
+    }
+
     #[tokio::test]
     async fn a_sandbox_runs_without_any_capability_even_under_a_root_main() {
         let spec = SpawnSpec {
@@ -612,6 +699,7 @@ mod tests {
             transport: ChildTransport::Unix,
             limits: ResourceLimits::default(),
             credentials: None,
+            confinement: ConfinementProfile::Default,
         };
         let (mut child, _) = SandboxProcess::spawn(&spec).expect("spawns");
         let pid = child.pid();
