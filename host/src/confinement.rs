@@ -8,8 +8,10 @@
 //! `kcmp`, `pidfd_getfd`), mounting and namespaces (`mount`, `umount2`, `pivot_root`, `chroot`,
 //! `unshare`, `setns`, the new mount API), kernel attack surface (`bpf`, `perf_event_open`,
 //! `userfaultfd`, the keyring, `io_uring`), and the machine itself (module loading, `kexec`,
-//! `reboot`, swap, accounting, the clock). Everything else is allowed: an integration keeps its
-//! network, files, threads and child processes (`command_line` runs shells). A filter returns an
+//! `reboot`, swap, accounting, the clock), and sockets of any family but
+//! [`ALLOWED_SOCKET_FAMILIES`] (local, IPv4, IPv6, netlink). Everything else is allowed: an
+//! integration keeps its network, files, threads and child processes (`command_line` runs
+//! shells). A filter returns an
 //! error rather than killing the process, so a library probing for a feature falls back.
 //!
 //! The filter is compiled before the fork (the child may not allocate) and checks the
@@ -18,7 +20,10 @@
 
 use std::collections::BTreeMap;
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 
 /// How a group's sandbox is confined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,6 +101,16 @@ pub const DENIED_SYSCALLS: &[(&str, libc::c_long)] = &[
     ("quotactl", libc::SYS_quotactl),
 ];
 
+/// The socket families a sandbox may open under [`ConfinementProfile::Default`]: local sockets,
+/// IPv4, IPv6, and netlink (the C library's interface and route queries). Any other family
+/// (`AF_PACKET`, `AF_BLUETOOTH`, `AF_ALG`, `AF_VSOCK`, ...) is refused with `EPERM` by `socket`.
+pub const ALLOWED_SOCKET_FAMILIES: &[(&str, libc::c_int)] = &[
+    ("AF_UNIX", libc::AF_UNIX),
+    ("AF_INET", libc::AF_INET),
+    ("AF_INET6", libc::AF_INET6),
+    ("AF_NETLINK", libc::AF_NETLINK),
+];
+
 /// The syscall filter of `profile`, compiled for this machine; `None` when the profile has
 /// none.
 pub fn syscall_filter(profile: ConfinementProfile) -> Result<Option<BpfProgram>, ConfinementError> {
@@ -107,10 +122,27 @@ pub fn syscall_filter(profile: ConfinementProfile) -> Result<Option<BpfProgram>,
     // An empty rule list matches the syscall whatever its arguments. (`c_long` is `i64` on
     // every architecture seccompiler knows, which makes the conversion look useless there.)
     #[allow(clippy::useless_conversion)]
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = DENIED_SYSCALLS
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED_SYSCALLS
         .iter()
         .map(|&(_, number)| (i64::from(number), Vec::new()))
         .collect();
+    // `socket` matches (is refused) when its family is none of the allowed ones.
+    let other_family = ALLOWED_SOCKET_FAMILIES
+        .iter()
+        .map(|&(_, family)| {
+            SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Ne,
+                u64::from(family.unsigned_abs()),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    #[allow(clippy::useless_conversion)]
+    rules.insert(
+        i64::from(libc::SYS_socket),
+        vec![SeccompRule::new(other_family)?],
+    );
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,

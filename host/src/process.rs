@@ -647,10 +647,19 @@ mod tests {
                  print(name, 'ok' if result >= 0 else 'EPERM' if errno == 1 else 'errno%d' % errno, flush=True)\n\
              attempt('ptrace', {ptrace}, 0, 0, 0, 0)\n\
              attempt('unshare', {unshare}, 0x10000000)\n\
-             attempt('keyctl', {keyctl}, 0, -3, 0)\n",
+             attempt('keyctl', {keyctl}, 0, -3, 0)\n\
+             attempt('socket_packet', {socket}, {packet}, 3, 0)\n\
+             attempt('socket_alg', {socket}, {alg}, 5, 0)\n\
+             attempt('socket_inet', {socket}, {inet}, 1, 0)\n\
+             attempt('socket_unix', {socket}, {unix}, 1, 0)\n",
             ptrace = libc::SYS_ptrace,
             unshare = libc::SYS_unshare,
             keyctl = libc::SYS_keyctl,
+            socket = libc::SYS_socket,
+            packet = libc::AF_PACKET,
+            alg = libc::AF_ALG,
+            inet = libc::AF_INET,
+            unix = libc::AF_UNIX,
         );
         let spec = SpawnSpec {
             group: "attempts".into(),
@@ -680,14 +689,23 @@ mod tests {
         let confined = syscall_attempts(ConfinementProfile::Default).await;
         assert_eq!(
             confined,
-            ["ptrace EPERM", "unshare EPERM", "keyctl EPERM"],
+            [
+                "ptrace EPERM",
+                "unshare EPERM",
+                "keyctl EPERM",
+                "socket_packet EPERM",
+                "socket_alg EPERM",
+                "socket_inet ok",
+                "socket_unix ok",
+            ],
             "under the default profile"
         );
         // The same child unconfined: what the filter refused is the filter's doing, not the
-        // machine's (a user namespace or the keyring may be off on a given machine; tracing
-        // oneself never is).
+        // machine's (a user namespace, the keyring or a socket family may be off on a given
+        // machine, and packet sockets need a capability no sandbox has; tracing oneself is
+        // always allowed).
         let unconfined = syscall_attempts(ConfinementProfile::Off).await;
-        assert_eq!(unconfined.len(), 3, "{unconfined:?}");
+        assert_eq!(unconfined.len(), 7, "{unconfined:?}");
         assert_eq!(unconfined[0], "ptrace ok");
     }
 
