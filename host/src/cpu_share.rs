@@ -69,38 +69,43 @@ impl Default for CpuShareConfig {
 
 /// The CPU time (user + system, every thread, in `USER_HZ` ticks) the process `pid` has used.
 pub fn cpu_ticks(pid: u32) -> io::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_cpu_ticks(&stat).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("/proc/{pid}/stat has no CPU times"),
-        )
-    })
-}
-
-/// utime + stime from a `/proc/<pid>/stat` line. The command name (field 2) is in parentheses
-/// and may itself hold spaces and parentheses, so fields are counted after its last `)`.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    // Fields from 3 on: state is 3, utime 14, stime 15.
-    let mut fields = after_name.split_whitespace().skip(14 - 3);
-    let user: u64 = fields.next()?.parse().ok()?;
-    let system: u64 = fields.next()?.parse().ok()?;
-    Some(user + system)
+    stat_field(pid, "CPU times", parse_cpu_ticks)
 }
 
 /// The nice value of the process `pid`'s main thread (field 19 of `/proc/<pid>/stat`).
 pub fn nice_of(pid: u32) -> io::Result<i32> {
+    stat_field(pid, "nice value", |stat| field(stat, 19)?.parse().ok())
+}
+
+/// The process group of `pid` (field 5 of `/proc/<pid>/stat`).
+fn process_group_of(pid: u32) -> io::Result<u32> {
+    stat_field(pid, "process group", |stat| field(stat, 5)?.parse().ok())
+}
+
+/// What `parse` finds in `/proc/<pid>/stat`, or an error naming `what` was missing.
+fn stat_field<T>(pid: u32, what: &str, parse: impl Fn(&str) -> Option<T>) -> io::Result<T> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    stat.rfind(')')
-        .and_then(|end| stat[end + 1..].split_whitespace().nth(19 - 3))
-        .and_then(|field| field.parse().ok())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("/proc/{pid}/stat has no nice value"),
-            )
-        })
+    parse(&stat).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/stat has no {what}"),
+        )
+    })
+}
+
+/// Field `number` (1-based, as `man proc` counts) of a `/proc/<pid>/stat` line, from the state
+/// (field 3) on. The command name (field 2) is in parentheses and may itself hold spaces and
+/// parentheses, so fields are counted after its last `)`.
+fn field(stat: &str, number: usize) -> Option<&str> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(number.checked_sub(3)?)
+}
+
+/// utime (field 14) + stime (field 15) from a `/proc/<pid>/stat` line.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let user: u64 = field(stat, 14)?.parse().ok()?;
+    let system: u64 = field(stat, 15)?.parse().ok()?;
+    Some(user + system)
 }
 
 /// Whether `used` ticks over `elapsed` are more than `limit` of one CPU.
@@ -149,20 +154,6 @@ fn renice_sandbox(pid: u32, nice: i32, group: &str) -> io::Result<()> {
         tracing::warn!(%group, pid, "sandbox left the process group main gave it: what it started is not demoted with it");
     }
     Ok(())
-}
-
-/// The process group of `pid` (field 5 of `/proc/<pid>/stat`).
-fn process_group_of(pid: u32) -> io::Result<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    stat.rfind(')')
-        .and_then(|end| stat[end + 1..].split_whitespace().nth(5 - 3))
-        .and_then(|field| field.parse().ok())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("/proc/{pid}/stat has no process group"),
-            )
-        })
 }
 
 /// What [`renice`] applies to.

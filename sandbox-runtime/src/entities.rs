@@ -252,47 +252,30 @@ impl EntityBridge {
                 shared.wake.notify_one();
             },
         ));
-        let weak = Arc::downgrade(&shared);
         let registry_listener =
-            core.bus()
-                .listen(EVENT_ENTITY_REGISTRY_UPDATED, move |event: Arc<Event>| {
-                    let weak = weak.clone();
-                    async move {
-                        let Some(shared) = weak.upgrade() else { return };
-                        let Some(entity_id) =
-                            event.data.get("entity_id").and_then(|id| id.as_str())
-                        else {
-                            return;
-                        };
-                        shared.redescribe(entity_id);
-                    }
-                })?;
-        let weak = Arc::downgrade(&shared);
+            redescribe_on(&shared, EVENT_ENTITY_REGISTRY_UPDATED, |_, event| {
+                event
+                    .data
+                    .get("entity_id")
+                    .and_then(|id| id.as_str())
+                    .map(|entity_id| vec![entity_id.to_owned()])
+                    .unwrap_or_default()
+            })?;
+        // Every registered entity of a device describes it: each is described again (a renamed
+        // device, a new software version).
         let device_listener =
-            core.bus()
-                .listen(EVENT_DEVICE_REGISTRY_UPDATED, move |event: Arc<Event>| {
-                    let weak = weak.clone();
-                    async move {
-                        let Some(shared) = weak.upgrade() else { return };
-                        let Some(device_id) =
-                            event.data.get("device_id").and_then(|id| id.as_str())
-                        else {
-                            return;
-                        };
-                        // Every registered entity of the device describes it: each is
-                        // described again (a renamed device, a new software version).
-                        let of_device: Vec<String> = shared
-                            .core
-                            .entity_registry()
-                            .entries_for_device(device_id)
-                            .into_iter()
-                            .map(|entry| entry.entity_id)
-                            .collect();
-                        for entity_id in of_device {
-                            shared.redescribe(&entity_id);
-                        }
-                    }
-                })?;
+            redescribe_on(&shared, EVENT_DEVICE_REGISTRY_UPDATED, |shared, event| {
+                let Some(device_id) = event.data.get("device_id").and_then(|id| id.as_str()) else {
+                    return Vec::new();
+                };
+                shared
+                    .core
+                    .entity_registry()
+                    .entries_for_device(device_id)
+                    .into_iter()
+                    .map(|entry| entry.entity_id)
+                    .collect()
+            })?;
         let observer = core
             .entities()
             .add_observer(Arc::new(Observer(Arc::downgrade(&shared))));
@@ -378,6 +361,29 @@ impl Drop for EntityBridge {
         }
         self.worker.abort();
     }
+}
+
+/// Listens to `event_type` on the private core's bus and re-describes the entities `affected`
+/// names for each event (see [`Shared::redescribe`]); the listener holds the bridge weakly.
+fn redescribe_on(
+    shared: &Arc<Shared>,
+    event_type: &str,
+    affected: impl Fn(&Shared, &Event) -> Vec<String> + Send + Sync + 'static,
+) -> Result<ListenerHandle, homecore::event::EventError> {
+    let weak = Arc::downgrade(shared);
+    let affected = Arc::new(affected);
+    shared
+        .core
+        .bus()
+        .listen(event_type, move |event: Arc<Event>| {
+            let (weak, affected) = (weak.clone(), Arc::clone(&affected));
+            async move {
+                let Some(shared) = weak.upgrade() else { return };
+                for entity_id in affected(&shared, &event) {
+                    shared.redescribe(&entity_id);
+                }
+            }
+        })
 }
 
 async fn work(shared: Arc<Shared>) {
