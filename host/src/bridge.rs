@@ -20,7 +20,7 @@ use homecore::service::ServiceHandler;
 use homecore::{ConfigEntryUpdate, Core, Schema, ServiceError, SupportsResponse};
 use parking_lot::Mutex;
 use sandbox_proto::{Channel, ChannelBuilder, RemoteError, json, wire};
-use sandbox_runtime::convert::service_error_from_remote;
+use sandbox_wire::service_error_from_remote;
 
 use crate::context_cache::ContextCache;
 use crate::gates::{self, GateError};

@@ -39,9 +39,7 @@ pub const CORE_CONFIG_PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// (a group started later gets it with its first `entry_setup` or `flow_init`).
 async fn push_core_config(groups: &Groups) {
     let update = wire::CoreConfigUpdated {
-        core_config: Some(sandbox_runtime::convert::core_config_to_wire(
-            &groups.core().config(),
-        )),
+        core_config: Some(sandbox_wire::core_config_to_wire(&groups.core().config())),
     };
     let targets = groups
         .names()

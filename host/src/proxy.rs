@@ -18,7 +18,7 @@ use homecore::entity::{Entity, EntityHandle, EntityInfo, EntityServiceCall};
 use homecore::{Context, ServiceError};
 use parking_lot::Mutex;
 use sandbox_proto::{CallError, Channel, json, wire};
-use sandbox_runtime::convert::{entity_info_from_wire, service_error_from_remote};
+use sandbox_wire::{entity_info_from_wire, service_error_from_remote};
 use serde_json::{Map, Value};
 
 use crate::context_cache::ContextCache;

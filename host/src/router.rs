@@ -16,7 +16,7 @@ use homecore::{
     FlowStep, Routed, RoutedFlow, SetupError,
 };
 use sandbox_proto::{CallError, Channel, json, wire};
-use sandbox_runtime::convert::{
+use sandbox_wire::{
     ConvertError, core_config_to_wire, entry_to_wire, flow_error_from_remote, flow_step_from_wire,
 };
 use serde_json::{Map, Value};

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use chrono::{DateTime, Utc};
-use homecore::entity::EntityDescription;
+use homecore::entity::{EntityDescription, EntityDeviceInfo};
 use homecore::entity_component::{EntityObserver, ObserverHandle};
 use homecore::state::StateObserverHandle;
 use homecore::{Core, Event, ListenerHandle, State};
@@ -459,7 +459,7 @@ async fn push_states(shared: &Shared, changes: &[Arc<State>]) {
                 state: state.state.clone(),
                 attributes_json: json::object_to_bytes(&state.attributes),
                 available: state.state != "unavailable",
-                context_id: Some(state.context.id.to_string()),
+                context_id: Some(sandbox_wire::context_to_wire(&state.context)),
             })
             .collect()
     };
@@ -520,7 +520,9 @@ async fn settle(shared: &Shared, entity_id: &str) {
     let request = wire::RegisterEntity {
         description: Some(live.clone()),
         state: Some(state.as_deref().map(entity_state).unwrap_or_default()),
-        context_id: state.as_ref().map(|state| state.context.id.to_string()),
+        context_id: state
+            .as_ref()
+            .map(|state| sandbox_wire::context_to_wire(&state.context)),
     };
     match shared.channel.call(&request).await {
         Ok(_) => {
@@ -573,49 +575,11 @@ fn entity_state(state: &State) -> wire::EntityState {
 
 /// An entity's description as the wire carries it.
 pub fn describe(description: &EntityDescription) -> wire::EntityDescription {
-    let info = &description.info;
     wire::EntityDescription {
         entity_id: description.entity_id.clone(),
         entry_id: description.config_entry_id.clone().unwrap_or_default(),
         platform: description.platform.clone(),
-        domain: info.domain.clone(),
-        unique_id: info.unique_id.clone(),
-        name: info.name.clone(),
-        has_entity_name: info.has_entity_name,
-        translation_key: info.translation_key.clone(),
-        icon: info.icon.clone(),
-        device_class: info.device_class.clone(),
-        entity_category: info.entity_category.as_ref().map(|category| {
-            serde_json::to_value(category)
-                .ok()
-                .and_then(|value| value.as_str().map(str::to_owned))
-                .unwrap_or_default()
-        }),
-        supported_features: info.supported_features,
-        unit_of_measurement: info.unit_of_measurement.clone(),
-        state_class: info.state_class.clone(),
-        capabilities_json: json::object_to_bytes(&info.capabilities),
-        device: info.device_info.as_ref().map(|device| wire::DeviceInfo {
-            identifiers: device.identifiers.iter().map(pair).collect(),
-            connections: device.connections.iter().map(pair).collect(),
-            name: device.name.clone(),
-            manufacturer: device.manufacturer.clone(),
-            model: device.model.clone(),
-            model_id: device.model_id.clone(),
-            sw_version: device.sw_version.clone(),
-            hw_version: device.hw_version.clone(),
-            serial_number: device.serial_number.clone(),
-            via_device: device.via_device.as_ref().map(pair),
-            entry_type: device.entry_type.as_ref().map(|entry_type| {
-                serde_json::to_value(entry_type)
-                    .ok()
-                    .and_then(|value| value.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            }),
-            configuration_url: device.configuration_url.clone(),
-            suggested_area: device.suggested_area.clone(),
-        }),
-        entity_registry_enabled_default: info.entity_registry_enabled_default,
+        ..sandbox_wire::entity_info_to_wire(&description.info)
     }
 }
 
@@ -646,8 +610,10 @@ pub fn describe_live(core: &Core, description: &EntityDescription) -> wire::Enti
         .or(entry.original_device_class.clone());
     let devices = core.device_registry();
     if let Some(device) = entry.device_id.as_deref().and_then(|id| devices.get(id)) {
-        let named_via = described
-            .device
+        // The identifier the entity named, while the hub still has it; else the hub's first.
+        let named_via = description
+            .info
+            .device_info
             .as_ref()
             .and_then(|device| device.via_device.clone());
         let via_device = device
@@ -655,18 +621,13 @@ pub fn describe_live(core: &Core, description: &EntityDescription) -> wire::Enti
             .as_deref()
             .and_then(|id| devices.get(id))
             .and_then(|via| {
-                // The identifier the entity named, while the hub still has it; else its first.
                 named_via
-                    .filter(|named| {
-                        via.identifiers
-                            .iter()
-                            .any(|key| key.0 == named.first && key.1 == named.second)
-                    })
-                    .or_else(|| via.identifiers.first().map(pair))
+                    .filter(|named| via.identifiers.contains(named))
+                    .or_else(|| via.identifiers.first().cloned())
             });
-        described.device = Some(wire::DeviceInfo {
-            identifiers: device.identifiers.iter().map(pair).collect(),
-            connections: device.connections.iter().map(pair).collect(),
+        described.device = Some(sandbox_wire::device_info_to_wire(&EntityDeviceInfo {
+            identifiers: device.identifiers.clone(),
+            connections: device.connections.clone(),
             name: device.name_by_user.clone().or(device.name.clone()),
             manufacturer: device.manufacturer.clone(),
             model: device.model.clone(),
@@ -675,24 +636,12 @@ pub fn describe_live(core: &Core, description: &EntityDescription) -> wire::Enti
             hw_version: device.hw_version.clone(),
             serial_number: device.serial_number.clone(),
             via_device,
-            entry_type: device.entry_type.as_ref().map(|entry_type| {
-                serde_json::to_value(entry_type)
-                    .ok()
-                    .and_then(|value| value.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            }),
+            entry_type: device.entry_type,
             configuration_url: device.configuration_url.clone(),
             suggested_area: device.suggested_area.clone(),
-        });
+        }));
     }
     described
-}
-
-fn pair(key: &homecore::device_registry::DeviceKey) -> wire::StringPair {
-    wire::StringPair {
-        first: key.0.clone(),
-        second: key.1.clone(),
-    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 use sandbox_proto::{RemoteError, wire};
 
 use crate::approvals::Approvals;
-use crate::convert::{core_config_from_wire, entry_from_wire, entry_to_wire};
 use crate::entry_updates::EntryUpdates;
+use sandbox_wire::{core_config_from_wire, entry_from_wire, entry_to_wire};
 
 /// Takes main's core configuration, when main sent one, as the private core's (an older main
 /// sends none: the core keeps what it has). Integrations read it through `core.config()` and

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use sandbox_proto::{RemoteError, json, wire};
 use serde_json::{Map, Value};
 
-use crate::convert::{flow_error_to_remote, flow_result_to_wire};
+use sandbox_wire::{flow_error_to_remote, flow_result_to_wire};
 
 /// The abort reason that marks a flow whose `create_entry` was kept for main.
 pub const CAPTURED_CREATE_ENTRY: &str = "create_entry_sent_to_main";

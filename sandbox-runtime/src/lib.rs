@@ -9,12 +9,10 @@
 //! - [`mirror`]: services and events of approved domains, mirrored to main.
 //! - [`approvals`]: reference-counted approved domains.
 //! - [`store`]: the private core's store backend, routed to main.
-//! - [`convert`]: the one wire <-> core conversion edge (also used by the host).
 //! - [`stdio`]: protects the stdio channel from integration output.
 //! - [`sdk`]: the `main` of a sandbox binary, for the built-in runtime and custom integrations.
 
 pub mod approvals;
-pub mod convert;
 pub mod entities;
 pub mod entries;
 pub mod entry_updates;

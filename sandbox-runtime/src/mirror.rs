@@ -181,7 +181,7 @@ impl Mirror {
         let push = wire::FireEvent {
             event_type: event.event_type.clone(),
             data_json: json::object_to_bytes(&event.data),
-            context_id: Some(event.context.id.to_string()),
+            context_id: Some(sandbox_wire::context_to_wire(&event.context)),
         };
         if let Err(error) = self.channel.push(&push).await {
             tracing::debug!(event_type = %event.event_type, %error, "event not forwarded");

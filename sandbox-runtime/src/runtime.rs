@@ -10,20 +10,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use homecore::integration::Integration;
-use homecore::{Context, Core, CoreConfig, IntegrationHandlers, ServiceRequest, ServiceTarget};
+use homecore::{Core, CoreConfig, IntegrationHandlers, ServiceRequest, ServiceTarget};
 use sandbox_proto::version::{self, Negotiated, Role};
-use sandbox_proto::wire::{self, IntegrationInfo};
+use sandbox_proto::wire;
 use sandbox_proto::{Channel, ChannelBuilder, ChannelConfig, RemoteError, Transport, json};
 use tokio::sync::Notify;
 
 use crate::approvals::Approvals;
-use crate::convert::service_error_to_remote;
 use crate::entities::EntityBridge;
 use crate::entries::EntryRunner;
 use crate::entry_updates::EntryUpdates;
 use crate::flows::FlowRunner;
 use crate::mirror::Mirror;
 use crate::store::ChannelStoreBackend;
+use sandbox_wire::service_error_to_remote;
 
 /// How long main has to acknowledge `ready`.
 pub const READY_ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -217,7 +217,7 @@ async fn start(
             .integrations()
             .available()
             .iter()
-            .map(manifest_to_wire)
+            .map(sandbox_wire::manifest_to_wire)
             .collect(),
     };
     let ack = channel
@@ -325,26 +325,13 @@ fn handlers(builder: ChannelBuilder, parts: &Arc<Parts>) -> ChannelBuilder {
     })
 }
 
-/// A context id from main as this core's context: main's id is kept, so what the call causes
-/// carries it back to main (which restores the full context it issued).
-pub fn context_from_id(context_id: &str) -> Context {
-    match context_id.parse::<ulid::Ulid>() {
-        Ok(id) => Context {
-            id,
-            user_id: None,
-            parent_id: None,
-        },
-        Err(_) => Context::new(),
-    }
-}
-
 async fn call_service(
     core: &Core,
     request: wire::CallService,
 ) -> Result<wire::CallServiceResult, RemoteError> {
     let data = json::object_from_bytes(&request.data_json)
         .map_err(|error| RemoteError::bad_request(format!("field `data_json`: {error}")))?;
-    let context = context_from_id(&request.context_id);
+    let context = sandbox_wire::context_from_wire(&request.context_id);
     let is_entity_domain = homecore::catalog::catalog()
         .domain(&request.domain)
         .is_some();
@@ -449,7 +436,7 @@ async fn entity_query(
             &request.entity_id,
             &request.method,
             args,
-            context_from_id(&request.context_id),
+            sandbox_wire::context_from_wire(&request.context_id),
         )
         .await
         .map_err(|error| service_error_to_remote(&error))?;
@@ -480,22 +467,6 @@ async fn shutdown(
     Ok(wire::ShutdownResult {
         restore_state_json: json::to_bytes(&restore_state),
     })
-}
-
-/// A manifest as `ready` announces it.
-pub fn manifest_to_wire(manifest: &homecore::integration::Manifest) -> IntegrationInfo {
-    IntegrationInfo {
-        domain: manifest.domain.clone(),
-        name: manifest.name.clone(),
-        version: manifest.version.to_string(),
-        integration_type: serde_json::to_value(manifest.integration_type)
-            .ok()
-            .and_then(|value| value.as_str().map(str::to_owned))
-            .unwrap_or_default(),
-        config_flow: manifest.config_flow,
-        platforms: manifest.platforms.clone(),
-        dependencies: manifest.dependencies.clone(),
-    }
 }
 
 /// This process's resident memory in bytes, 0 if unknown.

@@ -300,37 +300,6 @@ async fn bad_arguments_exit_2_and_an_unreachable_main_exits_3() {
 }
 
 #[tokio::test]
-async fn with_main_absent_the_first_error_line_names_the_real_cause_in_a_level_main_reads() {
-    // stdio:// with stdin at its end: main is not there.
-    let config_dir = tempfile::tempdir().unwrap();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandbox-runtime"))
-        .args(["--name", "g", "--url", "stdio://", "--config-dir"])
-        .arg(config_dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(output.status.code(), Some(3));
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    // A pipe is no terminal: plain lines, no colour codes between main and the level.
-    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
-    let first_error = stderr
-        .lines()
-        .map(sandbox_host::process::parse_log_line)
-        .find(|(level, _)| *level == sandbox_host::process::LineLevel::Error)
-        .unwrap_or_else(|| panic!("no line main reads as an error: {stderr:?}"));
-    assert!(
-        first_error
-            .1
-            .starts_with("failed to start: main closed the channel before the sandbox was ready"),
-        "{first_error:?}"
-    );
-    assert!(!first_error.1.contains("store"), "{first_error:?}");
-}
-
-#[tokio::test]
 async fn version_prints_the_version_and_exits_0() {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandbox-runtime"))
         .arg("--version")

@@ -25,7 +25,7 @@ fn child_factory(flags: &[&str]) -> CommandFactory {
     let flags: Vec<OsString> = flags.iter().map(OsString::from).collect();
     Arc::new(move |group: &str, url: &TransportUrl| {
         let mut argv: Vec<OsString> = vec![
-            env!("CARGO_BIN_EXE_sandbox-test-child").into(),
+            sandbox_tests::binary(sandbox_tests::TEST_CHILD).into(),
             "--name".into(),
             group.into(),
             "--url".into(),

@@ -56,7 +56,7 @@ impl Hub {
             .build()
             .unwrap();
         let mut runtime_command: Vec<OsString> =
-            vec![env!("CARGO_BIN_EXE_sandbox-test-child").into()];
+            vec![sandbox_tests::binary(sandbox_tests::TEST_CHILD).into()];
         runtime_command.extend(child_flags.iter().cloned());
         let plugin = SandboxPlugin::install(
             &core,

@@ -1,6 +1,15 @@
 //! Round trips through the wire for every flow result type, entries and errors.
 
-use super::*;
+use homecore::data_entry_flow::Placeholders;
+use homecore::schema::PathSegment;
+use homecore::{
+    ConfigEntry, FlowError, FlowResult, FlowStep, Schema, ServiceError, ValidationErrors,
+};
+use sandbox_proto::error::ErrorKind;
+use sandbox_proto::wire;
+use serde_json::Map;
+
+use crate::*;
 use homecore::schema::Field;
 use homecore::{FieldType, Selector};
 use serde_json::json;

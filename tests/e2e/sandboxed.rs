@@ -1,7 +1,7 @@
 //! End to end over the real `sandbox-runtime` binary: a hub (homecore + the host plugin)
 //! configures the demo integration through its config flow in the `built-in` group, and the
 //! sandboxed demo must look like the in-process baseline; then crash, recovery, unload while
-//! down, budget exhaustion and shutdown.
+//! down, budget exhaustion and shutdown; and the runtime's log lines as main reads them.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -95,7 +95,7 @@ async fn hub_in_at_home(
 }
 
 fn runtime() -> Vec<OsString> {
-    vec![env!("CARGO_BIN_EXE_sandbox-runtime").into()]
+    vec![sandbox_tests::binary(sandbox_tests::SANDBOX_RUNTIME).into()]
 }
 
 /// Runs the demo's config flow (menu, then defaults) and returns the created entry's id.
@@ -860,4 +860,36 @@ async fn a_device_changed_in_the_sandbox_is_changed_on_main() {
     .await;
     assert_eq!(hub.core.device_registry().devices().len(), devices_before);
     hub.plugin.clone().unwrap().stop().await;
+}
+
+#[tokio::test]
+async fn with_main_absent_the_first_error_line_names_the_real_cause_in_a_level_main_reads() {
+    // stdio:// with stdin at its end: main is not there.
+    let config_dir = tempfile::tempdir().unwrap();
+    let output =
+        tokio::process::Command::new(sandbox_tests::binary(sandbox_tests::SANDBOX_RUNTIME))
+            .args(["--name", "g", "--url", "stdio://", "--config-dir"])
+            .arg(config_dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .await
+            .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    // A pipe is no terminal: plain lines, no colour codes between main and the level.
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+    let first_error = stderr
+        .lines()
+        .map(sandbox_host::process::parse_log_line)
+        .find(|(level, _)| *level == sandbox_host::process::LineLevel::Error)
+        .unwrap_or_else(|| panic!("no line main reads as an error: {stderr:?}"));
+    assert!(
+        first_error
+            .1
+            .starts_with("failed to start: main closed the channel before the sandbox was ready"),
+        "{first_error:?}"
+    );
+    assert!(!first_error.1.contains("store"), "{first_error:?}");
 }

@@ -1,7 +1,7 @@
 //! Group lifecycle figures: spawn-to-Ready of a sandbox child next to spawning and reaping
 //! `/bin/true` in the same run, and the time from a child's death to `on_channel_closed`.
 //!
-//! Run: `cargo bench -p sandbox-host --bench lifecycle` (add `-- --json` for one JSON object).
+//! Run: `cargo bench -p sandbox-tests --bench lifecycle` (add `-- --json` for one JSON object).
 
 #![allow(missing_docs)]
 
@@ -33,7 +33,7 @@ impl GroupEvents for ClosedAt {
 fn factory() -> CommandFactory {
     Arc::new(|group: &str, url: &TransportUrl| -> Vec<OsString> {
         vec![
-            env!("CARGO_BIN_EXE_sandbox-test-child").into(),
+            sandbox_tests::binary(sandbox_tests::TEST_CHILD).into(),
             "--name".into(),
             group.into(),
             "--url".into(),

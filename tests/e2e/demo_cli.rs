@@ -7,7 +7,7 @@ use std::process::Command;
 
 #[test]
 fn demo_json_reports_mirrored_entities_a_service_call_and_a_recovery() {
-    let output = Command::new(env!("CARGO_BIN_EXE_sandbox-host"))
+    let output = Command::new(sandbox_tests::binary(sandbox_tests::SANDBOX_HOST))
         .args(["demo", "--json"])
         .output()
         .unwrap();
@@ -45,7 +45,7 @@ fn demo_json_reports_mirrored_entities_a_service_call_and_a_recovery() {
 
 #[test]
 fn bad_arguments_exit_2() {
-    let output = Command::new(env!("CARGO_BIN_EXE_sandbox-host"))
+    let output = Command::new(sandbox_tests::binary(sandbox_tests::SANDBOX_HOST))
         .arg("no-such-command")
         .output()
         .unwrap();
@@ -56,7 +56,7 @@ fn bad_arguments_exit_2() {
 fn a_reader_that_goes_away_ends_the_output_not_the_demo() {
     use std::io::Read;
     use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sandbox-host"))
+    let mut child = Command::new(sandbox_tests::binary(sandbox_tests::SANDBOX_HOST))
         .arg("demo")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -81,7 +81,7 @@ fn a_reader_that_goes_away_ends_the_output_not_the_demo() {
 
 #[test]
 fn version_prints_the_version_and_exits_0() {
-    let output = Command::new(env!("CARGO_BIN_EXE_sandbox-host"))
+    let output = Command::new(sandbox_tests::binary(sandbox_tests::SANDBOX_HOST))
         .arg("--version")
         .output()
         .unwrap();
