@@ -31,9 +31,10 @@ impl GroupEvents for ClosedAt {
 }
 
 fn factory() -> CommandFactory {
-    Arc::new(|group: &str, url: &TransportUrl| -> Vec<OsString> {
+    let child = sandbox_tests::binary(sandbox_tests::TEST_CHILD);
+    Arc::new(move |group: &str, url: &TransportUrl| -> Vec<OsString> {
         vec![
-            sandbox_tests::binary(sandbox_tests::TEST_CHILD).into(),
+            child.clone().into(),
             "--name".into(),
             group.into(),
             "--url".into(),

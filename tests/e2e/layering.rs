@@ -133,6 +133,7 @@ fn the_core_and_the_wire_know_nothing_of_sandboxes() {
 fn the_sandbox_side_does_not_depend_on_main() {
     assert_free_of("sandbox-runtime", &["sandbox-host", "sandbox-host-cli"]);
     assert_free_of("integrations", &["sandbox-host", "sandbox-runtime"]);
+    assert_free_of("custom-example", &["sandbox-host", "sandbox-host-cli"]);
 }
 
 #[test]

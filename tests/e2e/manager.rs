@@ -23,9 +23,10 @@ const HANG_GUARD: Duration = Duration::from_secs(60);
 
 fn child_factory(flags: &[&str]) -> CommandFactory {
     let flags: Vec<OsString> = flags.iter().map(OsString::from).collect();
+    let child = sandbox_tests::binary(sandbox_tests::TEST_CHILD);
     Arc::new(move |group: &str, url: &TransportUrl| {
         let mut argv: Vec<OsString> = vec![
-            sandbox_tests::binary(sandbox_tests::TEST_CHILD).into(),
+            child.clone().into(),
             "--name".into(),
             group.into(),
             "--url".into(),
