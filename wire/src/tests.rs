@@ -1,4 +1,7 @@
-//! Round trips through the wire for every flow result type, entries and errors.
+//! Round trips through the wire for every flow result type, entries and errors: hand-written
+//! examples here, properties over generated values in [`roundtrip`].
+
+mod roundtrip;
 
 use homecore::data_entry_flow::Placeholders;
 use homecore::schema::PathSegment;
