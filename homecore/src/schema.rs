@@ -40,6 +40,14 @@ pub enum ExtraKeys {
     Remove,
 }
 
+/// A key that is present holds a value, `null` included (an absent key is `None` through
+/// `#[serde(default)]`); serde's own `Option` would read `null` as absent.
+fn present_value<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
+
 /// One named field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Field {
@@ -48,11 +56,20 @@ pub struct Field {
     /// A missing required field without a default is an error.
     #[serde(default)]
     pub required: bool,
-    /// Used (and validated) when the key is missing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Used (and validated) when the key is missing. `null` is a default like any other value
+    /// (`Some(Value::Null)`), kept as such through JSON.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_value"
+    )]
     pub default: Option<Value>,
     /// Pre-filled in a form but not applied by validation (Home Assistant's `suggested_value`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_value"
+    )]
     pub suggested_value: Option<Value>,
     /// Help text for people filling the field in.
     #[serde(default, skip_serializing_if = "Option::is_none")]

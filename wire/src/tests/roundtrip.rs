@@ -49,7 +49,7 @@ fn config(cases: u32) -> ProptestConfig {
 }
 
 /// Cases per property: enough that the schema property meets a form field's `null` default
-/// (see `a_null_field_default_is_lost_in_a_schemas_json`) when the strategy allows one.
+/// (`a_null_field_default_survives_a_schemas_json`).
 const CASES: u32 = 256;
 
 /// `message` encoded to bytes and decoded back, as a real channel carries it.
@@ -209,13 +209,10 @@ fn selector() -> impl Strategy<Value = Selector> + Clone {
         })
 }
 
-/// A field's default or suggested value. Not `null`: both are `Option<Value>`s, which serde
-/// reads back from `"default": null` as `None`, so a `Some(Value::Null)` does not survive a
-/// schema's JSON (see `a_null_field_default_is_lost_in_a_schemas_json`).
+/// A field's default or suggested value, `null` included
+/// (`a_null_field_default_survives_a_schemas_json`).
 fn field_value() -> impl Strategy<Value = Value> + Clone {
-    json_value(2).prop_filter("a null default reads back as none", |value| {
-        !value.is_null()
-    })
+    json_value(2)
 }
 
 fn leaf_field_type() -> impl Strategy<Value = FieldType> + Clone {
@@ -1007,16 +1004,12 @@ fn negative_zero_keeps_its_sign() {
     );
 }
 
-/// A known loss the schema strategy leaves out (`field_value`): `null` as a form field's
-/// default does not survive a schema's JSON. `homecore::schema::Field::default` is an
-/// `Option<Value>`, so `Some(Value::Null)` is written as `"default": null` and serde reads that
-/// back as `None`. It matters: main validates a routed form's input with the schema it read,
-/// so a required field whose default is `null` is refused by main ("required key not
-/// provided") though the integration's own schema accepts the input. The fix belongs in the
-/// core's `Field` deserialisation (keep an explicit `null` as `Some(Value::Null)`); once it
-/// lands this test fails, and it and the filter in `field_value` go.
+/// `null` as a form field's default survives a schema's JSON: the core's `Field` once read
+/// `"default": null` back as no default, so main, validating a routed form's input with the
+/// schema it read, refused a required field with a `null` default ("required key not provided")
+/// that the integration's own schema accepted.
 #[test]
-fn a_null_field_default_is_lost_in_a_schemas_json() {
+fn a_null_field_default_survives_a_schemas_json() {
     let schema = Schema::new(vec![
         Field::required("timeout", FieldType::Any).with_default(Value::Null),
     ]);
@@ -1042,16 +1035,12 @@ fn a_null_field_default_is_lost_in_a_schemas_json() {
     else {
         panic!("a form with a schema")
     };
-    assert_eq!(schema_back.fields[0].default, None);
+    assert_eq!(schema_back.fields[0].default, Some(Value::Null));
     let empty = Map::new();
     assert_eq!(
-        schema
+        schema_back
             .validate_map(&empty)
-            .expect("the integration's schema accepts it")["timeout"],
+            .expect("main's copy accepts what the integration's schema accepts")["timeout"],
         Value::Null
-    );
-    assert!(
-        schema_back.validate_map(&empty).is_err(),
-        "main's copy refuses it"
     );
 }
