@@ -609,6 +609,7 @@ fn plugin_config(
                 .map(|custom| (custom.group(), custom.command.clone()))
                 .collect::<HashMap<_, _>>(),
             group_defaults,
+            group_overrides: Default::default(),
         },
         custom: sandboxing
             .custom

@@ -81,6 +81,7 @@ async fn hub(watchdog: Option<WatchdogConfig>) -> Hub {
                 runtime_command: runtime,
                 custom_commands: Default::default(),
                 group_defaults: group_defaults(watchdog),
+                group_overrides: Default::default(),
             },
             custom: vec![],
         },

@@ -71,6 +71,7 @@ async fn hub(sha256: String) -> Hub {
                 runtime_command: command.clone(),
                 custom_commands: HashMap::from([(GROUP.to_owned(), command)]),
                 group_defaults: group_defaults(),
+                group_overrides: Default::default(),
             },
             custom: vec![CustomIntegration {
                 manifest: custom_example::manifest().unwrap(),

@@ -149,6 +149,7 @@ async fn demo(as_json: bool) -> Result<()> {
                 runtime_command: vec![this.into_os_string(), OsString::from("run-sandbox")],
                 custom_commands: Default::default(),
                 group_defaults,
+                group_overrides: Default::default(),
             },
             custom: vec![],
         },

@@ -34,14 +34,33 @@ pub struct GroupsConfig {
     pub custom_commands: HashMap<String, Vec<OsString>>,
     /// Settings every group starts from (its name is set per group).
     pub group_defaults: GroupConfig,
+    /// Settings of named groups that differ from the defaults, whole (its name is set to the
+    /// group's).
+    pub group_overrides: HashMap<String, GroupConfig>,
 }
 
 impl GroupsConfig {
-    /// How long entry setup waits for a group to be ready: the ready timeout of every start the
-    /// budget allows, plus their backoff.
-    pub fn ensure_timeout(&self) -> Duration {
-        let policy = &self.group_defaults.restart;
-        (self.group_defaults.ready_timeout + policy.backoff_max) * policy.max_starts.max(1)
+    /// The settings of the group `name`: its override, or the defaults, named after it.
+    pub fn group_config(&self, name: &str) -> GroupConfig {
+        let mut config = self
+            .group_overrides
+            .get(name)
+            .unwrap_or(&self.group_defaults)
+            .clone();
+        config.name = name.to_owned();
+        config.channel.name = name.to_owned();
+        config
+    }
+
+    /// How long entry setup waits for the group `name` to be ready: the ready timeout of every
+    /// start its budget allows, plus their backoff.
+    pub fn ensure_timeout(&self, name: &str) -> Duration {
+        let config = self
+            .group_overrides
+            .get(name)
+            .unwrap_or(&self.group_defaults);
+        let policy = &config.restart;
+        (config.ready_timeout + policy.backoff_max) * policy.max_starts.max(1)
     }
 }
 
@@ -136,9 +155,7 @@ impl Groups {
             readies: AtomicU64::new(0),
             settled: Arc::clone(&settled),
         });
-        let mut config = self.inner.config.group_defaults.clone();
-        config.name = name.to_owned();
-        config.channel.name = name.to_owned();
+        let config = self.inner.config.group_config(name);
         let program = self
             .inner
             .config
@@ -203,7 +220,7 @@ impl Groups {
         }
         handle
             .manager
-            .ensure_started(self.inner.config.ensure_timeout())
+            .ensure_started(self.inner.config.ensure_timeout(name))
             .await
     }
 
@@ -270,7 +287,7 @@ impl Groups {
                 })?;
             }
         };
-        let timeout = self.inner.config.ensure_timeout();
+        let timeout = self.inner.config.ensure_timeout(name);
         tokio::time::timeout(timeout, wait)
             .await
             .unwrap_or(Err(ManagerError::NotReady {
@@ -390,7 +407,7 @@ impl GroupEvents for Hooks {
             Arc::clone(&self.contexts),
             Arc::clone(&self.refused),
             &ready.negotiated.features,
-            inner.config.group_defaults.max_entities,
+            inner.config.group_config(group).max_entities,
         );
         let displaced = self.slot.lock().replace(bridge);
         let settled = Settled {
@@ -454,6 +471,36 @@ mod tests {
     use super::*;
     use homecore::{Context, CoreConfig};
 
+    #[test]
+    fn a_named_group_takes_its_override_and_every_other_group_the_defaults() {
+        let mut slow = GroupConfig::new("anything");
+        slow.ready_timeout = Duration::from_secs(120);
+        slow.max_entities = 7;
+        let config = GroupsConfig {
+            config_dir: "unused".into(),
+            runtime_command: vec!["unused".into()],
+            custom_commands: HashMap::new(),
+            group_defaults: GroupConfig::new("template"),
+            group_overrides: HashMap::from([("custom-acme".to_owned(), slow)]),
+        };
+        let acme = config.group_config("custom-acme");
+        assert_eq!(
+            (acme.name.as_str(), acme.channel.name.as_str()),
+            ("custom-acme", "custom-acme")
+        );
+        assert_eq!(
+            (acme.ready_timeout, acme.max_entities),
+            (Duration::from_secs(120), 7)
+        );
+        let built_in = config.group_config("built-in");
+        assert_eq!(built_in.name, "built-in");
+        assert_eq!(
+            built_in.ready_timeout,
+            crate::manager::DEFAULT_READY_TIMEOUT
+        );
+        assert!(config.ensure_timeout("custom-acme") > config.ensure_timeout("built-in"));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn each_group_restores_only_the_contexts_main_issued_to_it() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -467,6 +514,7 @@ mod tests {
                 runtime_command: vec!["unused".into()],
                 custom_commands: HashMap::new(),
                 group_defaults: GroupConfig::new("template"),
+                group_overrides: Default::default(),
             },
         );
         let (first, second) = (

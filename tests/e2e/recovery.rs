@@ -66,6 +66,7 @@ impl Hub {
                     runtime_command,
                     custom_commands: Default::default(),
                     group_defaults,
+                    group_overrides: Default::default(),
                 },
                 custom: vec![],
             },

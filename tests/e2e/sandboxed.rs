@@ -81,6 +81,7 @@ async fn hub_in_at_home(
                     runtime_command: runtime,
                     custom_commands: Default::default(),
                     group_defaults: group_defaults(),
+                    group_overrides: Default::default(),
                 },
                 custom: vec![],
             },

@@ -267,6 +267,7 @@ async fn run(cli: &Cli) -> Result<()> {
                 )]
                 .into(),
                 group_defaults: group_defaults.clone(),
+                group_overrides: Default::default(),
             },
             custom: vec![],
         },

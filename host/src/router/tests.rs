@@ -221,6 +221,7 @@ async fn flow_hub(schema: &'static str) -> FlowHub {
             runtime_command: vec!["unused".into()],
             custom_commands: Default::default(),
             group_defaults: crate::GroupConfig::new("built-in"),
+            group_overrides: Default::default(),
         },
     );
     core.config_entries()
@@ -358,6 +359,7 @@ async fn removing_an_entry_of_a_group_not_used_since_main_started_deletes_its_st
             runtime_command: vec!["unused".into()],
             custom_commands: Default::default(),
             group_defaults: crate::GroupConfig::new("built-in"),
+            group_overrides: Default::default(),
         },
     );
     let mut entry = ConfigEntry::new("demo", "Demo", Map::new(), "user");

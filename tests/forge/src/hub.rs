@@ -183,6 +183,7 @@ impl Hub {
                     runtime_command: command,
                     custom_commands,
                     group_defaults: group_defaults(scenario),
+                    group_overrides: Default::default(),
                 },
                 custom,
             },
