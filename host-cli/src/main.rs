@@ -1,22 +1,18 @@
-//! The `sandbox-host` binary: `demo` shows a hub running the demo integration sandboxed —
-//! what was mirrored, a service call, a crash and the recovery, a double crash (the respawned
-//! sandbox killed at its ready) and that recovery, with the times taken.
+//! The `sandbox-host` program: `run` keeps a hub running on a config dir; `status`, `entries`,
+//! `start`/`stop`/`restart`, `reload` and `add` talk to it over its control socket; `demo`
+//! shows a hub recovering from crashes in a temporary directory.
 //!
-//! `sandbox-host demo [--json]`. The hidden `run-sandbox --name GROUP --url URL` runs the
-//! built-in sandbox runtime from this same binary, so the demo works from a single build.
+//! The hidden `run-sandbox --name GROUP --url URL` runs the built-in sandbox runtime from this
+//! same binary, so the hub and the demo work from a single build.
 
-use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
-use clap::{Parser, Subcommand};
-use homecore::{Context, Core, CoreConfig, FlowContext, FlowStep, ServiceRequest, ServiceTarget};
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sandbox_host::GroupConfig;
 use sandbox_host::groups::GroupsConfig;
-use sandbox_host::plugin::{PluginConfig, SandboxPlugin};
-use sandbox_host::{GroupConfig, GroupState};
-use serde_json::{Map, json};
+use sandbox_host_cli::{client, commands, control, demo, hub};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,8 +25,93 @@ struct Cli {
     command: Command,
 }
 
+/// Where the hub keeps its files.
+#[derive(Debug, Clone, Args)]
+struct ConfigDir {
+    /// The hub's config dir (its configuration file, stores and control socket).
+    #[arg(
+        long = "config",
+        value_name = "DIR",
+        env = "SANDBOX_HOST_CONFIG",
+        default_value = "."
+    )]
+    dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the hub on a config dir until SIGTERM or SIGINT (a second SIGINT stops at once).
+    Run {
+        #[command(flatten)]
+        config: ConfigDir,
+        /// Log format.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Show every sandbox group of a running hub: state, process, restarts, last exit, entries.
+    /// Exit code 0 when no group failed, 1 when one did, 3 when the hub is not reachable.
+    Status {
+        #[command(flatten)]
+        config: ConfigDir,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the hub's config entries.
+    Entries {
+        #[command(flatten)]
+        config: ConfigDir,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a group (a failed one with a fresh restart budget).
+    Start {
+        /// The group (`built-in`, `custom-<domain>`).
+        group: String,
+        #[command(flatten)]
+        config: ConfigDir,
+    },
+    /// Stop a group; its entities turn unavailable until it starts again.
+    Stop {
+        /// The group.
+        group: String,
+        #[command(flatten)]
+        config: ConfigDir,
+    },
+    /// Restart a group with a fresh restart budget.
+    Restart {
+        /// The group.
+        group: String,
+        #[command(flatten)]
+        config: ConfigDir,
+    },
+    /// Reload a config entry.
+    Reload {
+        /// The entry's id (see `entries`).
+        entry_id: String,
+        #[command(flatten)]
+        config: ConfigDir,
+    },
+    /// Add an integration through its config flow: each field is asked for in the terminal,
+    /// or given with `--data KEY=VALUE` (menus: `--data next_step_id=STEP`).
+    Add {
+        /// The integration's domain (`demo`, `command_line`, ...).
+        integration: String,
+        /// A form value or menu choice, `KEY=VALUE`; repeat for more.
+        #[arg(long = "data", value_name = "KEY=VALUE")]
+        data: Vec<String>,
+        #[command(flatten)]
+        config: ConfigDir,
+    },
     /// Start a hub in a temporary directory, run the demo integration sandboxed, crash it and
     /// watch it recover.
     Demo {
@@ -42,9 +123,6 @@ enum Command {
     #[command(hide = true)]
     RunSandbox(sandbox_runtime::sdk::Args),
 }
-
-/// How long the demo waits for any one thing before it gives up.
-const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -59,354 +137,154 @@ fn main() -> ExitCode {
             args,
             sandbox_runtime::Integrations::new(integrations::builtin()),
         )),
-        Command::Demo { json } => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("sandbox-host: {error}");
-                    return ExitCode::from(1);
-                }
-            };
-            match runtime.block_on(demo(json)) {
+        Command::Demo { json } => with_runtime(Some(2), |_| async move {
+            match demo::demo(json).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("sandbox-host demo failed: {error:#}");
                     ExitCode::from(1)
                 }
             }
-        }
-    }
-}
-
-async fn wait_for(what: &str, condition: impl Fn() -> bool) -> Result<Duration> {
-    let started = Instant::now();
-    tokio::time::timeout(STEP_TIMEOUT, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-    })
-    .await
-    .with_context(|| format!("timed out waiting for {what}"))?;
-    Ok(started.elapsed())
-}
-
-fn millis(duration: Duration) -> f64 {
-    (duration.as_secs_f64() * 1e6).round() / 1e3
-}
-
-/// The demo's standard output. A reader that goes away (`sandbox-host demo | head`) ends the
-/// output, not the demo: the rest is not written, and the demo still stops its hub and
-/// sandboxes and exits 0, where `println!` would panic on the broken pipe.
-#[derive(Default)]
-struct Output {
-    closed: std::cell::Cell<bool>,
-}
-
-impl Output {
-    fn line(&self, line: &str) -> Result<()> {
-        use std::io::Write as _;
-        if self.closed.get() {
-            return Ok(());
-        }
-        let mut stdout = std::io::stdout().lock();
-        match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
-                self.closed.set(true);
-                Ok(())
+        }),
+        Command::Run { config, log_format } => with_runtime(None, move |_| async move {
+            match run(&config.dir, log_format).await {
+                Ok(code) => code,
+                Err(error) => {
+                    eprintln!("sandbox-host run: {error:#}");
+                    ExitCode::from(1)
+                }
             }
-            Err(error) => Err(error).context("cannot write to stdout"),
+        }),
+        Command::Status { config, json } => {
+            client_command(&config, move |client, dir| async move {
+                commands::status(&client, &dir, json).await
+            })
+        }
+        Command::Entries { config, json } => client_command(&config, move |client, _| async move {
+            commands::entries(&client, json).await
+        }),
+        Command::Start { group, config } => client_command(&config, move |client, _| async move {
+            commands::control_group(&client, &group, "start").await
+        }),
+        Command::Stop { group, config } => client_command(&config, move |client, _| async move {
+            commands::control_group(&client, &group, "stop").await
+        }),
+        Command::Restart { group, config } => {
+            client_command(&config, move |client, _| async move {
+                commands::control_group(&client, &group, "restart").await
+            })
+        }
+        Command::Reload { entry_id, config } => {
+            client_command(&config, move |client, _| async move {
+                commands::reload(&client, &entry_id).await
+            })
+        }
+        Command::Add {
+            integration,
+            data,
+            config,
+        } => {
+            let data = match commands::parse_data(&data) {
+                Ok(data) => data,
+                Err(error) => {
+                    eprintln!("sandbox-host add: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            client_command(&config, move |client, _| async move {
+                let mut terminal = commands::Terminal;
+                let prompter: Option<&mut dyn commands::Prompter> =
+                    commands::interactive().then_some(&mut terminal);
+                commands::add(&client, &integration, &data, prompter).await
+            })
         }
     }
 }
 
-async fn demo(as_json: bool) -> Result<()> {
-    let output = Output::default();
-    let say = |line: String| -> Result<()> {
-        if as_json {
-            return Ok(());
+/// Runs `body` on a tokio runtime (`workers` threads, or one per CPU).
+fn with_runtime<F, Fut>(workers: Option<usize>, body: F) -> ExitCode
+where
+    F: FnOnce(&tokio::runtime::Runtime) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sandbox-host: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
         }
-        output.line(&line)
     };
-    let dir = tempfile::tempdir().context("cannot create a temporary config dir")?;
-    let this = std::env::current_exe().context("cannot find this program")?;
-    let mut group_defaults = GroupConfig::new("template");
-    group_defaults.restart.backoff_initial = Duration::from_millis(10);
-    // Four starts: the first, the respawn after the crash, and two after the double crash.
-    group_defaults.restart.max_starts = 4;
-    let core = Core::builder(CoreConfig::new(dir.path()))
-        .integrations(integrations::builtin())
-        .build()?;
-    let plugin = SandboxPlugin::install(
-        &core,
-        PluginConfig {
-            groups: GroupsConfig {
-                config_dir: dir.path().to_owned(),
-                runtime_command: vec![this.into_os_string(), OsString::from("run-sandbox")],
-                custom_commands: Default::default(),
-                group_defaults,
-                group_overrides: Default::default(),
-            },
-            custom: vec![],
+    let future = body(&runtime);
+    runtime.block_on(future)
+}
+
+/// The config dir as an absolute path (the control socket's place derives from it, so the
+/// hub and a command run from elsewhere agree on it).
+fn absolute(dir: &Path) -> PathBuf {
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned())
+}
+
+/// Runs a command against the hub of `config`, printing its output and ending with its code.
+fn client_command<F, Fut>(config: &ConfigDir, command: F) -> ExitCode
+where
+    F: FnOnce(client::Client, PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<commands::Outcome, client::ClientError>>,
+{
+    let dir = absolute(&config.dir);
+    let socket = control::default_socket_path(&dir);
+    with_runtime(Some(1), move |_| async move {
+        match command(client::Client::new(&socket), dir).await {
+            Ok(outcome) => {
+                print!("{}", outcome.stdout);
+                ExitCode::from(outcome.code)
+            }
+            Err(error) => {
+                let (message, code) = commands::failure(&error);
+                eprintln!("sandbox-host: {message}");
+                ExitCode::from(code)
+            }
+        }
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// `sandbox-host run --config DIR`.
+async fn run(dir: &Path, log_format: LogFormat) -> Result<ExitCode> {
+    init_logging(log_format);
+    let dir = absolute(dir);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the config dir {}", dir.display()))?;
+    let options = hub::RunOptions {
+        control_socket: control::default_socket_path(&dir),
+        groups: GroupsConfig {
+            config_dir: dir.clone(),
+            runtime_command: hub::runtime_command()?,
+            custom_commands: Default::default(),
+            group_defaults: GroupConfig::new("template"),
+            group_overrides: Default::default(),
         },
-    );
-    core.start().await?;
-    say("hub started in a temporary directory".to_owned())?;
-
-    // The demo's config flow, run in its sandbox group through main's flow manager.
-    let started = Instant::now();
-    let flows = core.config_entries().flow();
-    let menu = flows.init("demo", FlowContext::new("user"), None).await?;
-    let choice = Map::from_iter([("next_step_id".to_owned(), json!("defaults"))]);
-    let created = flows.configure(&menu.flow_id, Some(choice)).await?;
-    let FlowStep::CreateEntry {
-        entry_id: Some(entry_id),
-        title,
-        ..
-    } = created.step
-    else {
-        bail!(
-            "the demo's flow did not create an entry: {:?}",
-            created.step
-        );
+        custom: vec![],
+        config_dir: dir,
     };
-    let entry = core
-        .config_entries()
-        .entry(&entry_id)
-        .context("the entry exists")?;
-    let group_name = entry
-        .sandbox
-        .clone()
-        .context("the demo runs in a sandbox group")?;
-    let proxyable = homecore::catalog::catalog()
-        .domains()
-        .filter(|spec| spec.proxyable)
-        .count();
-    let domains_seen = |core: &Core| {
-        let mut by_domain: BTreeMap<String, usize> = BTreeMap::new();
-        for state in core.states().all(None) {
-            *by_domain.entry(state.domain().to_owned()).or_default() += 1;
-        }
-        by_domain
-    };
-    wait_for("proxies in every proxyable domain", || {
-        let seen = domains_seen(&core);
-        homecore::catalog::catalog()
-            .domains()
-            .filter(|spec| spec.proxyable)
-            .all(|spec| seen.contains_key(&spec.domain))
+    Ok(match hub::run(options).await? {
+        hub::RunEnd::Stopped => ExitCode::SUCCESS,
+        hub::RunEnd::Forced => ExitCode::from(hub::FORCED_STOP_EXIT_CODE),
     })
-    .await?;
-    let configured_in = started.elapsed();
-    let group = plugin
-        .groups()
-        .get(&group_name)
-        .context("the group exists")?;
-    let pid = group.manager.status().pid.context("the group runs")?;
-    let entities = domains_seen(&core);
-    let services: Vec<String> = core
-        .services()
-        .services()
-        .get("demo")
-        .map(|services| {
-            services
-                .keys()
-                .map(|service| format!("demo.{service}"))
-                .collect()
-        })
-        .unwrap_or_default();
-    say(format!(
-        "configured \"{title}\" (entry {entry_id}) in group `{group_name}` in {:.1} ms",
-        millis(configured_in)
-    ))?;
-    say(format!(
-        "group `{group_name}`: pid {pid}, protocol {}",
-        group.manager.status().protocol_version.unwrap_or_default()
-    ))?;
-    say(format!(
-        "mirrored {} entities in {} domains ({proxyable} proxyable):",
-        entities.values().sum::<usize>(),
-        entities.len()
-    ))?;
-    for (domain, count) in &entities {
-        say(format!("  {domain:<22} {count}"))?;
-    }
-    say(format!("mirrored services: {}", services.join(", ")))?;
-
-    // A service call through a proxy.
-    let light = core
-        .states()
-        .entity_ids(Some("light"))
-        .into_iter()
-        .next()
-        .context("a light")?;
-    let before = core
-        .states()
-        .get(&light)
-        .map(|state| state.state.clone())
-        .unwrap_or_default();
-    let (service, wanted) = if before == "on" {
-        ("turn_off", "off")
-    } else {
-        ("turn_on", "on")
-    };
-    let called = Instant::now();
-    let request = ServiceRequest::new("light", service)
-        .with_target(ServiceTarget::entities([light.clone()]))
-        .with_context(Context::with_user("demo-user"));
-    core.services().call(request).await?;
-    let call_took = called.elapsed();
-    wait_for("the light's new state", || {
-        core.states()
-            .get(&light)
-            .is_some_and(|state| state.state == wanted)
-    })
-    .await?;
-    let after = core.states().get(&light).context("the light")?;
-    say(format!(
-        "light.{service} on {light}: {before} -> {} in {:.2} ms (context user {})",
-        after.state,
-        millis(call_took),
-        after.context.user_id.as_deref().unwrap_or("none")
-    ))?;
-
-    // Crash the sandbox and watch the proxies.
-    let proxies = plugin
-        .groups()
-        .bridge(&group_name)
-        .context("the bridge")?
-        .proxy_entity_ids();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )?;
-    let crashed = Instant::now();
-    say(format!("killed the sandbox (pid {pid}) with SIGKILL"))?;
-    wait_for("every proxy unavailable", || {
-        proxies.iter().all(|id| {
-            core.states()
-                .get(id)
-                .is_some_and(|state| state.state == "unavailable")
-        })
-    })
-    .await?;
-    let unavailable_in = crashed.elapsed();
-    say(format!(
-        "all {} proxies unavailable after {:.2} ms",
-        proxies.len(),
-        millis(unavailable_in)
-    ))?;
-    wait_for("the respawn", || {
-        let status = group.manager.status();
-        status.state == GroupState::Running && status.pid.is_some_and(|new| new != pid)
-    })
-    .await?;
-    wait_for("the proxies back", || {
-        proxies.iter().all(|id| {
-            core.states()
-                .get(id)
-                .is_some_and(|state| state.state != "unavailable")
-        })
-    })
-    .await?;
-    let recovered_in = crashed.elapsed();
-    let new_pid = group.manager.status().pid.unwrap_or_default();
-    say(format!(
-        "recovered in {:.1} ms (new pid {new_pid}, {} restart)",
-        millis(recovered_in),
-        group.manager.status().restarts
-    ))?;
-
-    // A double crash: kill the sandbox, then kill its successor as soon as it is ready, while
-    // main is setting the entry up again in it; the third process must bring every proxy back.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(new_pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )?;
-    wait_for("the successor's ready", || {
-        let status = group.manager.status();
-        status.state == GroupState::Running && status.pid.is_some_and(|pid| pid != new_pid)
-    })
-    .await?;
-    let successor = group.manager.status().pid.context("the successor runs")?;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(successor as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )?;
-    let second_kill = Instant::now();
-    say(format!(
-        "double crash: killed pid {new_pid}, then its successor {successor} at its ready"
-    ))?;
-    wait_for("the third process", || {
-        let status = group.manager.status();
-        status.state == GroupState::Running
-            && status
-                .pid
-                .is_some_and(|pid| pid != new_pid && pid != successor)
-    })
-    .await?;
-    wait_for("the proxies back after the double crash", || {
-        proxies.iter().all(|id| {
-            core.states()
-                .get(id)
-                .is_some_and(|state| state.state != "unavailable")
-        })
-    })
-    .await?;
-    let double_recovered_in = second_kill.elapsed();
-    let third_pid = group.manager.status().pid.unwrap_or_default();
-    let entry_state = core
-        .config_entries()
-        .entry(&entry_id)
-        .map(|entry| entry.state.as_str())
-        .unwrap_or("missing");
-    say(format!(
-        "recovered from the double crash in {:.1} ms after the second kill (pid {third_pid}, entry {entry_state})",
-        millis(double_recovered_in)
-    ))?;
-
-    let reports = plugin.stop().await;
-    core.stop().await?;
-    plugin.uninstall();
-    let graceful = reports.iter().all(|(_, report)| report.graceful);
-    say(format!(
-        "stopped: every group shut down {}",
-        if graceful {
-            "gracefully"
-        } else {
-            "(some forcibly)"
-        }
-    ))?;
-
-    if as_json {
-        let out = json!({
-            "entry_id": entry_id,
-            "group": group_name,
-            "pid": pid,
-            "configured_ms": millis(configured_in),
-            "entities_by_domain": entities,
-            "proxyable_domains": proxyable,
-            "services": services,
-            "service_call": {"entity_id": light, "service": service, "before": before, "after": after.state, "ms": millis(call_took)},
-            "crash": {
-                "proxies": proxies.len(),
-                "unavailable_ms": millis(unavailable_in),
-                "recovered_ms": millis(recovered_in),
-                "new_pid": new_pid,
-            },
-            "double_crash": {
-                "killed_pids": [new_pid, successor],
-                "recovered_ms": millis(double_recovered_in),
-                "new_pid": third_pid,
-                "entry_state": entry_state,
-            },
-            "stopped_gracefully": graceful,
-        });
-        output.line(&out.to_string())?;
-    }
-    Ok(())
 }

@@ -77,6 +77,19 @@ pub fn nice_of(pid: u32) -> io::Result<i32> {
     stat_field(pid, "nice value", |stat| field(stat, 19)?.parse().ok())
 }
 
+/// The resident memory of the process `pid` in bytes (field 24 of `/proc/<pid>/stat`, in pages).
+pub fn resident_bytes(pid: u32) -> io::Result<u64> {
+    let pages: u64 = stat_field(pid, "resident set size", |stat| {
+        field(stat, 24)?.parse().ok()
+    })?;
+    let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|size| u64::try_from(size).ok())
+        .unwrap_or(4096);
+    Ok(pages.saturating_mul(page_size))
+}
+
 /// The process group of `pid` (field 5 of `/proc/<pid>/stat`).
 fn process_group_of(pid: u32) -> io::Result<u32> {
     stat_field(pid, "process group", |stat| field(stat, 5)?.parse().ok())

@@ -20,6 +20,7 @@
 //!   through.
 //! - [`context_cache`]: restores the contexts main issued; mints fresh ones otherwise.
 //! - [`store_server`]: a group's store folder on main, atomic and under quotas.
+//! - [`report`]: what an operator sees of each group (state, budget, last exit, counters).
 
 pub mod bridge;
 pub mod budget;
@@ -35,6 +36,7 @@ pub mod plugin;
 pub mod process;
 pub mod proxy;
 pub mod refusals;
+pub mod report;
 
 pub use sandbox_proto::log_limit;
 pub mod router;
@@ -42,7 +44,7 @@ pub mod store_server;
 
 pub use budget::{RestartBudget, RestartPolicy};
 pub use manager::{
-    CommandFactory, GroupConfig, GroupEvents, GroupManager, GroupState, GroupStatus, ManagerError,
-    NoEvents, ReadyInfo, StopReport, WatchdogConfig,
+    CommandFactory, ExitCause, GroupConfig, GroupEvents, GroupManager, GroupState, GroupStatus,
+    ManagerError, NoEvents, ReadyInfo, StopReport, WatchdogConfig,
 };
 pub use process::{ChildTransport, Credentials, ResourceLimits};

@@ -165,6 +165,16 @@ pub struct GroupStatus {
     pub failure: Option<String>,
     /// The protocol version the running child speaks.
     pub protocol_version: Option<String>,
+    /// Why the last child ended, by kind (`last_exit` says it in words).
+    pub last_exit_cause: Option<ExitCause>,
+    /// When the running child said `ready`.
+    pub running_since: Option<Instant>,
+    /// While the next start waits out the budget's backoff: when it starts.
+    pub backoff_until: Option<Instant>,
+    /// Starts the restart budget counts in its window now.
+    pub starts_in_window: u32,
+    /// Every start of a child since the manager was made.
+    pub total_starts: u64,
 }
 
 impl GroupStatus {
@@ -176,6 +186,41 @@ impl GroupStatus {
             last_exit: None,
             failure: None,
             protocol_version: None,
+            last_exit_cause: None,
+            running_since: None,
+            backoff_until: None,
+            starts_in_window: 0,
+            total_starts: 0,
+        }
+    }
+}
+
+/// Why a group's child ended, for an operator: what to look at next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCause {
+    /// It never got running: it could not be spawned, exited, closed its channel or stayed
+    /// silent before `ready` (or within the ready timeout).
+    FailedStart,
+    /// It ended on its own while running (exited, was killed by a signal, or closed its
+    /// channel).
+    Crashed,
+    /// It stopped answering the watchdog's pings and was killed.
+    Hung,
+    /// It speaks a protocol main cannot talk to.
+    Incompatible,
+    /// Main stopped it (a stop, a restart, or the hub shutting down).
+    Stopped,
+}
+
+impl ExitCause {
+    /// The cause as one lowercase word or two (`crashed`, `failed start`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FailedStart => "failed start",
+            Self::Crashed => "crashed",
+            Self::Hung => "hung",
+            Self::Incompatible => "incompatible",
+            Self::Stopped => "stopped",
         }
     }
 }
@@ -327,6 +372,11 @@ impl GroupManager {
     /// The group's name.
     pub fn group(&self) -> &str {
         self.shared.group()
+    }
+
+    /// The settings it runs with.
+    pub fn config(&self) -> &GroupConfig {
+        &self.shared.config
     }
 
     /// The current status.
@@ -507,7 +557,11 @@ const REAP_MARGIN: Duration = Duration::from_secs(5);
 /// How one attempt (spawn to exit) ended.
 enum Attempt {
     /// The child ended (or never got ready); counts against the budget.
-    Ended { uptime: Duration, reason: String },
+    Ended {
+        uptime: Duration,
+        reason: String,
+        cause: ExitCause,
+    },
     /// A stop was asked for; the child is gone.
     Stopped(StopReport),
     /// A manual restart was asked for; the child is gone.
@@ -567,11 +621,17 @@ async fn supervise(
                 }
             }
         }
+        let starts_in_window = budget.starts_in_window();
+        shared.update(|status| {
+            status.starts_in_window = starts_in_window;
+            status.total_starts += 1;
+        });
         let delay = budget.backoff();
         if !delay.is_zero() {
             shared.update(|status| {
                 status.state = GroupState::Starting;
                 status.pid = None;
+                status.backoff_until = Some(Instant::now() + delay);
             });
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
@@ -593,9 +653,14 @@ async fn supervise(
         shared.update(|status| {
             status.state = GroupState::Starting;
             status.pid = None;
+            status.backoff_until = None;
         });
         match attempt(&shared, &mut desired, generation).await {
-            Attempt::Ended { uptime, reason } => {
+            Attempt::Ended {
+                uptime,
+                reason,
+                cause,
+            } => {
                 tracing::warn!(group = %shared.group(), %reason, ?uptime, "sandbox ended; restarting under the budget");
                 budget.record_exit(uptime);
                 respawn = true;
@@ -603,7 +668,9 @@ async fn supervise(
                 shared.update(|status| {
                     status.state = GroupState::Starting;
                     status.pid = None;
+                    status.running_since = None;
                     status.last_exit = Some(reason);
+                    status.last_exit_cause = Some(cause);
                 });
             }
             Attempt::Stopped(report) => return finish_stopped(&shared, report),
@@ -620,8 +687,10 @@ async fn supervise(
                 shared.update(|status| {
                     status.state = GroupState::Failed;
                     status.pid = None;
+                    status.running_since = None;
                     status.failure = Some(reason.clone());
                     status.last_exit = Some(reason);
+                    status.last_exit_cause = Some(ExitCause::Incompatible);
                 });
                 match next_command(&mut desired, generation).await {
                     Command::Stop => return finish_stopped(&shared, StopReport::default()),
@@ -653,6 +722,12 @@ fn finish_stopped(shared: &Shared, report: StopReport) -> StopReport {
         status.state = GroupState::Stopped;
         status.pid = None;
         status.protocol_version = None;
+        status.running_since = None;
+        status.backoff_until = None;
+        if report.exit.is_some() {
+            status.last_exit = report.exit.clone();
+            status.last_exit_cause = Some(ExitCause::Stopped);
+        }
     });
     report
 }
@@ -669,6 +744,7 @@ async fn attempt(
     let ended = |reason: String| Attempt::Ended {
         uptime: started.elapsed(),
         reason,
+        cause: ExitCause::FailedStart,
     };
 
     // The socket (unix transport) lives exactly as long as this attempt: dropping the listener
@@ -804,23 +880,24 @@ async fn attempt(
         status.state = GroupState::Running;
         status.pid = Some(pid);
         status.protocol_version = Some(ready.negotiated.peer_version.to_string());
+        status.running_since = Some(Instant::now());
     });
     let _ = acknowledge.send(());
     let running_since = Instant::now();
 
-    let reason = tokio::select! {
-        status = process.wait() => exit_text(status),
+    let (reason, cause) = tokio::select! {
+        status = process.wait() => (exit_text(status), ExitCause::Crashed),
         reason = channel.closed() => {
             // Proxies go unavailable now; the exit status (if the child is exiting) only
             // refines the reason recorded for the status.
             let closed = format!("closed its channel ({reason})");
             mark_closed(shared, &closed);
-            exit_after_close(&mut process).await.unwrap_or(closed)
+            (exit_after_close(&mut process).await.unwrap_or(closed), ExitCause::Crashed)
         }
         failure = watchdog(&channel, config.watchdog) => {
             mark_closed(shared, &failure);
             process.kill().await;
-            failure
+            (failure, ExitCause::Hung)
         }
         never = watch_cpu_share(pid, config.cpu_share, &group, &channel) => match never {},
         command = next_command(desired, generation) => {
@@ -834,6 +911,7 @@ async fn attempt(
     Attempt::Ended {
         uptime: running_since.elapsed(),
         reason,
+        cause,
     }
 }
 

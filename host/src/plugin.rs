@@ -10,14 +10,14 @@ use homecore::integration::{
     CatalogProviderHandle, IntegrationCatalogProvider, IntegrationDescriptor,
 };
 use homecore::translation::{TranslationProvider, TranslationProviderHandle};
-use homecore::{Core, ListenerHandle};
+use homecore::{ConfigEntryState, Core, ListenerHandle};
 use parking_lot::Mutex;
 use sandbox_proto::{Channel, wire};
 use serde_json::{Map, Value};
 
 use crate::classifier::Placement;
 use crate::groups::{Groups, GroupsConfig};
-use crate::manager::StopReport;
+use crate::manager::{GroupState, StopReport};
 use crate::router::{CustomIntegration, SandboxRouter};
 
 /// How the plugin runs.
@@ -155,6 +155,41 @@ impl SandboxPlugin {
     /// Where `domain` runs.
     pub fn placement(&self, domain: &str) -> Option<Placement> {
         self.router.placement(domain)
+    }
+
+    /// Starts the group `name` again by hand: a stopped or failed group is started with a
+    /// fresh restart budget (as `systemctl reset-failed` + start; a running one is left alone),
+    /// and its entries that a failure or a stop left unloaded (`setup_error`, `setup_retry`,
+    /// `not_loaded`) are set up again, each in the background. Returns whether the group
+    /// exists.
+    pub async fn start_group(&self, name: &str) -> bool {
+        let Some(handle) = self.groups.get(name) else {
+            return false;
+        };
+        if matches!(
+            handle.manager.status().state,
+            GroupState::Stopped | GroupState::Failed
+        ) {
+            handle.manager.restart().await;
+        }
+        let entries = self.core.config_entries();
+        for entry in entries.entries(None) {
+            let idle = matches!(
+                entry.state,
+                ConfigEntryState::SetupError
+                    | ConfigEntryState::SetupRetry
+                    | ConfigEntryState::NotLoaded
+            );
+            if entry.sandbox.as_deref() == Some(name) && idle && entry.disabled_by.is_none() {
+                let entries = entries.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = entries.reload(&entry.entry_id).await {
+                        tracing::warn!(entry_id = %entry.entry_id, %error, "entry not set up again");
+                    }
+                });
+            }
+        }
+        true
     }
 
     /// Stops every group in parallel. Each sandbox's restore state is its core's own final

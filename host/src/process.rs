@@ -176,6 +176,7 @@ impl SandboxProcess {
             log_tasks.push(tokio::spawn(forward_lines(
                 stderr,
                 spec.group.clone(),
+                pid,
                 "stderr",
             )));
         }
@@ -193,6 +194,7 @@ impl SandboxProcess {
                     log_tasks.push(tokio::spawn(forward_lines(
                         stdout,
                         spec.group.clone(),
+                        pid,
                         "stdout",
                     )));
                 }
@@ -558,18 +560,24 @@ macro_rules! sandbox_event {
 
 /// Forwards a child's output to the log line by line under target `sandbox`, each line at the
 /// level it names ([`parse_log_line`]), so a sandbox's error is an error in main's log too.
-async fn forward_lines(source: impl AsyncRead + Unpin, group: String, stream: &'static str) {
+/// Each line carries the group and the pid of the process that wrote it.
+async fn forward_lines(
+    source: impl AsyncRead + Unpin,
+    group: String,
+    pid: u32,
+    stream: &'static str,
+) {
     forward_lines_to(source, |forwarded| match forwarded {
         Forwarded::Line(text, 0) => {
             let (level, message) = parse_log_line(text);
-            sandbox_event!(level, group = %group, stream, "{message}");
+            sandbox_event!(level, group = %group, pid, stream, "{message}");
         }
         Forwarded::Line(text, dropped) => {
             let (level, message) = parse_log_line(text);
-            sandbox_event!(level, group = %group, stream, "{message}… ({dropped} more bytes dropped)");
+            sandbox_event!(level, group = %group, pid, stream, "{message}… ({dropped} more bytes dropped)");
         }
         Forwarded::Summary(suppressed) => {
-            tracing::warn!(target: "sandbox", group = %group, stream, "{} lines ({} bytes) of {stream} not logged in the last {} s", suppressed.lines, suppressed.bytes, suppressed.over.as_secs());
+            tracing::warn!(target: "sandbox", group = %group, pid, stream, "{} lines ({} bytes) of {stream} not logged in the last {} s", suppressed.lines, suppressed.bytes, suppressed.over.as_secs());
         }
     })
     .await;
