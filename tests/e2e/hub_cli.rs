@@ -1,0 +1,346 @@
+//! The hub as an operator runs it, over the real `sandbox-host` program: `run` on a config
+//! dir, `add` the demo integration from the command line, `status` through a crash, a spent
+//! restart budget and `start`, a SIGTERM that stops every group and leaves no process behind,
+//! and a second run that brings back the same entities.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// A hang guard only: far above anything these steps need on a loaded machine.
+const HANG_GUARD: Duration = Duration::from_secs(90);
+
+fn program() -> PathBuf {
+    sandbox_tests::binary(sandbox_tests::SANDBOX_HOST)
+}
+
+/// A `sandbox-host run` on a config dir; killed (with its sandboxes) if a test ends early.
+struct Hub {
+    child: Child,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Hub {
+    fn start(dir: &Path, log: &Path) -> Self {
+        let child = Command::new(program())
+            .args(["run", "--config"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let hub = Self {
+            child,
+            dir: dir.to_owned(),
+            log: log.to_owned(),
+        };
+        hub.wait_for("the control socket", |hub| {
+            hub.cli(&["status"]).status.code() == Some(0)
+        });
+        hub
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(program())
+            .args(args)
+            .arg("--config")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn status(&self) -> (Value, Option<i32>) {
+        let output = self.cli(&["status", "--json"]);
+        let status = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+            panic!(
+                "status --json: {error}: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        (status, output.status.code())
+    }
+
+    fn group(&self, name: &str) -> Value {
+        let (status, _) = self.status();
+        status["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|group| group["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no group {name}: {status}"))
+    }
+
+    fn wait_for(&self, what: &str, condition: impl Fn(&Self) -> bool) {
+        let started = Instant::now();
+        while !condition(self) {
+            assert!(
+                started.elapsed() < HANG_GUARD,
+                "timed out waiting for {what}; the hub's log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    fn wait(mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < HANG_GUARD, "the hub did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn alive(pid: u64) -> bool {
+    kill(Pid::from_raw(pid as i32), None).is_ok()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn add_demo(hub: &Hub) -> String {
+    let added = hub.cli(&["add", "demo", "--data", "next_step_id=defaults"]);
+    assert_eq!(added.status.code(), Some(0), "{}", text(&added));
+    let said = String::from_utf8_lossy(&added.stdout).into_owned();
+    assert!(said.starts_with("created demo entry"), "{said}");
+    said
+}
+
+/// Every entity id in main's entity registry file.
+fn registered_entities(dir: &Path) -> BTreeSet<(String, String)> {
+    let registry: Value =
+        serde_json::from_slice(&std::fs::read(dir.join(".storage/core.entity_registry")).unwrap())
+            .unwrap();
+    registry["data"]["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entity| {
+            (
+                entity["entity_id"].as_str().unwrap().to_owned(),
+                entity["unique_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn status_follows_a_crash_a_spent_budget_and_a_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let hub = Hub::start(dir.path(), log.path());
+    add_demo(&hub);
+    hub.wait_for("every demo entity", |hub| {
+        let group = hub.group("built-in");
+        group["state"] == "running" && group["entities"].as_u64() == Some(37)
+    });
+    let group = hub.group("built-in");
+    assert_eq!(group["entries"].as_array().unwrap().len(), 1);
+    assert!(group["rss_bytes"].as_u64().unwrap() > 0);
+
+    // A crash: the group is respawned, and status says how the last one ended.
+    let first = group["pid"].as_u64().unwrap();
+    kill(Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
+    hub.wait_for("the respawn", |hub| {
+        let group = hub.group("built-in");
+        group["state"] == "running" && group["pid"].as_u64() != Some(first)
+    });
+    let group = hub.group("built-in");
+    assert_eq!(group["restarts"], 1);
+    assert_eq!(group["last_exit_cause"], "crashed");
+    assert!(
+        group["last_exit"].as_str().unwrap().contains("SIGKILL"),
+        "{group}"
+    );
+    let shown = hub.cli(&["status"]);
+    assert_eq!(shown.status.code(), Some(0));
+    assert!(
+        text(&shown).contains("last exit: crashed: killed by SIGKILL"),
+        "{}",
+        text(&shown)
+    );
+
+    // Spend the budget (three starts in its window): the group fails, status exits 1 and says
+    // how to start it again.
+    while hub.group("built-in")["state"] != "failed" {
+        let group = hub.group("built-in");
+        if let Some(pid) = group["pid"]
+            .as_u64()
+            .filter(|_| group["state"] == "running")
+        {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            hub.wait_for("the next start or the failure", |hub| {
+                let now = hub.group("built-in");
+                now["pid"].as_u64() != Some(pid) || now["state"] == "failed"
+            });
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let (status, code) = hub.status();
+    assert_eq!(code, Some(1), "{status}");
+    let failed = hub.cli(&["status"]);
+    assert_eq!(failed.status.code(), Some(1));
+    let said = text(&failed);
+    assert!(
+        said.contains("gave up after 3 starts in 1 min 0 s"),
+        "{said}"
+    );
+    assert!(
+        said.contains("start it again: sandbox-host start built-in --config"),
+        "{said}"
+    );
+
+    // `start` clears the failure and the budget, and the entry's entities come back.
+    let started = hub.cli(&["start", "built-in"]);
+    assert_eq!(started.status.code(), Some(0), "{}", text(&started));
+    hub.wait_for("the group and its entities back", |hub| {
+        let group = hub.group("built-in");
+        group["state"] == "running" && group["entities"].as_u64() == Some(37)
+    });
+    assert_eq!(hub.status().1, Some(0));
+    let entries = hub.cli(&["entries"]);
+    assert!(
+        text(&entries).contains("demo  \"Demo\"  loaded  built-in"),
+        "{}",
+        text(&entries)
+    );
+
+    hub.signal(Signal::SIGTERM);
+    assert!(hub.wait().success());
+}
+
+#[test]
+fn sigterm_stops_every_group_and_the_next_run_has_the_same_entities() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let hub = Hub::start(dir.path(), log.path());
+    add_demo(&hub);
+    hub.wait_for("every demo entity", |hub| {
+        hub.group("built-in")["entities"].as_u64() == Some(37)
+    });
+    let sandbox = hub.group("built-in")["pid"].as_u64().unwrap();
+
+    // Requests in flight while the hub stops: each gets an answer or a clean refusal.
+    let askers: Vec<_> = (0..4)
+        .map(|_| {
+            let dir = dir.path().to_owned();
+            std::thread::spawn(move || {
+                Command::new(program())
+                    .args(["status", "--json", "--config"])
+                    .arg(dir)
+                    .output()
+                    .unwrap()
+                    .status
+                    .code()
+            })
+        })
+        .collect();
+    hub.signal(Signal::SIGTERM);
+    let stopped = hub.wait();
+    assert!(stopped.success(), "{stopped:?}");
+    for asker in askers {
+        let code = asker.join().unwrap();
+        assert!(matches!(code, Some(0) | Some(3)), "{code:?}");
+    }
+    assert!(!alive(sandbox), "the sandbox outlived the hub");
+    assert!(
+        !dir.path().join("control.sock").exists(),
+        "the socket file is removed"
+    );
+    let log_text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        log_text.contains("group stopped group=\"built-in\" graceful=true"),
+        "{log_text}"
+    );
+    let before = registered_entities(dir.path());
+    assert_eq!(before.len(), 37);
+    assert!(
+        dir.path()
+            .join(".storage/sandbox/built-in/core.restore_state")
+            .exists(),
+        "the sandbox saved its restore state through main"
+    );
+
+    // A second run sets the stored entry up again: the same entities under the same ids.
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let hub = Hub::start(dir.path(), log.path());
+    hub.wait_for("every demo entity again", |hub| {
+        hub.group("built-in")["entities"].as_u64() == Some(37)
+    });
+    hub.signal(Signal::SIGTERM);
+    assert!(hub.wait().success());
+    assert_eq!(registered_entities(dir.path()), before);
+}
+
+#[test]
+fn a_command_without_a_hub_names_the_socket_it_tried_and_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(program())
+        .args(["status", "--config"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let said = text(&output);
+    assert!(said.contains("the hub is not reachable on"), "{said}");
+    assert!(said.contains("control.sock"), "{said}");
+}
+
+#[test]
+fn a_second_hub_on_the_same_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let hub = Hub::start(dir.path(), log.path());
+    let second = Command::new(program())
+        .args(["run", "--config"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        text(&second).contains("another hub is running"),
+        "{}",
+        text(&second)
+    );
+    assert_eq!(
+        hub.cli(&["status"]).status.code(),
+        Some(0),
+        "the first one still answers"
+    );
+    hub.signal(Signal::SIGINT);
+    assert!(hub.wait().success());
+}
