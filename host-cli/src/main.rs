@@ -4,6 +4,9 @@
 //!
 //! `sandbox-host demo [--json]`. The hidden `run-sandbox --name GROUP --url URL` runs the
 //! built-in sandbox runtime from this same binary, so the demo works from a single build.
+//!
+//! `sandbox-host config check --config DIR` checks the hub's configuration file (see
+//! [`config`]).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -17,6 +20,8 @@ use sandbox_host::groups::GroupsConfig;
 use sandbox_host::plugin::{PluginConfig, SandboxPlugin};
 use sandbox_host::{GroupConfig, GroupState};
 use serde_json::{Map, json};
+
+mod config;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,9 +43,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Work with the hub's configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Run the built-in sandbox runtime (what the host spawns per group).
     #[command(hide = true)]
     RunSandbox(sandbox_runtime::sdk::Args),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check DIR/sandbox-host.toml (writing the commented default when it is absent), print
+    /// the effective settings; exit 2 if it is refused.
+    Check {
+        /// The configuration directory.
+        #[arg(long, value_name = "DIR")]
+        config: std::path::PathBuf,
+    },
 }
 
 /// How long the demo waits for any one thing before it gives up.
@@ -59,6 +78,7 @@ fn main() -> ExitCode {
             args,
             sandbox_runtime::Integrations::new(integrations::builtin()),
         )),
+        Command::Config(ConfigCommand::Check { config }) => config::check_command(&config),
         Command::Demo { json } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
