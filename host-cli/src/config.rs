@@ -90,7 +90,7 @@ pub(crate) enum ConfigError {
     #[error("{at}: not valid TOML: {message}")]
     Syntax {
         /// Where.
-        at: Place,
+        at: Box<Place>,
         /// The parser's message.
         message: String,
     },
@@ -98,7 +98,7 @@ pub(crate) enum ConfigError {
     #[error("{at}: {message}")]
     Malformed {
         /// Where.
-        at: Place,
+        at: Box<Place>,
         /// The deserializer's message.
         message: String,
     },
@@ -106,7 +106,7 @@ pub(crate) enum ConfigError {
     #[error("{at}: {reason}")]
     OutOfRange {
         /// Where.
-        at: Place,
+        at: Box<Place>,
         /// What the value must be.
         reason: String,
     },
@@ -114,7 +114,7 @@ pub(crate) enum ConfigError {
     #[error("{at}: cannot read the artifact {}: {source}", artifact.display())]
     Artifact {
         /// Where.
-        at: Place,
+        at: Box<Place>,
         /// The artifact's resolved path.
         artifact: PathBuf,
         /// The OS error.
@@ -125,7 +125,7 @@ pub(crate) enum ConfigError {
     #[error("{at}: cannot read the manifest {}: {source}", manifest.display())]
     ManifestUnreadable {
         /// Where.
-        at: Place,
+        at: Box<Place>,
         /// The manifest's resolved path.
         manifest: PathBuf,
         /// The OS error.
@@ -136,7 +136,7 @@ pub(crate) enum ConfigError {
     #[error("{at}: the manifest {} is invalid: {message}", manifest.display())]
     ManifestInvalid {
         /// Where.
-        at: Place,
+        at: Box<Place>,
         /// The manifest's resolved path.
         manifest: PathBuf,
         /// Why.
@@ -146,7 +146,7 @@ pub(crate) enum ConfigError {
     #[error("{at}: version {configured} does not match the manifest's version {manifest}")]
     VersionMismatch {
         /// Where.
-        at: Place,
+        at: Box<Place>,
         /// What the file says.
         configured: String,
         /// What the manifest says.
@@ -159,7 +159,7 @@ pub(crate) enum ConfigError {
     )]
     PinMismatch {
         /// Where.
-        at: Place,
+        at: Box<Place>,
         /// The artifact's resolved path.
         artifact: PathBuf,
         /// The configured pin.
@@ -405,11 +405,11 @@ fn write_atomically(dir: &Path, path: &Path, text: &str) -> Result<(), ConfigErr
 /// Checks `text` (the content of `file`, whose relative paths resolve against `dir`).
 pub(crate) fn parse(text: &str, file: &Path, dir: &Path) -> Result<HubConfig, ConfigError> {
     let document = toml::de::DeTable::parse(text).map_err(|error| ConfigError::Syntax {
-        at: Place {
+        at: Box::new(Place {
             file: file.to_owned(),
             key: String::new(),
             line_column: error.span().map(|span| line_column(text, span.start)),
-        },
+        }),
         message: error.message().to_owned(),
     })?;
     let raw: RawFile = serde_path_to_error::deserialize(toml::de::Deserializer::from(
@@ -418,14 +418,14 @@ pub(crate) fn parse(text: &str, file: &Path, dir: &Path) -> Result<HubConfig, Co
     .map_err(|error| {
         let key = key_of_serde_path(error.path(), error.inner().message());
         ConfigError::Malformed {
-            at: Place {
+            at: Box::new(Place {
                 file: file.to_owned(),
                 key: render_key(&key),
                 line_column: error
                     .inner()
                     .span()
                     .map(|span| line_column(text, span.start)),
-            },
+            }),
             message: error.inner().message().to_owned(),
         }
     })?;
@@ -1112,12 +1112,12 @@ impl Checker<'_> {
 
     /// The place of `path`: its line and column when the key is written in the file (for a
     /// key that is not, its nearest written table's).
-    fn place(&self, path: &[Key]) -> Place {
-        Place {
+    fn place(&self, path: &[Key]) -> Box<Place> {
+        Box::new(Place {
             file: self.file.to_owned(),
             key: render_key(path),
             line_column: locate(self.document, path).map(|offset| line_column(self.text, offset)),
-        }
+        })
     }
 }
 
