@@ -786,3 +786,31 @@ fn a_refused_file_changes_nothing() {
         assert_eq!(contents(dir), before, "{text}");
     }
 }
+
+#[test]
+fn the_documented_example_is_accepted() {
+    let operating = include_str!("../../../docs/OPERATING.md");
+    let example = operating
+        .split("### A full example")
+        .nth(1)
+        .and_then(|rest| rest.split("```toml\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .unwrap();
+    // Its custom entry pins a made-up artifact: checked without it, and then for that.
+    let (settings, custom) = example.split_once("[[custom]]").unwrap();
+    let config = parse_text(settings).unwrap();
+    let groups = groups(&config);
+    assert_eq!(groups.group_config("built-in").restart.max_starts, 5);
+    assert_eq!(
+        groups.group_config("custom-acme_thermostat").credentials,
+        Some(Credentials {
+            uid: 1001,
+            gid: 1001
+        })
+    );
+    let message = refusal(&format!("[[custom]]{custom}"));
+    assert!(
+        message.contains("custom[0].artifact: cannot read the artifact"),
+        "{message}"
+    );
+}
