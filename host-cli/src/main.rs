@@ -2,17 +2,17 @@
 //! `start`/`stop`/`restart`, `reload` and `add` talk to it over its control socket; `demo`
 //! shows a hub recovering from crashes in a temporary directory.
 //!
-//! The hidden `run-sandbox --name GROUP --url URL` runs the built-in sandbox runtime from this
-//! same binary, so the hub and the demo work from a single build.
+//! `config check --config DIR` checks the hub's configuration file
+//! ([`sandbox_host_cli::config`]). The hidden `run-sandbox --name GROUP --url URL` runs the
+//! built-in sandbox runtime from this same binary, so the hub and the demo work from a single
+//! build.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use sandbox_host::GroupConfig;
-use sandbox_host::groups::GroupsConfig;
-use sandbox_host_cli::{client, commands, control, demo, hub};
+use sandbox_host_cli::{client, commands, config, control, demo, hub};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,15 +46,20 @@ enum LogFormat {
     Json,
 }
 
+/// Exit code of `run` when the configuration file is refused: nothing was started.
+const EXIT_BAD_CONFIG: u8 = 2;
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the hub on a config dir until SIGTERM or SIGINT (a second SIGINT stops at once).
+    /// Reads DIR/sandbox-host.toml (writing a commented default when it is absent); a refused
+    /// file is exit code 2 and nothing starts.
     Run {
         #[command(flatten)]
         config: ConfigDir,
-        /// Log format.
-        #[arg(long, value_enum, default_value = "text")]
-        log_format: LogFormat,
+        /// Log format (default: the configuration file's `log.format`).
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
     },
     /// Show every sandbox group of a running hub: state, process, restarts, last exit, entries.
     /// Exit code 0 when no group failed, 1 when one did, 3 when the hub is not reachable.
@@ -119,9 +124,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the hub's configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Run the built-in sandbox runtime (what the host spawns per group).
     #[command(hide = true)]
     RunSandbox(sandbox_runtime::sdk::Args),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check DIR/sandbox-host.toml (writing the commented default when it is absent), print
+    /// the effective settings; exit 2 if it is refused.
+    Check {
+        #[command(flatten)]
+        config: ConfigDir,
+    },
 }
 
 fn main() -> ExitCode {
@@ -137,6 +155,7 @@ fn main() -> ExitCode {
             args,
             sandbox_runtime::Integrations::new(integrations::builtin()),
         )),
+        Command::Config(ConfigCommand::Check { config }) => config::check_command(&config.dir),
         Command::Demo { json } => with_runtime(Some(2), |_| async move {
             match demo::demo(json).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -235,7 +254,7 @@ where
     Fut: std::future::Future<Output = Result<commands::Outcome, client::ClientError>>,
 {
     let dir = absolute(&config.dir);
-    let socket = control::default_socket_path(&dir);
+    let socket = socket_for_commands(&dir);
     with_runtime(Some(1), move |_| async move {
         match command(client::Client::new(&socket), dir).await {
             Ok(outcome) => {
@@ -251,9 +270,10 @@ where
     })
 }
 
-fn init_logging(format: LogFormat) {
+/// Logging to stderr: `RUST_LOG` when set, else the configuration's level.
+fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -266,25 +286,56 @@ fn init_logging(format: LogFormat) {
 }
 
 /// `sandbox-host run --config DIR`.
-async fn run(dir: &Path, log_format: LogFormat) -> Result<ExitCode> {
-    init_logging(log_format);
+async fn run(dir: &Path, log_format: Option<LogFormat>) -> Result<ExitCode> {
     let dir = absolute(dir);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the config dir {}", dir.display()))?;
+    let loaded = match config::load_or_create(&dir) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("sandbox-host: configuration refused: {error}");
+            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+        }
+    };
+    let format = log_format.unwrap_or(match loaded.config.log.format {
+        config::LogFormat::Text => LogFormat::Text,
+        config::LogFormat::Json => LogFormat::Json,
+    });
+    init_logging(&loaded.config.log.level, format);
+    if loaded.created {
+        tracing::info!(file = %loaded.path.display(), "wrote the default configuration file");
+    } else {
+        tracing::info!(file = %loaded.path.display(), "configuration read");
+    }
+    let config = loaded.config;
     let options = hub::RunOptions {
-        control_socket: control::default_socket_path(&dir),
-        groups: GroupsConfig {
-            config_dir: dir.clone(),
-            runtime_command: hub::runtime_command()?,
-            custom_commands: Default::default(),
-            group_defaults: GroupConfig::new("template"),
-            group_overrides: Default::default(),
-        },
-        custom: vec![],
+        control_socket: control_socket(&dir, &config),
+        groups: config.groups_config(dir.clone(), hub::runtime_command()?),
+        custom: config.custom_integrations().to_vec(),
         config_dir: dir,
     };
     Ok(match hub::run(options).await? {
         hub::RunEnd::Stopped => ExitCode::SUCCESS,
         hub::RunEnd::Forced => ExitCode::from(hub::FORCED_STOP_EXIT_CODE),
     })
+}
+
+/// The control socket of the hub on `dir`: the configuration's, else the default place.
+fn control_socket(dir: &Path, config: &config::HubConfig) -> PathBuf {
+    config
+        .listen
+        .control_socket
+        .clone()
+        .unwrap_or_else(|| control::default_socket_path(dir))
+}
+
+/// Where a command finds the hub on `dir`: the configuration file's socket when the file is
+/// there and reads, else the default place (what a hub with no such setting uses).
+fn socket_for_commands(dir: &Path) -> PathBuf {
+    let file = dir.join(config::CONFIG_FILE_NAME);
+    std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|text| config::parse(&text, &file, dir).ok())
+        .map(|config| control_socket(dir, &config))
+        .unwrap_or_else(|| control::default_socket_path(dir))
 }

@@ -344,3 +344,31 @@ fn a_second_hub_on_the_same_dir_is_refused() {
     hub.signal(Signal::SIGINT);
     assert!(hub.wait().success());
 }
+
+#[test]
+fn a_refused_configuration_starts_nothing_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sandbox-host.toml");
+    std::fs::write(&file, "[defaults]\nready_timeout = \"0s\"\n").unwrap();
+    let output = Command::new(program())
+        .args(["run", "--config"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        text(&output).contains("defaults.ready_timeout"),
+        "{}",
+        text(&output)
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["sandbox-host.toml"], "nothing else under the dir");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "[defaults]\nready_timeout = \"0s\"\n"
+    );
+}
