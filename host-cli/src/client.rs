@@ -69,7 +69,14 @@ impl Client {
 
     /// `GET path`, read as `T`.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.request(Method::GET, path, None).await
+        let body = self.request(Method::GET, path, None).await?;
+        serde_json::from_slice(&body).map_err(|error| ClientError::Unreadable(error.to_string()))
+    }
+
+    /// `GET path`, as text.
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let body = self.request(Method::GET, path, None).await?;
+        String::from_utf8(body.to_vec()).map_err(|error| ClientError::Unreadable(error.to_string()))
     }
 
     /// `POST path` with a JSON body, read as `T`.
@@ -78,31 +85,33 @@ impl Client {
         path: &str,
         body: &Value,
     ) -> Result<T, ClientError> {
-        self.request(Method::POST, path, Some(body)).await
+        let body = self.request(Method::POST, path, Some(body)).await?;
+        serde_json::from_slice(&body).map_err(|error| ClientError::Unreadable(error.to_string()))
     }
 
     /// `DELETE path`, read as `T`.
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.request(Method::DELETE, path, None).await
+        let body = self.request(Method::DELETE, path, None).await?;
+        serde_json::from_slice(&body).map_err(|error| ClientError::Unreadable(error.to_string()))
     }
 
-    async fn request<T: DeserializeOwned>(
+    async fn request(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<T, ClientError> {
+    ) -> Result<Bytes, ClientError> {
         tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(method, path, body))
             .await
             .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT))?
     }
 
-    async fn exchange<T: DeserializeOwned>(
+    async fn exchange(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<T, ClientError> {
+    ) -> Result<Bytes, ClientError> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -143,6 +152,6 @@ impl Client {
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
             return Err(ClientError::Refused { status, message });
         }
-        serde_json::from_slice(&body).map_err(|error| ClientError::Unreadable(error.to_string()))
+        Ok(body)
     }
 }

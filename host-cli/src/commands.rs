@@ -111,6 +111,20 @@ pub fn render_status(status: &HubStatus, config_dir: &Path) -> String {
                 .map(|rss| format!(", memory: {}", megabytes(rss)))
                 .unwrap_or_default()
         ));
+        let latency = &group.channel.call_latency;
+        if let (Some(p50), Some(p99)) = (latency.p50_us, latency.p99_us) {
+            let bound = |micros: u64| match micros {
+                u64::MAX => "more than a minute".to_owned(),
+                micros if micros < 1000 => format!("≤ {micros} µs"),
+                micros => format!("≤ {} ms", micros / 1000),
+            };
+            out.push_str(&format!(
+                "  calls answered: {}, p50 {}, p99 {}\n",
+                latency.count,
+                bound(p50),
+                bound(p99)
+            ));
+        }
         if let Some(exit) = &group.last_exit {
             let cause = group.last_exit_cause.as_deref().unwrap_or("ended");
             out.push_str(&format!("  last exit: {cause}: {exit}\n"));
@@ -135,6 +149,14 @@ pub fn render_status(status: &HubStatus, config_dir: &Path) -> String {
         }
     }
     out
+}
+
+/// `sandbox-host metrics`: the hub's metrics as OpenMetrics text (what `/metrics` serves).
+pub async fn metrics(client: &Client) -> Result<Outcome, ClientError> {
+    Ok(Outcome {
+        stdout: client.get_text("/metrics").await?,
+        code: EXIT_OK,
+    })
 }
 
 /// `sandbox-host entries [--json]`.

@@ -290,6 +290,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/hub/flows", post(start_flow))
         .route("/api/hub/flows/{flow_id}", post(continue_flow))
         .route("/api/hub/flows/{flow_id}", delete(abort_flow))
+        .route("/metrics", get(metrics))
         .with_state(hub)
 }
 
@@ -307,6 +308,23 @@ pub fn hub_status(hub: &Hub) -> HubStatus {
 
 async fn status(State(hub): State<Hub>) -> Json<HubStatus> {
     Json(hub_status(&hub))
+}
+
+async fn metrics(State(hub): State<Hub>) -> Result<Response, ApiError> {
+    let text = crate::metrics::encode(&hub_status(&hub)).map_err(|error| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the metrics: {error}"),
+        )
+    })?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn entries(State(hub): State<Hub>) -> Json<Vec<EntryReport>> {

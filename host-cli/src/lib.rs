@@ -1,5 +1,5 @@
 //! The `sandbox-host` program's parts, thin over the host library: the long-lived hub
-//! ([`hub`]) and its configuration file ([`config`]), its control API ([`control`]) and the commands that talk to it ([`client`],
+//! ([`hub`]) and its configuration file ([`config`]), its control API ([`control`], [`metrics`]) and the commands that talk to it ([`client`],
 //! [`commands`]), and the demo ([`demo`]). The binary (`src/main.rs`) parses the command line
 //! and calls them.
 
@@ -9,3 +9,4 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod hub;
+pub mod metrics;

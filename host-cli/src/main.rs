@@ -70,6 +70,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the hub's metrics as OpenMetrics (Prometheus) text, as `/metrics` serves them.
+    Metrics {
+        #[command(flatten)]
+        config: ConfigDir,
+    },
     /// List the hub's config entries.
     Entries {
         #[command(flatten)]
@@ -179,6 +184,9 @@ fn main() -> ExitCode {
                 commands::status(&client, &dir, json).await
             })
         }
+        Command::Metrics { config } => client_command(&config, move |client, _| async move {
+            commands::metrics(&client).await
+        }),
         Command::Entries { config, json } => client_command(&config, move |client, _| async move {
             commands::entries(&client, json).await
         }),

@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use sandbox_proto::channel::LATENCY_BUCKETS_US;
+
 use crate::groups::Groups;
 use crate::manager::{GroupState, GroupStatus};
 
@@ -76,6 +78,40 @@ pub struct ChannelCounters {
     pub pushes_shed: u64,
     /// Times main's reader rested to keep to its share.
     pub reader_rests: u64,
+    /// Messages per type: `sent` by main to the sandbox, `received` from it.
+    pub messages: Vec<MessageTraffic>,
+    /// How long the sandbox took to answer main's calls.
+    pub call_latency: CallLatency,
+}
+
+/// One message type's traffic between main and a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageTraffic {
+    /// The message type (`call_service`, `state_changed`, ...).
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Sent by main.
+    pub sent: u64,
+    /// Received from the sandbox and taken by main.
+    pub received: u64,
+}
+
+/// The latency of main's calls into a sandbox: a histogram with its median and 99th
+/// percentile (each the upper bound of the bucket holding it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallLatency {
+    /// Calls answered.
+    pub count: u64,
+    /// Their total latency, µs.
+    pub sum_us: u64,
+    /// Upper bounds of the buckets, µs ([`sandbox_proto::channel::LATENCY_BUCKETS_US`]).
+    pub bucket_bounds_us: Vec<u64>,
+    /// Calls per bucket (not cumulative), one more than the bounds: the last is above them.
+    pub buckets: Vec<u64>,
+    /// The median's bucket bound, µs.
+    pub p50_us: Option<u64>,
+    /// The 99th percentile's bucket bound, µs (`u64::MAX` past the last bound).
+    pub p99_us: Option<u64>,
 }
 
 impl GroupReport {
@@ -153,6 +189,23 @@ pub fn group_reports(groups: &Groups) -> Vec<GroupReport> {
                         calls_shed: stats.calls_shed,
                         pushes_shed: stats.pushes_shed,
                         reader_rests: stats.reader_rests,
+                        messages: stats
+                            .messages
+                            .iter()
+                            .map(|count| MessageTraffic {
+                                type_name: count.type_name.to_owned(),
+                                sent: count.sent,
+                                received: count.received,
+                            })
+                            .collect(),
+                        call_latency: CallLatency {
+                            count: stats.call_latency.count,
+                            sum_us: stats.call_latency.sum_us,
+                            bucket_bounds_us: LATENCY_BUCKETS_US.to_vec(),
+                            p50_us: stats.call_latency.quantile_us(0.5),
+                            p99_us: stats.call_latency.quantile_us(0.99),
+                            buckets: stats.call_latency.buckets,
+                        },
                     })
                     .unwrap_or_default(),
                 refusals: handle

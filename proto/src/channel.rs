@@ -54,7 +54,7 @@ use tokio_util::task::TaskTracker;
 use crate::error::{ErrorKind, RemoteError};
 use crate::framing::{self, FrameError, MAX_FRAME_LEN};
 use crate::log_limit::{Admit, LogBudget};
-use crate::messages::{Call, Push};
+use crate::messages::{CATALOG, Call, Push, catalog_position};
 use crate::transport::{BoxReader, BoxWriter, Transport};
 use crate::wire;
 
@@ -366,9 +366,91 @@ pub struct ChannelStats {
     pub reader_rests: u64,
     /// Handlers running or waiting for a slot right now.
     pub in_flight: u64,
+    /// Messages sent and received, per type of the [`CATALOG`](crate::messages::CATALOG)
+    /// that has any.
+    pub messages: Vec<MessageCount>,
+    /// How long the calls this side sent took to be answered.
+    pub call_latency: LatencyHistogram,
 }
 
-#[derive(Default)]
+/// One message type's traffic on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageCount {
+    /// The type.
+    pub type_name: &'static str,
+    /// Sent by this side (calls and pushes).
+    pub sent: u64,
+    /// Received from the peer and taken by a handler (calls and pushes).
+    pub received: u64,
+}
+
+/// Upper bounds of the call latency buckets in microseconds: powers of two from 16 µs to about
+/// 67 s (a 2× resolution is what a p50/p99 needs to tell a fast path from a slow one), then
+/// everything above.
+pub const LATENCY_BUCKETS_US: [u64; 23] = {
+    let mut bounds = [0u64; 23];
+    let mut index = 0;
+    while index < bounds.len() {
+        bounds[index] = 16 << index;
+        index += 1;
+    }
+    bounds
+};
+
+/// A histogram of call latencies (see [`LATENCY_BUCKETS_US`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Calls per bucket, not cumulative: one per [`LATENCY_BUCKETS_US`] bound, then one for
+    /// everything above the last.
+    pub buckets: Vec<u64>,
+    /// Calls answered.
+    pub count: u64,
+    /// Their total latency in microseconds.
+    pub sum_us: u64,
+}
+
+impl LatencyHistogram {
+    /// The upper bound (µs) of the bucket holding the `quantile` (0.0–1.0) of the calls;
+    /// `None` without calls, `u64::MAX` when it is past the last bound.
+    pub fn quantile_us(&self, quantile: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((quantile.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (index, count) in self.buckets.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Some(LATENCY_BUCKETS_US.get(index).copied().unwrap_or(u64::MAX));
+            }
+        }
+        Some(u64::MAX)
+    }
+}
+
+/// Per-type counters, indexed by catalog position.
+struct TypeCounters {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+/// A call latency histogram's counters.
+struct LatencyCounters {
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl LatencyCounters {
+    fn record(&self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let index = LATENCY_BUCKETS_US.partition_point(|&bound| bound < micros);
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
 struct Counters {
     frames_in: AtomicU64,
     frames_out: AtomicU64,
@@ -384,6 +466,54 @@ struct Counters {
     error_replies_deferred: AtomicU64,
     handler_panics: AtomicU64,
     reader_rests: AtomicU64,
+    per_type: [TypeCounters; CATALOG.len()],
+    call_latency: LatencyCounters,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            frames_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
+            calls_sent: AtomicU64::new(0),
+            pushes_sent: AtomicU64::new(0),
+            calls_handled: AtomicU64::new(0),
+            pushes_handled: AtomicU64::new(0),
+            undecodable_frames: AtomicU64::new(0),
+            calls_shed: AtomicU64::new(0),
+            pushes_shed: AtomicU64::new(0),
+            pushes_unhandled: AtomicU64::new(0),
+            late_replies: AtomicU64::new(0),
+            error_replies_deferred: AtomicU64::new(0),
+            handler_panics: AtomicU64::new(0),
+            reader_rests: AtomicU64::new(0),
+            per_type: std::array::from_fn(|_| TypeCounters {
+                sent: AtomicU64::new(0),
+                received: AtomicU64::new(0),
+            }),
+            call_latency: LatencyCounters {
+                buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+                count: AtomicU64::new(0),
+                sum_us: AtomicU64::new(0),
+            },
+        }
+    }
+}
+
+impl Counters {
+    /// Counts `count` messages of the catalog type at `index` sent (an index past the catalog,
+    /// a type it does not have, is not counted per type).
+    fn sent(&self, index: usize, count: u64) {
+        if let Some(counters) = self.per_type.get(index) {
+            counters.sent.fetch_add(count, Ordering::Relaxed);
+        }
+    }
+
+    fn received(&self, index: usize) {
+        if let Some(counters) = self.per_type.get(index) {
+            counters.received.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 fn bump(counter: &AtomicU64) {
@@ -455,7 +585,8 @@ enum Handler {
 /// Handlers by frame type.
 #[derive(Default, Clone)]
 struct HandlerTable {
-    by_type: HashMap<String, Handler>,
+    /// Each handler with its type's catalog position (for the per-type counters).
+    by_type: HashMap<String, (usize, Handler)>,
 }
 
 impl HandlerTable {
@@ -482,7 +613,8 @@ impl HandlerTable {
                 })
             })
         });
-        self.by_type.insert(C::TYPE.to_owned(), Handler::Call(run));
+        self.by_type
+            .insert(C::TYPE.to_owned(), (C::INDEX, Handler::Call(run)));
     }
 
     fn insert_call_raw<F, Fut>(&mut self, type_name: &str, handler: F)
@@ -505,8 +637,10 @@ impl HandlerTable {
                 })
             })
         });
-        self.by_type
-            .insert(type_name.to_owned(), Handler::Call(run));
+        self.by_type.insert(
+            type_name.to_owned(),
+            (catalog_position(type_name), Handler::Call(run)),
+        );
     }
 
     fn insert_push<P, F, Fut>(&mut self, handler: F)
@@ -525,7 +659,8 @@ impl HandlerTable {
                 }
             })
         });
-        self.by_type.insert(P::TYPE.to_owned(), Handler::Push(run));
+        self.by_type
+            .insert(P::TYPE.to_owned(), (P::INDEX, Handler::Push(run)));
     }
 
     fn insert_push_inline<P, F>(&mut self, handler: F)
@@ -538,7 +673,7 @@ impl HandlerTable {
             Err(error) => channel.shared.push_undecodable(P::TYPE, &error),
         });
         self.by_type
-            .insert(P::TYPE.to_owned(), Handler::Inline(run));
+            .insert(P::TYPE.to_owned(), (P::INDEX, Handler::Inline(run)));
     }
 }
 
@@ -944,6 +1079,21 @@ impl Shared {
             handler_panics: load(&c.handler_panics),
             reader_rests: load(&c.reader_rests),
             in_flight: self.in_flight.load(Ordering::Relaxed) as u64,
+            messages: CATALOG
+                .iter()
+                .zip(&c.per_type)
+                .map(|(spec, counters)| MessageCount {
+                    type_name: spec.type_name,
+                    sent: load(&counters.sent),
+                    received: load(&counters.received),
+                })
+                .filter(|count| count.sent > 0 || count.received > 0)
+                .collect(),
+            call_latency: LatencyHistogram {
+                buckets: c.call_latency.buckets.iter().map(load).collect(),
+                count: load(&c.call_latency.count),
+                sum_us: load(&c.call_latency.sum_us),
+            },
         }
     }
 }
@@ -1177,6 +1327,7 @@ impl Channel {
                 type_name: C::TYPE.to_owned(),
                 source,
             })?;
+        self.shared.counters.sent(C::INDEX, 1);
         let reply = self
             .round_trip(id, Cow::Borrowed(C::TYPE), frame, timeout)
             .await?;
@@ -1201,6 +1352,7 @@ impl Channel {
                     type_name: type_name.to_owned(),
                     source,
                 })?;
+        self.shared.counters.sent(catalog_position(type_name), 1);
         self.round_trip(id, Cow::Owned(type_name.to_owned()), frame, timeout)
             .await
     }
@@ -1241,6 +1393,7 @@ impl Channel {
             }
         };
         let released_slot = release_handler_slot();
+        let sent_at = std::time::Instant::now();
         let outcome = match timeout {
             None => exchange.await,
             Some(after) => match tokio::time::timeout(after, exchange).await {
@@ -1251,6 +1404,11 @@ impl Channel {
                 }),
             },
         };
+        // An answer, a result or an error, is a latency; a call that timed out or lost its
+        // channel has none.
+        if matches!(outcome, Ok(_) | Err(CallError::Remote { .. })) {
+            self.shared.counters.call_latency.record(sent_at.elapsed());
+        }
         if let Some(semaphore) = released_slot {
             reacquire_handler_slot(semaphore).await;
         }
@@ -1282,6 +1440,7 @@ impl Channel {
             .await
             .map_err(|_| self.closed_now())?;
         bump(&self.shared.counters.pushes_sent);
+        self.shared.counters.sent(P::INDEX, 1);
         Ok(())
     }
 
@@ -1311,7 +1470,7 @@ impl Channel {
                 }
             };
             if !chunk.is_empty() && chunk.len() + frame.len() > WRITE_BUFFER_CAPACITY {
-                self.send_frames(chunk.split().freeze(), frames_in_chunk)
+                self.send_frames(chunk.split().freeze(), frames_in_chunk, P::INDEX)
                     .await?;
                 frames_in_chunk = 0;
             }
@@ -1319,19 +1478,22 @@ impl Channel {
             frames_in_chunk += 1;
         }
         if !chunk.is_empty() {
-            self.send_frames(chunk.freeze(), frames_in_chunk).await?;
+            self.send_frames(chunk.freeze(), frames_in_chunk, P::INDEX)
+                .await?;
         }
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Queues `count` whole frames joined in `bytes`, counting them as pushes.
-    async fn send_frames(&self, bytes: Bytes, count: u64) -> Result<(), CallError> {
+    /// Queues `count` whole frames joined in `bytes`, counting them as pushes of the catalog
+    /// type at `index`.
+    async fn send_frames(&self, bytes: Bytes, count: u64, index: usize) -> Result<(), CallError> {
         self.shared
             .queue_frame(bytes)
             .await
             .map_err(|_| self.closed_now())?;
         let counters = &self.shared.counters;
         counters.pushes_sent.fetch_add(count, Ordering::Relaxed);
+        counters.sent(index, count);
         // The write path counts one frame per write.
         counters
             .frames_out
@@ -1355,6 +1517,7 @@ impl Channel {
             .await
             .map_err(|_| self.closed_now())?;
         bump(&self.shared.counters.pushes_sent);
+        self.shared.counters.sent(catalog_position(type_name), 1);
         Ok(())
     }
 
@@ -1817,7 +1980,10 @@ fn dispatch_request(
         .expect("handler lock poisoned")
         .by_type
         .get(&type_name)
-        .cloned();
+        .map(|(index, handler)| {
+            shared.counters.received(*index);
+            handler.clone()
+        });
     let channel = || Channel {
         shared: Arc::clone(shared),
         _owner: Arc::clone(owner),

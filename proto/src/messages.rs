@@ -28,6 +28,8 @@ pub enum Shape {
 pub trait Call: prost::Message + Default + Send + Sync + 'static {
     /// The frame `type` string.
     const TYPE: &'static str;
+    /// Its position in the [`CATALOG`] (per-type counters are indexed by it).
+    const INDEX: usize = catalog_position(Self::TYPE);
     /// The message answering this call.
     type Reply: prost::Message + Default + Send + Sync + 'static;
 }
@@ -36,6 +38,8 @@ pub trait Call: prost::Message + Default + Send + Sync + 'static {
 pub trait Push: prost::Message + Default + Send + Sync + 'static {
     /// The frame `type` string.
     const TYPE: &'static str;
+    /// Its position in the [`CATALOG`] (per-type counters are indexed by it).
+    const INDEX: usize = catalog_position(Self::TYPE);
 }
 
 /// One row of the [`CATALOG`].
@@ -114,6 +118,28 @@ protocol_messages! {
         FireEvent, "fire_event", SandboxToMain, "1.0";
         CoreConfigUpdated, "core_config_updated", MainToSandbox, "1.2";
     }
+}
+
+/// The position of `type_name` in the [`CATALOG`], or the catalog's length for a type it does
+/// not have (an index no per-type counter has). `const`, so every [`Call::INDEX`] and
+/// [`Push::INDEX`] is computed at compile time.
+pub const fn catalog_position(type_name: &str) -> usize {
+    let wanted = type_name.as_bytes();
+    let mut index = 0;
+    while index < CATALOG.len() {
+        let candidate = CATALOG[index].type_name.as_bytes();
+        if candidate.len() == wanted.len() {
+            let mut byte = 0;
+            while byte < wanted.len() && candidate[byte] == wanted[byte] {
+                byte += 1;
+            }
+            if byte == wanted.len() {
+                return index;
+            }
+        }
+        index += 1;
+    }
+    CATALOG.len()
 }
 
 /// Looks a message type up in the [`CATALOG`].

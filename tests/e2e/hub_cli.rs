@@ -170,6 +170,25 @@ fn status_follows_a_crash_a_spent_budget_and_a_start() {
     let group = hub.group("built-in");
     assert_eq!(group["entries"].as_array().unwrap().len(), 1);
     assert!(group["rss_bytes"].as_u64().unwrap() > 0);
+    // The same figures as Prometheus text, with the traffic per message type.
+    let metrics = hub.cli(&["metrics"]);
+    assert_eq!(metrics.status.code(), Some(0), "{}", text(&metrics));
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    for line in [
+        "sandbox_group_state{group=\"built-in\",state=\"running\"} 1",
+        "sandbox_group_entities{group=\"built-in\"} 37",
+        "sandbox_messages_total{group=\"built-in\",type=\"register_entity\",direction=\"received\"} 37",
+        "sandbox_messages_total{group=\"built-in\",type=\"entry_setup\",direction=\"sent\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|written| written == line),
+            "{line} in\n{metrics}"
+        );
+    }
+    assert!(
+        group["channel"]["call_latency"]["count"].as_u64().unwrap() >= 1,
+        "{group}"
+    );
 
     // A crash: the group is respawned, and status says how the last one ended.
     let first = group["pid"].as_u64().unwrap();

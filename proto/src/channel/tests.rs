@@ -1491,3 +1491,93 @@ async fn a_reader_kept_busy_by_a_flooding_peer_rests_between_its_shares() {
         "{PUSHES} pushes costing {busy:?} of the reader's thread were handled in {wall:?}: the reader never rested"
     );
 }
+
+#[tokio::test]
+async fn traffic_is_counted_per_message_type_and_answered_calls_by_latency() {
+    let sandbox = echo_ping(builder("sandbox")).on_push::<StateChanged, _, _>(|_, _| async {});
+    let (main, sandbox) = channel_pair(builder("main"), sandbox);
+    for nonce in 0..3 {
+        guard(main.call(&Ping { nonce })).await.expect("pong");
+    }
+    guard(main.push_batch(&[StateChanged::default(), StateChanged::default()]))
+        .await
+        .expect("pushed");
+    guard(main.push(&StateChanged::default()))
+        .await
+        .expect("pushed");
+    // A call nobody answers with a result still has a latency: the peer's error.
+    assert!(guard(main.call(&StoreLoad::default())).await.is_err());
+    guard(async {
+        while sandbox
+            .stats()
+            .messages
+            .iter()
+            .all(|count| count.type_name != "state_changed" || count.received < 3)
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let count = |stats: &ChannelStats, type_name: &str| {
+        stats
+            .messages
+            .iter()
+            .find(|count| count.type_name == type_name)
+            .map(|count| (count.sent, count.received))
+    };
+    let main_stats = main.stats();
+    assert_eq!(count(&main_stats, "ping"), Some((3, 0)));
+    assert_eq!(count(&main_stats, "state_changed"), Some((3, 0)));
+    assert_eq!(count(&main_stats, "store_load"), Some((1, 0)));
+    assert_eq!(
+        count(&main_stats, "fire_event"),
+        None,
+        "only types with traffic are listed"
+    );
+    let sandbox_stats = sandbox.stats();
+    assert_eq!(count(&sandbox_stats, "ping"), Some((0, 3)));
+    assert_eq!(count(&sandbox_stats, "state_changed"), Some((0, 3)));
+    assert_eq!(
+        count(&sandbox_stats, "store_load"),
+        None,
+        "a call no handler takes is refused, not received"
+    );
+    let latency = &main_stats.call_latency;
+    assert_eq!(latency.count, 4);
+    assert_eq!(latency.buckets.iter().sum::<u64>(), 4);
+    assert_eq!(latency.buckets.len(), LATENCY_BUCKETS_US.len() + 1);
+    assert!(latency.quantile_us(0.99).is_some());
+    assert_eq!(sandbox_stats.call_latency.count, 0, "it sent no call");
+}
+
+#[test]
+fn a_quantile_is_the_bound_of_the_bucket_holding_its_rank() {
+    let mut buckets = vec![0; LATENCY_BUCKETS_US.len() + 1];
+    buckets[0] = 98; // ≤ 16 µs
+    buckets[3] = 1; // ≤ 128 µs
+    buckets[LATENCY_BUCKETS_US.len()] = 1; // above the last bound
+    let histogram = LatencyHistogram {
+        buckets,
+        count: 100,
+        sum_us: 0,
+    };
+    assert_eq!(histogram.quantile_us(0.5), Some(16));
+    assert_eq!(histogram.quantile_us(0.98), Some(16));
+    assert_eq!(histogram.quantile_us(0.99), Some(128));
+    assert_eq!(histogram.quantile_us(1.0), Some(u64::MAX));
+    assert_eq!(LatencyHistogram::default().quantile_us(0.5), None);
+    assert_eq!(LATENCY_BUCKETS_US[0], 16);
+    assert_eq!(LATENCY_BUCKETS_US[LATENCY_BUCKETS_US.len() - 1], 16 << 22);
+}
+
+#[test]
+fn every_message_type_counts_at_its_own_catalog_position() {
+    use crate::messages::{CATALOG, Call as _, Push as _, catalog_position};
+    assert_eq!(CATALOG[Ping::INDEX].type_name, "ping");
+    assert_eq!(CATALOG[StateChanged::INDEX].type_name, "state_changed");
+    assert_eq!(CATALOG[FireEvent::INDEX].type_name, "fire_event");
+    for (index, spec) in CATALOG.iter().enumerate() {
+        assert_eq!(catalog_position(spec.type_name), index);
+    }
+    assert_eq!(catalog_position("no_such_type"), CATALOG.len());
+}
