@@ -78,10 +78,10 @@ fn gauge(value: impl TryInto<i64>) -> Sample {
     Sample::Gauge(value.try_into().unwrap_or(i64::MAX))
 }
 
-fn per_group<'g>(
-    groups: &'g [GroupReport],
+fn per_group(
+    groups: &[GroupReport],
     value: impl Fn(&GroupReport) -> Option<Sample>,
-) -> Vec<(Vec<(&'static str, &'g str)>, Sample)> {
+) -> Vec<(Vec<(&'static str, &str)>, Sample)> {
     groups
         .iter()
         .filter_map(|group| Some((vec![("group", group.name.as_str())], value(group)?)))
