@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sandbox_host_cli::{client, commands, config, control, demo, hub};
 
@@ -295,9 +295,8 @@ fn init_logging(level: &str, format: LogFormat) {
 
 /// `sandbox-host run --config DIR`.
 async fn run(dir: &Path, log_format: Option<LogFormat>) -> Result<ExitCode> {
+    // The dir must exist (a mistyped --config is an error, never a new hub elsewhere).
     let dir = absolute(dir);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create the config dir {}", dir.display()))?;
     let loaded = match config::load_or_create(&dir) {
         Ok(loaded) => loaded,
         Err(error) => {

@@ -391,3 +391,17 @@ fn a_refused_configuration_starts_nothing_and_changes_nothing() {
         "[defaults]\nready_timeout = \"0s\"\n"
     );
 }
+
+#[test]
+fn a_mistyped_config_dir_is_refused_and_not_created() {
+    let parent = tempfile::tempdir().unwrap();
+    let missing = parent.path().join("typo");
+    let output = Command::new(program())
+        .args(["run", "--config"])
+        .arg(&missing)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(!missing.exists());
+}
