@@ -482,6 +482,73 @@ mod tests {
         );
     }
 
+    /// One raw HTTP/1.1 exchange over the socket, as the hub's own user.
+    async fn get_root(path: &Path) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = UnixStream::connect(path).await.expect("connects");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: hub\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("writes");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("reads");
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_peer_of_another_user_is_dropped_before_a_byte_is_served() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(SOCKET_FILE_NAME);
+        let listener = ControlListener::bind(&path).await.expect("binds");
+        let refused = listener.refused();
+        let app = Router::new().route("/", get(|| async { "served" }));
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        assert!(
+            get_root(&path).await.ends_with("served"),
+            "the hub's own user is served"
+        );
+        if nix::unistd::geteuid().is_root() {
+            // Open the file and its dir to everyone, so that only the credential check stands
+            // between another user and the API; then connect as `nobody`.
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+                .expect("chmod dir");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
+                .expect("chmod socket");
+            let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+try:
+    s.sendall(b"GET / HTTP/1.1\r\nhost: hub\r\n\r\n")
+    print(len(s.recv(4096)))
+except (ConnectionResetError, BrokenPipeError):
+    print(0)
+"#;
+            let output = tokio::process::Command::new("python3")
+                .arg("-c")
+                .arg(script)
+                .arg(&path)
+                .uid(65534)
+                .gid(65534)
+                .output()
+                .await
+                .expect("python3 runs");
+            assert_eq!(
+                String::from_utf8_lossy(&output.stdout).trim(),
+                "0",
+                "another user's connection is closed unanswered: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert_eq!(refused.load(Ordering::Relaxed), 1);
+            assert!(
+                get_root(&path).await.ends_with("served"),
+                "and the hub still serves"
+            );
+        }
+        server.abort();
+    }
+
     #[tokio::test]
     async fn the_socket_is_the_owners_only_and_a_live_one_is_not_taken_over() {
         use std::os::unix::fs::PermissionsExt as _;

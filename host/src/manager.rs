@@ -24,6 +24,7 @@ use sandbox_proto::{
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::budget::{RestartBudget, RestartPolicy};
 use crate::confinement::ConfinementProfile;
@@ -412,15 +413,24 @@ impl GroupManager {
         }
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         self.desired.send_replace(Desired::Run(generation));
+        // A fresh supervision; what happened before it (how many processes, how the last one
+        // ended) stays for the operator.
         self.shared.update(|status| {
             *status = GroupStatus {
                 state: GroupState::Starting,
+                total_starts: status.total_starts,
+                last_exit: status.last_exit.take(),
+                last_exit_cause: status.last_exit_cause,
                 ..GroupStatus::stopped()
             };
         });
         let shared = Arc::clone(&self.shared);
         let desired = self.desired.subscribe();
-        *supervisor = Some(tokio::spawn(supervise(shared, desired, generation)));
+        // Everything the supervisor logs is in the group's span.
+        let span = tracing::info_span!("group", name = %self.shared.group());
+        *supervisor = Some(tokio::spawn(
+            supervise(shared, desired, generation).instrument(span),
+        ));
     }
 
     /// Starts the group if needed and waits (at most `timeout`) until it is running.

@@ -405,3 +405,82 @@ fn a_mistyped_config_dir_is_refused_and_not_created() {
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(!missing.exists());
 }
+
+#[test]
+fn stop_start_restart_and_reload_steer_a_group_and_an_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let hub = Hub::start(dir.path(), log.path());
+    let created = add_demo(&hub);
+    let entry_id = created
+        .trim_end()
+        .rsplit('(')
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .to_owned();
+    hub.wait_for("every demo entity", |hub| {
+        hub.group("built-in")["entities"].as_u64() == Some(37)
+    });
+    let first = hub.group("built-in")["pid"].as_u64().unwrap();
+
+    let stopped = hub.cli(&["stop", "built-in"]);
+    assert_eq!(stopped.status.code(), Some(0), "{}", text(&stopped));
+    assert_eq!(
+        String::from_utf8_lossy(&stopped.stdout),
+        "built-in: stopped\n"
+    );
+    let group = hub.group("built-in");
+    assert_eq!(group["pid"], Value::Null);
+    assert_eq!(group["last_exit_cause"], "stopped", "{group}");
+    assert!(!alive(first), "the stopped process is gone");
+
+    assert_eq!(hub.cli(&["start", "built-in"]).status.code(), Some(0));
+    hub.wait_for("the group and its entities back", |hub| {
+        let group = hub.group("built-in");
+        group["state"] == "running" && group["entities"].as_u64() == Some(37)
+    });
+    assert_eq!(
+        hub.group("built-in")["total_starts"],
+        2,
+        "starts are counted across stops"
+    );
+
+    let before = hub.group("built-in")["pid"].as_u64().unwrap();
+    assert_eq!(hub.cli(&["restart", "built-in"]).status.code(), Some(0));
+    hub.wait_for("a new process", |hub| {
+        let group = hub.group("built-in");
+        group["state"] == "running" && group["pid"].as_u64().is_some_and(|pid| pid != before)
+    });
+    assert_eq!(
+        hub.group("built-in")["restarts"],
+        0,
+        "a restart by hand is no crash"
+    );
+
+    let reloaded = hub.cli(&["reload", &entry_id]);
+    assert_eq!(reloaded.status.code(), Some(0), "{}", text(&reloaded));
+    assert!(
+        text(&reloaded).contains("demo): loaded"),
+        "{}",
+        text(&reloaded)
+    );
+
+    let unknown = hub.cli(&["stop", "no-such-group"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown).contains("no group \"no-such-group\" (groups: built-in)"),
+        "{}",
+        text(&unknown)
+    );
+    let unknown_entry = hub.cli(&["reload", "no-such-entry"]);
+    assert_eq!(unknown_entry.status.code(), Some(1));
+    assert!(
+        text(&unknown_entry).contains("no config entry"),
+        "{}",
+        text(&unknown_entry)
+    );
+
+    hub.signal(Signal::SIGTERM);
+    assert!(hub.wait().success());
+}
