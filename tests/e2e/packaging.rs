@@ -170,7 +170,8 @@ fn parse_dockerfile(text: &str) -> Vec<Stage> {
         {
             panic!("the `escape` parser directive is not supported here");
         }
-        if trimmed.starts_with('#') || (trimmed.is_empty() && pending.is_none()) {
+        // Blank and comment lines are dropped, also inside a continuation (as the builder does).
+        if trimmed.starts_with('#') || trimmed.is_empty() {
             continue;
         }
         let (start, mut joined) = pending.take().unwrap_or((index + 1, String::new()));
@@ -656,16 +657,13 @@ fn the_image_configuration_is_accepted_and_listens_on_every_address() {
 
 /// Whether the copy to `destination` comes before the stage's first `VOLUME`.
 fn copied_before_volume(runtime: &Stage, destination: &str) -> bool {
-    let position = |found: &dyn Fn(&Instruction) -> bool| {
-        runtime
-            .instructions
-            .iter()
-            .position(|instruction| found(instruction))
-    };
-    let copied = position(&|instruction| {
+    let instructions = &runtime.instructions;
+    let copied = instructions.iter().position(|instruction| {
         instruction.keyword == "COPY" && copy_paths(instruction).1 == destination
     });
-    let declared = position(&|instruction| instruction.keyword == "VOLUME");
+    let declared = instructions
+        .iter()
+        .position(|instruction| instruction.keyword == "VOLUME");
     matches!((copied, declared), (Some(copied), Some(declared)) if copied < declared)
 }
 
@@ -813,6 +811,7 @@ fn the_parsers_read_what_the_builder_reads() {
          FROM rust:1.90-bookworm AS build\n\
          RUN --mount=type=cache,target=/x \\\n\
          # a comment inside the continuation\n\
+         \n\
          \x20   cargo build \\\n\
          \x20   --release -p some-cli --locked\n\
          \n\
