@@ -484,3 +484,40 @@ fn stop_start_restart_and_reload_steer_a_group_and_an_entry() {
     hub.signal(Signal::SIGTERM);
     assert!(hub.wait().success());
 }
+
+#[test]
+fn a_second_sigint_stops_at_once_and_takes_the_sandboxes_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let hub = Hub::start(dir.path(), log.path());
+    add_demo(&hub);
+    hub.wait_for("every demo entity", |hub| {
+        hub.group("built-in")["entities"].as_u64() == Some(37)
+    });
+    let sandbox = hub.group("built-in")["pid"].as_u64().unwrap();
+    // A frozen sandbox answers no shutdown: the clean stop would wait out its grace.
+    kill(Pid::from_raw(sandbox as i32), Signal::SIGSTOP).unwrap();
+    hub.signal(Signal::SIGINT);
+    hub.wait_for("the stop to begin", |hub| {
+        std::fs::read_to_string(&hub.log)
+            .unwrap_or_default()
+            .contains("hub stopping")
+    });
+    let asked = Instant::now();
+    hub.signal(Signal::SIGINT);
+    let stopped = hub.wait();
+    assert_eq!(stopped.code(), Some(130), "{stopped:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "a forced stop does not wait out the grace: {:?}",
+        asked.elapsed()
+    );
+    let started = Instant::now();
+    while alive(sandbox) {
+        assert!(
+            started.elapsed() < HANG_GUARD,
+            "the sandbox outlived a forced stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
