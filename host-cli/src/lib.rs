@@ -10,3 +10,4 @@ pub mod control;
 pub mod demo;
 pub mod hub;
 pub mod metrics;
+pub mod tokens;

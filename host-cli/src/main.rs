@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use sandbox_host_cli::{client, commands, config, control, demo, hub};
+use sandbox_host_cli::{client, commands, config, control, demo, hub, tokens};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -132,9 +132,35 @@ enum Command {
     /// Check the hub's configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage the long-lived access tokens of the hub's HTTP API.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run the built-in sandbox runtime (what the host spawns per group).
     #[command(hide = true)]
     RunSandbox(sandbox_runtime::sdk::Args),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a token named NAME and print it (once: only its hash is kept).
+    Create {
+        /// A name saying who uses it (`dashboard`, `node-red`).
+        name: String,
+        #[command(flatten)]
+        config: ConfigDir,
+    },
+    /// List the tokens by name.
+    List {
+        #[command(flatten)]
+        config: ConfigDir,
+    },
+    /// Revoke the token named NAME: it stops working at its next use.
+    Revoke {
+        /// The token's name.
+        name: String,
+        #[command(flatten)]
+        config: ConfigDir,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +187,7 @@ fn main() -> ExitCode {
             sandbox_runtime::Integrations::new(integrations::builtin()),
         )),
         Command::Config(ConfigCommand::Check { config }) => config::check_command(&config.dir),
+        Command::Token(command) => token_command(command),
         Command::Demo { json } => with_runtime(Some(2), |_| async move {
             match demo::demo(json).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -224,6 +251,48 @@ fn main() -> ExitCode {
                     commands::interactive().then_some(&mut terminal);
                 commands::add(&client, &integration, &data, prompter).await
             })
+        }
+    }
+}
+
+/// `sandbox-host token create|list|revoke`: straight on the store file, whether or not the
+/// hub runs (it reads the file again when it changes).
+fn token_command(command: TokenCommand) -> ExitCode {
+    let dir = match &command {
+        TokenCommand::Create { config, .. }
+        | TokenCommand::List { config }
+        | TokenCommand::Revoke { config, .. } => absolute(&config.dir),
+    };
+    if !dir.is_dir() {
+        eprintln!(
+            "sandbox-host: the config dir {} does not exist",
+            dir.display()
+        );
+        return ExitCode::from(2);
+    }
+    let store = tokens::TokenStore::new(&dir);
+    let result = match command {
+        TokenCommand::Create { name, .. } => store.create(&name).map(|token| {
+            println!("{token}");
+            eprintln!("token {name:?} created: it is shown this once, keep it now");
+        }),
+        TokenCommand::List { .. } => store.list().map(|tokens| {
+            if tokens.is_empty() {
+                println!("no token: make one with `sandbox-host token create NAME`");
+            }
+            for token in tokens {
+                println!("{}  created {}", token.name, token.created_at);
+            }
+        }),
+        TokenCommand::Revoke { name, .. } => store
+            .revoke(&name)
+            .map(|()| println!("token {name:?} revoked")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sandbox-host: {error}");
+            ExitCode::from(1)
         }
     }
 }
