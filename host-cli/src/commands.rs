@@ -72,11 +72,16 @@ fn seconds(seconds: f64) -> String {
 /// The status as text: one block per group.
 pub fn render_status(status: &HubStatus, config_dir: &Path) -> String {
     let mut out = format!(
-        "hub {} (pid {}), up {}, config {}\n",
+        "hub {} (pid {}), up {}, config {}{}\n",
         status.version,
         status.pid,
         seconds(status.uptime_seconds),
-        status.config_dir.display()
+        status.config_dir.display(),
+        status
+            .http_address
+            .as_deref()
+            .map(|address| format!(", HTTP API on {address}"))
+            .unwrap_or_default()
     );
     if status.groups.is_empty() {
         out.push_str(

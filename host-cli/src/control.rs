@@ -212,6 +212,8 @@ pub struct Hub {
     pub started: Instant,
     /// Connections the control socket refused for their peer's user.
     pub control_refusals: Arc<AtomicU64>,
+    /// Where the HTTP API listens, when it does.
+    pub http_address: Option<std::net::SocketAddr>,
 }
 
 /// What `GET /api/hub/status` answers.
@@ -227,6 +229,9 @@ pub struct HubStatus {
     pub config_dir: PathBuf,
     /// Connections the control socket refused for their peer's user.
     pub control_refusals: u64,
+    /// Where the HTTP API listens (`host:port`), when it does.
+    #[serde(default)]
+    pub http_address: Option<String>,
     /// Every group.
     pub groups: Vec<GroupReport>,
 }
@@ -302,6 +307,7 @@ pub fn hub_status(hub: &Hub) -> HubStatus {
         uptime_seconds: hub.started.elapsed().as_secs_f64(),
         config_dir: hub.config_dir.clone(),
         control_refusals: hub.control_refusals.load(Ordering::Relaxed),
+        http_address: hub.http_address.map(|address| address.to_string()),
         groups: group_reports(hub.plugin.groups()),
     }
 }

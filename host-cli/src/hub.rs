@@ -13,7 +13,10 @@ use sandbox_host::groups::GroupsConfig;
 use sandbox_host::plugin::{PluginConfig, SandboxPlugin};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::control::{self, ControlListener, Hub};
+use crate::api::auth::Gate;
+use crate::api::{self, ApiState};
+use crate::control::{ControlListener, Hub};
+use crate::tokens::TokenStore;
 
 /// How long the hub waits for its groups and its core to stop after SIGTERM or the first
 /// SIGINT, on top of the longest group stop grace, before it gives up on a clean stop.
@@ -28,6 +31,9 @@ pub struct RunOptions {
     pub config_dir: PathBuf,
     /// Where the control socket listens.
     pub control_socket: PathBuf,
+    /// Where the HTTP API listens (a token needed); `None` serves it on the control socket
+    /// only.
+    pub http: Option<std::net::SocketAddr>,
     /// How the groups run.
     pub groups: GroupsConfig,
     /// The custom integrations, verified.
@@ -77,22 +83,57 @@ pub async fn run(options: RunOptions) -> Result<RunEnd> {
     // The control socket is up before the entries are set up, so a slow start can be watched.
     let listener = ControlListener::bind(&options.control_socket).await?;
     let socket = listener.path().to_owned();
+    let tcp = match options.http {
+        Some(address) => {
+            let tcp = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for the HTTP API on {address}"))?;
+            Some(tcp)
+        }
+        None => None,
+    };
+    let http_address = tcp.as_ref().and_then(|tcp| tcp.local_addr().ok());
     let hub = Hub {
         core: core.clone(),
         plugin: Arc::clone(&plugin),
         config_dir: options.config_dir.clone(),
         started,
         control_refusals: listener.refused(),
+        http_address,
     };
-    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        let serve = axum::serve(listener, control::router(hub)).with_graceful_shutdown(async {
-            let _ = serving_stopped.await;
-        });
-        if let Err(error) = serve.await {
-            tracing::error!(%error, "the control socket stopped serving");
+    let api = ApiState {
+        hub,
+        gate: Gate::new(TokenStore::new(&options.config_dir)),
+    };
+    let (stop_serving, serving_stopped) = tokio::sync::watch::channel(false);
+    let stopped = |mut watch: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = watch.wait_for(|stop| *stop).await;
+    };
+    let mut servers = vec![tokio::spawn({
+        let router = api::for_control_socket(api.clone());
+        let stopped = stopped(serving_stopped.clone());
+        async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(stopped);
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "the control socket stopped serving");
+            }
         }
-    });
+    })];
+    if let (Some(tcp), Some(address)) = (tcp, http_address) {
+        tracing::info!(%address, "HTTP API listening (a token is needed)");
+        let router = api::for_network(api.clone());
+        let stopped = stopped(serving_stopped.clone());
+        servers.push(tokio::spawn(async move {
+            let serve = axum::serve(
+                tcp,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped);
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "the HTTP API stopped serving");
+            }
+        }));
+    }
     tracing::info!(
         config_dir = %options.config_dir.display(),
         control_socket = %socket.display(),
@@ -147,8 +188,10 @@ pub async fn run(options: RunOptions) -> Result<RunEnd> {
             RunEnd::Forced
         }
     };
-    let _ = stop_serving.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    let _ = stop_serving.send(true);
+    for server in servers {
+        let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    }
     // A forced stop leaves the groups' children to the parent-death signal each was given.
     let _ = std::fs::remove_file(&socket);
     Ok(end)

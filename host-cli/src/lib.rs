@@ -3,6 +3,7 @@
 //! [`commands`]), and the demo ([`demo`]). The binary (`src/main.rs`) parses the command line
 //! and calls them.
 
+pub mod api;
 pub mod client;
 pub mod commands;
 pub mod config;

@@ -386,6 +386,7 @@ async fn run(dir: &Path, log_format: Option<LogFormat>) -> Result<ExitCode> {
     let config = loaded.config;
     let options = hub::RunOptions {
         control_socket: control_socket(&dir, &config),
+        http: Some(config.listen.http),
         groups: config.groups_config(dir.clone(), hub::runtime_command()?),
         custom: config.custom_integrations().to_vec(),
         config_dir: dir,

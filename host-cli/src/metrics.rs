@@ -324,6 +324,7 @@ mod tests {
             uptime_seconds: 99.0,
             config_dir: "/srv/hub".into(),
             control_refusals: 2,
+            http_address: None,
             groups: vec![group("built-in", "running"), group("custom-acme", "failed")],
         };
         let text = encode(&status).expect("encodes");

@@ -30,6 +30,11 @@ struct Hub {
 
 impl Hub {
     fn start(dir: &Path, log: &Path) -> Self {
+        // Tests run side by side: each hub's HTTP API on a port of its own.
+        let file = dir.join("sandbox-host.toml");
+        if !file.exists() {
+            std::fs::write(&file, "[listen]\nhttp = \"127.0.0.1:0\"\n").unwrap();
+        }
         let child = Command::new(program())
             .args(["run", "--config"])
             .arg(dir)
