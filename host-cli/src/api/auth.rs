@@ -89,14 +89,14 @@ impl Gate {
     fn note_failure(&self, address: IpAddr) {
         self.refused.fetch_add(1, Ordering::Relaxed);
         let mut failures = self.failures.lock();
-        if failures.len() >= MAX_TRACKED_ADDRESSES && !failures.contains_key(&address) {
-            if let Some(oldest) = failures
+        if failures.len() >= MAX_TRACKED_ADDRESSES
+            && !failures.contains_key(&address)
+            && let Some(oldest) = failures
                 .iter()
                 .min_by_key(|(_, (_, since))| *since)
                 .map(|(address, _)| *address)
-            {
-                failures.remove(&oldest);
-            }
+        {
+            failures.remove(&oldest);
         }
         let entry = failures.entry(address).or_insert((0, Instant::now()));
         if entry.1.elapsed() >= FAILURE_WINDOW {
