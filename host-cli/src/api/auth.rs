@@ -19,7 +19,7 @@ use crate::tokens::TokenStore;
 /// Failed attempts an address may make in a [`FAILURE_WINDOW`] before it is slowed down.
 pub const FREE_FAILURES: u32 = 5;
 
-/// How long a failure counts against its address.
+/// How long an address must go without failing before its failures are forgotten.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 /// The wait added per failure past [`FREE_FAILURES`].
@@ -54,6 +54,7 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct Gate {
     tokens: TokenStore,
+    /// Per address: failures, and when the last one was.
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     refused: AtomicU64,
 }
@@ -98,11 +99,13 @@ impl Gate {
         {
             failures.remove(&oldest);
         }
+        // Counted since the address last went a whole window without failing: an address that
+        // keeps failing stays slowed down.
         let entry = failures.entry(address).or_insert((0, Instant::now()));
         if entry.1.elapsed() >= FAILURE_WINDOW {
-            *entry = (0, Instant::now());
+            entry.0 = 0;
         }
-        entry.0 = entry.0.saturating_add(1);
+        *entry = (entry.0.saturating_add(1), Instant::now());
     }
 
     /// Checks `token` from `peer`, waiting first when the peer's address has failed too often.
@@ -141,7 +144,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = TokenStore::new(dir.path());
         let token = store.create("test").expect("created");
-        (dir, Gate::new(TokenStore::new(dir.path())), token)
+        let gate = Gate::new(TokenStore::new(dir.path()));
+        (dir, gate, token)
     }
 
     const CLIENT: Peer = Peer::Network(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)));
