@@ -16,9 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
-use crate::confinement::{
-    ConfinementProfile, FilesystemAllowances, FilesystemRuleset, PathAccess,
-};
+use crate::confinement::{ConfinementProfile, FilesystemAllowances, FilesystemRuleset, PathAccess};
 use crate::log_limit::{Admit, LogBudget, Suppressed};
 
 /// The longest line of a child's stderr forwarded to the log; the rest of a longer line is
@@ -184,13 +182,12 @@ impl SandboxProcess {
         let syscall_filter =
             crate::confinement::syscall_filter(spec.confinement).map_err(confinement_error)?;
         // Removed on every way out of here that does not hand it to the process.
-        let private_tmp =
-            PrivateTmp::create(&spec.group, spec.credentials).map_err(|source| {
-                SpawnError::PrivateTmp {
-                    group: spec.group.clone(),
-                    source,
-                }
-            })?;
+        let private_tmp = PrivateTmp::create(&spec.group, spec.credentials).map_err(|source| {
+            SpawnError::PrivateTmp {
+                group: spec.group.clone(),
+                source,
+            }
+        })?;
         command.env("TMPDIR", &private_tmp.path);
         let program_dir = program_dir(program);
         let filesystem_ruleset = crate::confinement::filesystem_ruleset(
@@ -949,7 +946,10 @@ mod tests {
             "under the default profile"
         );
         assert_eq!(abi, Some(kernel_abi));
-        assert!(!left_behind, "the private tmp is removed once the child is reaped");
+        assert!(
+            !left_behind,
+            "the private tmp is removed once the child is reaped"
+        );
         assert!(!config_dir.path().join("planted").exists());
 
         let (unconfined, abi, private_tmp, left_behind) =
