@@ -387,23 +387,25 @@ struct PrivateTmp {
 
 impl PrivateTmp {
     fn create(group: &str, credentials: Option<Credentials>) -> io::Result<Self> {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let readable: String = group
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
             .take(40)
             .collect();
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("sandbox-{readable}-"))
-            .tempdir()?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
-        if let Some(credentials) = credentials {
-            std::os::unix::fs::chown(dir.path(), Some(credentials.uid), Some(credentials.gid))?;
-        }
-        Ok(Self {
-            path: dir.keep(),
+        // A fresh name: `mkdir` fails rather than reuse what another user planted there.
+        let path = std::env::temp_dir().join(format!("sandbox-{readable}-{}", ulid::Ulid::new()));
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        // From here on, dropping it removes the directory.
+        let created = Self {
+            path,
             removed: false,
-        })
+        };
+        std::fs::set_permissions(&created.path, std::fs::Permissions::from_mode(0o700))?;
+        if let Some(credentials) = credentials {
+            std::os::unix::fs::chown(&created.path, Some(credentials.uid), Some(credentials.gid))?;
+        }
+        Ok(created)
     }
 
     /// Removes the directory and what the child left in it; a failure (a grandchild still
