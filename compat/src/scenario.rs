@@ -46,7 +46,9 @@
 //! - `companions`: other integrations configured first (each must load), so later steps can
 //!   prove they keep working: in another group, on main, or in the same group.
 //! - `sandbox`: the group settings of the sandboxed run (default: no watchdog, the host's
-//!   restart budget and stop grace).
+//!   restart budget and stop grace, no path beyond what every sandbox may use):
+//!   `confinement_paths` lists `{"path": "{tmp}/...", "access": "read" | "read_write"}` for
+//!   the files an integration reads or writes, which its confinement refuses otherwise.
 //! - Every hub has main's own probe service [`PROBE_DOMAIN`]`.`[`PROBE_SERVICE`].
 //! - Every hub runs with the same home, none of it a default ([`sweep_home`]: a US location,
 //!   US customary units, `America/New_York`, German), so an integration reading the core's
@@ -100,6 +102,7 @@ use homecore::{
     ServiceRequest, ServiceTarget, SupportsResponse,
 };
 use sandbox_host::classifier::{Placement, classify};
+use sandbox_host::confinement::PathAccess;
 use sandbox_host::groups::GroupsConfig;
 use sandbox_host::plugin::{PluginConfig, SandboxPlugin};
 use sandbox_host::router::CustomIntegration;
@@ -228,6 +231,30 @@ pub struct SandboxSettings {
     /// SIGTERM-to-SIGKILL grace, in milliseconds (the host's default otherwise).
     #[serde(default)]
     pub stop_grace_ms: Option<u64>,
+    /// Paths the sandbox may use beyond what every sandbox may (`{tmp}` is substituted): the
+    /// files the integration reads or writes, which its confinement refuses otherwise.
+    #[serde(default)]
+    pub confinement_paths: Vec<ConfinementPathSettings>,
+}
+
+/// A path the sandbox of a run may use (`GroupConfig::confinement_paths`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfinementPathSettings {
+    /// The path, `{tmp}` allowed.
+    pub path: String,
+    /// `read` or `read_write`.
+    pub access: PathAccessSetting,
+}
+
+/// How a [`ConfinementPathSettings`] path may be used.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathAccessSetting {
+    /// [`PathAccess::Read`].
+    Read,
+    /// [`PathAccess::ReadWrite`].
+    ReadWrite,
 }
 
 /// The liveness watchdog of a sandboxed run.
@@ -576,13 +603,26 @@ fn millis(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
 
-/// The plugin's configuration for a sandboxed hub in `config_dir`.
+/// The plugin's configuration for a sandboxed hub in `config_dir`, `{tmp}` standing for `tmp`.
 fn plugin_config(
     config_dir: &Path,
+    tmp: &Path,
     settings: &SandboxSettings,
     sandboxing: &Sandboxing,
 ) -> PluginConfig {
     let mut group_defaults = GroupConfig::new("template");
+    group_defaults.confinement_paths = settings
+        .confinement_paths
+        .iter()
+        .map(|allowed| {
+            let path = allowed.path.replace("{tmp}", &tmp.display().to_string());
+            let access = match allowed.access {
+                PathAccessSetting::Read => PathAccess::Read,
+                PathAccessSetting::ReadWrite => PathAccess::ReadWrite,
+            };
+            (PathBuf::from(path), access)
+        })
+        .collect();
     group_defaults.watchdog = settings.watchdog.map(|watchdog| WatchdogConfig {
         interval: millis(watchdog.interval_ms),
         timeout: millis(watchdog.timeout_ms),
@@ -637,9 +677,10 @@ pub fn sweep_home(config_dir: &Path) -> CoreConfig {
     config
 }
 
-/// A hub for one run.
+/// A hub for one run, `{tmp}` standing for `tmp`.
 async fn start_hub(
     config_dir: &Path,
+    tmp: &Path,
     mode: Mode,
     settings: &SandboxSettings,
     sandboxing: &Sandboxing,
@@ -652,8 +693,9 @@ async fn start_hub(
         .integrations(integrations)
         .build()
         .map_err(hub_error)?;
-    let plugin = (mode == Mode::Sandboxed)
-        .then(|| SandboxPlugin::install(&core, plugin_config(config_dir, settings, sandboxing)));
+    let plugin = (mode == Mode::Sandboxed).then(|| {
+        SandboxPlugin::install(&core, plugin_config(config_dir, tmp, settings, sandboxing))
+    });
     if let Err(error) = core.start().await {
         stop_hub(&core, plugin.as_ref()).await;
         return Err(hub_error(error));
@@ -684,7 +726,7 @@ pub async fn run(
         let path = path.replace("{tmp}", &tmp.display().to_string());
         std::fs::write(&path, content)?;
     }
-    let (core, plugin) = start_hub(dir.path(), mode, &scenario.sandbox, sandboxing).await?;
+    let (core, plugin) = start_hub(dir.path(), &tmp, mode, &scenario.sandbox, sandboxing).await?;
     let mut run = Run {
         core,
         plugin,
@@ -1352,6 +1394,7 @@ async fn wrong_pin(sandboxing: &Sandboxing, integration: &str) -> String {
         Err(error) => return format!("expectation failed: no folder for the hub: {error}"),
     };
     let (core, plugin) = match start_hub(
+        dir.path(),
         dir.path(),
         Mode::Sandboxed,
         &SandboxSettings::default(),

@@ -116,6 +116,11 @@ pub fn render_status(status: &HubStatus, config_dir: &Path) -> String {
                 .map(|rss| format!(", memory: {}", megabytes(rss)))
                 .unwrap_or_default()
         ));
+        match group.landlock_abi {
+            Some(0) => out.push_str("  files: NOT confined (the kernel has no Landlock)\n"),
+            Some(abi) => out.push_str(&format!("  files: confined (Landlock ABI {abi})\n")),
+            None => {}
+        }
         let latency = &group.channel.call_latency;
         if let (Some(p50), Some(p99)) = (latency.p50_us, latency.p99_us) {
             let bound = |micros: u64| match micros {

@@ -295,6 +295,7 @@ mod tests {
             entries: vec!["e1".into()],
             entities: 37,
             rss_bytes: Some(7_000_000),
+            landlock_abi: Some(7),
             channel: ChannelCounters {
                 pushes_shed: 4,
                 messages: vec![MessageTraffic {

@@ -17,9 +17,29 @@
 //! The filter is compiled before the fork (the child may not allocate) and checks the
 //! architecture, so a 32-bit syscall entry cannot get around it. Capabilities are dropped by
 //! [`crate::process`] for every profile.
+//!
+//! The same profile confines the sandbox's files with a Landlock ruleset
+//! ([`filesystem_ruleset`]): every filesystem access right the kernel knows is handled, and only
+//! what a program needs to run is allowed — the system's programs and libraries
+//! ([`SYSTEM_EXECUTABLE_PATHS`] and the directory of the program itself, read and execute), the
+//! few `/etc` files of [`SYSTEM_CONFIGURATION_PATHS`] (read), `/proc` and `/sys` (read), the
+//! [`DEVICE_PATHS`] (read and write), the group's private temporary directory (everything) and
+//! the group's own additions ([`PathAccess`]). Main's configuration directory, its `.storage`
+//! (every integration's credentials) and the other groups' store folders are outside all of
+//! them. The ruleset is created (its paths opened) before the fork; the child only hands its
+//! descriptor to `landlock_restrict_self`. A kernel without Landlock starts the group without
+//! it (the applied ABI, 0, says so); one that knows only an older ABI gets the rights that ABI
+//! knows (best effort).
 
 use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
+use landlock::{
+    ABI, Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, Ruleset, RulesetAttr,
+    RulesetCreatedAttr,
+};
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
@@ -28,11 +48,13 @@ use seccompiler::{
 /// How a group's sandbox is confined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConfinementProfile {
-    /// The syscall filter of [`DENIED_SYSCALLS`].
+    /// The syscall filter of [`DENIED_SYSCALLS`] and the filesystem ruleset of
+    /// [`filesystem_ruleset`].
     #[default]
     Default,
-    /// No syscall filter (capabilities are still dropped): for diagnosing a sandbox that the
-    /// filter stops, and as the baseline the tests prove the filter against.
+    /// No syscall filter and no filesystem ruleset (capabilities are still dropped): for
+    /// diagnosing a sandbox that the confinement stops, and as the baseline the tests prove it
+    /// against.
     Off,
 }
 
@@ -45,6 +67,18 @@ pub enum ConfinementError {
     /// The filter did not compile.
     #[error("the syscall filter did not compile: {0}")]
     Filter(#[from] seccompiler::BackendError),
+    /// A path the sandbox must be allowed could not be opened.
+    #[error("cannot open {path:?} for the filesystem ruleset: {source}")]
+    Path {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel refused the filesystem ruleset or one of its rules.
+    #[error("the filesystem ruleset could not be built: {0}")]
+    Ruleset(#[from] landlock::RulesetError),
 }
 
 /// The syscalls a sandbox is refused (`EPERM`) under [`ConfinementProfile::Default`], by name
@@ -150,6 +184,235 @@ pub fn syscall_filter(profile: ConfinementProfile) -> Result<Option<BpfProgram>,
         arch,
     )?;
     Ok(Some(BpfProgram::try_from(filter)?))
+}
+
+/// How a path added to a group's sandbox ([`crate::GroupConfig::confinement_paths`]) may be
+/// used, beneath it when it is a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathAccess {
+    /// Read files and list directories (a data folder, a sensor's device file).
+    Read,
+    /// Everything: read, write, create, remove, rename, truncate, and a device's ioctls (a
+    /// serial adapter, a folder the integration writes to).
+    ReadWrite,
+}
+
+/// The newest Landlock ABI whose rights a ruleset handles. A kernel that knows an older ABI
+/// gets the rights that one knows ([`CompatLevel::BestEffort`]); nothing the kernel knows is
+/// left unhandled.
+const NEWEST_LANDLOCK_ABI: ABI = ABI::V10;
+
+/// Directories every sandbox may read and execute beneath: the system's programs, their
+/// dynamic loader and libraries (Python's, a shell's, the C library's locales and time zones
+/// under `/usr/share/zoneinfo`). Missing ones are skipped.
+pub const SYSTEM_EXECUTABLE_PATHS: &[&str] = &["/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin"];
+
+/// Files (and folders) of `/etc` every sandbox may read: the loader's cache, certificate
+/// authorities (not `/etc/ssl/private`), name resolution, users and groups by name (not
+/// `/etc/shadow`), the local time. Missing ones are skipped.
+pub const SYSTEM_CONFIGURATION_PATHS: &[&str] = &[
+    "/etc/ld.so.cache",
+    "/etc/ssl/certs",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/openssl.cnf",
+    "/etc/ca-certificates",
+    "/etc/pki/tls/certs",
+    "/etc/pki/ca-trust/extracted",
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/gai.conf",
+    "/etc/nsswitch.conf",
+    "/etc/services",
+    "/etc/protocols",
+    "/etc/localtime",
+    "/etc/passwd",
+    "/etc/group",
+];
+
+/// Kernel information every sandbox may read: its own memory (`/proc/self/statm`), CPU counts
+/// and cgroup limits the async runtimes read, and a system monitor's figures. What `/proc`
+/// shows of other processes of the same user stays behind the kernel's ptrace access check.
+pub const KERNEL_INFORMATION_PATHS: &[&str] = &["/proc", "/sys"];
+
+/// Devices every sandbox may read and write (opened with `O_TRUNC` by a shell's `> /dev/null`).
+pub const DEVICE_PATHS: &[&str] = &["/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"];
+
+/// What a group's sandbox may reach of the filesystem beyond the system's paths.
+#[derive(Debug, Clone, Copy)]
+pub struct FilesystemAllowances<'a> {
+    /// The directory of the program being executed (a build or install folder), read and
+    /// execute; `None` when the program was not found (its exec will fail anyway).
+    pub program_dir: Option<&'a Path>,
+    /// The group's private temporary directory (everything beneath it).
+    pub private_tmp: &'a Path,
+    /// The group's own additions; each must exist.
+    pub additions: &'a [(PathBuf, PathAccess)],
+}
+
+/// A Landlock ruleset prepared before the fork, for the child to enforce on itself before its
+/// exec.
+#[derive(Debug)]
+pub struct FilesystemRuleset {
+    /// The ruleset's descriptor (close-on-exec); `None` when the kernel has no Landlock.
+    fd: Option<OwnedFd>,
+    /// The Landlock ABI of the rights the ruleset handles; 0 without Landlock.
+    abi: u32,
+}
+
+impl FilesystemRuleset {
+    /// The Landlock ABI the ruleset is enforced with: 0 when the kernel has no Landlock (the
+    /// sandbox's files are then not confined).
+    pub fn abi(&self) -> u32 {
+        self.abi
+    }
+
+    /// Enforces the ruleset on the calling process and everything it executes afterwards.
+    /// Runs in the child between fork and exec, after `no_new_privs`: one raw syscall on the
+    /// descriptor prepared before the fork. (The crate's own `restrict_self` takes the ruleset
+    /// by value and builds a status with it, which a `pre_exec` closure, callable more than
+    /// once and forbidden to allocate or free, cannot do.)
+    #[allow(unsafe_code)]
+    pub fn restrict_self(&self) -> io::Result<()> {
+        let Some(fd) = &self.fd else {
+            return Ok(());
+        };
+        // SAFETY: integer arguments only; the descriptor stays open for the call (`self` owns
+        // it).
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_restrict_self,
+                fd.as_raw_fd(),
+                0 as libc::c_uint,
+            )
+        };
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+/// `LANDLOCK_CREATE_RULESET_VERSION`: asks `landlock_create_ruleset` for the kernel's ABI.
+const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+
+/// The kernel's Landlock ABI version: 0 when it has no Landlock (not built in, or not enabled
+/// at boot).
+#[allow(unsafe_code)]
+pub fn kernel_landlock_abi() -> u32 {
+    // SAFETY: a null attribute of size 0 with the version flag only returns a number.
+    let version = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0 as libc::size_t,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    u32::try_from(version).unwrap_or(0)
+}
+
+/// The filesystem ruleset of `profile` for a sandbox with `allowances`, its paths opened and
+/// its descriptor created now (before the fork); `None` when the profile has none. A path that
+/// must be allowed and cannot be opened, or a ruleset the kernel refuses, is an error: the
+/// group is not started less confined than configured.
+pub fn filesystem_ruleset(
+    profile: ConfinementProfile,
+    allowances: FilesystemAllowances<'_>,
+) -> Result<Option<FilesystemRuleset>, ConfinementError> {
+    if profile == ConfinementProfile::Off {
+        return Ok(None);
+    }
+    let kernel_abi = kernel_landlock_abi();
+    if kernel_abi == 0 {
+        return Ok(Some(FilesystemRuleset { fd: None, abi: 0 }));
+    }
+    let read_execute = AccessFs::Execute | AccessFs::ReadFile | AccessFs::ReadDir;
+    let read = AccessFs::ReadFile | AccessFs::ReadDir;
+    let device = AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev;
+    let everything = AccessFs::from_all(NEWEST_LANDLOCK_ABI);
+    // (path, rights, whether it must exist)
+    let mut rules: Vec<(&Path, BitFlags<AccessFs>, bool)> = Vec::new();
+    rules.extend(
+        SYSTEM_EXECUTABLE_PATHS
+            .iter()
+            .map(|path| (Path::new(*path), read_execute, false)),
+    );
+    rules.extend(
+        SYSTEM_CONFIGURATION_PATHS
+            .iter()
+            .chain(KERNEL_INFORMATION_PATHS)
+            .map(|path| (Path::new(*path), read, false)),
+    );
+    rules.extend(
+        DEVICE_PATHS
+            .iter()
+            .map(|path| (Path::new(*path), device, false)),
+    );
+    if let Some(program_dir) = allowances.program_dir {
+        rules.push((program_dir, read_execute, true));
+    }
+    rules.push((allowances.private_tmp, everything, true));
+    rules.extend(allowances.additions.iter().map(|(path, access)| {
+        let rights = match access {
+            PathAccess::Read => read,
+            PathAccess::ReadWrite => everything,
+        };
+        (path.as_path(), rights, true)
+    }));
+
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(everything)?
+        .create()?;
+    for (path, rights, required) in rules {
+        let opened = match open_path(path) {
+            Ok(opened) => opened,
+            Err(error)
+                if !required
+                    && matches!(error.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) =>
+            {
+                continue;
+            }
+            Err(source) => {
+                return Err(ConfinementError::Path {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        let is_dir = nix::sys::stat::fstat(opened.as_fd())
+            .map(|stat| stat.st_mode & libc::S_IFMT == libc::S_IFDIR)
+            .map_err(|errno| ConfinementError::Path {
+                path: path.to_owned(),
+                source: io::Error::from_raw_os_error(errno as i32),
+            })?;
+        // A file has no directory rights (the kernel refuses a rule that names them).
+        let rights = if is_dir {
+            rights
+        } else {
+            rights & AccessFs::from_file(NEWEST_LANDLOCK_ABI)
+        };
+        ruleset = ruleset.add_rule(PathBeneath::new(opened, rights))?;
+    }
+    let fd: Option<OwnedFd> = ruleset.into();
+    let abi = match fd {
+        Some(_) => kernel_abi.min(NEWEST_LANDLOCK_ABI as u32),
+        None => 0,
+    };
+    Ok(Some(FilesystemRuleset { fd, abi }))
+}
+
+/// `path` opened for reference only (`O_PATH`), following symbolic links: the rule is on what
+/// the path names now.
+fn open_path(path: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(path)?;
+    Ok(OwnedFd::from(file))
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@
 //! have missed, and never hangs: shutdown request, grace, SIGTERM, grace, SIGKILL.
 
 use std::ffi::OsString;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use crate::budget::{RestartBudget, RestartPolicy};
-use crate::confinement::ConfinementProfile;
+use crate::confinement::{ConfinementProfile, PathAccess};
 use crate::cpu_share::CpuShareConfig;
 use crate::process::{
     ChildTransport, Credentials, ResourceLimits, SandboxProcess, SpawnSpec, describe_exit,
@@ -111,6 +112,9 @@ pub struct GroupConfig {
     pub cpu_share: Option<CpuShareConfig>,
     /// What the kernel forbids the group's sandbox (see [`crate::confinement`]).
     pub confinement: ConfinementProfile,
+    /// Paths the group's sandbox may use beyond what every sandbox may: a device, a data
+    /// folder its integration needs (see [`crate::confinement::filesystem_ruleset`]).
+    pub confinement_paths: Vec<(PathBuf, PathAccess)>,
 }
 
 impl GroupConfig {
@@ -131,6 +135,7 @@ impl GroupConfig {
             max_entities: crate::limits::MAX_ENTITIES_PER_GROUP,
             cpu_share: Some(CpuShareConfig::default()),
             confinement: ConfinementProfile::Default,
+            confinement_paths: Vec::new(),
         }
     }
 }
@@ -176,6 +181,10 @@ pub struct GroupStatus {
     pub starts_in_window: u32,
     /// Every start of a child since the manager was made.
     pub total_starts: u64,
+    /// The Landlock ABI the files of the group's latest child were confined with: 0 when the
+    /// kernel has no Landlock (its files were not confined), `None` before any child and when
+    /// its profile confines no files.
+    pub landlock_abi: Option<u32>,
 }
 
 impl GroupStatus {
@@ -187,6 +196,7 @@ impl GroupStatus {
             last_exit: None,
             failure: None,
             protocol_version: None,
+            landlock_abi: None,
             last_exit_cause: None,
             running_since: None,
             backoff_until: None,
@@ -321,6 +331,9 @@ struct Shared {
     events: Arc<dyn GroupEvents>,
     status: watch::Sender<GroupStatus>,
     channel: Mutex<Option<Channel>>,
+    /// Set once main has said that this group's files are not confined (a kernel without
+    /// Landlock), so a crash loop says it once.
+    said_unconfined_files: AtomicBool,
 }
 
 impl Shared {
@@ -362,6 +375,7 @@ impl GroupManager {
                 events,
                 status,
                 channel: Mutex::new(None),
+                said_unconfined_files: AtomicBool::new(false),
             }),
             desired,
             generation: AtomicU64::new(0),
@@ -769,6 +783,12 @@ async fn attempt(
     let url = listener
         .as_ref()
         .map_or(TransportUrl::Stdio, UnixSocketListener::url);
+    let mut confinement_paths = config.confinement_paths.clone();
+    if let TransportUrl::Unix(socket) = &url {
+        // Its channel: a kernel whose Landlock handles connecting to a socket by path
+        // refuses it otherwise.
+        confinement_paths.push((socket.clone(), PathAccess::ReadWrite));
+    }
     let spec = SpawnSpec {
         group: group.clone(),
         argv: (shared.factory)(&group, &url),
@@ -776,13 +796,21 @@ async fn attempt(
         limits: config.limits.clone(),
         credentials: config.credentials,
         confinement: config.confinement,
+        confinement_paths,
     };
     let (mut process, pipes) = match SandboxProcess::spawn(&spec) {
         Ok(spawned) => spawned,
         Err(error) => return ended(error.to_string()),
     };
     let pid = process.pid();
-    shared.update(|status| status.pid = Some(pid));
+    let landlock_abi = process.landlock_abi();
+    if landlock_abi == Some(0) && !shared.said_unconfined_files.swap(true, Ordering::Relaxed) {
+        tracing::warn!(group = %group, "the kernel has no Landlock: the group's sandbox can read and write every file main can");
+    }
+    shared.update(|status| {
+        status.pid = Some(pid);
+        status.landlock_abi = landlock_abi;
+    });
 
     // A stop that landed while we were spawning must not miss the child it raced.
     if let Some(command) = pending_command(desired, generation) {

@@ -1,10 +1,11 @@
 //! One sandbox child process: spawned with hygiene (its own process group, a parent-death
-//! signal, no core dumps, resource limits, `no_new_privs`, an optional uid/gid drop), its stderr
-//! forwarded into the host's log under the group's name, each line at the level it names, and
-//! killed and reaped when dropped.
+//! signal, no core dumps, resource limits, `no_new_privs`, an optional uid/gid drop, its
+//! confinement, a private temporary directory), its stderr forwarded into the host's log under
+//! the group's name, each line at the level it names, and killed and reaped when dropped.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
-use crate::confinement::ConfinementProfile;
+use crate::confinement::{ConfinementProfile, FilesystemAllowances, FilesystemRuleset, PathAccess};
 use crate::log_limit::{Admit, LogBudget, Suppressed};
 
 /// The longest line of a child's stderr forwarded to the log; the rest of a longer line is
@@ -67,6 +68,9 @@ pub struct SpawnSpec {
     pub credentials: Option<Credentials>,
     /// What the kernel forbids the child (see [`crate::confinement`]).
     pub confinement: ConfinementProfile,
+    /// Paths the child may use beyond what every sandbox may (under
+    /// [`ConfinementProfile::Default`]).
+    pub confinement_paths: Vec<(PathBuf, PathAccess)>,
 }
 
 /// Why a child could not be started.
@@ -85,6 +89,15 @@ pub enum SpawnError {
         group: String,
         /// The uid asked for.
         uid: u32,
+    },
+    /// Its private temporary directory could not be made.
+    #[error("cannot create the temporary directory of group `{group}`: {source}")]
+    PrivateTmp {
+        /// The group.
+        group: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
     },
     /// Its confinement could not be prepared (it is not started unconfined).
     #[error("cannot confine group `{group}`: {source}")]
@@ -120,6 +133,11 @@ pub struct SandboxProcess {
     exit: Option<ExitStatus>,
     /// The tasks forwarding stderr (and stdout for unix children) to the log.
     log_tasks: Vec<JoinHandle<()>>,
+    /// Its `TMPDIR`, removed once it is reaped.
+    private_tmp: PrivateTmp,
+    /// The Landlock ABI its files are confined with (0: the kernel has none); `None` when its
+    /// profile confines no files.
+    landlock_abi: Option<u32>,
 }
 
 /// The channel ends of a stdio child.
@@ -157,14 +175,37 @@ impl SandboxProcess {
             }
             command.uid(credentials.uid).gid(credentials.gid);
         }
+        let confinement_error = |source| SpawnError::Confinement {
+            group: spec.group.clone(),
+            source,
+        };
         let syscall_filter =
-            crate::confinement::syscall_filter(spec.confinement).map_err(|source| {
-                SpawnError::Confinement {
-                    group: spec.group.clone(),
-                    source,
-                }
-            })?;
-        install_child_hygiene(&mut command, spec.limits.clone(), syscall_filter);
+            crate::confinement::syscall_filter(spec.confinement).map_err(confinement_error)?;
+        // Removed on every way out of here that does not hand it to the process.
+        let private_tmp = PrivateTmp::create(&spec.group, spec.credentials).map_err(|source| {
+            SpawnError::PrivateTmp {
+                group: spec.group.clone(),
+                source,
+            }
+        })?;
+        command.env("TMPDIR", &private_tmp.path);
+        let program_dir = program_dir(program);
+        let filesystem_ruleset = crate::confinement::filesystem_ruleset(
+            spec.confinement,
+            FilesystemAllowances {
+                program_dir: program_dir.as_deref(),
+                private_tmp: &private_tmp.path,
+                additions: &spec.confinement_paths,
+            },
+        )
+        .map_err(confinement_error)?;
+        let landlock_abi = filesystem_ruleset.as_ref().map(FilesystemRuleset::abi);
+        install_child_hygiene(
+            &mut command,
+            spec.limits.clone(),
+            filesystem_ruleset,
+            syscall_filter,
+        );
         let mut child = command.spawn().map_err(|source| SpawnError::Io {
             group: spec.group.clone(),
             program: program.clone(),
@@ -201,7 +242,7 @@ impl SandboxProcess {
                 None
             }
         };
-        tracing::debug!(group = %spec.group, pid, "sandbox process started");
+        tracing::debug!(group = %spec.group, pid, ?landlock_abi, "sandbox process started");
         Ok((
             Self {
                 child,
@@ -209,6 +250,8 @@ impl SandboxProcess {
                 group: spec.group.clone(),
                 exit: None,
                 log_tasks,
+                private_tmp,
+                landlock_abi,
             },
             pipes,
         ))
@@ -219,13 +262,24 @@ impl SandboxProcess {
         self.pid
     }
 
+    /// The Landlock ABI the child's files are confined with: 0 when the kernel has no Landlock
+    /// (its files are then not confined), `None` when its profile confines no files.
+    pub fn landlock_abi(&self) -> Option<u32> {
+        self.landlock_abi
+    }
+
+    /// The child's private temporary directory (its `TMPDIR`), removed once it is reaped.
+    pub fn private_tmp(&self) -> &Path {
+        &self.private_tmp.path
+    }
+
     /// Waits for the child to exit; the status is recorded once and returned to every caller.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
         if let Some(status) = self.exit {
             return Ok(status);
         }
         let status = self.child.wait().await?;
-        self.exit = Some(status);
+        self.reaped(status);
         Ok(status)
     }
 
@@ -234,9 +288,15 @@ impl SandboxProcess {
         if self.exit.is_none()
             && let Ok(Some(status)) = self.child.try_wait()
         {
-            self.exit = Some(status);
+            self.reaped(status);
         }
         self.exit
+    }
+
+    /// Records the exit and removes the child's temporary directory.
+    fn reaped(&mut self, status: ExitStatus) {
+        self.exit = Some(status);
+        self.private_tmp.remove();
     }
 
     /// Sends `signal` to the child's whole process group (so its own children get it too).
@@ -319,19 +379,102 @@ pub fn describe_exit(status: &ExitStatus) -> String {
     }
 }
 
+/// A group's private temporary directory (`0700`, owned by the child's user), the `TMPDIR` of
+/// its child and the one place beneath the system's temporary directory its confinement lets
+/// it write. Removed once the child is reaped, and at the latest when this is dropped.
+struct PrivateTmp {
+    path: PathBuf,
+    removed: bool,
+}
+
+impl PrivateTmp {
+    fn create(group: &str, credentials: Option<Credentials>) -> io::Result<Self> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let readable: String = group
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .take(40)
+            .collect();
+        // A fresh name: `mkdir` fails rather than reuse what another user planted there.
+        let path = std::env::temp_dir().join(format!("sandbox-{readable}-{}", ulid::Ulid::new()));
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        // From here on, dropping it removes the directory.
+        let created = Self {
+            path,
+            removed: false,
+        };
+        std::fs::set_permissions(&created.path, std::fs::Permissions::from_mode(0o700))?;
+        if let Some(credentials) = credentials {
+            std::os::unix::fs::chown(&created.path, Some(credentials.uid), Some(credentials.gid))?;
+        }
+        Ok(created)
+    }
+
+    /// Removes the directory and what the child left in it; a failure (a grandchild still
+    /// writing) is tried again when this is dropped.
+    fn remove(&mut self) {
+        if self.removed {
+            return;
+        }
+        match std::fs::remove_dir_all(&self.path) {
+            Ok(()) => self.removed = true,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => self.removed = true,
+            Err(error) => {
+                tracing::debug!(path = %self.path.display(), %error, "sandbox temporary directory not removed yet");
+            }
+        }
+    }
+}
+
+impl Drop for PrivateTmp {
+    fn drop(&mut self) {
+        self.remove();
+        if !self.removed {
+            tracing::warn!(path = %self.path.display(), "cannot remove a sandbox's temporary directory");
+        }
+    }
+}
+
+/// The directory of the program `argv[0]` names (found on `PATH` when it has no slash), whose
+/// files the child may read and execute: the built-in runtime lives in a build or install
+/// folder. A program directly under `/` gives only itself.
+fn program_dir(program: &OsStr) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let named = Path::new(program);
+    let found = if program.as_bytes().contains(&b'/') {
+        named.to_owned()
+    } else {
+        let paths = std::env::var_os("PATH")?;
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(named))
+            .find(|candidate| {
+                std::fs::metadata(candidate)
+                    .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+            })?
+    };
+    let canonical = std::fs::canonicalize(found).ok()?;
+    match canonical.parent() {
+        Some(parent) if parent != Path::new("/") => Some(parent.to_owned()),
+        _ => Some(canonical),
+    }
+}
+
 #[allow(unsafe_code)]
 fn install_child_hygiene(
     command: &mut Command,
     limits: ResourceLimits,
+    filesystem_ruleset: Option<FilesystemRuleset>,
     syscall_filter: Option<seccompiler::BpfProgram>,
 ) {
     let parent = nix::unistd::getpid();
     // Read before the fork: the child may not allocate.
     let last_capability = last_capability();
     // SAFETY: the closure runs in the forked child before exec. It only makes raw syscalls
-    // (prctl, getppid, setrlimit, capset, seccomp) that are async-signal-safe, allocates nothing
-    // (errors are built from raw errno values; the syscall filter was compiled before the fork)
-    // and touches no lock.
+    // (prctl, getppid, setrlimit, capset, landlock_restrict_self, seccomp) that are
+    // async-signal-safe, allocates nothing (errors are built from raw errno values; the
+    // filesystem ruleset was created and the syscall filter compiled before the fork) and
+    // touches no lock.
     unsafe {
         command.pre_exec(move || {
             // Die with the host, even if it is killed with SIGKILL. The check after it closes
@@ -353,6 +496,11 @@ fn install_child_hygiene(
             }
             nix::sys::prctl::set_no_new_privs().map_err(errno_error)?;
             drop_capabilities(last_capability)?;
+            // After `no_new_privs`, which Landlock requires of a process without
+            // `CAP_SYS_ADMIN`.
+            if let Some(ruleset) = &filesystem_ruleset {
+                ruleset.restrict_self()?;
+            }
             // Last, so nothing above runs under the filter.
             if let Some(filter) = &syscall_filter {
                 seccompiler::apply_filter(filter).map_err(|error| match error {
@@ -671,11 +819,14 @@ mod tests {
         );
         let spec = SpawnSpec {
             group: "attempts".into(),
-            argv: vec!["python3".into(), "-c".into(), script.into()],
+            // The system's interpreter: one installed under a home folder (a version manager's
+            // shims) lies outside what a confined sandbox may execute.
+            argv: vec!["/usr/bin/python3".into(), "-c".into(), script.into()],
             transport: ChildTransport::Stdio,
             limits: ResourceLimits::default(),
             credentials: None,
             confinement,
+            confinement_paths: Vec::new(),
         };
         let (mut child, pipes) = SandboxProcess::spawn(&spec).expect("spawns");
         let mut output = String::new();
@@ -717,6 +868,138 @@ mod tests {
         assert_eq!(unconfined[0], "ptrace ok");
     }
 
+    /// What a child confined by `confinement` printed, one `name outcome` line each, after
+    /// trying to read `secret` and create a file in `folder` (both outside what a sandbox may
+    /// use, as main's configuration directory is) and to write in its `TMPDIR`; then its
+    /// `TMPDIR`. Also returns the directory the host gave it and whether it existed after the
+    /// child was reaped.
+    async fn file_attempts(
+        confinement: ConfinementProfile,
+        secret: &Path,
+        folder: &Path,
+    ) -> (Vec<String>, Option<u32>, PathBuf, bool) {
+        let script = "import os, sys\n\
+             def attempt(name, action):\n    \
+                 try:\n        \
+                     action()\n        \
+                     print(name, 'ok', flush=True)\n    \
+                 except OSError as error:\n        \
+                     print(name, 'EACCES' if error.errno == 13 else 'errno%d' % error.errno, flush=True)\n\
+             def write(path):\n    \
+                 with open(path, 'w') as file:\n        \
+                     file.write('x')\n\
+             attempt('read_secret', lambda: open(sys.argv[1]).read())\n\
+             attempt('create_in_folder', lambda: write(os.path.join(sys.argv[2], 'planted')))\n\
+             attempt('write_tmpdir', lambda: write(os.path.join(os.environ['TMPDIR'], 'scratch')))\n\
+             print('tmpdir', os.environ['TMPDIR'], flush=True)\n";
+        let spec = SpawnSpec {
+            group: "files".into(),
+            argv: vec![
+                "/usr/bin/python3".into(),
+                "-c".into(),
+                script.into(),
+                secret.into(),
+                folder.into(),
+            ],
+            transport: ChildTransport::Stdio,
+            limits: ResourceLimits::default(),
+            credentials: None,
+            confinement,
+            confinement_paths: Vec::new(),
+        };
+        let (mut child, pipes) = SandboxProcess::spawn(&spec).expect("spawns");
+        let private_tmp = child.private_tmp().to_owned();
+        let landlock_abi = child.landlock_abi();
+        let mut output = String::new();
+        let mut from_child = pipes.expect("stdio pipes").from_child;
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            from_child.read_to_string(&mut output),
+        )
+        .await
+        .expect("the child ends")
+        .expect("reads");
+        let status = child.wait().await.expect("reaped");
+        assert!(status.success(), "{status:?}: {output}");
+        let left_behind = private_tmp.exists();
+        drop(child);
+        (
+            output.lines().map(str::to_owned).collect(),
+            landlock_abi,
+            private_tmp,
+            left_behind,
+        )
+    }
+
+    #[tokio::test]
+    async fn the_default_profile_confines_files_to_the_private_tmp_and_off_does_not() {
+        let kernel_abi = crate::confinement::kernel_landlock_abi();
+        assert!(
+            kernel_abi > 0,
+            "the machine's kernel has no Landlock: nothing to prove"
+        );
+        // Main's configuration directory stands outside what a sandbox may use like this one.
+        let config_dir = tempfile::tempdir().expect("temp dir");
+        let secret = config_dir.path().join("core.config_entries");
+        std::fs::write(&secret, "credentials").expect("writes");
+
+        let (confined, abi, private_tmp, left_behind) =
+            file_attempts(ConfinementProfile::Default, &secret, config_dir.path()).await;
+        assert_eq!(
+            confined,
+            [
+                "read_secret EACCES".to_owned(),
+                "create_in_folder EACCES".to_owned(),
+                "write_tmpdir ok".to_owned(),
+                format!("tmpdir {}", private_tmp.display()),
+            ],
+            "under the default profile"
+        );
+        assert_eq!(abi, Some(kernel_abi));
+        assert!(
+            !left_behind,
+            "the private tmp is removed once the child is reaped"
+        );
+        assert!(!config_dir.path().join("planted").exists());
+
+        let (unconfined, abi, private_tmp, left_behind) =
+            file_attempts(ConfinementProfile::Off, &secret, config_dir.path()).await;
+        assert_eq!(
+            unconfined,
+            [
+                "read_secret ok".to_owned(),
+                "create_in_folder ok".to_owned(),
+                "write_tmpdir ok".to_owned(),
+                format!("tmpdir {}", private_tmp.display()),
+            ],
+            "with the profile off"
+        );
+        assert_eq!(abi, None);
+        assert!(!left_behind);
+    }
+
+    #[tokio::test]
+    async fn a_missing_addition_fails_the_spawn_rather_than_start_the_child() {
+        let spec = SpawnSpec {
+            group: "missing".into(),
+            argv: vec!["/bin/true".into()],
+            transport: ChildTransport::Unix,
+            limits: ResourceLimits::default(),
+            credentials: None,
+            confinement: ConfinementProfile::Default,
+            confinement_paths: vec![(
+                PathBuf::from("/nonexistent/serial-adapter"),
+                PathAccess::ReadWrite,
+            )],
+        };
+        let result = SandboxProcess::spawn(&spec);
+        assert!(
+            matches!(result, Err(SpawnError::Confinement { .. })),
+            "{:?}",
+            result.err()
+        );
+    }
+
     #[tokio::test]
     async fn a_sandbox_runs_without_any_capability_even_under_a_root_main() {
         let spec = SpawnSpec {
@@ -726,6 +1009,7 @@ mod tests {
             limits: ResourceLimits::default(),
             credentials: None,
             confinement: ConfinementProfile::Default,
+            confinement_paths: Vec::new(),
         };
         let (mut child, _) = SandboxProcess::spawn(&spec).expect("spawns");
         let pid = child.pid();

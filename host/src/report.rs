@@ -51,6 +51,10 @@ pub struct GroupReport {
     pub entities: usize,
     /// The running child's resident memory in bytes.
     pub rss_bytes: Option<u64>,
+    /// The Landlock ABI the latest child's files were confined with: 0 when the kernel has
+    /// none (not confined); none before a child, or under a profile that confines no files.
+    #[serde(default)]
+    pub landlock_abi: Option<u32>,
     /// Counters of the running child's channel (reset with each process).
     pub channel: ChannelCounters,
     /// Refusals per trust gate, across every process of the group (only gates that refused).
@@ -178,6 +182,7 @@ pub fn group_reports(groups: &Groups) -> Vec<GroupReport> {
                 rss_bytes: status
                     .pid
                     .and_then(|pid| crate::cpu_share::resident_bytes(pid).ok()),
+                landlock_abi: status.landlock_abi,
                 channel: stats
                     .map(|stats| ChannelCounters {
                         frames_in: stats.frames_in,

@@ -175,6 +175,10 @@ fn status_follows_a_crash_a_spent_budget_and_a_start() {
     let group = hub.group("built-in");
     assert_eq!(group["entries"].as_array().unwrap().len(), 1);
     assert!(group["rss_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        group["landlock_abi"].is_u64(),
+        "which confinement applied: {group}"
+    );
     // The same figures as Prometheus text, with the traffic per message type.
     let metrics = hub.cli(&["metrics"]);
     assert_eq!(metrics.status.code(), Some(0), "{}", text(&metrics));

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
+use sandbox_host::confinement::PathAccess;
 use sandbox_host::process::ChildTransport;
 use sandbox_host::{
     CommandFactory, GroupConfig, GroupEvents, GroupManager, GroupState, GroupStatus, ManagerError,
@@ -203,6 +204,9 @@ async fn unix_socket_transport_works_and_leaves_no_socket() {
     config.transport = ChildTransport::Unix;
     let report_dir = tempfile::tempdir().unwrap();
     let report_path = report_dir.path().join("report");
+    config
+        .confinement_paths
+        .push((report_dir.path().to_owned(), PathAccess::ReadWrite));
     let harness = Harness::new(config, &["--report", report_path.to_str().unwrap()]);
     let channel = harness
         .manager
@@ -237,6 +241,9 @@ async fn child_hygiene_is_applied() {
     config.limits.address_space_bytes = Some(8 << 30);
     let report_dir = tempfile::tempdir().unwrap();
     let report_path = report_dir.path().join("report");
+    config
+        .confinement_paths
+        .push((report_dir.path().to_owned(), PathAccess::ReadWrite));
     let harness = Harness::new(config, &["--report", report_path.to_str().unwrap()]);
     harness
         .manager
@@ -563,8 +570,12 @@ async fn an_incompatible_protocol_fails_the_group_with_the_message() {
 async fn grandchildren_die_with_the_group() {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("grandchild");
+    let mut config = config("built-in");
+    config
+        .confinement_paths
+        .push((dir.path().to_owned(), PathAccess::ReadWrite));
     let harness = Harness::new(
-        config("built-in"),
+        config,
         &[
             "--grandchild-pid-file",
             pid_file.to_str().unwrap(),

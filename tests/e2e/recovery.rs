@@ -13,6 +13,7 @@ use std::time::Duration;
 use homecore::{ConfigEntry, ConfigEntryState, Core, CoreConfig};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use sandbox_host::confinement::PathAccess;
 use sandbox_host::groups::GroupsConfig;
 use sandbox_host::plugin::{PluginConfig, SandboxPlugin};
 use sandbox_host::{GroupConfig, GroupState, RestartPolicy};
@@ -30,6 +31,10 @@ struct Hub {
     _dir: tempfile::TempDir,
 }
 
+/// The folder of the hub's directory the test and the sandbox share (the sandbox's confinement
+/// refuses it the rest of main's directory).
+const EXCHANGE: &str = "exchange";
+
 impl Hub {
     async fn start(dir: tempfile::TempDir, child_flags: &[OsString]) -> Self {
         Self::start_with_starts(dir, child_flags, 3).await
@@ -41,7 +46,10 @@ impl Hub {
         child_flags: &[OsString],
         max_starts: u32,
     ) -> Self {
+        let exchange = dir.path().join(EXCHANGE);
+        std::fs::create_dir(&exchange).unwrap();
         let mut group_defaults = GroupConfig::new("template");
+        group_defaults.confinement_paths = vec![(exchange, PathAccess::ReadWrite)];
         group_defaults.watchdog = None;
         group_defaults.stop_grace = Duration::from_secs(5);
         group_defaults.restart = RestartPolicy {
@@ -118,7 +126,7 @@ fn holder(hold: &Path) -> Option<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_whose_setup_a_second_crash_interrupted_is_set_up_on_the_next_process() {
     let dir = tempfile::tempdir().unwrap();
-    let hold = dir.path().join("hold-setup");
+    let hold = dir.path().join(EXCHANGE).join("hold-setup");
     let flags: Vec<OsString> = vec![
         "--entities".into(),
         ENTITIES.to_string().into(),
@@ -183,7 +191,7 @@ async fn an_entry_whose_setup_a_second_crash_interrupted_is_set_up_on_the_next_p
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_setup_every_process_dies_in_fails_after_its_resumes_and_frees_the_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let hold = dir.path().join("hold-setup");
+    let hold = dir.path().join(EXCHANGE).join("hold-setup");
     let flags: Vec<OsString> = vec![
         "--entities".into(),
         "1".into(),

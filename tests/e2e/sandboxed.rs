@@ -432,6 +432,102 @@ async fn budget_exhaustion_shows_setup_error_and_a_manual_reload_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_and_answers_calls_with_its_files_confined_by_the_default_profile() {
+    use std::os::unix::fs::PermissionsExt;
+    let kernel_abi = sandbox_host::confinement::kernel_landlock_abi();
+    assert!(
+        kernel_abi > 0,
+        "the machine's kernel has no Landlock: nothing to prove"
+    );
+    let (hub, _entry) = sandboxed_demo().await;
+    let plugin = hub.plugin.clone().unwrap();
+    let status = plugin.groups().get("built-in").unwrap().manager.status();
+    assert_eq!(
+        status.landlock_abi,
+        Some(kernel_abi),
+        "the runtime's files are confined with the kernel's Landlock ABI"
+    );
+    // Its TMPDIR is the private directory the host made for it.
+    let pid = status.pid.unwrap();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let tmpdir = environ
+        .split(|&byte| byte == 0)
+        .find_map(|entry| entry.strip_prefix(b"TMPDIR="))
+        .map(|path| std::path::PathBuf::from(String::from_utf8_lossy(path).into_owned()))
+        .expect("TMPDIR set");
+    assert_eq!(
+        std::fs::metadata(&tmpdir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    // A service call through a proxy still reaches the confined sandbox and comes back.
+    let light = demo_states(&hub.core)
+        .into_keys()
+        .find(|id| id.starts_with("light."))
+        .unwrap();
+    call(
+        &hub.core,
+        "light",
+        "turn_on",
+        &light,
+        json!({"brightness": 33}),
+        Context::new(),
+    )
+    .await;
+    wait_until("the light's new brightness", || {
+        hub.core
+            .states()
+            .get(&light)
+            .is_some_and(|state| state.attributes.get("brightness") == Some(&json!(33)))
+    })
+    .await;
+
+    // What the group's integrations run is confined with it: a command_line sensor in the
+    // same sandbox cannot read a file in main's configuration directory, and can write in its
+    // TMPDIR.
+    let secret = hub._dir.path().join("secret");
+    std::fs::write(&secret, "credentials").unwrap();
+    let command = format!(
+        "r=read; cat '{}' >/dev/null 2>&1 || r=refused; \
+         w=wrote; echo x 2>/dev/null > \"$TMPDIR/probe\" || w=unwritable; echo \"$r $w\"",
+        secret.display()
+    );
+    let flows = hub.core.config_entries().flow();
+    let menu = flows
+        .init("command_line", FlowContext::new("user"), None)
+        .await
+        .unwrap();
+    let sensor = Map::from_iter([("next_step_id".to_owned(), json!("sensor"))]);
+    let form = flows.configure(&menu.flow_id, Some(sensor)).await.unwrap();
+    let input = Map::from_iter([
+        ("name".to_owned(), json!("Probe")),
+        ("command".to_owned(), json!(command)),
+    ]);
+    let created = flows.configure(&form.flow_id, Some(input)).await.unwrap();
+    assert!(
+        matches!(created.step, FlowStep::CreateEntry { .. }),
+        "{created:?}"
+    );
+    wait_until("the probe's state", || {
+        hub.core
+            .states()
+            .get("sensor.probe")
+            .is_some_and(|state| state.state != "unknown" && state.state != "unavailable")
+    })
+    .await;
+    assert_eq!(
+        hub.core.states().get("sensor.probe").unwrap().state,
+        "refused wrote"
+    );
+
+    hub.core.stop().await.unwrap();
+    assert!(
+        !tmpdir.exists(),
+        "the private TMPDIR is gone with the sandbox"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_hub_stops_the_groups_and_keeps_their_restore_state() {
     let (hub, _entry) = sandboxed_demo().await;
     let plugin = hub.plugin.clone().unwrap();

@@ -14,6 +14,7 @@ use homecore::event::ListenerHandle;
 use homecore::{ConfigEntry, ConfigEntryState, Core, CoreConfig, Event};
 use parking_lot::Mutex;
 use sandbox_host::bridge::Bridge;
+use sandbox_host::confinement::PathAccess;
 use sandbox_host::groups::GroupsConfig;
 use sandbox_host::plugin::{PluginConfig, SandboxPlugin};
 use sandbox_host::refusals::Gate;
@@ -86,8 +87,11 @@ pub(crate) struct Hub {
     _dir: tempfile::TempDir,
 }
 
-fn group_defaults(scenario: ForgeScenario) -> GroupConfig {
+/// The settings of the forger's groups; they may write their reports in `reports` (and, like
+/// any sandbox, nowhere else).
+fn group_defaults(scenario: ForgeScenario, reports: &Path) -> GroupConfig {
     let mut config = GroupConfig::new("template");
+    config.confinement_paths = vec![(reports.to_owned(), PathAccess::ReadWrite)];
     if scenario == ForgeScenario::EntityCap {
         config.max_entities = crate::forger::FORGE_ENTITY_CAP;
     }
@@ -128,7 +132,9 @@ impl Hub {
         let dir = tempfile::tempdir().map_err(|error| setup_error("temp dir", error))?;
         let config_dir = dir.path().join("config");
         std::fs::create_dir_all(&config_dir).map_err(|error| setup_error("config dir", error))?;
-        let report = dir.path().join("forge-report.jsonl");
+        let reports = dir.path().join("reports");
+        std::fs::create_dir_all(&reports).map_err(|error| setup_error("reports dir", error))?;
+        let report = reports.join("forge-report.jsonl");
         let mut command: Vec<OsString> = forger.to_vec();
         command.extend([
             "--forge".into(),
@@ -148,7 +154,7 @@ impl Hub {
         let (custom, custom_commands) = if scenario == ForgeScenario::FlowResults {
             let mut flow_command = command.clone();
             if let Some(report_path) = flow_command.iter().position(|arg| arg == "--forge-report") {
-                flow_command[report_path + 1] = dir.path().join("flow-report.jsonl").into();
+                flow_command[report_path + 1] = reports.join("flow-report.jsonl").into();
             }
             let artifact = PathBuf::from(forger.first().cloned().unwrap_or_default());
             let sha256 = sandbox_host::router::sha256_of_file(&artifact)
@@ -182,7 +188,7 @@ impl Hub {
                     config_dir: config_dir.clone(),
                     runtime_command: command,
                     custom_commands,
-                    group_defaults: group_defaults(scenario),
+                    group_defaults: group_defaults(scenario, &reports),
                     group_overrides: Default::default(),
                 },
                 custom,
