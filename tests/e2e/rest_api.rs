@@ -1,0 +1,423 @@
+//! Home Assistant's REST API over the real `sandbox-host run`: a token from `sandbox-host
+//! token create`, the demo integration added by its config flow over REST, its sandboxed
+//! lights read and switched, events fired (the core's refused), entries listed, reloaded and
+//! removed; no token, bad JSON and an oversized body refused.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+/// A hang guard only: far above anything these steps need on a loaded machine.
+const HANG_GUARD: Duration = Duration::from_secs(90);
+
+fn program() -> PathBuf {
+    sandbox_tests::binary(sandbox_tests::SANDBOX_HOST)
+}
+
+/// A `sandbox-host run` on a config dir with its HTTP API on a free port; killed (with its
+/// sandboxes) when the test ends.
+struct Hub {
+    child: Child,
+    dir: PathBuf,
+    log: PathBuf,
+    address: String,
+}
+
+impl Hub {
+    fn start(dir: &Path) -> Self {
+        std::fs::write(
+            dir.join("sandbox-host.toml"),
+            "[listen]\nhttp = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        let log = dir.join("hub.log");
+        let child = Command::new(program())
+            .args(["run", "--config"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut hub = Self {
+            child,
+            dir: dir.to_owned(),
+            log,
+            address: String::new(),
+        };
+        let started = Instant::now();
+        loop {
+            let output = hub.cli(&["status", "--json"]);
+            if output.status.code() == Some(0) {
+                let status: Value = serde_json::from_slice(&output.stdout).unwrap();
+                if let Some(address) = status["http_address"].as_str() {
+                    hub.address = address.to_owned();
+                    return hub;
+                }
+            }
+            assert!(
+                started.elapsed() < HANG_GUARD,
+                "the hub did not start; its log:\n{}",
+                std::fs::read_to_string(&hub.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(program())
+            .args(args)
+            .arg("--config")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn token(&self, name: &str) -> String {
+        let output = self.cli(&["token", "create", name]);
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        // SIGTERM lets the hub stop its sandboxes; a kill after the guard if it does not.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let started = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() {
+            if started.elapsed() > HANG_GUARD {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// One HTTP/1.1 exchange: the status and the body (JSON when it parses, else a string).
+async fn request(
+    address: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (u16, Value) {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", address);
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    if body.is_some() {
+        builder = builder.header("content-type", "application/json");
+    }
+    let request = builder
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .unwrap();
+    let response = tokio::time::timeout(HANG_GUARD, sender.send_request(request))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    driver.abort();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, body)
+}
+
+/// A client of one hub with one token.
+struct Client<'a> {
+    address: &'a str,
+    token: &'a str,
+}
+
+impl Client<'_> {
+    async fn get(&self, path: &str) -> (u16, Value) {
+        request(self.address, "GET", path, Some(self.token), None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let body = serde_json::to_vec(&body).unwrap();
+        request(self.address, "POST", path, Some(self.token), Some(body)).await
+    }
+
+    async fn post_raw(&self, path: &str, body: &[u8]) -> (u16, Value) {
+        request(
+            self.address,
+            "POST",
+            path,
+            Some(self.token),
+            Some(body.to_vec()),
+        )
+        .await
+    }
+
+    async fn delete(&self, path: &str) -> (u16, Value) {
+        request(self.address, "DELETE", path, Some(self.token), None).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_api_drives_the_sandboxed_demo_as_home_assistants_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path());
+    let token = hub.token("rest-test");
+    let api = Client {
+        address: &hub.address,
+        token: &token,
+    };
+
+    // No token, a bad token: Home Assistant's 401.
+    let (status, body) = request(&hub.address, "GET", "/api/", None, None).await;
+    assert_eq!((status, body), (401, json!("401: Unauthorized")));
+    let (status, _) = request(&hub.address, "GET", "/api/states", Some("nope"), None).await;
+    assert_eq!(status, 401);
+
+    assert_eq!(
+        api.get("/api/").await,
+        (200, json!({"message": "API running."}))
+    );
+    let (status, config) = api.get("/api/config").await;
+    assert_eq!(status, 200);
+    assert_eq!(config["state"], "RUNNING", "{config}");
+    assert_eq!(config["unit_system"]["temperature"], "°C", "{config}");
+    assert!(config["version"].is_string(), "{config}");
+
+    // The demo's config flow, entirely over REST: a menu, then `defaults`.
+    let (status, menu) = api
+        .post(
+            "/api/config/config_entries/flow",
+            json!({"handler": "demo", "show_advanced_options": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{menu}");
+    assert_eq!(menu["type"], "menu", "{menu}");
+    assert_eq!(menu["handler"], "demo");
+    assert_eq!(menu["data_schema"][0]["name"], "next_step_id", "{menu}");
+    let flow_id = menu["flow_id"].as_str().unwrap().to_owned();
+    let flow_path = format!("/api/config/config_entries/flow/{flow_id}");
+    let (status, current) = api.get(&flow_path).await;
+    assert_eq!(
+        (status, &current["type"]),
+        (200, &json!("menu")),
+        "{current}"
+    );
+    let (status, refused) = api.post(&flow_path, json!({"next_step_id": "nope"})).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused["errors"]["next_step_id"].is_string(), "{refused}");
+    let (status, created) = api
+        .post(&flow_path, json!({"next_step_id": "defaults"}))
+        .await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["type"], "create_entry", "{created}");
+    let entry_id = created["result"]["entry_id"].as_str().unwrap().to_owned();
+    assert_eq!(created["result"]["domain"], "demo", "{created}");
+    assert!(created.get("data").is_none(), "{created}");
+    let (status, gone) = api.get(&flow_path).await;
+    assert_eq!(status, 404, "a finished flow is gone: {gone}");
+    assert_eq!(gone, json!({"message": "Invalid flow specified"}));
+
+    // The sandboxed demo's lights appear in main's states.
+    let started = Instant::now();
+    let light = loop {
+        let (status, states) = api.get("/api/states").await;
+        assert_eq!(status, 200);
+        let lights: Vec<String> = states
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|state| state["entity_id"].as_str())
+            .filter(|id| id.starts_with("light."))
+            .map(str::to_owned)
+            .collect();
+        if let Some(light) = lights.first() {
+            break light.clone();
+        }
+        assert!(started.elapsed() < HANG_GUARD, "no light: {states}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let state_path = format!("/api/states/{light}");
+    let (status, before) = api.get(&state_path).await;
+    assert_eq!(status, 200, "{before}");
+    assert_eq!(before["entity_id"], light.as_str());
+    for key in [
+        "state",
+        "attributes",
+        "last_changed",
+        "last_updated",
+        "context",
+    ] {
+        assert!(before.get(key).is_some(), "{key} missing: {before}");
+    }
+
+    // Off, then on: the call answers the state it changed.
+    let (status, changed) = api
+        .post("/api/services/light/turn_off", json!({"entity_id": light}))
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    let (status, changed) = api
+        .post("/api/services/light/turn_on", json!({"entity_id": light}))
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    let changed = changed.as_array().unwrap();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0]["entity_id"], light.as_str());
+    assert_eq!(changed[0]["state"], "on", "{changed:?}");
+    let (_, after) = api.get(&state_path).await;
+    assert_eq!(after["state"], "on", "{after}");
+    assert_eq!(
+        after["context"]["id"], changed[0]["context"]["id"],
+        "the change is the call's"
+    );
+
+    // Unknown things and bad input.
+    assert_eq!(
+        api.get("/api/states/light.nope").await,
+        (404, json!({"message": "Entity not found."}))
+    );
+    let (status, _) = api.post("/api/services/light/nope", json!({})).await;
+    assert_eq!(status, 400);
+    let (status, invalid) = api
+        .post("/api/services/light/turn_on", json!({"entity_id": 5}))
+        .await;
+    assert_eq!(status, 400, "{invalid}");
+    let (status, malformed) = api
+        .post_raw("/api/services/light/turn_on", b"{not json")
+        .await;
+    assert_eq!(
+        (status, malformed),
+        (400, json!({"message": "Data should be valid JSON."}))
+    );
+    let (status, malformed) = api
+        .post_raw("/api/config/config_entries/flow", b"{\"handler\":")
+        .await;
+    assert_eq!(
+        (status, malformed),
+        (400, json!({"message": "Invalid JSON."}))
+    );
+    let (status, unknown) = api
+        .post(
+            "/api/config/config_entries/flow",
+            json!({"handler": "nope"}),
+        )
+        .await;
+    assert_eq!(
+        (status, unknown),
+        (404, json!({"message": "Invalid handler specified"}))
+    );
+    let oversized = vec![b' '; sandbox_host_cli::api::rest::MAX_BODY_BYTES + 1];
+    let (status, _) = api.post_raw("/api/events/big", &oversized).await;
+    assert_eq!(status, 413, "a body over the limit is refused");
+
+    // Services list the light domain with its services.
+    let (status, services) = api.get("/api/services").await;
+    assert_eq!(status, 200);
+    let light_services = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|domain| domain["domain"] == "light")
+        .unwrap_or_else(|| panic!("no light domain: {services}"));
+    assert!(
+        light_services["services"]["turn_on"]["fields"].is_object(),
+        "{light_services}"
+    );
+
+    // Events: fired, listed; the core's own refused.
+    assert_eq!(
+        api.post("/api/events/my_event", json!({"answer": 42}))
+            .await,
+        (200, json!({"message": "Event my_event fired."}))
+    );
+    let (status, _) = api.post_raw("/api/events/my_event", b"").await;
+    assert_eq!(status, 200, "no data is fine");
+    let (status, not_object) = api.post("/api/events/my_event", json!([1])).await;
+    assert_eq!(status, 400, "{not_object}");
+    for reserved in [
+        "state_changed",
+        "homeassistant_stop",
+        "automation_triggered",
+    ] {
+        let (status, body) = api
+            .post(&format!("/api/events/{reserved}"), json!({}))
+            .await;
+        assert_eq!(status, 403, "{reserved}: {body}");
+    }
+    let (status, events) = api.get("/api/events").await;
+    assert_eq!(status, 200);
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|event| event["event"].is_string() && event["listener_count"].is_u64()),
+        "{events}"
+    );
+
+    // Entries: listed, reloaded, removed.
+    let (status, entries) = api.get("/api/config/config_entries/entry").await;
+    assert_eq!(status, 200);
+    let listed = entries.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{entries}");
+    assert_eq!(listed[0]["entry_id"], entry_id.as_str());
+    assert_eq!(listed[0]["state"], "loaded", "{entries}");
+    let entry_path = format!("/api/config/config_entries/entry/{entry_id}");
+    assert_eq!(
+        api.post(&format!("{entry_path}/reload"), json!({})).await,
+        (200, json!({"require_restart": false}))
+    );
+    let (_, entries) = api
+        .get("/api/config/config_entries/entry?domain=demo")
+        .await;
+    assert_eq!(entries[0]["state"], "loaded", "{entries}");
+    assert_eq!(
+        api.delete(&entry_path).await,
+        (200, json!({"require_restart": false}))
+    );
+    assert_eq!(
+        api.delete(&entry_path).await,
+        (404, json!({"message": "Invalid entry specified"}))
+    );
+    let (_, entries) = api.get("/api/config/config_entries/entry").await;
+    assert_eq!(entries, json!([]));
+    let (_, gone) = api.get(&state_path).await;
+    assert_ne!(
+        gone["state"], "on",
+        "the removed entry's light is gone: {gone}"
+    );
+
+    // A flow left halfway is aborted.
+    let (_, menu) = api
+        .post(
+            "/api/config/config_entries/flow",
+            json!({"handler": "demo"}),
+        )
+        .await;
+    let flow_path = format!(
+        "/api/config/config_entries/flow/{}",
+        menu["flow_id"].as_str().unwrap()
+    );
+    assert_eq!(
+        api.delete(&flow_path).await,
+        (200, json!({"message": "Flow aborted"}))
+    );
+    assert_eq!(api.delete(&flow_path).await.0, 404);
+}
