@@ -404,7 +404,7 @@ async fn the_rest_api_drives_the_sandboxed_demo_as_home_assistants_does() {
         "the removed entry's light is gone: {gone}"
     );
 
-    // A flow left halfway is aborted.
+    // The demo's form as the frontend reads it; refused input; a flow left halfway aborted.
     let (_, menu) = api
         .post(
             "/api/config/config_entries/flow",
@@ -415,6 +415,36 @@ async fn the_rest_api_drives_the_sandboxed_demo_as_home_assistants_does() {
         "/api/config/config_entries/flow/{}",
         menu["flow_id"].as_str().unwrap()
     );
+    let (status, form) = api
+        .post(&flow_path, json!({"next_step_id": "configure"}))
+        .await;
+    assert_eq!(status, 200, "{form}");
+    assert_eq!(form["type"], "form", "{form}");
+    assert_eq!(form["step_id"], "configure", "{form}");
+    let schema = &form["data_schema"];
+    assert_eq!(
+        schema[0],
+        json!({"selector": {"text": {}}, "name": "name", "required": true, "default": "Demo"}),
+        "{form}"
+    );
+    assert_eq!(schema[1]["name"], "mode", "{form}");
+    assert!(
+        schema[1]["selector"]["select"]["options"].is_array(),
+        "{form}"
+    );
+    assert_eq!(schema[2]["type"], "expandable", "{form}");
+    assert_eq!(schema[2]["expanded"], false, "{form}");
+    assert_eq!(schema[2]["schema"][0]["name"], "update_interval", "{form}");
+    assert_eq!(
+        api.get(&flow_path).await,
+        (200, form.clone()),
+        "the same form"
+    );
+    let (status, refused) = api
+        .post(&flow_path, json!({"name": "x", "mode": "turbo"}))
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused["errors"]["mode"].is_string(), "{refused}");
     assert_eq!(
         api.delete(&flow_path).await,
         (200, json!({"message": "Flow aborted"}))
