@@ -470,3 +470,150 @@ async fn write_queue(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::auth::Gate;
+    use crate::control::Hub;
+    use crate::tokens::TokenStore;
+    use tokio_tungstenite::tungstenite::Message as ClientMessage;
+
+    type Client = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    /// A hub with no group running, its API served as the control socket serves it (trusted).
+    async fn serve_hub(dir: &std::path::Path) -> (homecore::Core, std::net::SocketAddr) {
+        let core = homecore::Core::builder(homecore::CoreConfig::new(dir))
+            .build()
+            .expect("core");
+        let plugin = sandbox_host::plugin::SandboxPlugin::install(
+            &core,
+            sandbox_host::plugin::PluginConfig {
+                groups: sandbox_host::groups::GroupsConfig {
+                    config_dir: dir.to_owned(),
+                    runtime_command: vec!["unused".into()],
+                    custom_commands: Default::default(),
+                    group_defaults: sandbox_host::GroupConfig::new("built-in"),
+                    group_overrides: Default::default(),
+                },
+                custom: Vec::new(),
+            },
+        );
+        let state = ApiState {
+            hub: Hub {
+                core: core.clone(),
+                plugin,
+                config_dir: dir.to_owned(),
+                started: Instant::now(),
+                control_refusals: Arc::default(),
+                http_address: None,
+            },
+            gate: Gate::new(TokenStore::new(dir)),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let address = listener.local_addr().expect("address");
+        let router = crate::api::for_control_socket(state);
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (core, address)
+    }
+
+    async fn read(client: &mut Client) -> Value {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(30), client.next())
+                .await
+                .expect("in time")
+                .expect("open")
+                .expect("read");
+            if let ClientMessage::Text(text) = message {
+                return serde_json::from_str(&text).expect("JSON");
+            }
+        }
+    }
+
+    async fn send(client: &mut Client, message: Value) {
+        client
+            .send(ClientMessage::Text(message.to_string().into()))
+            .await
+            .expect("sent");
+    }
+
+    /// Reads until the answer to `id`.
+    async fn answer(client: &mut Client, id: i64) -> Value {
+        loop {
+            let message = read(client).await;
+            if message["id"] == id && message["type"] == "result" {
+                return message;
+            }
+        }
+    }
+
+    fn listeners(core: &homecore::Core) -> usize {
+        core.bus().listener_counts().values().sum()
+    }
+
+    #[tokio::test]
+    async fn subscriptions_end_with_unsubscribe_and_with_the_connection() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (core, address) = serve_hub(dir.path()).await;
+        let baseline = listeners(&core);
+        let (mut client, _) =
+            tokio_tungstenite::connect_async(format!("ws://{address}/api/websocket"))
+                .await
+                .expect("connects");
+        assert_eq!(read(&mut client).await["type"], "auth_required");
+        // The control socket is trusted: no token needed.
+        send(&mut client, json!({"type": "auth"})).await;
+        assert_eq!(read(&mut client).await["type"], "auth_ok");
+
+        send(&mut client, json!({"id": 1, "type": "subscribe_events"})).await;
+        assert_eq!(answer(&mut client, 1).await["success"], true);
+        assert_eq!(listeners(&core), baseline + 1);
+        send(
+            &mut client,
+            json!({"id": 2, "type": "unsubscribe_events", "subscription": 1}),
+        )
+        .await;
+        assert_eq!(answer(&mut client, 2).await["success"], true);
+        assert_eq!(listeners(&core), baseline, "removed on unsubscribe");
+
+        send(
+            &mut client,
+            json!({"id": 3, "type": "subscribe_events", "event_type": "custom"}),
+        )
+        .await;
+        assert_eq!(answer(&mut client, 3).await["success"], true);
+        send(&mut client, json!({"id": 4, "type": "subscribe_entities"})).await;
+        assert_eq!(answer(&mut client, 4).await["success"], true);
+        assert_eq!(listeners(&core), baseline + 1);
+        // A state change reaches the entity subscription as an `a`, then a `c`.
+        core.states()
+            .set("sensor.one", "1", serde_json::Map::new(), false, None)
+            .expect("set");
+        core.states()
+            .set("sensor.one", "2", serde_json::Map::new(), false, None)
+            .expect("set");
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            let message = read(&mut client).await;
+            if message["id"] == 4 {
+                seen.push(message["event"].clone());
+            }
+        }
+        assert_eq!(seen[1]["a"]["sensor.one"]["s"], "1");
+        assert_eq!(seen[2]["c"]["sensor.one"]["+"]["s"], "2");
+
+        client.close(None).await.expect("closes");
+        let started = Instant::now();
+        while listeners(&core) != baseline {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the connection's listener outlived it"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
