@@ -46,7 +46,13 @@ pub enum RunEnd {
     Stopped,
     /// A second SIGINT cut the stop short.
     Forced,
+    /// The groups and the core did not stop within the grace; what was left is killed with the
+    /// hub.
+    GraceExceeded,
 }
+
+/// The exit code of a stop that outlasted its grace.
+pub const GRACE_EXCEEDED_EXIT_CODE: u8 = 1;
 
 /// The built-in sandbox runtime's command: this program's hidden `run-sandbox`.
 pub fn runtime_command() -> Result<Vec<OsString>> {
@@ -178,10 +184,13 @@ pub async fn run(options: RunOptions) -> Result<RunEnd> {
                         tracing::info!(group, graceful = report.graceful, exit = ?report.exit, "group stopped");
                     }
                     tracing::info!("hub stopped");
+                    RunEnd::Stopped
                 }
-                Err(_) => tracing::error!(?grace, "the hub did not stop within its grace; leaving what is left"),
+                Err(_) => {
+                    tracing::error!(?grace, "the hub did not stop within its grace; what is left dies with it");
+                    RunEnd::GraceExceeded
+                }
             }
-            RunEnd::Stopped
         }
         _ = interrupt.recv() => {
             tracing::warn!("second SIGINT: stopping at once");

@@ -394,6 +394,7 @@ async fn run(dir: &Path, log_format: Option<LogFormat>) -> Result<ExitCode> {
     Ok(match hub::run(options).await? {
         hub::RunEnd::Stopped => ExitCode::SUCCESS,
         hub::RunEnd::Forced => ExitCode::from(hub::FORCED_STOP_EXIT_CODE),
+        hub::RunEnd::GraceExceeded => ExitCode::from(hub::GRACE_EXCEEDED_EXIT_CODE),
     })
 }
 
