@@ -232,8 +232,37 @@ pub struct HubStatus {
     /// Where the HTTP API listens (`host:port`), when it does.
     #[serde(default)]
     pub http_address: Option<String>,
+    /// The WebSocket API's connections.
+    #[serde(default)]
+    pub websocket: WebSocketReport,
     /// Every group.
     pub groups: Vec<GroupReport>,
+}
+
+/// The WebSocket API's connections, as `status` shows them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WebSocketReport {
+    /// Open now.
+    pub open: usize,
+    /// Accepted since the hub started (authenticated or not).
+    pub accepted: u64,
+    /// Ended, per reason (`client_closed`, `auth_invalid`, `slow_consumer`, ...), the reasons
+    /// that ended none left out.
+    pub disconnections: BTreeMap<String, u64>,
+}
+
+/// The WebSocket API's counters now.
+fn websocket_report() -> WebSocketReport {
+    use crate::api::websocket::{Disconnect, STATS};
+    WebSocketReport {
+        open: STATS.open_connections(),
+        accepted: STATS.accepted(),
+        disconnections: Disconnect::ALL
+            .iter()
+            .map(|reason| (reason.as_str().to_owned(), STATS.disconnections(*reason)))
+            .filter(|(_, count)| *count > 0)
+            .collect(),
+    }
 }
 
 /// One config entry, as `GET /api/hub/entries` lists it.
@@ -308,6 +337,7 @@ pub fn hub_status(hub: &Hub) -> HubStatus {
         config_dir: hub.config_dir.clone(),
         control_refusals: hub.control_refusals.load(Ordering::Relaxed),
         http_address: hub.http_address.map(|address| address.to_string()),
+        websocket: websocket_report(),
         groups: group_reports(hub.plugin.groups()),
     }
 }

@@ -106,6 +106,33 @@ impl Collector for HubCollector {
             MetricType::Counter,
             [(vec![], Sample::Counter(status.control_refusals))],
         )?;
+        family(
+            &mut encoder,
+            "sandbox_api_websocket_connections",
+            "WebSocket API connections open now.",
+            MetricType::Gauge,
+            [(vec![], gauge(status.websocket.open))],
+        )?;
+        family(
+            &mut encoder,
+            "sandbox_api_websocket_accepted",
+            "WebSocket API connections accepted (authenticated or not).",
+            MetricType::Counter,
+            [(vec![], Sample::Counter(status.websocket.accepted))],
+        )?;
+        family(
+            &mut encoder,
+            "sandbox_api_websocket_disconnections",
+            "WebSocket API connections ended, per reason (`slow_consumer`: main cut a client that did not read).",
+            MetricType::Counter,
+            status
+                .websocket
+                .disconnections
+                .iter()
+                .map(|(reason, count)| {
+                    (vec![("reason", reason.as_str())], Sample::Counter(*count))
+                }),
+        )?;
         let states = groups.iter().flat_map(|group| {
             STATES.iter().map(move |state| {
                 (
@@ -326,11 +353,18 @@ mod tests {
             config_dir: "/srv/hub".into(),
             control_refusals: 2,
             http_address: None,
+            websocket: crate::control::WebSocketReport {
+                open: 1,
+                accepted: 3,
+                disconnections: BTreeMap::from([("slow_consumer".to_owned(), 2)]),
+            },
             groups: vec![group("built-in", "running"), group("custom-acme", "failed")],
         };
         let text = encode(&status).expect("encodes");
         for line in [
             "sandbox_control_refusals_total 2",
+            "sandbox_api_websocket_connections 1",
+            "sandbox_api_websocket_disconnections_total{reason=\"slow_consumer\"} 2",
             "sandbox_group_state{group=\"built-in\",state=\"running\"} 1",
             "sandbox_group_state{group=\"built-in\",state=\"failed\"} 0",
             "sandbox_group_state{group=\"custom-acme\",state=\"failed\"} 1",
