@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use sandbox_proto::log_limit::{Admit, LogBudget};
 use tokio::time::Instant;
 
 use crate::tokens::TokenStore;
@@ -27,6 +28,10 @@ pub const FAILURE_DELAY: Duration = Duration::from_millis(500);
 
 /// The longest wait before an answer to a slowed-down address.
 pub const MAX_FAILURE_DELAY: Duration = Duration::from_secs(10);
+
+/// Refusals logged per `LOG_WINDOW` (10 s); the rest are counted and summarised with the next
+/// line logged.
+pub const REFUSAL_LOG_LINES: u32 = 5;
 
 /// Most addresses whose failures are remembered; past it the oldest is forgotten (an attacker
 /// with many addresses gains nothing a token's 256 bits do not already deny).
@@ -57,6 +62,9 @@ pub struct Gate {
     /// Per address: failures, and when the last one was.
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     refused: AtomicU64,
+    /// Refusals are logged within a budget: a client hammering with a bad token must not flood
+    /// the hub's log.
+    log: Mutex<LogBudget>,
 }
 
 impl Gate {
@@ -66,6 +74,7 @@ impl Gate {
             tokens,
             failures: Mutex::new(HashMap::new()),
             refused: AtomicU64::new(0),
+            log: Mutex::new(LogBudget::new(REFUSAL_LOG_LINES, usize::MAX)),
         })
     }
 
@@ -129,7 +138,15 @@ impl Gate {
             Some(name) => Verdict::Allowed(Some(name)),
             None => {
                 self.note_failure(address);
-                tracing::warn!(%address, "API: refused an invalid or missing access token");
+                if let Admit::Log { suppressed } = self.log.lock().admit(0) {
+                    if let Some(suppressed) = suppressed {
+                        tracing::warn!(
+                            refusals = suppressed.lines,
+                            "API: more refused tokens in the last window, not logged one by one"
+                        );
+                    }
+                    tracing::warn!(%address, "API: refused an invalid or missing access token");
+                }
                 Verdict::Refused
             }
         }
