@@ -789,9 +789,19 @@ async fn attempt(
         // refuses it otherwise.
         confinement_paths.push((socket.clone(), PathAccess::ReadWrite));
     }
+    // A factory is the embedding code's: a panic in it ends this start like any failed start,
+    // rather than the supervisor task (which would leave the group hung in `starting`).
+    let argv = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        (shared.factory)(&group, &url)
+    })) {
+        Ok(argv) => argv,
+        Err(_) => {
+            return ended("its command could not be made: the command factory panicked".to_owned());
+        }
+    };
     let spec = SpawnSpec {
         group: group.clone(),
-        argv: (shared.factory)(&group, &url),
+        argv,
         transport: config.transport,
         limits: config.limits.clone(),
         credentials: config.credentials,
@@ -1140,6 +1150,32 @@ async fn stop_running(
 mod tests {
     use super::*;
     use sandbox_proto::test_util::RawPeer;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_command_factory_fails_the_group_instead_of_hanging_it() {
+        let factory: CommandFactory =
+            Arc::new(|_: &str, _: &TransportUrl| -> Vec<OsString> { panic!("no such program") });
+        let mut config = GroupConfig::new("g");
+        config.restart.backoff_initial = Duration::from_millis(10);
+        config.restart.backoff_max = Duration::from_millis(10);
+        let manager = GroupManager::new(config, factory, Arc::new(NoEvents));
+        let outcome = manager.ensure_started(Duration::from_secs(600)).await;
+        assert!(
+            matches!(outcome, Err(ManagerError::Failed { .. })),
+            "{outcome:?}"
+        );
+        let status = manager.status();
+        assert_eq!(status.state, GroupState::Failed);
+        assert_eq!(status.last_exit_cause, Some(ExitCause::FailedStart));
+        assert!(
+            status
+                .last_exit
+                .as_deref()
+                .is_some_and(|exit| exit.contains("command factory panicked")),
+            "{status:?}"
+        );
+        manager.stop().await;
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_ping_answered_with_another_type_fails_the_watchdog() {
