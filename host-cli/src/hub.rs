@@ -130,8 +130,9 @@ pub async fn run(options: RunOptions) -> Result<RunEnd> {
         let router = api::for_network(api.clone());
         let stopped = stopped(serving_stopped.clone());
         servers.push(tokio::spawn(async move {
+            use axum::serve::ListenerExt as _;
             let serve = axum::serve(
-                tcp,
+                api::NetworkListener::new(tcp).tap_io(|_| {}),
                 router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
             .with_graceful_shutdown(stopped);
