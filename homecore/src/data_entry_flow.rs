@@ -682,6 +682,15 @@ impl FlowManager {
                 };
                 (step_id, input)
             }
+            // A menu asked again without a choice shows itself again, as a form does when it
+            // runs again without input (what a front end does to show a flow's current step).
+            FlowStep::Menu { .. } if input.is_none() => {
+                return Ok(FlowResult {
+                    flow_id: slot.flow_id.clone(),
+                    handler: slot.handler.clone(),
+                    step: current,
+                });
+            }
             FlowStep::Menu { menu_options, .. } => {
                 let chosen = input
                     .as_ref()

@@ -220,6 +220,10 @@ async fn the_rest_api_drives_the_sandboxed_demo_as_home_assistants_does() {
         (200, &json!("menu")),
         "{current}"
     );
+    assert_eq!(
+        current["menu_options"], menu["menu_options"],
+        "shown again whole: {current}"
+    );
     let (status, refused) = api.post(&flow_path, json!({"next_step_id": "nope"})).await;
     assert_eq!(status, 400, "{refused}");
     assert!(refused["errors"]["next_step_id"].is_string(), "{refused}");

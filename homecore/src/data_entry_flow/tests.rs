@@ -162,6 +162,10 @@ async fn menu_form_with_section_and_create_entry() {
     assert_eq!(menu_options[1].label.as_deref(), Some("Sign in"));
     assert_eq!(flows.progress().len(), 1);
 
+    // Asked again without a choice, the menu shows itself again (a front end showing the
+    // flow's current step); a choice it does not offer is refused.
+    let shown_again = flows.configure(&menu.flow_id, None).await.unwrap();
+    assert_eq!(shown_again, menu);
     let err = flows
         .configure(&menu.flow_id, Some(obj(json!({"next_step_id": "nope"}))))
         .await

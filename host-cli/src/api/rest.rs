@@ -535,26 +535,12 @@ fn parse_flow_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Re
 }
 
 /// `GET /api/config/config_entries/flow/<flow_id>`: the step the flow waits in. As in Home
-/// Assistant, the step runs again without input (a form shows itself again, a progress step
-/// says whether it is done); a menu, which the core does not run without a choice, is
-/// answered from the flow's progress.
+/// Assistant, the step runs again without input: a form or a menu shows itself again, a
+/// progress step says whether it is done.
 async fn flow_step(State(state): State<ApiState>, Path(flow_id): Path<String>) -> RestResult {
     let flows = state.hub.core.config_entries().flow();
     match flows.configure(&flow_id, None).await {
         Ok(result) => Ok(axum::Json(flow_json(&state, &result))),
-        Err(FlowError::InvalidData(_)) => {
-            let progress = flows
-                .progress()
-                .into_iter()
-                .find(|progress| progress.flow_id == flow_id)
-                .ok_or_else(|| RestError::not_found("Invalid flow specified"))?;
-            Ok(axum::Json(json!({
-                "type": "menu",
-                "flow_id": progress.flow_id,
-                "handler": progress.handler,
-                "step_id": progress.step_id,
-            })))
-        }
         Err(error) => Err(flow_error(error)),
     }
 }
