@@ -7,141 +7,26 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use sandbox_tests::hub::{HANG_GUARD, RunningHub as Hub, text};
 use serde_json::Value;
-
-/// A hang guard only: far above anything these steps need on a loaded machine.
-const HANG_GUARD: Duration = Duration::from_secs(90);
 
 fn program() -> PathBuf {
     sandbox_tests::binary(sandbox_tests::SANDBOX_HOST)
 }
 
-/// A `sandbox-host run` on a config dir; killed (with its sandboxes) if a test ends early.
-struct Hub {
-    child: Child,
-    dir: PathBuf,
-    log: PathBuf,
-}
-
-impl Hub {
-    fn start(dir: &Path, log: &Path) -> Self {
-        // Tests run side by side: each hub's HTTP API on a port of its own.
-        let file = dir.join("sandbox-host.toml");
-        if !file.exists() {
-            std::fs::write(&file, "[listen]\nhttp = \"127.0.0.1:0\"\n").unwrap();
-        }
-        let child = Command::new(program())
-            .args(["run", "--config"])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        let hub = Self {
-            child,
-            dir: dir.to_owned(),
-            log: log.to_owned(),
-        };
-        hub.wait_for("the control socket", |hub| {
-            hub.cli(&["status"]).status.code() == Some(0)
-        });
-        hub
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(program())
-            .args(args)
-            .arg("--config")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn status(&self) -> (Value, Option<i32>) {
-        let output = self.cli(&["status", "--json"]);
-        let status = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-            panic!(
-                "status --json: {error}: {}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            )
-        });
-        (status, output.status.code())
-    }
-
-    fn group(&self, name: &str) -> Value {
-        let (status, _) = self.status();
-        status["groups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|group| group["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no group {name}: {status}"))
-    }
-
-    fn wait_for(&self, what: &str, condition: impl Fn(&Self) -> bool) {
-        let started = Instant::now();
-        while !condition(self) {
-            assert!(
-                started.elapsed() < HANG_GUARD,
-                "timed out waiting for {what}; the hub's log:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-
-    fn wait(mut self) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(started.elapsed() < HANG_GUARD, "the hub did not exit");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+fn add_demo(hub: &Hub) -> String {
+    let said = hub.add_demo();
+    assert!(said.starts_with("created demo entry"), "{said}");
+    said
 }
 
 fn alive(pid: u64) -> bool {
     kill(Pid::from_raw(pid as i32), None).is_ok()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn add_demo(hub: &Hub) -> String {
-    let added = hub.cli(&["add", "demo", "--data", "next_step_id=defaults"]);
-    assert_eq!(added.status.code(), Some(0), "{}", text(&added));
-    let said = String::from_utf8_lossy(&added.stdout).into_owned();
-    assert!(said.starts_with("created demo entry"), "{said}");
-    said
 }
 
 /// Every entity id in main's entity registry file.
@@ -166,7 +51,7 @@ fn registered_entities(dir: &Path) -> BTreeSet<(String, String)> {
 fn status_follows_a_crash_a_spent_budget_and_a_start() {
     let dir = tempfile::tempdir().unwrap();
     let log = tempfile::NamedTempFile::new().unwrap();
-    let hub = Hub::start(dir.path(), log.path());
+    let hub = Hub::start_in(dir.path(), log.path());
     add_demo(&hub);
     hub.wait_for("every demo entity", |hub| {
         let group = hub.group("built-in");
@@ -275,7 +160,7 @@ fn status_follows_a_crash_a_spent_budget_and_a_start() {
 fn sigterm_stops_every_group_and_the_next_run_has_the_same_entities() {
     let dir = tempfile::tempdir().unwrap();
     let log = tempfile::NamedTempFile::new().unwrap();
-    let hub = Hub::start(dir.path(), log.path());
+    let hub = Hub::start_in(dir.path(), log.path());
     add_demo(&hub);
     hub.wait_for("every demo entity", |hub| {
         hub.group("built-in")["entities"].as_u64() == Some(37)
@@ -325,7 +210,7 @@ fn sigterm_stops_every_group_and_the_next_run_has_the_same_entities() {
 
     // A second run sets the stored entry up again: the same entities under the same ids.
     let log = tempfile::NamedTempFile::new().unwrap();
-    let hub = Hub::start(dir.path(), log.path());
+    let hub = Hub::start_in(dir.path(), log.path());
     hub.wait_for("every demo entity again", |hub| {
         hub.group("built-in")["entities"].as_u64() == Some(37)
     });
@@ -352,7 +237,7 @@ fn a_command_without_a_hub_names_the_socket_it_tried_and_exits_3() {
 fn a_second_hub_on_the_same_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let log = tempfile::NamedTempFile::new().unwrap();
-    let hub = Hub::start(dir.path(), log.path());
+    let hub = Hub::start_in(dir.path(), log.path());
     let second = Command::new(program())
         .args(["run", "--config"])
         .arg(dir.path())
@@ -419,7 +304,7 @@ fn a_mistyped_config_dir_is_refused_and_not_created() {
 fn stop_start_restart_and_reload_steer_a_group_and_an_entry() {
     let dir = tempfile::tempdir().unwrap();
     let log = tempfile::NamedTempFile::new().unwrap();
-    let hub = Hub::start(dir.path(), log.path());
+    let hub = Hub::start_in(dir.path(), log.path());
     let created = add_demo(&hub);
     let entry_id = created
         .trim_end()
@@ -498,7 +383,7 @@ fn stop_start_restart_and_reload_steer_a_group_and_an_entry() {
 fn a_second_sigint_stops_at_once_and_takes_the_sandboxes_along() {
     let dir = tempfile::tempdir().unwrap();
     let log = tempfile::NamedTempFile::new().unwrap();
-    let hub = Hub::start(dir.path(), log.path());
+    let hub = Hub::start_in(dir.path(), log.path());
     add_demo(&hub);
     hub.wait_for("every demo entity", |hub| {
         hub.group("built-in")["entities"].as_u64() == Some(37)
@@ -508,9 +393,7 @@ fn a_second_sigint_stops_at_once_and_takes_the_sandboxes_along() {
     kill(Pid::from_raw(sandbox as i32), Signal::SIGSTOP).unwrap();
     hub.signal(Signal::SIGINT);
     hub.wait_for("the stop to begin", |hub| {
-        std::fs::read_to_string(&hub.log)
-            .unwrap_or_default()
-            .contains("hub stopping")
+        hub.log().contains("hub stopping")
     });
     let asked = Instant::now();
     hub.signal(Signal::SIGINT);

@@ -5,105 +5,13 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use sandbox_tests::hub::{HANG_GUARD, RunningHub as Hub};
 use serde_json::{Value, json};
-
-/// A hang guard only: far above anything these steps need on a loaded machine.
-const HANG_GUARD: Duration = Duration::from_secs(90);
-
-fn program() -> PathBuf {
-    sandbox_tests::binary(sandbox_tests::SANDBOX_HOST)
-}
-
-/// A `sandbox-host run` on a config dir with its HTTP API on a free port; killed (with its
-/// sandboxes) when the test ends.
-struct Hub {
-    child: Child,
-    dir: PathBuf,
-    log: PathBuf,
-    address: String,
-}
-
-impl Hub {
-    fn start(dir: &Path) -> Self {
-        std::fs::write(
-            dir.join("sandbox-host.toml"),
-            "[listen]\nhttp = \"127.0.0.1:0\"\n",
-        )
-        .unwrap();
-        let log = dir.join("hub.log");
-        let child = Command::new(program())
-            .args(["run", "--config"])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut hub = Self {
-            child,
-            dir: dir.to_owned(),
-            log,
-            address: String::new(),
-        };
-        let started = Instant::now();
-        loop {
-            let output = hub.cli(&["status", "--json"]);
-            if output.status.code() == Some(0) {
-                let status: Value = serde_json::from_slice(&output.stdout).unwrap();
-                if let Some(address) = status["http_address"].as_str() {
-                    hub.address = address.to_owned();
-                    return hub;
-                }
-            }
-            assert!(
-                started.elapsed() < HANG_GUARD,
-                "the hub did not start; its log:\n{}",
-                std::fs::read_to_string(&hub.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(program())
-            .args(args)
-            .arg("--config")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn token(&self, name: &str) -> String {
-        let output = self.cli(&["token", "create", name]);
-        assert_eq!(output.status.code(), Some(0), "{output:?}");
-        String::from_utf8(output.stdout).unwrap().trim().to_owned()
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        // SIGTERM lets the hub stop its sandboxes; a kill after the guard if it does not.
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let started = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none() {
-            if started.elapsed() > HANG_GUARD {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
 
 /// One HTTP/1.1 exchange: the status and the body (JSON when it parses, else a string).
 async fn request(
@@ -177,18 +85,18 @@ impl Client<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rest_api_drives_the_sandboxed_demo_as_home_assistants_does() {
-    let dir = tempfile::tempdir().unwrap();
-    let hub = Hub::start(dir.path());
+    let hub = Hub::start();
+    let address = hub.address();
     let token = hub.token("rest-test");
     let api = Client {
-        address: &hub.address,
+        address: &address,
         token: &token,
     };
 
     // No token, a bad token: Home Assistant's 401.
-    let (status, body) = request(&hub.address, "GET", "/api/", None, None).await;
+    let (status, body) = request(&address, "GET", "/api/", None, None).await;
     assert_eq!((status, body), (401, json!("401: Unauthorized")));
-    let (status, _) = request(&hub.address, "GET", "/api/states", Some("nope"), None).await;
+    let (status, _) = request(&address, "GET", "/api/states", Some("nope"), None).await;
     assert_eq!(status, 401);
 
     assert_eq!(

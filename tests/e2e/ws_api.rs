@@ -7,133 +7,16 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::{SinkExt as _, StreamExt as _};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use sandbox_tests::hub::{HANG_GUARD, RunningHub as Hub};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-/// A hang guard only: far above anything these steps need on a loaded machine.
-const HANG_GUARD: Duration = Duration::from_secs(90);
-
-fn program() -> PathBuf {
-    sandbox_tests::binary(sandbox_tests::SANDBOX_HOST)
-}
-
-/// A `sandbox-host run` on a config dir with its HTTP API on a free port; killed (with its
-/// sandboxes) if a test ends early.
-struct Hub {
-    child: Child,
-    dir: tempfile::TempDir,
-    log: tempfile::NamedTempFile,
-}
-
-impl Hub {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let log = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(
-            dir.path().join("sandbox-host.toml"),
-            "[listen]\nhttp = \"127.0.0.1:0\"\n",
-        )
-        .unwrap();
-        let child = Command::new(program())
-            .args(["run", "--config"])
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .unwrap();
-        let hub = Self { child, dir, log };
-        hub.wait_for("the control socket", |hub| {
-            hub.cli(&["status"]).status.code() == Some(0)
-        });
-        hub
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(program())
-            .args(args)
-            .arg("--config")
-            .arg(self.dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn status(&self) -> Value {
-        serde_json::from_slice(&self.cli(&["status", "--json"]).stdout).unwrap()
-    }
-
-    fn address(&self) -> String {
-        self.status()["http_address"].as_str().unwrap().to_owned()
-    }
-
-    fn token(&self) -> String {
-        let made = self.cli(&["token", "create", "test"]);
-        assert_eq!(made.status.code(), Some(0), "{made:?}");
-        String::from_utf8(made.stdout).unwrap().trim().to_owned()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-
-    fn group(&self) -> Value {
-        self.status()["groups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|group| group["name"] == "built-in")
-            .cloned()
-            .unwrap_or(Value::Null)
-    }
-
-    fn wait_for(&self, what: &str, condition: impl Fn(&Self) -> bool) {
-        let started = Instant::now();
-        while !condition(self) {
-            assert!(
-                started.elapsed() < HANG_GUARD,
-                "timed out waiting for {what}; the hub's log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn add_demo(&self) {
-        let added = self.cli(&["add", "demo", "--data", "next_step_id=defaults"]);
-        assert_eq!(added.status.code(), Some(0), "{added:?}");
-        self.wait_for("every demo entity", |hub| {
-            let group = hub.group();
-            group["state"] == "running" && group["entities"].as_u64() == Some(37)
-        });
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-            let started = Instant::now();
-            while self.child.try_wait().ok().flatten().is_none() {
-                if started.elapsed() > HANG_GUARD {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-}
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -293,7 +176,7 @@ async fn try_auth(address: &str, auth: Value) -> (Value, bool) {
 async fn the_handshake_and_every_bad_input() {
     let hub = Hub::start();
     let address = hub.address();
-    let token = hub.token();
+    let token = hub.token("test");
 
     // Bad, missing, and a message other than auth: auth_invalid, then closed.
     for auth in [
@@ -407,7 +290,7 @@ async fn every_command_on_a_sandboxed_demo() {
     let hub = Hub::start();
     hub.add_demo();
     let address = hub.address();
-    let token = hub.token();
+    let token = hub.token("test");
     let mut client = Client::connect(&address, &token).await;
 
     let states = client.ok(json!({"type": "get_states"})).await;
@@ -556,7 +439,7 @@ async fn a_killed_sandbox_shows_as_unavailable_then_comes_back() {
     let hub = Hub::start();
     hub.add_demo();
     let address = hub.address();
-    let mut watcher = Client::connect(&address, &hub.token()).await;
+    let mut watcher = Client::connect(&address, &hub.token("test")).await;
     let states = watcher.ok(json!({"type": "get_states"})).await;
     let light = states
         .as_array()
@@ -577,7 +460,7 @@ async fn a_killed_sandbox_shows_as_unavailable_then_comes_back() {
         "only the light: {added}"
     );
 
-    let pid = hub.group()["pid"].as_u64().unwrap();
+    let pid = hub.group("built-in")["pid"].as_u64().unwrap();
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
     watcher
         .event(id, "the light unavailable", |event| {
@@ -609,7 +492,7 @@ async fn a_client_that_does_not_read_is_disconnected_and_others_are_still_served
     let hub = Hub::start();
     hub.add_demo();
     let address = hub.address();
-    let token = hub.token();
+    let token = hub.token("test");
     let mut driver = Client::connect(&address, &token).await;
     let states = driver.ok(json!({"type": "get_states"})).await;
     let light_id = states

@@ -1,10 +1,13 @@
-//! Support for the workspace's end-to-end tests: finding the real binaries they drive.
+//! Support for the workspace's end-to-end tests: finding the real binaries they drive
+//! ([`binary`]) and running a hub with them ([`hub::RunningHub`]).
 //!
 //! A binary of another package has no `CARGO_BIN_EXE_*` variable, and `cargo test -p
 //! sandbox-tests` alone would not build it, so [`binary`] asks cargo to build it (a no-op when
 //! it is fresh) and takes its path from cargo's own report, once per binary and test process.
 //! The build uses the profile the test was built with and the same target directory, so the
 //! binary a test runs is the one the workspace's sources make now, never a stale copy.
+
+pub mod hub;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
