@@ -11,6 +11,8 @@
 //! - [`stdout`] (`misbehave_stdout`): prints to stdout (fake length prefixes included) during
 //!   setup and periodically.
 //! - [`forbidden`] (`misbehave_forbidden`): tries every forbidden registration and event.
+//! - [`escape`] (`misbehave_escape`): tries to reach main's files, process and kernel past its
+//!   confinement, one sensor per attempt showing what it got.
 //!
 //! They are meant to run in a sandbox (the `compat-sandbox` binary hosts them next to the
 //! built-in integrations); run in-process most would do the same harm to the process they are in.
@@ -32,6 +34,7 @@ use homecore::{
 };
 
 pub mod abort_after;
+pub mod escape;
 pub mod flood;
 pub mod forbidden;
 pub mod hang;
@@ -50,17 +53,19 @@ pub fn all() -> Vec<Arc<dyn Integration>> {
         Arc::new(flood::integration()),
         Arc::new(stdout::integration()),
         Arc::new(forbidden::integration()),
+        Arc::new(escape::integration()),
     ]
 }
 
 /// The domains of [`all`], in the same order.
-pub const DOMAINS: [&str; 6] = [
+pub const DOMAINS: [&str; 7] = [
     panic_setup::DOMAIN,
     abort_after::DOMAIN,
     hang::DOMAIN,
     flood::DOMAIN,
     stdout::DOMAIN,
     forbidden::DOMAIN,
+    escape::DOMAIN,
 ];
 
 /// What one misbehaving integration does when an entry is set up; tasks it spawns are

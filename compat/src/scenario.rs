@@ -40,7 +40,9 @@
 //! The hub:
 //! - `flow_init` is the data given to the config flow's first step; `flow` lists the inputs of
 //!   the steps after it. `{tmp}` in any string is replaced by a private temporary directory of
-//!   the run (and turned back into `{tmp}` in recorded states).
+//!   the run (and turned back into `{tmp}` in recorded states); its parent, `{tmp}/..`, is
+//!   main's configuration directory. `files` are written (their folders made) before the hub
+//!   starts.
 //! - `setup`: the state the scenario's entry must be in once its config flow returned
 //!   (default `loaded`), and a text its reason must contain.
 //! - `companions`: other integrations configured first (each must load), so later steps can
@@ -723,7 +725,10 @@ pub async fn run(
     let tmp = dir.path().join("scenario");
     std::fs::create_dir_all(&tmp)?;
     for (path, content) in &scenario.files {
-        let path = path.replace("{tmp}", &tmp.display().to_string());
+        let path = PathBuf::from(path.replace("{tmp}", &tmp.display().to_string()));
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
         std::fs::write(&path, content)?;
     }
     let (core, plugin) = start_hub(dir.path(), &tmp, mode, &scenario.sandbox, sandboxing).await?;
@@ -1077,7 +1082,16 @@ impl Run<'_> {
                 let states = self.settle().await;
                 let outcome =
                     judge().map_or("ok".to_owned(), |why| format!("expectation failed: {why}"));
-                vec![self.record(format!("{index}: expect {entity_id}"), outcome, states)]
+                let expected = match (absent, state) {
+                    (true, _) => " absent".to_owned(),
+                    (false, Some(state)) => format!(" = {state}"),
+                    (false, None) => String::new(),
+                };
+                vec![self.record(
+                    format!("{index}: expect {entity_id}{expected}"),
+                    outcome,
+                    states,
+                )]
             }
             Step::ExpectEntry { state, reason } => {
                 let judge = || -> Option<String> {

@@ -69,6 +69,22 @@ fn seconds(seconds: f64) -> String {
     human_duration(Duration::from_secs_f64(seconds.max(0.0)))
 }
 
+/// What confines a group's latest child, for the status: the profile, whether the syscall
+/// filter is installed, and what confines its files
+/// (`confinement: default (seccomp, Landlock ABI 7)`).
+fn confinement_line(profile: &str, seccomp: Option<bool>, landlock_abi: Option<u32>) -> String {
+    let seccomp = match seccomp {
+        Some(true) => "seccomp",
+        _ => "no seccomp filter",
+    };
+    let files = match landlock_abi {
+        Some(0) => "files NOT confined: the kernel has no Landlock".to_owned(),
+        Some(abi) => format!("Landlock ABI {abi}"),
+        None => "files NOT confined".to_owned(),
+    };
+    format!("confinement: {profile} ({seccomp}, {files})")
+}
+
 /// The status as text: one block per group.
 pub fn render_status(status: &HubStatus, config_dir: &Path) -> String {
     let mut out = format!(
@@ -116,10 +132,11 @@ pub fn render_status(status: &HubStatus, config_dir: &Path) -> String {
                 .map(|rss| format!(", memory: {}", megabytes(rss)))
                 .unwrap_or_default()
         ));
-        match group.landlock_abi {
-            Some(0) => out.push_str("  files: NOT confined (the kernel has no Landlock)\n"),
-            Some(abi) => out.push_str(&format!("  files: confined (Landlock ABI {abi})\n")),
-            None => {}
+        if let Some(confinement) = &group.confinement {
+            out.push_str(&format!(
+                "  {}\n",
+                confinement_line(confinement, group.seccomp, group.landlock_abi)
+            ));
         }
         let latency = &group.channel.call_latency;
         if let (Some(p50), Some(p99)) = (latency.p50_us, latency.p99_us) {
@@ -591,6 +608,26 @@ mod tests {
                 },
             ),
         ])
+    }
+
+    fn confined(profile: &str, seccomp: bool, landlock_abi: Option<u32>) -> String {
+        confinement_line(profile, Some(seccomp), landlock_abi)
+    }
+
+    #[test]
+    fn the_confinement_line_says_the_profile_the_filter_and_the_files() {
+        assert_eq!(
+            confined("default", true, Some(7)),
+            "confinement: default (seccomp, Landlock ABI 7)"
+        );
+        assert_eq!(
+            confined("default", true, Some(0)),
+            "confinement: default (seccomp, files NOT confined: the kernel has no Landlock)"
+        );
+        assert_eq!(
+            confined("off", false, None),
+            "confinement: off (no seccomp filter, files NOT confined)"
+        );
     }
 
     #[test]

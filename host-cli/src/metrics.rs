@@ -323,6 +323,8 @@ mod tests {
             entities: 37,
             rss_bytes: Some(7_000_000),
             landlock_abi: Some(7),
+            confinement: Some("default".into()),
+            seccomp: Some(true),
             channel: ChannelCounters {
                 pushes_shed: 4,
                 messages: vec![MessageTraffic {

@@ -58,6 +58,16 @@ pub enum ConfinementProfile {
     Off,
 }
 
+impl ConfinementProfile {
+    /// Its name in the configuration file and in a group's status: `default` or `off`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfinementProfile::Default => "default",
+            ConfinementProfile::Off => "off",
+        }
+    }
+}
+
 /// Why a profile could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfinementError {

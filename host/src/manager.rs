@@ -185,6 +185,11 @@ pub struct GroupStatus {
     /// kernel has no Landlock (its files were not confined), `None` before any child and when
     /// its profile confines no files.
     pub landlock_abi: Option<u32>,
+    /// The confinement profile of the group's latest child; `None` before any child.
+    pub confinement: Option<ConfinementProfile>,
+    /// Whether the group's latest child runs under the syscall filter; `None` before any
+    /// child.
+    pub seccomp: Option<bool>,
 }
 
 impl GroupStatus {
@@ -197,6 +202,8 @@ impl GroupStatus {
             failure: None,
             protocol_version: None,
             landlock_abi: None,
+            confinement: None,
+            seccomp: None,
             last_exit_cause: None,
             running_since: None,
             backoff_until: None,
@@ -820,6 +827,8 @@ async fn attempt(
     shared.update(|status| {
         status.pid = Some(pid);
         status.landlock_abi = landlock_abi;
+        status.confinement = Some(process.confinement());
+        status.seccomp = Some(process.seccomp());
     });
 
     // A stop that landed while we were spawning must not miss the child it raced.

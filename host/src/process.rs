@@ -138,6 +138,10 @@ pub struct SandboxProcess {
     /// The Landlock ABI its files are confined with (0: the kernel has none); `None` when its
     /// profile confines no files.
     landlock_abi: Option<u32>,
+    /// The profile it was confined with.
+    confinement: ConfinementProfile,
+    /// Whether a syscall filter was installed in it.
+    seccomp: bool,
 }
 
 /// The channel ends of a stdio child.
@@ -181,6 +185,8 @@ impl SandboxProcess {
         };
         let syscall_filter =
             crate::confinement::syscall_filter(spec.confinement).map_err(confinement_error)?;
+        // The child execs only once the filter is installed (a failed install fails the spawn).
+        let seccomp = syscall_filter.is_some();
         // Removed on every way out of here that does not hand it to the process.
         let private_tmp = PrivateTmp::create(&spec.group, spec.credentials).map_err(|source| {
             SpawnError::PrivateTmp {
@@ -242,7 +248,7 @@ impl SandboxProcess {
                 None
             }
         };
-        tracing::debug!(group = %spec.group, pid, ?landlock_abi, "sandbox process started");
+        tracing::debug!(group = %spec.group, pid, confinement = spec.confinement.as_str(), seccomp, ?landlock_abi, "sandbox process started");
         Ok((
             Self {
                 child,
@@ -252,6 +258,8 @@ impl SandboxProcess {
                 log_tasks,
                 private_tmp,
                 landlock_abi,
+                confinement: spec.confinement,
+                seccomp,
             },
             pipes,
         ))
@@ -266,6 +274,16 @@ impl SandboxProcess {
     /// (its files are then not confined), `None` when its profile confines no files.
     pub fn landlock_abi(&self) -> Option<u32> {
         self.landlock_abi
+    }
+
+    /// The confinement profile the child was started with.
+    pub fn confinement(&self) -> ConfinementProfile {
+        self.confinement
+    }
+
+    /// Whether the child runs under a syscall filter (installed before its exec).
+    pub fn seccomp(&self) -> bool {
+        self.seccomp
     }
 
     /// The child's private temporary directory (its `TMPDIR`), removed once it is reaped.

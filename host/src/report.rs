@@ -55,6 +55,12 @@ pub struct GroupReport {
     /// none (not confined); none before a child, or under a profile that confines no files.
     #[serde(default)]
     pub landlock_abi: Option<u32>,
+    /// The confinement profile of the latest child (`default` or `off`); none before a child.
+    #[serde(default)]
+    pub confinement: Option<String>,
+    /// Whether the latest child runs under the syscall filter; none before a child.
+    #[serde(default)]
+    pub seccomp: Option<bool>,
     /// Counters of the running child's channel (reset with each process).
     pub channel: ChannelCounters,
     /// Refusals per trust gate, across every process of the group (only gates that refused).
@@ -183,6 +189,10 @@ pub fn group_reports(groups: &Groups) -> Vec<GroupReport> {
                     .pid
                     .and_then(|pid| crate::cpu_share::resident_bytes(pid).ok()),
                 landlock_abi: status.landlock_abi,
+                confinement: status
+                    .confinement
+                    .map(|profile| profile.as_str().to_owned()),
+                seccomp: status.seccomp,
                 channel: stats
                     .map(|stats| ChannelCounters {
                         frames_in: stats.frames_in,

@@ -64,6 +64,8 @@ fn status_follows_a_crash_a_spent_budget_and_a_start() {
         group["landlock_abi"].is_u64(),
         "which confinement applied: {group}"
     );
+    assert_eq!(group["confinement"], "default", "{group}");
+    assert_eq!(group["seccomp"], true, "{group}");
     // The same figures as Prometheus text, with the traffic per message type.
     let metrics = hub.cli(&["metrics"]);
     assert_eq!(metrics.status.code(), Some(0), "{}", text(&metrics));
@@ -102,6 +104,11 @@ fn status_follows_a_crash_a_spent_budget_and_a_start() {
     assert_eq!(shown.status.code(), Some(0));
     assert!(
         text(&shown).contains("last exit: crashed: killed by SIGKILL"),
+        "{}",
+        text(&shown)
+    );
+    assert!(
+        text(&shown).contains("confinement: default (seccomp, "),
         "{}",
         text(&shown)
     );

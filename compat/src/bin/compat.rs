@@ -9,7 +9,9 @@
 //! this binary its own sandbox runtime (`run-sandbox`, with the same integrations as main), the
 //! sandbox of the custom integration (`run-custom-sandbox`, its SDK main; the sweep pins this
 //! binary's own SHA-256, computed at start, as the custom integration's artifact), and the
-//! forging child of the gate checks (`forge`).
+//! forging child of the gate checks (`forge`); its first argument
+//! [`sandbox_compat::misbehaving::escape::HELPER_FLAG`] makes it the helper of the
+//! `misbehave_escape` integration run by that runtime.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -171,6 +173,10 @@ impl Outcome {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if let Some(code) = sandbox_compat::misbehaving::escape::helper_main(&args) {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -507,6 +513,7 @@ fn write_report(cli: &Cli, outcomes: &[Outcome], gates: &[GateOutcome]) -> Resul
         report,
         "| **total** | | {only_total} | {met_total} |\n\nSandboxed-only expectations met: **{met_total} of {only_total}**.\n"
     );
+    write_sandboxed_only_steps(&mut report, outcomes);
 
     write_gates(&mut report, cli, gates);
     for outcome in outcomes {
@@ -527,6 +534,31 @@ fn write_report(cli: &Cli, outcomes: &[Outcome], gates: &[GateOutcome]) -> Resul
         .with_context(|| format!("cannot write {}", cli.report.display()))?;
     std::fs::write(&cli.csv, csv).with_context(|| format!("cannot write {}", cli.csv.display()))?;
     Ok(())
+}
+
+/// Every step of each sandboxed-only scenario and what it got (what a misbehaving integration
+/// tried and how main and the kernel answered).
+fn write_sandboxed_only_steps(report: &mut String, outcomes: &[Outcome]) {
+    for outcome in outcomes {
+        if !outcome.scenario.is_sandboxed_only() {
+            continue;
+        }
+        let _ = writeln!(
+            report,
+            "### {}\n\n{}\n\n| step | outcome |\n|---|---|",
+            outcome.scenario.integration,
+            cell(&outcome.scenario.description)
+        );
+        for record in outcome.sandboxed_only() {
+            let _ = writeln!(
+                report,
+                "| {} | {} |",
+                cell(&record.label),
+                cell(&record.outcome)
+            );
+        }
+        report.push('\n');
+    }
 }
 
 /// The "Trust gates" section: one row per gate check.
