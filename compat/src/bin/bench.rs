@@ -7,12 +7,14 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{Read, Write};
+use std::path::Path;
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+use futures::{SinkExt as _, StreamExt as _};
 use homecore::entity_registry::EntityUpdate;
 use homecore::{
     ConfigEntry, Context, Core, CoreConfig, FlowContext, FlowStep, ServiceRequest, ServiceTarget,
@@ -22,9 +24,15 @@ use sandbox_compat::bench_lights::{self, BenchLights, monotonic_ns};
 use sandbox_host::groups::GroupsConfig;
 use sandbox_host::plugin::{PluginConfig, SandboxPlugin};
 use sandbox_host::{GroupConfig, GroupState};
+use sandbox_host_cli::api::auth::Gate;
+use sandbox_host_cli::api::{self, ApiState};
+use sandbox_host_cli::control::Hub;
+use sandbox_host_cli::tokens::TokenStore;
 use sandbox_proto::framing::{self, MAX_FRAME_LEN};
 use sandbox_proto::{json, wire};
 use serde_json::{Map, Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,8 +54,8 @@ struct Cli {
     /// State changes in the push throughput figure.
     #[arg(long, default_value_t = 200_000)]
     pushes: u64,
-    /// Measure only these sections (repeatable; all when absent): rtt, area, push, flood,
-    /// memory, crash, spawn, latency, register. For profiling one path at a time.
+    /// Measure only these sections (repeatable; all when absent): rtt, api, area, push,
+    /// flood, memory, crash, spawn, latency, register. For profiling one path at a time.
     #[arg(long, value_enum)]
     only: Vec<Section>,
 }
@@ -56,6 +64,7 @@ struct Cli {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Section {
     Rtt,
+    Api,
     Area,
     Push,
     Flood,
@@ -91,6 +100,11 @@ enum Command {
 
 /// Round trips timed for the RTT figure (after as many again for warm-up... a tenth of it).
 const RTT_ROUNDS: usize = 3000;
+/// Blocks in the API figure, in turn `light.toggle` in-process, `light.toggle` over the
+/// WebSocket API and the API's `ping` (so all three see the same machine conditions).
+const API_BLOCKS: usize = 30;
+/// Calls timed per block (after a tenth of that as warm-up).
+const API_BLOCK_ROUNDS: usize = 500;
 /// Area calls timed.
 const AREA_ROUNDS: usize = 200;
 /// Blocks of neighbour service calls in the flood figure, alternately without and with the
@@ -379,6 +393,10 @@ async fn run(cli: &Cli) -> Result<()> {
             json!(round(percentile(&mut raw, 0.99))),
         );
         eprintln!("bench: rtt p50 {rtt_p50:.1} µs p99 {rtt_p99:.1} µs");
+    }
+    // The same service call over Home Assistant's WebSocket API, next to it in-process.
+    if cli.runs(Section::Api) {
+        api_figures(&core, &plugin, dir.path(), &light, &mut figures).await?;
     }
     // One area call over the 100 sandboxed lights, awaited.
     if cli.runs(Section::Area) {
@@ -721,6 +739,191 @@ async fn run(cli: &Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `light.toggle` on the sandboxed `light`, over the hub's WebSocket API (its real router on a
+/// loopback port, one authenticated connection) and in-process, and the API's `ping`, in
+/// alternating blocks.
+async fn api_figures(
+    core: &Core,
+    plugin: &Arc<SandboxPlugin>,
+    config_dir: &Path,
+    light: &str,
+    figures: &mut BTreeMap<String, Value>,
+) -> Result<()> {
+    let token = TokenStore::new(config_dir)
+        .create("bench")
+        .context("cannot create the API token")?;
+    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+    let address = listener.local_addr()?;
+    let state = ApiState {
+        hub: Hub {
+            core: core.clone(),
+            plugin: Arc::clone(plugin),
+            config_dir: config_dir.to_owned(),
+            started: Instant::now(),
+            control_refusals: Arc::default(),
+            http_address: Some(address),
+        },
+        gate: Gate::new(TokenStore::new(config_dir)),
+    };
+    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            api::for_network(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = serving_stopped.await;
+        })
+        .await
+    });
+    let mut client = ApiClient::connect(address, &token).await?;
+    // Three kinds of block in turn: the call in-process, the call over the API, and the API's
+    // `ping` (answered by the connection's reader, no service: the transport's share).
+    let mut samples: [Vec<f64>; 3] =
+        std::array::from_fn(|_| Vec::with_capacity(API_BLOCKS / 3 * API_BLOCK_ROUNDS));
+    for block in 0..API_BLOCKS {
+        let kind = block % 3;
+        for round in 0..API_BLOCK_ROUNDS + API_BLOCK_ROUNDS / 10 {
+            let started = Instant::now();
+            match kind {
+                0 => {
+                    core.services()
+                        .call(
+                            ServiceRequest::new("light", "toggle")
+                                .with_target(ServiceTarget::entities([light.to_owned()])),
+                        )
+                        .await?;
+                }
+                1 => {
+                    client
+                        .call(json!({
+                            "type": "call_service",
+                            "domain": "light",
+                            "service": "toggle",
+                            "target": {"entity_id": light},
+                        }))
+                        .await?;
+                }
+                _ => {
+                    client.call(json!({"type": "ping"})).await?;
+                }
+            }
+            if round >= API_BLOCK_ROUNDS / 10 {
+                samples[kind].push(started.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+    }
+    client.close().await;
+    let _ = stop_serving.send(());
+    server.await.context("the API server task")??;
+    let [mut in_process, mut over_api, mut ping] = samples;
+    let (api_p50, api_p99) = (
+        percentile(&mut over_api, 0.5),
+        percentile(&mut over_api, 0.99),
+    );
+    let (local_p50, local_p99) = (
+        percentile(&mut in_process, 0.5),
+        percentile(&mut in_process, 0.99),
+    );
+    let (ping_p50, ping_p99) = (percentile(&mut ping, 0.5), percentile(&mut ping, 0.99));
+    figures.extend([
+        ("api_call_p50_us".to_owned(), json!(round(api_p50))),
+        ("api_call_p99_us".to_owned(), json!(round(api_p99))),
+        ("api_in_process_p50_us".to_owned(), json!(round(local_p50))),
+        ("api_in_process_p99_us".to_owned(), json!(round(local_p99))),
+        ("api_ping_p50_us".to_owned(), json!(round(ping_p50))),
+        ("api_ping_p99_us".to_owned(), json!(round(ping_p99))),
+        (
+            "api_vs_in_process_p50".to_owned(),
+            json!(round(api_p50 / local_p50)),
+        ),
+        (
+            "api_vs_in_process_p99".to_owned(),
+            json!(round(api_p99 / local_p99)),
+        ),
+    ]);
+    eprintln!(
+        "bench: call_service over the WebSocket API p50 {api_p50:.1} µs p99 {api_p99:.1} µs; \
+         in-process p50 {local_p50:.1} µs p99 {local_p99:.1} µs ({:.2}x at p50); \
+         the API's ping p50 {ping_p50:.1} µs p99 {ping_p99:.1} µs",
+        api_p50 / local_p50
+    );
+    Ok(())
+}
+
+/// One authenticated WebSocket connection to the hub's API, its commands numbered.
+struct ApiClient {
+    socket: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+    next_id: u64,
+}
+
+impl ApiClient {
+    async fn connect(address: std::net::SocketAddr, token: &str) -> Result<Self> {
+        let (socket, _) =
+            tokio_tungstenite::connect_async(format!("ws://{address}{}", api::WEBSOCKET_PATH))
+                .await
+                .context("cannot open the WebSocket")?;
+        let mut client = Self { socket, next_id: 1 };
+        let required = client.next_message().await?;
+        if required["type"] != "auth_required" {
+            bail!("expected auth_required, got {required}");
+        }
+        client
+            .send(&json!({"type": "auth", "access_token": token}))
+            .await?;
+        let answer = client.next_message().await?;
+        if answer["type"] != "auth_ok" {
+            bail!("expected auth_ok, got {answer}");
+        }
+        Ok(client)
+    }
+
+    async fn send(&mut self, message: &Value) -> Result<()> {
+        self.socket
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .context("cannot send on the WebSocket")
+    }
+
+    async fn next_message(&mut self) -> Result<Value> {
+        loop {
+            let message = tokio::time::timeout(WAIT_LIMIT, self.socket.next())
+                .await
+                .context("timed out waiting for the API")?;
+            match message {
+                Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text)?),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(other)) => bail!("unexpected WebSocket message {other:?}"),
+                Some(Err(error)) => return Err(error).context("the WebSocket failed"),
+                None => bail!("the API closed the WebSocket"),
+            }
+        }
+    }
+
+    /// Sends `command` with the next id and waits for its answer (a failed result is an
+    /// error).
+    async fn call(&mut self, mut command: Value) -> Result<Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        command["id"] = json!(id);
+        self.send(&command).await?;
+        loop {
+            let answer = self.next_message().await?;
+            if answer["id"] != id {
+                continue;
+            }
+            if answer["type"] == "result" && answer["success"] != true {
+                bail!("the API refused {command}: {answer}");
+            }
+            return Ok(answer);
+        }
+    }
+
+    async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
 }
 
 /// `light.toggle` through the proxy of `light`, `FLOOD_BLOCK_ROUNDS` times after a tenth of
