@@ -534,6 +534,8 @@ async fn a_client_that_does_not_read_is_disconnected_and_others_are_still_served
     }
 
     // Change the light fast from another connection until the hub gives up on the reader.
+    let hub_pid = hub.status().0["pid"].as_u64().unwrap();
+    let resident_before = resident_bytes(hub_pid);
     let started = Instant::now();
     let mut calls = 0u64;
     while !hub.log().contains("slow_consumer") {
@@ -560,6 +562,13 @@ async fn a_client_that_does_not_read_is_disconnected_and_others_are_still_served
         }
         driver.pending.clear();
     }
+    // What main queued for the client is bounded (`SEND_QUEUE_BYTES`, 16 MiB), so the hub's
+    // memory grew by at most that and the allocator's slack, whatever the client did.
+    let grown = resident_bytes(hub_pid).saturating_sub(resident_before);
+    assert!(
+        grown < 64 << 20,
+        "the hub grew by {grown} bytes while the client did not read"
+    );
     // The other client is still served.
     driver.still_usable().await;
     let states_again = driver.ok(json!({"type": "get_states"})).await;
@@ -575,4 +584,14 @@ async fn a_client_that_does_not_read_is_disconnected_and_others_are_still_served
         "received {received} of about {} messages",
         calls * 100
     );
+}
+
+/// A process's resident memory in bytes (`/proc/<pid>/statm`, in pages).
+fn resident_bytes(pid: u64) -> u64 {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .unwrap()
+        .unwrap();
+    pages * page as u64
 }
