@@ -21,6 +21,7 @@ use homecore::{
 };
 use parking_lot::Mutex;
 use sandbox_compat::bench_lights::{self, BenchLights, monotonic_ns};
+use sandbox_host::confinement::ConfinementProfile;
 use sandbox_host::groups::GroupsConfig;
 use sandbox_host::plugin::{PluginConfig, SandboxPlugin};
 use sandbox_host::{GroupConfig, GroupState};
@@ -281,7 +282,14 @@ async fn run(cli: &Cli) -> Result<()> {
                 )]
                 .into(),
                 group_defaults: group_defaults.clone(),
-                group_overrides: Default::default(),
+                // The spawn figure's unconfined twins, to show what confinement costs a start.
+                group_overrides: (0..SPAWN_ROUNDS)
+                    .map(|round| {
+                        let mut unconfined = group_defaults.clone();
+                        unconfined.confinement = ConfinementProfile::Off;
+                        (format!("spawn-off-{round}"), unconfined)
+                    })
+                    .collect(),
             },
             custom: vec![],
         },
@@ -586,21 +594,30 @@ async fn run(cli: &Cli) -> Result<()> {
         })
         .await?;
     }
-    // Spawn to Ready of the real runtime, next to spawning /bin/true.
+    // Spawn to Ready of the real runtime, next to spawning /bin/true and to the same runtime
+    // started without confinement (no Landlock ruleset, no seccomp filter).
     if cli.runs(Section::Spawn) {
-        let (mut spawn, mut raw_spawn) = (Vec::new(), Vec::new());
+        let (mut spawn, mut raw_spawn, mut unconfined) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..SPAWN_ROUNDS {
             let started = Instant::now();
             tokio::process::Command::new("/bin/true").status().await?;
             raw_spawn.push(started.elapsed().as_secs_f64() * 1e3);
-            let name = format!("spawn-{round}");
-            let started = Instant::now();
-            plugin.groups().channel(&name).await?;
-            spawn.push(started.elapsed().as_secs_f64() * 1e3);
-            if let Some(handle) = plugin.groups().get(&name) {
-                handle.manager.stop().await;
+            for (name, samples) in [
+                (format!("spawn-{round}"), &mut spawn),
+                (format!("spawn-off-{round}"), &mut unconfined),
+            ] {
+                let started = Instant::now();
+                plugin.groups().channel(&name).await?;
+                samples.push(started.elapsed().as_secs_f64() * 1e3);
+                if let Some(handle) = plugin.groups().get(&name) {
+                    handle.manager.stop().await;
+                }
             }
         }
+        figures.insert(
+            "spawn_ready_unconfined_ms".into(),
+            json!(round(percentile(&mut unconfined, 0.5))),
+        );
         figures.insert(
             "spawn_ready_ms".into(),
             json!(round(percentile(&mut spawn, 0.5))),
