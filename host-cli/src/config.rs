@@ -579,6 +579,7 @@ enum Transport {
 enum Confinement {
     Default,
     Off,
+    Strict,
 }
 
 /// A duration written for people: `"30s"`, `"500ms"`, `"2m"`, `"1h 30m"` (humantime's syntax).
@@ -804,6 +805,7 @@ impl Checker<'_> {
             config.confinement = match confinement {
                 Confinement::Default => ConfinementProfile::Default,
                 Confinement::Off => ConfinementProfile::Off,
+                Confinement::Strict => ConfinementProfile::Strict,
             };
         }
         if let Some(timeout) = raw.ready_timeout {
@@ -1208,6 +1210,7 @@ pub fn default_file() -> String {
     let confinement = match library.confinement {
         ConfinementProfile::Default => "default",
         ConfinementProfile::Off => "off",
+        ConfinementProfile::Strict => "strict",
     };
     format!(
         r#"# The sandbox hub's configuration. Every key is optional: each line `#key = value` below
@@ -1237,7 +1240,8 @@ pub fn default_file() -> String {
 #stop_grace = {stop_grace}
 # Most entities a group may have mirrored on main (1 to {max_entities}).
 #max_entities = {max_entities}
-# The syscall filter: default, or off (for diagnosing a sandbox the filter stops).
+# What the kernel forbids the sandbox: default, strict (also no network), or off (for
+# diagnosing a sandbox the confinement stops).
 #confinement = "{confinement}"
 # uid, gid: run the sandboxes as this user and group (both or neither; the hub must be root).
 #   e.g. uid = 1000 and gid = 1000

@@ -56,7 +56,18 @@ pub enum ConfinementProfile {
     /// diagnosing a sandbox that the confinement stops, and as the baseline the tests prove it
     /// against.
     Off,
+    /// [`ConfinementProfile::Default`], plus no network (the sandbox gets a network namespace
+    /// of its own, with only a loopback that is down) and at most [`STRICT_MAX_PROCESSES`]
+    /// processes of its user. For integrations that need no network. A group under it does not
+    /// start at all when the kernel cannot enforce it (no Landlock, or no network namespace for
+    /// this main: creating one needs root or a user namespace main does not make).
+    Strict,
 }
+
+/// `RLIMIT_NPROC` under [`ConfinementProfile::Strict`]: processes the sandbox's user may have.
+/// The kernel counts every process of the user, and does not apply it to root: it bounds a
+/// fork bomb in a group run under its own uid.
+pub const STRICT_MAX_PROCESSES: u64 = 256;
 
 impl ConfinementProfile {
     /// Its name in the configuration file and in a group's status: `default` or `off`.
@@ -64,7 +75,13 @@ impl ConfinementProfile {
         match self {
             ConfinementProfile::Default => "default",
             ConfinementProfile::Off => "off",
+            ConfinementProfile::Strict => "strict",
         }
+    }
+
+    /// Whether the sandbox gets a network namespace of its own (no network).
+    pub fn isolates_network(self) -> bool {
+        self == ConfinementProfile::Strict
     }
 }
 
@@ -89,6 +106,14 @@ pub enum ConfinementError {
     /// The kernel refused the filesystem ruleset or one of its rules.
     #[error("the filesystem ruleset could not be built: {0}")]
     Ruleset(#[from] landlock::RulesetError),
+    /// The profile asks for what this kernel cannot enforce (`strict` without Landlock).
+    #[error("the {profile} profile cannot be enforced here: {what}")]
+    Unenforceable {
+        /// The profile.
+        profile: &'static str,
+        /// What is missing.
+        what: &'static str,
+    },
 }
 
 /// The syscalls a sandbox is refused (`EPERM`) under [`ConfinementProfile::Default`], by name
@@ -335,6 +360,12 @@ pub fn filesystem_ruleset(
         return Ok(None);
     }
     let kernel_abi = kernel_landlock_abi();
+    if kernel_abi == 0 && profile == ConfinementProfile::Strict {
+        return Err(ConfinementError::Unenforceable {
+            profile: profile.as_str(),
+            what: "the kernel has no Landlock",
+        });
+    }
     if kernel_abi == 0 {
         return Ok(Some(FilesystemRuleset { fd: None, abi: 0 }));
     }

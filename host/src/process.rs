@@ -209,6 +209,7 @@ impl SandboxProcess {
         install_child_hygiene(
             &mut command,
             spec.limits.clone(),
+            spec.confinement,
             filesystem_ruleset,
             syscall_filter,
         );
@@ -482,9 +483,11 @@ fn program_dir(program: &OsStr) -> Option<PathBuf> {
 fn install_child_hygiene(
     command: &mut Command,
     limits: ResourceLimits,
+    profile: ConfinementProfile,
     filesystem_ruleset: Option<FilesystemRuleset>,
     syscall_filter: Option<seccompiler::BpfProgram>,
 ) {
+    let isolate_network = profile.isolates_network();
     let parent = nix::unistd::getpid();
     // Read before the fork: the child may not allocate.
     let last_capability = last_capability();
@@ -511,6 +514,14 @@ fn install_child_hygiene(
             }
             if let Some(seconds) = limits.cpu_seconds {
                 setrlimit(Resource::RLIMIT_CPU, seconds, seconds).map_err(errno_error)?;
+            }
+            if isolate_network {
+                // While the capabilities are still there (creating a network namespace needs
+                // `CAP_SYS_ADMIN`); a main that cannot fails the spawn: never a strict group
+                // with the network.
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(errno_error)?;
+                let most = crate::confinement::STRICT_MAX_PROCESSES;
+                setrlimit(Resource::RLIMIT_NPROC, most, most).map_err(errno_error)?;
             }
             nix::sys::prctl::set_no_new_privs().map_err(errno_error)?;
             drop_capabilities(last_capability)?;
@@ -859,6 +870,68 @@ mod tests {
         let status = child.wait().await.expect("reaped");
         assert!(status.success(), "{status:?}: {output}");
         output.lines().map(str::to_owned).collect()
+    }
+
+    /// What a child under `confinement` got trying to reach `address` over TCP (`ok` or the
+    /// errno), and the network interfaces it sees; `None` when the child could not be started.
+    async fn network_attempt(
+        confinement: ConfinementProfile,
+        address: std::net::SocketAddr,
+    ) -> Option<(String, String)> {
+        let script = format!(
+            "import socket\n\
+             interfaces = sorted(line.split(':')[0].strip() for line in open('/proc/self/net/dev').readlines()[2:])\n\
+             try:\n    \
+                 socket.create_connection(('{}', {}), timeout=10).close()\n    \
+                 outcome = 'ok'\n\
+             except OSError as error:\n    \
+                 outcome = 'errno%d' % (error.errno or 0)\n\
+             print(outcome, ','.join(interfaces), flush=True)\n",
+            address.ip(),
+            address.port()
+        );
+        let spec = SpawnSpec {
+            group: "network".into(),
+            argv: vec!["/usr/bin/python3".into(), "-c".into(), script.into()],
+            transport: ChildTransport::Stdio,
+            limits: ResourceLimits::default(),
+            credentials: None,
+            confinement,
+            confinement_paths: Vec::new(),
+        };
+        let (mut child, pipes) = SandboxProcess::spawn(&spec).ok()?;
+        let mut output = String::new();
+        let mut from_child = pipes.expect("stdio pipes").from_child;
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            from_child.read_to_string(&mut output),
+        )
+        .await
+        .expect("the child ends")
+        .expect("reads");
+        child.wait().await.expect("reaped");
+        let (outcome, interfaces) = output.trim().split_once(' ').unwrap_or((output.trim(), ""));
+        Some((outcome.to_owned(), interfaces.to_owned()))
+    }
+
+    #[tokio::test]
+    async fn the_strict_profile_takes_the_network_away_and_default_does_not() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let address = listener.local_addr().expect("address");
+        let (outcome, _) = network_attempt(ConfinementProfile::Default, address)
+            .await
+            .expect("a default group starts");
+        assert_eq!(outcome, "ok", "the default profile leaves the network");
+        let strict = network_attempt(ConfinementProfile::Strict, address).await;
+        if !nix::unistd::geteuid().is_root() {
+            // Without root, main cannot make the network namespace: the group does not start,
+            // it never runs with the network it was denied.
+            assert!(strict.is_none(), "{strict:?}");
+            return;
+        }
+        let (outcome, interfaces) = strict.expect("a strict group starts under a root main");
+        assert_eq!(interfaces, "lo", "only a loopback of its own");
+        assert_ne!(outcome, "ok", "the host's loopback is out of reach");
     }
 
     #[tokio::test]

@@ -314,7 +314,7 @@ const REFUSALS: &[(&str, &str, &str)] = &[
         "unknown variant `tcp`",
     ),
     (
-        "[defaults]\nconfinement = \"strict\"",
+        "[defaults]\nconfinement = \"paranoid\"",
         ": defaults.confinement: ",
         "unknown variant",
     ),
@@ -812,5 +812,26 @@ fn the_documented_example_is_accepted() {
     assert!(
         message.contains("custom[0].artifact: cannot read the artifact"),
         "{message}"
+    );
+}
+
+#[test]
+fn a_group_may_ask_for_the_strict_profile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join(CONFIG_FILE_NAME);
+    let config = parse(
+        "[groups.\"built-in\"]\nconfinement = \"strict\"\n",
+        &file,
+        dir.path(),
+    )
+    .expect("accepted");
+    let groups = config.groups_config(dir.path().to_owned(), vec!["runtime".into()]);
+    assert_eq!(
+        groups.group_config("built-in").confinement,
+        ConfinementProfile::Strict
+    );
+    assert_eq!(
+        groups.group_config("custom-other").confinement,
+        ConfinementProfile::Default
     );
 }
