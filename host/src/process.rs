@@ -820,6 +820,43 @@ mod tests {
             .collect()
     }
 
+    /// A python child of the group `group` under `confinement`, running `script` with `args`
+    /// over stdio. The system's interpreter: one installed under a home folder (a version
+    /// manager's shims) lies outside what a confined sandbox may execute.
+    fn python_spec(
+        group: &str,
+        confinement: ConfinementProfile,
+        script: &str,
+        args: &[&std::ffi::OsStr],
+    ) -> SpawnSpec {
+        let mut argv: Vec<std::ffi::OsString> =
+            vec!["/usr/bin/python3".into(), "-c".into(), script.into()];
+        argv.extend(args.iter().map(|arg| arg.to_os_string()));
+        SpawnSpec {
+            group: group.into(),
+            argv,
+            transport: ChildTransport::Stdio,
+            limits: ResourceLimits::default(),
+            credentials: None,
+            confinement,
+            confinement_paths: Vec::new(),
+        }
+    }
+
+    /// Everything a child wrote to its stdout, to its end (a hang guard of 60 s).
+    async fn read_all(pipes: Option<ChildPipes>) -> String {
+        let mut output = String::new();
+        let mut from_child = pipes.expect("stdio pipes").from_child;
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            from_child.read_to_string(&mut output),
+        )
+        .await
+        .expect("the child ends")
+        .expect("reads");
+        output
+    }
+
     /// What a child attempting syscalls printed, one `name outcome` line each: the child runs
     /// under `confinement` and tries `PTRACE_TRACEME`, a user namespace and the session keyring.
     async fn syscall_attempts(confinement: ConfinementProfile) -> Vec<String> {
@@ -846,27 +883,9 @@ mod tests {
             inet = libc::AF_INET,
             unix = libc::AF_UNIX,
         );
-        let spec = SpawnSpec {
-            group: "attempts".into(),
-            // The system's interpreter: one installed under a home folder (a version manager's
-            // shims) lies outside what a confined sandbox may execute.
-            argv: vec!["/usr/bin/python3".into(), "-c".into(), script.into()],
-            transport: ChildTransport::Stdio,
-            limits: ResourceLimits::default(),
-            credentials: None,
-            confinement,
-            confinement_paths: Vec::new(),
-        };
+        let spec = python_spec("attempts", confinement, &script, &[]);
         let (mut child, pipes) = SandboxProcess::spawn(&spec).expect("spawns");
-        let mut output = String::new();
-        let mut from_child = pipes.expect("stdio pipes").from_child;
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            from_child.read_to_string(&mut output),
-        )
-        .await
-        .expect("the child ends")
-        .expect("reads");
+        let output = read_all(pipes).await;
         let status = child.wait().await.expect("reaped");
         assert!(status.success(), "{status:?}: {output}");
         output.lines().map(str::to_owned).collect()
@@ -890,25 +909,9 @@ mod tests {
             address.ip(),
             address.port()
         );
-        let spec = SpawnSpec {
-            group: "network".into(),
-            argv: vec!["/usr/bin/python3".into(), "-c".into(), script.into()],
-            transport: ChildTransport::Stdio,
-            limits: ResourceLimits::default(),
-            credentials: None,
-            confinement,
-            confinement_paths: Vec::new(),
-        };
+        let spec = python_spec("network", confinement, &script, &[]);
         let (mut child, pipes) = SandboxProcess::spawn(&spec).ok()?;
-        let mut output = String::new();
-        let mut from_child = pipes.expect("stdio pipes").from_child;
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            from_child.read_to_string(&mut output),
-        )
-        .await
-        .expect("the child ends")
-        .expect("reads");
+        let output = read_all(pipes).await;
         child.wait().await.expect("reaped");
         let (outcome, interfaces) = output.trim().split_once(' ').unwrap_or((output.trim(), ""));
         Some((outcome.to_owned(), interfaces.to_owned()))
@@ -983,33 +986,16 @@ mod tests {
              attempt('create_in_folder', lambda: write(os.path.join(sys.argv[2], 'planted')))\n\
              attempt('write_tmpdir', lambda: write(os.path.join(os.environ['TMPDIR'], 'scratch')))\n\
              print('tmpdir', os.environ['TMPDIR'], flush=True)\n";
-        let spec = SpawnSpec {
-            group: "files".into(),
-            argv: vec![
-                "/usr/bin/python3".into(),
-                "-c".into(),
-                script.into(),
-                secret.into(),
-                folder.into(),
-            ],
-            transport: ChildTransport::Stdio,
-            limits: ResourceLimits::default(),
-            credentials: None,
+        let spec = python_spec(
+            "files",
             confinement,
-            confinement_paths: Vec::new(),
-        };
+            script,
+            &[secret.as_os_str(), folder.as_os_str()],
+        );
         let (mut child, pipes) = SandboxProcess::spawn(&spec).expect("spawns");
         let private_tmp = child.private_tmp().to_owned();
         let landlock_abi = child.landlock_abi();
-        let mut output = String::new();
-        let mut from_child = pipes.expect("stdio pipes").from_child;
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            from_child.read_to_string(&mut output),
-        )
-        .await
-        .expect("the child ends")
-        .expect("reads");
+        let output = read_all(pipes).await;
         let status = child.wait().await.expect("reaped");
         assert!(status.success(), "{status:?}: {output}");
         let left_behind = private_tmp.exists();
