@@ -313,8 +313,8 @@ impl From<ConfigEntryError> for ApiError {
     }
 }
 
-/// The control routes. The same router is meant to be served, behind authentication, on TCP
-/// by the hub's HTTP API.
+/// The control routes; `api` serves them with the Home Assistant routes, on the control
+/// socket and, behind a token, on TCP.
 pub fn router(hub: Hub) -> Router {
     Router::new()
         .route("/api/hub/status", get(status))
