@@ -1,0 +1,3 @@
+//! The embeddable broker as a process of its own.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! A real MQTT broker for the tests, as a process of its own.
