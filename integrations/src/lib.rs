@@ -12,6 +12,8 @@
 //! - [`file`]: a sensor following a file's last line; a notifier appending to a file.
 //! - [`template`]: a sensor computed from other entities' states (runs on main).
 //! - [`group`]: light and switch groups over other entities (runs on main).
+//! - [`mqtt`]: an MQTT broker's devices through Home Assistant's MQTT discovery, and
+//!   `mqtt.publish`.
 //!
 //! [`builtin`] returns a fresh instance of every built-in integration, for one core.
 
@@ -25,6 +27,7 @@ pub mod command_line;
 pub mod demo;
 pub mod file;
 pub mod group;
+pub mod mqtt;
 pub mod systemmonitor;
 pub mod template;
 
@@ -38,6 +41,7 @@ pub fn builtin() -> Vec<Arc<dyn Integration>> {
         Arc::new(file::FileIntegration::new()),
         Arc::new(template::TemplateIntegration::new()),
         Arc::new(group::GroupIntegration::new()),
+        Arc::new(mqtt::MqttIntegration::new()),
     ]
 }
 

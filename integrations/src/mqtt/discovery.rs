@@ -1,0 +1,315 @@
+//! Home Assistant MQTT discovery: configs published under
+//! `<prefix>/<component>/[<node_id>/]<object_id>/config` become entities, a changed config
+//! changes its entity in place, an empty one removes it. Configs are processed one at a time,
+//! in the order the broker delivered them, by one task per entry; a bad config is logged
+//! (rate-limited) and skipped, never the end of the entry.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use homecore::{Core, EntityPlatform};
+
+use super::abbreviations;
+use super::connection::{Connection, Message};
+use super::entity::{Common, MqttEntity};
+use super::platform::{self, COMPONENTS};
+use super::topic::parse_discovery_topic;
+
+/// Largest discovery config read, in bytes (real configs are under 4 KiB).
+pub const MAX_DISCOVERY_PAYLOAD_BYTES: usize = 64 * 1024;
+/// Most entities one entry discovers: a bound on what a broker's retained configs can make the
+/// hub hold, above the largest real installations (a few thousand entities), below what a
+/// sandbox group may mirror on main.
+pub const MAX_DISCOVERED_ENTITIES: usize = 5_000;
+/// Discovery configs received and not processed yet; a full queue makes the connection wait
+/// (the broker then holds the rest), so memory stays bounded whatever is published.
+pub const DISCOVERY_QUEUE: usize = 256;
+/// Warnings about refused configs logged per [`WARNING_WINDOW`]; the rest are counted.
+pub const WARNINGS_PER_WINDOW: u32 = 20;
+/// The window of [`WARNINGS_PER_WINDOW`].
+pub const WARNING_WINDOW: Duration = Duration::from_secs(60);
+
+/// A discovered entity's key: its component and discovery id.
+pub(crate) type DiscoveryKey = (&'static str, String);
+
+/// One discovered entity.
+pub(crate) struct Discovered {
+    /// The entity.
+    pub(crate) entity: Arc<MqttEntity>,
+    /// Its config, expanded: an identical config published again changes nothing.
+    config: Map<String, Value>,
+}
+
+/// What an entry discovered, shared with whoever must reach every discovered entity.
+pub(crate) type DiscoveredEntities = Arc<Mutex<HashMap<DiscoveryKey, Discovered>>>;
+
+/// A rate limit on warnings about what devices publish.
+struct Warnings {
+    window_start: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl Warnings {
+    fn new() -> Self {
+        Self {
+            window_start: Instant::now(),
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    fn warn(&mut self, topic: &str, reason: &str) {
+        if self.window_start.elapsed() >= WARNING_WINDOW {
+            if self.suppressed > 0 {
+                tracing::warn!(
+                    suppressed = self.suppressed,
+                    "more MQTT discovery configs were refused"
+                );
+            }
+            self.window_start = Instant::now();
+            self.logged = 0;
+            self.suppressed = 0;
+        }
+        if self.logged < WARNINGS_PER_WINDOW {
+            self.logged += 1;
+            let topic: String = topic.chars().take(256).collect();
+            tracing::warn!(%topic, %reason, "MQTT discovery config refused");
+        } else {
+            self.suppressed += 1;
+        }
+    }
+}
+
+/// One entry's discovery.
+pub(crate) struct Discovery {
+    core: Core,
+    connection: Arc<Connection>,
+    platforms: HashMap<&'static str, EntityPlatform>,
+    prefix: String,
+    discovered: DiscoveredEntities,
+    /// The unique ids in use, with the config holding each.
+    unique_ids: HashMap<String, DiscoveryKey>,
+    warnings: Warnings,
+}
+
+impl Discovery {
+    pub(crate) fn new(
+        core: Core,
+        connection: Arc<Connection>,
+        platforms: HashMap<&'static str, EntityPlatform>,
+        prefix: String,
+        discovered: DiscoveredEntities,
+    ) -> Self {
+        Self {
+            core,
+            connection,
+            platforms,
+            prefix,
+            discovered,
+            unique_ids: HashMap::new(),
+            warnings: Warnings::new(),
+        }
+    }
+
+    /// Subscribes to the discovery topics and processes configs until the connection closes.
+    pub(crate) async fn run(mut self) {
+        let (sender, mut receiver) = mpsc::channel(DISCOVERY_QUEUE);
+        for filter in [
+            format!("{}/+/+/config", self.prefix),
+            format!("{}/+/+/+/config", self.prefix),
+        ] {
+            self.connection
+                .subscribe_queue(&filter, sender.clone())
+                .await;
+        }
+        drop(sender);
+        while let Some(message) = receiver.recv().await {
+            self.handle(message).await;
+        }
+    }
+
+    /// Processes one message on a discovery topic.
+    pub(crate) async fn handle(&mut self, message: Message) {
+        let Some(topic) = parse_discovery_topic(&self.prefix, &message.topic) else {
+            return;
+        };
+        let Some(component) = COMPONENTS
+            .iter()
+            .copied()
+            .find(|component| *component == topic.component)
+        else {
+            self.warnings.warn(
+                &message.topic,
+                &format!("component {:?} is not supported", topic.component),
+            );
+            return;
+        };
+        let key = (component, topic.discovery_id());
+        if message.payload.is_empty() {
+            self.remove(&key).await;
+            return;
+        }
+        if message.payload.len() > MAX_DISCOVERY_PAYLOAD_BYTES {
+            self.warnings.warn(
+                &message.topic,
+                &format!("larger than {MAX_DISCOVERY_PAYLOAD_BYTES} bytes"),
+            );
+            return;
+        }
+        let mut config = match serde_json::from_slice::<Value>(&message.payload) {
+            Ok(Value::Object(config)) => config,
+            Ok(_) => {
+                self.warnings.warn(&message.topic, "not a JSON object");
+                return;
+            }
+            Err(error) => {
+                self.warnings
+                    .warn(&message.topic, &format!("not JSON: {error}"));
+                return;
+            }
+        };
+        abbreviations::expand(&mut config);
+        let existing = self
+            .discovered
+            .lock()
+            .get(&key)
+            .map(|found| (Arc::clone(&found.entity), found.config == config));
+        if let Some((_, true)) = existing {
+            return;
+        }
+        let made = Common::from_config(component, &config).and_then(|common| {
+            platform::from_config(component, &config).map(|platform| (common, platform))
+        });
+        let (common, platform) = match made {
+            Ok(made) => made,
+            Err(error) => {
+                // A bad update leaves the entity as it was configured before.
+                self.warnings.warn(&message.topic, &error.to_string());
+                return;
+            }
+        };
+        match existing {
+            Some((entity, _)) => self.update(&key, entity, common, platform, config).await,
+            None => {
+                self.add(&message.topic, key, component, common, platform, config)
+                    .await
+            }
+        }
+    }
+
+    async fn update(
+        &mut self,
+        key: &DiscoveryKey,
+        entity: Arc<MqttEntity>,
+        common: Common,
+        platform: Box<dyn platform::Platform>,
+        config: Map<String, Value>,
+    ) {
+        if common.unique_id() != entity.unique_id().as_deref() {
+            // Another identity: the old entity goes, a new one comes.
+            self.remove(key).await;
+            let topic = format!("{} {}", key.0, key.1);
+            self.add(&topic, key.clone(), key.0, common, platform, config)
+                .await;
+            return;
+        }
+        entity.reconfigure(common, platform).await;
+        if let Some(found) = self.discovered.lock().get_mut(key) {
+            found.config = config;
+        }
+        if let Some(entity_id) = entity.entity_id()
+            && let Err(error) = self.core.entities().refresh_registration(&entity_id)
+        {
+            tracing::warn!(%entity_id, %error, "an updated MQTT entity was not registered again");
+        }
+    }
+
+    async fn add(
+        &mut self,
+        topic: &str,
+        key: DiscoveryKey,
+        component: &'static str,
+        common: Common,
+        platform: Box<dyn platform::Platform>,
+        config: Map<String, Value>,
+    ) {
+        let refusal = {
+            let discovered = self.discovered.lock();
+            if discovered.len() >= MAX_DISCOVERED_ENTITIES {
+                Some(format!(
+                    "the entry already has {MAX_DISCOVERED_ENTITIES} discovered entities"
+                ))
+            } else {
+                common
+                    .unique_id()
+                    .filter(|unique_id| self.unique_ids.contains_key(*unique_id))
+                    .map(|unique_id| {
+                        format!("unique_id {unique_id:?} is already used by another config")
+                    })
+            }
+        };
+        if let Some(reason) = refusal {
+            self.warnings.warn(topic, &reason);
+            return;
+        }
+        let Some(platform_slot) = self.platforms.get(component) else {
+            return;
+        };
+        let entity = MqttEntity::new(Arc::clone(&self.connection), common, platform);
+        entity.subscribe().await;
+        match platform_slot
+            .add_entity(Arc::clone(&entity) as homecore::EntityRef)
+            .await
+        {
+            Ok(_) => {
+                if let Some(unique_id) = entity.unique_id() {
+                    self.unique_ids.insert(unique_id, key.clone());
+                }
+                self.discovered
+                    .lock()
+                    .insert(key, Discovered { entity, config });
+            }
+            Err(error) => {
+                entity.unsubscribe().await;
+                self.warnings.warn(topic, &error.to_string());
+            }
+        }
+    }
+
+    /// Removes a discovered entity, its registry entry and its device when it was the last
+    /// entity of it (Home Assistant's behaviour for an empty config).
+    async fn remove(&mut self, key: &DiscoveryKey) {
+        let Some(found) = self.discovered.lock().remove(key) else {
+            return;
+        };
+        if let Some(unique_id) = found.entity.unique_id() {
+            self.unique_ids.remove(&unique_id);
+        }
+        let Some(entity_id) = found.entity.entity_id() else {
+            found.entity.unsubscribe().await;
+            return;
+        };
+        if let Some(platform_slot) = self.platforms.get(key.0)
+            && let Err(error) = platform_slot.remove_entity(&entity_id).await
+        {
+            tracing::debug!(%entity_id, %error, "a removed MQTT entity was already gone");
+        }
+        found.entity.unsubscribe().await;
+        let registries = self.core.registries();
+        if let Some(entry) = registries.entities.remove(&entity_id)
+            && let Some(device_id) = entry.device_id
+            && registries
+                .entities
+                .entries_for_device(&device_id)
+                .is_empty()
+        {
+            registries.devices.remove(&device_id);
+        }
+    }
+}
