@@ -1467,5 +1467,9 @@ async fn wrong_pin(sandboxing: &Sandboxing, integration: &str) -> String {
     }
 }
 
+mod outcome;
+
+pub use outcome::{Outcome, play};
+
 #[cfg(test)]
 mod tests;

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use sandbox_compat::scenario::{self, Mode, PinnedCustom, Sandboxing, Scenario, StepRecord};
+use sandbox_compat::scenario::{self, Outcome, PinnedCustom, Sandboxing, Scenario, StepRecord};
 use sandbox_forge::GateCheck;
 
 #[derive(Debug, Parser)]
@@ -79,97 +79,6 @@ enum Job {
 enum Finished {
     Scenario(Box<Outcome>),
     Gate(GateOutcome),
-}
-
-/// One scenario's runs.
-struct Outcome {
-    scenario: Scenario,
-    /// The in-process run; `None` for a sandboxed-only scenario.
-    baseline: Option<Vec<StepRecord>>,
-    sandboxed: Vec<StepRecord>,
-}
-
-impl Outcome {
-    /// Records compared between the modes: (in-process, sandboxed) pairs, in order.
-    fn compared(&self) -> Vec<(Option<&StepRecord>, Option<&StepRecord>)> {
-        let Some(baseline) = &self.baseline else {
-            return Vec::new();
-        };
-        let base: Vec<&StepRecord> = baseline.iter().filter(|record| record.compared).collect();
-        let sand: Vec<&StepRecord> = self
-            .sandboxed
-            .iter()
-            .filter(|record| record.compared)
-            .collect();
-        (0..base.len().max(sand.len()))
-            .map(|index| (base.get(index).copied(), sand.get(index).copied()))
-            .collect()
-    }
-
-    /// Sandboxed records with no baseline, each judged by its own expectation.
-    fn sandboxed_only(&self) -> Vec<&StepRecord> {
-        self.sandboxed
-            .iter()
-            .filter(|record| self.baseline.is_none() || !record.compared)
-            .collect()
-    }
-
-    fn differences(&self) -> Vec<String> {
-        let mut differences = Vec::new();
-        for (index, pair) in self.compared().into_iter().enumerate() {
-            match pair {
-                (Some(base), Some(sand)) if base.label != sand.label => {
-                    differences.push(format!(
-                        "step {index}: `{}` in-process but `{}` sandboxed",
-                        base.label, sand.label
-                    ));
-                }
-                (Some(base), Some(sand)) if base.outcome != sand.outcome => {
-                    differences.push(format!(
-                        "{}: `{}` in-process, `{}` sandboxed",
-                        base.label, base.outcome, sand.outcome
-                    ))
-                }
-                (Some(base), Some(sand)) if base.states != sand.states => {
-                    let differing: Vec<&String> = base
-                        .states
-                        .iter()
-                        .filter(|(id, value)| sand.states.get(*id) != Some(value))
-                        .map(|(id, _)| id)
-                        .chain(
-                            sand.states
-                                .keys()
-                                .filter(|id| !base.states.contains_key(*id)),
-                        )
-                        .take(5)
-                        .collect();
-                    differences.push(format!("{}: states differ ({differing:?})", base.label));
-                }
-                (Some(_), Some(_)) => {}
-                (Some(base), None) => {
-                    differences.push(format!("{}: missing sandboxed", base.label))
-                }
-                (None, Some(sand)) => {
-                    differences.push(format!("{}: missing in-process", sand.label))
-                }
-                (None, None) => {}
-            }
-        }
-        differences
-    }
-
-    /// Sandboxed-only records that did not meet their expectation.
-    fn unmet(&self) -> Vec<String> {
-        self.sandboxed_only()
-            .into_iter()
-            .filter(|record| !record.passed())
-            .map(|record| format!("{}: `{}`", record.label, record.outcome))
-            .collect()
-    }
-
-    fn ok(&self) -> bool {
-        self.differences().is_empty() && self.unmet().is_empty()
-    }
 }
 
 fn main() -> ExitCode {
@@ -262,21 +171,6 @@ fn sandboxing() -> Result<Sandboxing> {
     })
 }
 
-/// Plays one scenario: both modes, or sandboxed only.
-async fn play(scenario: Scenario, sandboxing: &Sandboxing) -> Result<Outcome> {
-    let baseline = if scenario.is_sandboxed_only() {
-        None
-    } else {
-        Some(scenario::run(&scenario, Mode::InProcess, sandboxing).await?)
-    };
-    let sandboxed = scenario::run(&scenario, Mode::Sandboxed, sandboxing).await?;
-    Ok(Outcome {
-        scenario,
-        baseline,
-        sandboxed,
-    })
-}
-
 async fn sweep(cli: &Cli) -> Result<bool> {
     let scenarios = load(&cli.scenarios)?;
     let sandboxing = sandboxing()?;
@@ -305,7 +199,7 @@ async fn sweep(cli: &Cli) -> Result<bool> {
             match job {
                 Job::Scenario(scenario) => {
                     let integration = scenario.integration.clone();
-                    play(*scenario, sandboxing)
+                    scenario::play(*scenario, sandboxing)
                         .await
                         .map(|outcome| Finished::Scenario(Box::new(outcome)))
                         .with_context(|| format!("cannot play the {integration} scenario"))
