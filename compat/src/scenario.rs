@@ -32,8 +32,13 @@
 //!     {"call_field_free_services": {}},
 //!     {"reload": {}},
 //!     {"wrong_pin": {}},
+//!     {"mqtt_publish": {"topic": "homeassistant/switch/plug/config", "payload": {"name": "Plug"}, "retain": true}},
+//!     {"expect_mqtt": {"topic": "plug/set", "payload": "ON"}},
+//!     {"stop_broker": {}}, {"start_broker": {}},
+//!     {"kill_group": {}},
 //!     {"unload": {}}
-//!   ]
+//!   ],
+//!   "broker": {"users": [["hub", "secret"]]}
 //! }
 //! ```
 //!
@@ -45,6 +50,9 @@
 //!   starts.
 //! - `setup`: the state the scenario's entry must be in once its config flow returned
 //!   (default `loaded`), and a text its reason must contain.
+//! - `broker`: the run gets an MQTT broker of its own (a real process on a free port: the
+//!   embedded one or Mosquitto, [`Sandboxing::mqtt_broker`]) before the hub starts, and a
+//!   device client on it; `"{broker_port}"` in a flow input is its port.
 //! - `companions`: other integrations configured first (each must load), so later steps can
 //!   prove they keep working: in another group, on main, or in the same group.
 //! - `sandbox`: the group settings of the sandboxed run (default: no watchdog, the host's
@@ -78,6 +86,12 @@
 //! - `call_field_free_services`: every domain service that needs no data, on every entity of
 //!   the integration.
 //! - `reload`, `unload`: the scenario's entry.
+//! - `mqtt_publish`: publish on the run's broker as a device would (QoS 1; a text payload as is,
+//!   anything else as JSON).
+//! - `expect_mqtt`: wait for a message on a topic (with a payload, when given) published since
+//!   the last message this step found; its outcome is `ok: <payload>`.
+//! - `stop_broker`, `start_broker`: kill the run's broker (SIGKILL), start it again on its port.
+//! - `kill_group`: SIGKILL the process of the scenario entry's group. Sandboxed only.
 //! - `wrong_pin`: a second hub pins the scenario's custom integration with a wrong sha256; its
 //!   config flow and its entry's setup must be refused with the host's "does not match its
 //!   pinned sha256" error, and no process of it may start. Sandboxed only.
@@ -129,6 +143,9 @@ pub const PROBE_DOMAIN: &str = "compat_probe";
 /// Main's own probe service: answers with the data it was called with.
 pub const PROBE_SERVICE: &str = "echo";
 
+/// In a flow input, stands for the port of the run's MQTT broker.
+pub const BROKER_PORT: &str = "{broker_port}";
+
 /// What the host says when an artifact does not match its pin.
 pub const WRONG_PIN_ERROR: &str = "does not match its pinned sha256";
 
@@ -165,6 +182,10 @@ pub struct Scenario {
     /// Group settings of the sandboxed run.
     #[serde(default)]
     pub sandbox: SandboxSettings,
+    /// An MQTT broker of the run's own, started before the hub (`{broker_port}` in a flow input
+    /// stands for its port) and a device client on it, for the MQTT steps.
+    #[serde(default)]
+    pub broker: Option<BrokerSettings>,
     /// The steps after the entry is set up.
     #[serde(default)]
     pub steps: Vec<Step>,
@@ -418,12 +439,41 @@ pub enum Step {
     Unload {},
     /// A wrong pin of the scenario's custom integration is refused (sandboxed only).
     WrongPin {},
+    /// Publish on the run's broker as a device would (QoS 1). A text payload is sent as is,
+    /// anything else as JSON; `""` is an empty payload.
+    MqttPublish {
+        /// The topic.
+        topic: String,
+        /// The payload.
+        payload: Value,
+        /// Whether the broker keeps it.
+        #[serde(default)]
+        retain: bool,
+    },
+    /// Wait for a message on a topic (with a payload, when given) published since the last
+    /// message this step found.
+    ExpectMqtt {
+        /// The topic.
+        topic: String,
+        /// The payload.
+        #[serde(default)]
+        payload: Option<String>,
+    },
+    /// Kill the run's broker (SIGKILL).
+    StopBroker {},
+    /// Start the run's broker again on its port.
+    StartBroker {},
+    /// Kill the process of the scenario entry's group (SIGKILL; sandboxed only).
+    KillGroup {},
 }
 
 impl Step {
     /// Whether the step is about the sandbox itself (played and judged sandboxed only).
     pub fn is_sandboxed_only(&self) -> bool {
-        matches!(self, Step::ExpectGroup { .. } | Step::WrongPin {})
+        matches!(
+            self,
+            Step::ExpectGroup { .. } | Step::WrongPin {} | Step::KillGroup {}
+        )
     }
 }
 
@@ -495,6 +545,8 @@ pub struct Sandboxing {
     pub runtime: Vec<OsString>,
     /// The custom integrations, pinned.
     pub custom: Vec<PinnedCustom>,
+    /// How scenarios with a `broker` start theirs.
+    pub mqtt_broker: BrokerLauncher,
 }
 
 /// Why a scenario could not be played at all (a failed step is a record, not an error).
@@ -521,6 +573,26 @@ fn substitute(value: &Value, tmp: &Path) -> Value {
                 .collect(),
         ),
         other => other.clone(),
+    }
+}
+
+/// `"{broker_port}"` (a whole string) becomes the run's broker port, a number.
+fn substitute_port(value: Value, port: Option<u16>) -> Value {
+    match (value, port) {
+        (Value::String(text), Some(port)) if text == BROKER_PORT => json!(port),
+        (Value::Array(items), port) => Value::Array(
+            items
+                .into_iter()
+                .map(|item| substitute_port(item, port))
+                .collect(),
+        ),
+        (Value::Object(object), port) => Value::Object(
+            object
+                .into_iter()
+                .map(|(key, value)| (key, substitute_port(value, port)))
+                .collect(),
+        ),
+        (other, _) => other,
     }
 }
 
@@ -731,6 +803,14 @@ pub async fn run(
         }
         std::fs::write(&path, content)?;
     }
+    let broker = match &scenario.broker {
+        None => None,
+        Some(settings) => Some(
+            RunBroker::start(&sandboxing.mqtt_broker, settings)
+                .await
+                .map_err(|error| RunError::Hub(format!("the MQTT broker did not start: {error}")))?,
+        ),
+    };
     let (core, plugin) = start_hub(dir.path(), &tmp, mode, &scenario.sandbox, sandboxing).await?;
     let mut run = Run {
         core,
@@ -745,6 +825,7 @@ pub async fn run(
         setup_pid: None,
         counters: BTreeMap::new(),
         listeners: Vec::new(),
+        broker,
     };
     let records = match run.prepare(scenario) {
         Ok(()) => run.play_scenario(scenario).await,
@@ -777,6 +858,8 @@ struct Run<'a> {
     /// Events counted for each `expect_events` step, by step index.
     counters: BTreeMap<usize, Arc<AtomicU64>>,
     listeners: Vec<ListenerHandle>,
+    /// The run's MQTT broker and device, when the scenario has one.
+    broker: Option<RunBroker>,
 }
 
 impl Run<'_> {
@@ -847,7 +930,13 @@ impl Run<'_> {
         inputs: &[Map<String, Value>],
     ) -> Result<String, String> {
         let flows = self.core.config_entries().flow();
-        let init = init.map(|data| object(substitute(&Value::Object(data.clone()), &self.tmp)));
+        let port = self.broker.as_ref().map(RunBroker::port);
+        let init = init.map(|data| {
+            object(substitute_port(
+                substitute(&Value::Object(data.clone()), &self.tmp),
+                port,
+            ))
+        });
         let mut result = tokio::time::timeout(
             EXPECT_TIMEOUT,
             flows.init(integration, FlowContext::new("user"), init),
@@ -859,7 +948,10 @@ impl Run<'_> {
             if current.step.is_finished() {
                 break;
             }
-            let input = object(substitute(&Value::Object(input.clone()), &self.tmp));
+            let input = object(substitute_port(
+                substitute(&Value::Object(input.clone()), &self.tmp),
+                port,
+            ));
             result = tokio::time::timeout(
                 EXPECT_TIMEOUT,
                 flows.configure(&current.flow_id.clone(), Some(input)),
@@ -1342,6 +1434,84 @@ impl Run<'_> {
                 };
                 vec![self.record(format!("{index}: unload"), outcome, self.settle().await)]
             }
+            Step::MqttPublish {
+                topic,
+                payload,
+                retain,
+            } => {
+                let payload = match payload {
+                    Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                let outcome = match &self.broker {
+                    None => "expectation failed: the scenario has no broker".to_owned(),
+                    Some(broker) => match broker.device().publish(topic, payload, *retain).await {
+                        Ok(()) => "ok".to_owned(),
+                        Err(why) => format!("expectation failed: {why}"),
+                    },
+                };
+                vec![self.record(
+                    format!("{index}: publish {topic}"),
+                    outcome,
+                    self.settle().await,
+                )]
+            }
+            Step::ExpectMqtt { topic, payload } => {
+                let outcome = match &self.broker {
+                    None => "expectation failed: the scenario has no broker".to_owned(),
+                    Some(broker) => match broker.device().expect(topic, payload.as_deref()).await {
+                        Ok(payload) => format!("ok: {payload}"),
+                        Err(why) => format!("expectation failed: {why}"),
+                    },
+                };
+                vec![self.record(
+                    format!("{index}: expect a message on {topic}"),
+                    outcome,
+                    self.settle().await,
+                )]
+            }
+            Step::StopBroker {} | Step::StartBroker {} => {
+                let stopping = matches!(step, Step::StopBroker {});
+                let outcome = match &self.broker {
+                    None => "expectation failed: the scenario has no broker".to_owned(),
+                    Some(broker) => {
+                        let done = if stopping {
+                            broker.stop().await
+                        } else {
+                            broker.start_again().await
+                        };
+                        done.map_or_else(|why| format!("expectation failed: {why}"), |()| "ok".to_owned())
+                    }
+                };
+                let label = if stopping { "stop" } else { "start" };
+                vec![self.record(
+                    format!("{index}: {label} the broker"),
+                    outcome,
+                    self.settle().await,
+                )]
+            }
+            Step::KillGroup {} => {
+                let group = self.entry().and_then(|entry| entry.sandbox);
+                let pid = group
+                    .as_deref()
+                    .and_then(|group| self.status_of(group))
+                    .and_then(|status| status.pid);
+                let outcome = match pid.and_then(|pid| i32::try_from(pid).ok()) {
+                    None => "expectation failed: the entry's group runs no process".to_owned(),
+                    Some(pid) => match nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    ) {
+                        Ok(()) => "ok".to_owned(),
+                        Err(error) => format!("expectation failed: {error}"),
+                    },
+                };
+                vec![self.record(
+                    format!("{index}: kill the group"),
+                    outcome,
+                    self.settle().await,
+                )]
+            }
             Step::WrongPin {} => {
                 let outcome = wrong_pin(self.sandboxing, integration).await;
                 vec![self.record(
@@ -1402,6 +1572,7 @@ async fn wrong_pin(sandboxing: &Sandboxing, integration: &str) -> String {
     let wrongly = Sandboxing {
         runtime: sandboxing.runtime.clone(),
         custom: vec![pinned],
+        mqtt_broker: sandboxing.mqtt_broker.clone(),
     };
     let dir = match tempfile::tempdir() {
         Ok(dir) => dir,
@@ -1467,9 +1638,13 @@ async fn wrong_pin(sandboxing: &Sandboxing, integration: &str) -> String {
     }
 }
 
+mod mqtt;
 mod outcome;
 
+pub use mqtt::{BrokerLauncher, BrokerSettings, MAX_RECORDED_MESSAGES};
 pub use outcome::{Outcome, play};
+
+use mqtt::RunBroker;
 
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@
 //! The build uses the profile the test was built with and the same target directory, so the
 //! binary a test runs is the one the workspace's sources make now, never a stale copy.
 
+pub mod http;
 pub mod hub;
 
 use std::collections::HashMap;

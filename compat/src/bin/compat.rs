@@ -9,7 +9,8 @@
 //! this binary its own sandbox runtime (`run-sandbox`, with the same integrations as main), the
 //! sandbox of the custom integration (`run-custom-sandbox`, its SDK main; the sweep pins this
 //! binary's own SHA-256, computed at start, as the custom integration's artifact), and the
-//! forging child of the gate checks (`forge`); its first argument
+//! forging child of the gate checks (`forge`), and the embedded MQTT broker of the scenarios
+//! with a broker (`mqtt-broker`; `SANDBOX_TEST_MQTT_BROKER=mosquitto` runs Mosquitto instead); its first argument
 //! [`sandbox_compat::misbehaving::escape::HELPER_FLAG`] makes it the helper of the
 //! `misbehave_escape` integration run by that runtime.
 
@@ -21,7 +22,9 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use sandbox_compat::scenario::{self, Outcome, PinnedCustom, Sandboxing, Scenario, StepRecord};
+use sandbox_compat::scenario::{
+    self, BrokerLauncher, Outcome, PinnedCustom, Sandboxing, Scenario, StepRecord,
+};
 use sandbox_forge::GateCheck;
 
 #[derive(Debug, Parser)]
@@ -60,6 +63,9 @@ enum Command {
     /// The forging child of the trust gate checks.
     #[command(hide = true)]
     Forge(sandbox_forge::ForgerArgs),
+    /// The embedded MQTT broker of the scenarios with a broker.
+    #[command(hide = true)]
+    MqttBroker(sandbox_mqtt_broker::ServeArgs),
 }
 
 /// One gate check's result.
@@ -107,6 +113,15 @@ fn main() -> ExitCode {
             ));
         }
         Some(Command::Forge(args)) => return sandbox_forge::forger_main(args),
+        Some(Command::MqttBroker(args)) => {
+            return match sandbox_mqtt_broker::serve(args.port, &args.users) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("mqtt-broker: {error}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         None => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -166,8 +181,10 @@ fn sandboxing() -> Result<Sandboxing> {
             manifest,
             artifact: this.clone(),
             sha256: pinned.sha256,
-            command: vec![this.into_os_string(), "run-custom-sandbox".into()],
+            command: vec![this.clone().into_os_string(), "run-custom-sandbox".into()],
         }],
+        mqtt_broker: BrokerLauncher::from_env_or(vec![this.into_os_string(), "mqtt-broker".into()])
+            .context("cannot choose the MQTT broker")?,
     })
 }
 
