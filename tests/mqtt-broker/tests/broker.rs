@@ -19,7 +19,7 @@ const WAIT: Duration = Duration::from_secs(20);
 const QUIET: Duration = Duration::from_millis(300);
 
 fn kind() -> BrokerKind {
-    BrokerKind::from_env().expect("SANDBOX_TEST_MQTT_BROKER names a broker")
+    BrokerKind::from_env().unwrap_or_else(|error| panic!("{error}"))
 }
 
 fn start() -> Broker {
