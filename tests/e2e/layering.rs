@@ -90,6 +90,7 @@ fn the_host_library_links_neither_the_sandbox_side_nor_the_command_line() {
             "sandbox-tests",
             "sandbox-forge",
             "sandbox-compat",
+            "sandbox-mqtt-broker",
             "clap",
         ],
     );
