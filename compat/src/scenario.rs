@@ -808,7 +808,9 @@ pub async fn run(
         Some(settings) => Some(
             RunBroker::start(&sandboxing.mqtt_broker, settings)
                 .await
-                .map_err(|error| RunError::Hub(format!("the MQTT broker did not start: {error}")))?,
+                .map_err(|error| {
+                    RunError::Hub(format!("the MQTT broker did not start: {error}"))
+                })?,
         ),
     };
     let (core, plugin) = start_hub(dir.path(), &tmp, mode, &scenario.sandbox, sandboxing).await?;
@@ -1480,7 +1482,10 @@ impl Run<'_> {
                         } else {
                             broker.start_again().await
                         };
-                        done.map_or_else(|why| format!("expectation failed: {why}"), |()| "ok".to_owned())
+                        done.map_or_else(
+                            |why| format!("expectation failed: {why}"),
+                            |()| "ok".to_owned(),
+                        )
                     }
                 };
                 let label = if stopping { "stop" } else { "start" };
@@ -1641,7 +1646,7 @@ async fn wrong_pin(sandboxing: &Sandboxing, integration: &str) -> String {
 mod mqtt;
 mod outcome;
 
-pub use mqtt::{BrokerLauncher, BrokerSettings, MAX_RECORDED_MESSAGES};
+pub use mqtt::{BrokerLauncher, BrokerSettings};
 pub use outcome::{Outcome, play};
 
 use mqtt::RunBroker;

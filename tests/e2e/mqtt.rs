@@ -47,18 +47,22 @@ async fn the_mqtt_scenarios_play_the_same_in_process_and_sandboxed() {
         mqtt_broker: BrokerLauncher::Kind(kind),
     };
     let scenarios = mqtt_scenarios();
-    assert!(!scenarios.is_empty(), "no mqtt scenario in compat/scenarios");
+    assert!(
+        !scenarios.is_empty(),
+        "no mqtt scenario in compat/scenarios"
+    );
     let mut failures = Vec::new();
     for (path, scenario) in scenarios {
-        let outcome = tokio::time::timeout(
-            10 * HANG_GUARD,
-            scenario::play(scenario, &sandboxing),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("{} hung", path.display()))
-        .unwrap();
+        let outcome = tokio::time::timeout(10 * HANG_GUARD, scenario::play(scenario, &sandboxing))
+            .await
+            .unwrap_or_else(|_| panic!("{} hung", path.display()))
+            .unwrap();
         let steps = outcome.sandboxed.len();
-        assert!(steps > 5, "{}: only {steps} steps were played", path.display());
+        assert!(
+            steps > 5,
+            "{}: only {steps} steps were played",
+            path.display()
+        );
         for line in outcome.differences().into_iter().chain(outcome.unmet()) {
             failures.push(format!("{} ({kind}): {line}", path.display()));
         }
@@ -81,7 +85,9 @@ async fn the_hub_service_runs_mqtt_sandboxed_from_its_config_flow_to_a_device_co
         .await
         .unwrap()
         .unwrap();
-    let device = Device::connect(broker.host(), broker.port(), None, "plug/#").await.unwrap();
+    let device = Device::connect(broker.host(), broker.port(), None, "plug/#")
+        .await
+        .unwrap();
     device
         .publish(
             "homeassistant/switch/plug/config",
@@ -96,7 +102,10 @@ async fn the_hub_service_runs_mqtt_sandboxed_from_its_config_flow_to_a_device_co
         )
         .await
         .unwrap();
-    device.publish("plug/state", "ON".to_owned(), true).await.unwrap();
+    device
+        .publish("plug/state", "ON".to_owned(), true)
+        .await
+        .unwrap();
 
     let hub = tokio::task::spawn_blocking(Hub::start).await.unwrap();
     let port = broker.port().to_string();
@@ -113,17 +122,31 @@ async fn the_hub_service_runs_mqtt_sandboxed_from_its_config_flow_to_a_device_co
     let address = hub.address();
     let started = std::time::Instant::now();
     let plug = loop {
-        let (status, body) = request(&address, "GET", "/api/states/switch.plug", Some(&token), None).await;
+        let (status, body) = request(
+            &address,
+            "GET",
+            "/api/states/switch.plug",
+            Some(&token),
+            None,
+        )
+        .await;
         if status == 200 && body["state"] == "on" {
             break body;
         }
-        assert!(started.elapsed() < HANG_GUARD, "switch.plug never came: {status} {body}\n{}", hub.log());
+        assert!(
+            started.elapsed() < HANG_GUARD,
+            "switch.plug never came: {status} {body}\n{}",
+            hub.log()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert_eq!(plug["attributes"]["friendly_name"], json!("Plug"));
     let groups: Value = hub.status().0;
     let sandboxed = groups.to_string();
-    assert!(sandboxed.contains("mqtt"), "mqtt runs in a group: {sandboxed}");
+    assert!(
+        sandboxed.contains("mqtt"),
+        "mqtt runs in a group: {sandboxed}"
+    );
 
     let body = serde_json::to_vec(&json!({"entity_id": "switch.plug"})).unwrap();
     let (status, answer) = request(

@@ -54,4 +54,3 @@ pub async fn request(
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, body)
 }
-

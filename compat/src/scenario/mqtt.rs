@@ -2,22 +2,12 @@
 //! started again by steps) and a device client that publishes what devices publish and records
 //! what the hub publishes.
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use sandbox_mqtt_broker::{Broker, BrokerKind, BrokerOptions};
+use sandbox_mqtt_broker::{Broker, BrokerKind, BrokerOptions, Device};
 use serde::Deserialize;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-
-use super::{EXPECT_TIMEOUT, POLL_INTERVAL};
-
-/// Messages the device client keeps (the oldest are dropped first).
-pub const MAX_RECORDED_MESSAGES: usize = 10_000;
 
 /// How a scenario's broker is started.
 #[derive(Debug, Clone)]
@@ -82,7 +72,7 @@ impl RunBroker {
         let port = started.port();
         Ok(Self {
             broker: Arc::new(Mutex::new(started)),
-            device: Device::start(port, settings.users.first().cloned()),
+            device: Device::start("127.0.0.1", port, settings.users.first().cloned(), "#"),
         })
     }
 
@@ -111,115 +101,5 @@ impl RunBroker {
     /// The device client.
     pub(crate) fn device(&self) -> &Device {
         &self.device
-    }
-}
-
-/// A device's client: reconnects by itself, subscribes to everything, records what it receives.
-pub(crate) struct Device {
-    client: AsyncClient,
-    connected: watch::Receiver<bool>,
-    received: Arc<Mutex<VecDeque<(String, String)>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Device {
-    fn start(port: u16, credentials: Option<(String, String)>) -> Self {
-        let mut options = MqttOptions::new("compat-device", "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(30));
-        if let Some((name, password)) = credentials {
-            options.set_credentials(name, password);
-        }
-        let (client, mut eventloop) = AsyncClient::new(options, 1024);
-        let (connected_tx, connected) = watch::channel(false);
-        let received = Arc::new(Mutex::new(VecDeque::new()));
-        let sink = Arc::clone(&received);
-        let subscriber = client.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = subscriber.try_subscribe("#", QoS::AtLeastOnce);
-                        connected_tx.send_replace(true);
-                    }
-                    Ok(Event::Incoming(Packet::Publish(publish))) => {
-                        let mut received = sink.lock();
-                        if received.len() >= MAX_RECORDED_MESSAGES {
-                            received.pop_front();
-                        }
-                        received.push_back((
-                            publish.topic,
-                            String::from_utf8_lossy(&publish.payload).into_owned(),
-                        ));
-                    }
-                    Ok(_) => {}
-                    Err(_) => {
-                        connected_tx.send_replace(false);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        });
-        Self {
-            client,
-            connected,
-            received,
-            task,
-        }
-    }
-
-    /// Publishes once connected (QoS 1).
-    pub(crate) async fn publish(
-        &self,
-        topic: &str,
-        payload: String,
-        retain: bool,
-    ) -> Result<(), String> {
-        let mut connected = self.connected.clone();
-        tokio::time::timeout(EXPECT_TIMEOUT, connected.wait_for(|up| *up))
-            .await
-            .map_err(|_| format!("the device did not reach the broker within {EXPECT_TIMEOUT:?}"))?
-            .map_err(|error| error.to_string())?;
-        self.client
-            .publish(topic, QoS::AtLeastOnce, retain, payload)
-            .await
-            .map_err(|error| error.to_string())
-    }
-
-    /// Waits for a message on `topic` (with `payload`, when given) received since the last
-    /// message this returned; its payload, or why there is none.
-    pub(crate) async fn expect(&self, topic: &str, payload: Option<&str>) -> Result<String, String> {
-        let found = tokio::time::timeout(EXPECT_TIMEOUT, async {
-            loop {
-                {
-                    let mut received = self.received.lock();
-                    let position = received.iter().position(|(t, p)| {
-                        t == topic && payload.is_none_or(|wanted| wanted == p)
-                    });
-                    if let Some(position) = position {
-                        let (_, payload) = received.drain(..=position).last().unwrap_or_default();
-                        return payload;
-                    }
-                }
-                tokio::time::sleep(POLL_INTERVAL).await;
-            }
-        })
-        .await;
-        found.map_err(|_| {
-            let heard: Vec<String> = self
-                .received
-                .lock()
-                .iter()
-                .rev()
-                .take(5)
-                .map(|(topic, payload)| format!("{topic} {payload:?}"))
-                .collect();
-            format!("no message on {topic} within {EXPECT_TIMEOUT:?} (last heard: {heard:?})")
-        })
     }
 }

@@ -35,6 +35,10 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RECONNECT_INITIAL: Duration = Duration::from_millis(250);
 /// Longest wait between two reconnection attempts.
 pub const RECONNECT_MAX: Duration = Duration::from_secs(10);
+/// QoS of every subscription (Home Assistant's default). Also what brokers handle best: some
+/// (rumqttd) hand a new QoS 1 subscription only the first 100 retained messages of a wildcard,
+/// which would lose discovery configs.
+pub const SUBSCRIPTION_QOS: QoS = QoS::AtMostOnce;
 /// Filters per SUBSCRIBE packet when subscribing again after a reconnection.
 const RESUBSCRIBE_BATCH: usize = 64;
 /// Largest CA file read, in bytes.
@@ -436,7 +440,7 @@ impl Connection {
             // reconnection asks for every filter again.
             let asked = tokio::time::timeout(
                 PUBLISH_TIMEOUT,
-                self.client.subscribe(filter, QoS::AtLeastOnce),
+                self.client.subscribe(filter, SUBSCRIPTION_QOS),
             )
             .await;
             if !matches!(asked, Ok(Ok(()))) {
@@ -524,7 +528,7 @@ fn announce(client: &AsyncClient, shared: &Arc<Shared>) {
         for batch in filters.chunks(RESUBSCRIBE_BATCH) {
             let batch: Vec<SubscribeFilter> = batch
                 .iter()
-                .map(|filter| SubscribeFilter::new(filter.clone(), QoS::AtLeastOnce))
+                .map(|filter| SubscribeFilter::new(filter.clone(), SUBSCRIPTION_QOS))
                 .collect();
             if client.subscribe_many(batch).await.is_err() {
                 return;

@@ -5,13 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use sandbox_mqtt_broker::{Broker, BrokerKind, BrokerOptions};
+use sandbox_mqtt_broker::{Broker, BrokerKind, BrokerOptions, Device};
 use serde_json::{Map, Value, json};
 
 use homecore::config_entries::SOURCE_USER;
@@ -88,7 +85,9 @@ async fn wait_for(what: &str, condition: impl Fn() -> bool) {
 }
 
 fn state(core: &Core, entity_id: &str) -> Option<String> {
-    core.states().get(entity_id).map(|state| state.state.clone())
+    core.states()
+        .get(entity_id)
+        .map(|state| state.state.clone())
 }
 
 fn attribute(core: &Core, entity_id: &str, key: &str) -> Option<Value> {
@@ -113,7 +112,12 @@ async fn submit(core: &Core, input: Value) -> FlowStep {
 
 /// Sets an entry up on `broker` through the flow; its id.
 async fn configure(core: &Core, broker: &Broker) -> String {
-    match submit(core, json!({"broker": broker.host(), "port": broker.port()})).await {
+    match submit(
+        core,
+        json!({"broker": broker.host(), "port": broker.port()}),
+    )
+    .await
+    {
         FlowStep::CreateEntry {
             entry_id: Some(entry_id),
             ..
@@ -126,88 +130,25 @@ fn entry(core: &Core, entry_id: &str) -> ConfigEntry {
     core.config_entries().entry(entry_id).unwrap()
 }
 
-/// A device on the broker: publishes, and records every message it receives.
-struct Device {
-    client: AsyncClient,
-    received: Arc<Mutex<VecDeque<(String, String)>>>,
-    task: tokio::task::JoinHandle<()>,
+/// A device on `broker` subscribed to `filter`, with what the tests publish as devices do.
+async fn device_on(broker: &Broker, filter: &str) -> Device {
+    Device::connect(broker.host(), broker.port(), None, filter)
+        .await
+        .unwrap()
 }
 
-impl Drop for Device {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+async fn publish(device: &Device, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
+    device.publish(topic, payload, retain).await.unwrap();
 }
 
-impl Device {
-    async fn connect(broker: &Broker, subscribe: &str) -> Self {
-        let mut options = MqttOptions::new(
-            format!("device-{}", ulid::Ulid::new()),
-            broker.host(),
-            broker.port(),
-        );
-        options.set_keep_alive(Duration::from_secs(30));
-        let (client, mut eventloop) = AsyncClient::new(options, 256);
-        let received = Arc::new(Mutex::new(VecDeque::new()));
-        let sink = Arc::clone(&received);
-        let (ready, subscribed) = tokio::sync::oneshot::channel();
-        let mut ready = Some(ready);
-        client.subscribe(subscribe, QoS::AtLeastOnce).await.unwrap();
-        let task = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        if let Some(ready) = ready.take() {
-                            let _ = ready.send(());
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(publish))) => sink.lock().push_back((
-                        publish.topic,
-                        String::from_utf8_lossy(&publish.payload).into_owned(),
-                    )),
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                }
-            }
-        });
-        tokio::time::timeout(HANG_GUARD, subscribed)
-            .await
-            .unwrap()
-            .unwrap();
-        Self {
-            client,
-            received,
-            task,
-        }
-    }
+/// Publishes a retained discovery config.
+async fn publish_config(device: &Device, topic: &str, config: Value) {
+    publish(device, topic, config.to_string(), true).await;
+}
 
-    async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, retain, payload)
-            .await
-            .unwrap();
-    }
-
-    async fn config(&self, topic: &str, config: Value) {
-        self.publish(topic, config.to_string(), true).await;
-    }
-
-    /// Waits for a message on `topic`; its payload.
-    async fn expect(&self, topic: &str) -> String {
-        let found = tokio::time::timeout(HANG_GUARD, async {
-            loop {
-                {
-                    let mut received = self.received.lock();
-                    if let Some(position) = received.iter().position(|(t, _)| t == topic) {
-                        return received.drain(..=position).last().unwrap().1;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
-        found.unwrap_or_else(|_| panic!("no message on {topic}"))
-    }
+/// Waits for the hub's message on `topic`; its payload.
+async fn expect(device: &Device, topic: &str) -> String {
+    device.expect(topic, None).await.unwrap()
 }
 
 fn plug_config() -> Value {
@@ -254,7 +195,10 @@ async fn a_broker_nobody_answers_on_is_cannot_connect_on_the_form() {
     let step = submit(&core, json!({"broker": "127.0.0.1", "port": port})).await;
     match step {
         FlowStep::Form { errors, .. } => {
-            assert_eq!(errors.get("base").map(String::as_str), Some("cannot_connect"));
+            assert_eq!(
+                errors.get("base").map(String::as_str),
+                Some("cannot_connect")
+            );
         }
         other => panic!("expected the form again, got {other:?}"),
     }
@@ -290,7 +234,11 @@ async fn refused_credentials_are_invalid_auth_on_the_form() {
         peer.abort();
         match step {
             FlowStep::Form { errors, .. } => {
-                assert_eq!(errors.get("base").map(String::as_str), Some("invalid_auth"), "{code}");
+                assert_eq!(
+                    errors.get("base").map(String::as_str),
+                    Some("invalid_auth"),
+                    "{code}"
+                );
             }
             other => panic!("expected the form again, got {other:?}"),
         }
@@ -343,9 +291,18 @@ async fn an_entry_whose_broker_is_down_at_start_is_retried_not_failed() {
         ))
         .await
         .unwrap();
-    assert_eq!(added.state, ConfigEntryState::SetupRetry, "{:?}", added.reason);
+    assert_eq!(
+        added.state,
+        ConfigEntryState::SetupRetry,
+        "{:?}",
+        added.reason
+    );
     assert!(
-        added.reason.as_deref().unwrap_or_default().contains("cannot connect"),
+        added
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("cannot connect"),
         "{:?}",
         added.reason
     );
@@ -356,16 +313,28 @@ async fn an_entry_whose_broker_is_down_at_start_is_retried_not_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_discovered_switch_follows_its_state_and_its_commands_reach_the_broker() {
     let broker = broker().await;
-    let device = Device::connect(&broker, "zigbee2mqtt/#").await;
-    device
-        .config("homeassistant/switch/0x00158d0001a2b3c4/switch/config", plug_config())
-        .await;
-    device.publish("zigbee2mqtt/bridge/state", "online", true).await;
-    device.publish("zigbee2mqtt/plug", r#"{"state":"OFF","power":0}"#, true).await;
+    let device = device_on(&broker, "zigbee2mqtt/#").await;
+    publish_config(
+        &device,
+        "homeassistant/switch/0x00158d0001a2b3c4/switch/config",
+        plug_config(),
+    )
+    .await;
+    publish(&device, "zigbee2mqtt/bridge/state", "online", true).await;
+    publish(
+        &device,
+        "zigbee2mqtt/plug",
+        r#"{"state":"OFF","power":0}"#,
+        true,
+    )
+    .await;
     let core = core().await;
     configure(&core, &broker).await;
     let plug = "switch.plug";
-    wait_for("the plug, off", || state(&core, plug).as_deref() == Some("off")).await;
+    wait_for("the plug, off", || {
+        state(&core, plug).as_deref() == Some("off")
+    })
+    .await;
     let registry = core.registries();
     let registered = registry.entities.get(plug).unwrap();
     let device_id = registered.device_id.clone().unwrap();
@@ -380,26 +349,32 @@ async fn a_discovered_switch_follows_its_state_and_its_commands_reach_the_broker
         )
         .await
         .unwrap();
-    assert_eq!(device.expect("zigbee2mqtt/plug/set").await, "ON");
+    assert_eq!(expect(&device, "zigbee2mqtt/plug/set").await, "ON");
     // Not optimistic: the state waits for the device.
     assert_eq!(state(&core, plug).as_deref(), Some("off"));
-    device.publish("zigbee2mqtt/plug", r#"{"state":"ON"}"#, true).await;
-    wait_for("the plug, on", || state(&core, plug).as_deref() == Some("on")).await;
+    publish(&device, "zigbee2mqtt/plug", r#"{"state":"ON"}"#, true).await;
+    wait_for("the plug, on", || {
+        state(&core, plug).as_deref() == Some("on")
+    })
+    .await;
 
-    device.publish("zigbee2mqtt/bridge/state", "offline", true).await;
+    publish(&device, "zigbee2mqtt/bridge/state", "offline", true).await;
     wait_for("the plug, unavailable", || {
         state(&core, plug).as_deref() == Some("unavailable")
     })
     .await;
-    device.publish("zigbee2mqtt/bridge/state", "online", true).await;
-    wait_for("the plug, back", || state(&core, plug).as_deref() == Some("on")).await;
+    publish(&device, "zigbee2mqtt/bridge/state", "online", true).await;
+    wait_for("the plug, back", || {
+        state(&core, plug).as_deref() == Some("on")
+    })
+    .await;
     core.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_config_changes_the_entity_in_place_and_an_empty_one_removes_it() {
     let broker = broker().await;
-    let device = Device::connect(&broker, "tele/#").await;
+    let device = device_on(&broker, "tele/#").await;
     let topic = "homeassistant/sensor/tasmota_1/temperature/config";
     let mut config = json!({
         "name": "Hall temperature",
@@ -410,25 +385,39 @@ async fn a_changed_config_changes_the_entity_in_place_and_an_empty_one_removes_i
         "dev_cla": "temperature",
         "stat_cla": "measurement"
     });
-    device.config(topic, config.clone()).await;
-    device
-        .publish("tele/tasmota_1/SENSOR", r#"{"temperature": 21.5}"#, true)
-        .await;
+    publish_config(&device, topic, config.clone()).await;
+    publish(
+        &device,
+        "tele/tasmota_1/SENSOR",
+        r#"{"temperature": 21.5}"#,
+        true,
+    )
+    .await;
     let core = core().await;
     configure(&core, &broker).await;
     let sensor = "sensor.hall_temperature";
-    wait_for("the sensor", || state(&core, sensor).as_deref() == Some("21.5")).await;
-    assert_eq!(attribute(&core, sensor, "unit_of_measurement"), Some(json!("°C")));
+    wait_for("the sensor", || {
+        state(&core, sensor).as_deref() == Some("21.5")
+    })
+    .await;
+    assert_eq!(
+        attribute(&core, sensor, "unit_of_measurement"),
+        Some(json!("°C"))
+    );
 
     config["unit_of_meas"] = json!("°F");
-    device.config(topic, config).await;
+    publish_config(&device, topic, config).await;
     wait_for("the new unit", || {
         attribute(&core, sensor, "unit_of_measurement") == Some(json!("°F"))
     })
     .await;
-    assert_eq!(state(&core, sensor).as_deref(), Some("21.5"), "same entity id, same state");
+    assert_eq!(
+        state(&core, sensor).as_deref(),
+        Some("21.5"),
+        "same entity id, same state"
+    );
 
-    device.publish(topic, "", true).await;
+    publish(&device, topic, "", true).await;
     wait_for("the sensor gone", || state(&core, sensor).is_none()).await;
     assert!(core.registries().entities.get(sensor).is_none());
     core.stop().await.unwrap();
@@ -437,27 +426,39 @@ async fn a_changed_config_changes_the_entity_in_place_and_an_empty_one_removes_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_configs_are_skipped_and_the_entry_and_its_other_entities_keep_working() {
     let broker = broker().await;
-    let device = Device::connect(&broker, "good/#").await;
+    let device = device_on(&broker, "good/#").await;
     let bad: [(&str, &[u8]); 5] = [
         ("homeassistant/switch/bad1/config", b"{not json"),
         ("homeassistant/switch/bad2/config", b"[1, 2, 3]"),
-        ("homeassistant/switch/bad3/config", br#"{"name": "no command topic"}"#),
-        ("homeassistant/vacuum/bad4/config", br#"{"name": "unknown component"}"#),
-        ("homeassistant/switch/bad5/config", br#"{"name": "x", "cmd_t": "a/+/b"}"#),
+        (
+            "homeassistant/switch/bad3/config",
+            br#"{"name": "no command topic"}"#,
+        ),
+        (
+            "homeassistant/vacuum/bad4/config",
+            br#"{"name": "unknown component"}"#,
+        ),
+        (
+            "homeassistant/switch/bad5/config",
+            br#"{"name": "x", "cmd_t": "a/+/b"}"#,
+        ),
     ];
     for (topic, payload) in bad {
-        device.publish(topic, payload.to_vec(), true).await;
+        publish(&device, topic, payload.to_vec(), true).await;
     }
-    device
-        .config(
-            "homeassistant/switch/good/config",
-            json!({"name": "Good", "cmd_t": "good/set", "stat_t": "good/state"}),
-        )
-        .await;
-    device.publish("good/state", "ON", true).await;
+    publish_config(
+        &device,
+        "homeassistant/switch/good/config",
+        json!({"name": "Good", "cmd_t": "good/set", "stat_t": "good/state"}),
+    )
+    .await;
+    publish(&device, "good/state", "ON", true).await;
     let core = core().await;
     let entry_id = configure(&core, &broker).await;
-    wait_for("the good switch", || state(&core, "switch.good").as_deref() == Some("on")).await;
+    wait_for("the good switch", || {
+        state(&core, "switch.good").as_deref() == Some("on")
+    })
+    .await;
     assert_eq!(entry(&core, &entry_id).state, ConfigEntryState::Loaded);
     assert_eq!(core.states().all(Some("switch")).len(), 1);
     core.stop().await.unwrap();
@@ -469,15 +470,18 @@ async fn when_the_broker_goes_away_every_entity_is_unavailable_and_comes_back_wi
     let core = core().await;
     let entry_id = configure(&core, &broker).await;
     {
-        let device = Device::connect(&broker, "lamp/#").await;
-        device
-            .config(
-                "homeassistant/switch/lamp/config",
-                json!({"name": "Lamp", "cmd_t": "lamp/set", "stat_t": "lamp/state"}),
-            )
-            .await;
-        device.publish("lamp/state", "ON", true).await;
-        wait_for("the lamp", || state(&core, "switch.lamp").as_deref() == Some("on")).await;
+        let device = device_on(&broker, "lamp/#").await;
+        publish_config(
+            &device,
+            "homeassistant/switch/lamp/config",
+            json!({"name": "Lamp", "cmd_t": "lamp/set", "stat_t": "lamp/state"}),
+        )
+        .await;
+        publish(&device, "lamp/state", "ON", true).await;
+        wait_for("the lamp", || {
+            state(&core, "switch.lamp").as_deref() == Some("on")
+        })
+        .await;
     }
     let broker = stop(broker).await;
     wait_for("the lamp, unavailable", || {
@@ -491,7 +495,10 @@ async fn when_the_broker_goes_away_every_entity_is_unavailable_and_comes_back_wi
                 .with_data(map(json!({"topic": "lamp/set", "payload": "OFF"}))),
         )
         .await;
-    assert!(refused.is_err(), "a publish while disconnected must fail: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "a publish while disconnected must fail: {refused:?}"
+    );
     let broker = start_again(broker).await;
     // The broker lost its retained messages: the lamp is back (connected), its state known
     // again only once the device republishes it.
@@ -499,9 +506,12 @@ async fn when_the_broker_goes_away_every_entity_is_unavailable_and_comes_back_wi
         state(&core, "switch.lamp").is_some_and(|state| state != "unavailable")
     })
     .await;
-    let device = Device::connect(&broker, "lamp/#").await;
-    device.publish("lamp/state", "OFF", true).await;
-    wait_for("the lamp, off", || state(&core, "switch.lamp").as_deref() == Some("off")).await;
+    let device = device_on(&broker, "lamp/#").await;
+    publish(&device, "lamp/state", "OFF", true).await;
+    wait_for("the lamp, off", || {
+        state(&core, "switch.lamp").as_deref() == Some("off")
+    })
+    .await;
     assert_eq!(entry(&core, &entry_id).state, ConfigEntryState::Loaded);
     core.stop().await.unwrap();
 }
@@ -509,19 +519,17 @@ async fn when_the_broker_goes_away_every_entity_is_unavailable_and_comes_back_wi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hub_announces_itself_and_publishes_what_mqtt_publish_asks() {
     let broker = broker().await;
-    let device = Device::connect(&broker, "#").await;
+    let device = device_on(&broker, "#").await;
     let core = core().await;
     configure(&core, &broker).await;
-    assert_eq!(device.expect("homeassistant/status").await, "online");
+    assert_eq!(expect(&device, "homeassistant/status").await, "online");
     core.services()
-        .call(
-            ServiceRequest::new(DOMAIN, SERVICE_PUBLISH).with_data(map(
-                json!({"topic": "cmnd/tasmota_1/POWER", "payload": "TOGGLE", "qos": 1}),
-            )),
-        )
+        .call(ServiceRequest::new(DOMAIN, SERVICE_PUBLISH).with_data(map(
+            json!({"topic": "cmnd/tasmota_1/POWER", "payload": "TOGGLE", "qos": 1}),
+        )))
         .await
         .unwrap();
-    assert_eq!(device.expect("cmnd/tasmota_1/POWER").await, "TOGGLE");
+    assert_eq!(expect(&device, "cmnd/tasmota_1/POWER").await, "TOGGLE");
     let refused = core
         .services()
         .call(
@@ -529,20 +537,23 @@ async fn the_hub_announces_itself_and_publishes_what_mqtt_publish_asks() {
                 .with_data(map(json!({"topic": "cmnd/+/POWER", "payload": "x"}))),
         )
         .await;
-    assert!(refused.is_err(), "a wildcard topic must be refused: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "a wildcard topic must be refused: {refused:?}"
+    );
     core.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_options_reload_the_entry_with_the_new_discovery_prefix() {
     let broker = broker().await;
-    let device = Device::connect(&broker, "dev/#").await;
-    device
-        .config(
-            "custom/switch/one/config",
-            json!({"name": "One", "cmd_t": "dev/one/set"}),
-        )
-        .await;
+    let device = device_on(&broker, "dev/#").await;
+    publish_config(
+        &device,
+        "custom/switch/one/config",
+        json!({"name": "One", "cmd_t": "dev/one/set"}),
+    )
+    .await;
     let core = core().await;
     let entry_id = configure(&core, &broker).await;
     let flows = core.config_entries().options();
@@ -550,7 +561,9 @@ async fn new_options_reload_the_entry_with_the_new_discovery_prefix() {
     flows
         .configure(
             &form.flow_id,
-            Some(map(json!({"discovery": true, "discovery_prefix": "custom"}))),
+            Some(map(
+                json!({"discovery": true, "discovery_prefix": "custom"}),
+            )),
         )
         .await
         .unwrap();
@@ -570,7 +583,10 @@ fn entry_settings_are_checked_with_the_field_they_belong_to() {
         (json!({"broker": "h", "port": 70000}), "port"),
         (json!({"broker": "h", "password": "p"}), "username"),
         (json!({"broker": "h", "ca_file": "/x.pem"}), "ca_file"),
-        (json!({"broker": "h", "discovery_prefix": "a/#"}), "discovery_prefix"),
+        (
+            json!({"broker": "h", "discovery_prefix": "a/#"}),
+            "discovery_prefix",
+        ),
         (json!({"broker": "h", "tls": "yes"}), "tls"),
     ];
     for (data, field) in bad {

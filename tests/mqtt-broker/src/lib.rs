@@ -5,7 +5,8 @@
 //! `sandbox-mqtt-broker` binary, so `cargo test` alone suffices) and Mosquitto (Debian's
 //! `mosquitto` package), chosen with `SANDBOX_TEST_MQTT_BROKER` ([`BrokerKind::from_env`]) so
 //! CI can run the same tests against both. [`raw`] is a byte-level MQTT 3.1.1 client for the
-//! readiness check and for tests that must not rely on the client under test.
+//! readiness check and for tests that must not rely on the client under test. [`Device`] is
+//! a device's client (rumqttc) that records what it receives.
 //!
 //! ```no_run
 //! use sandbox_mqtt_broker::{Broker, BrokerKind};
@@ -16,6 +17,7 @@
 //! # Ok::<(), sandbox_mqtt_broker::BrokerError>(())
 //! ```
 
+mod device;
 mod embedded;
 mod mosquitto;
 mod process;
@@ -24,6 +26,7 @@ pub mod raw;
 use std::io;
 use std::time::Duration;
 
+pub use device::{DEVICE_WAIT, Device, MAX_RECORDED_MESSAGES};
 pub use embedded::{
     CONNECTION_TIMEOUT_MS, MAX_CONNECTIONS, MAX_INFLIGHT_COUNT, MAX_OUTGOING_PACKETS,
     MAX_PAYLOAD_BYTES, MAX_SEGMENT_BYTES, MAX_SEGMENT_COUNT, ServeArgs, embedded_broker_binary,
