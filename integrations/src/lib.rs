@@ -25,6 +25,7 @@ pub mod command_line;
 pub mod demo;
 pub mod file;
 pub mod group;
+pub mod mqtt;
 pub mod systemmonitor;
 pub mod template;
 

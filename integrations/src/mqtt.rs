@@ -1,0 +1,4 @@
+//! The MQTT integration (Home Assistant MQTT discovery): pure parsing helpers.
+
+pub mod abbreviations;
+pub mod topic;
