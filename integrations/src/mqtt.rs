@@ -2,3 +2,4 @@
 
 pub mod abbreviations;
 pub mod topic;
+pub mod value_template;
