@@ -174,7 +174,10 @@ impl Discovery {
                 return;
             }
         };
-        abbreviations::expand(&mut config);
+        if let Err(error) = abbreviations::expand(&mut config) {
+            self.warnings.warn(&message.topic, &error.to_string());
+            return;
+        }
         let existing = self
             .discovered
             .lock()
