@@ -16,6 +16,7 @@ use super::value_template::{ValueTemplate, Variables};
 pub(crate) mod binary_sensor;
 pub(crate) mod button;
 pub(crate) mod cover;
+pub(crate) mod fan;
 pub(crate) mod lock;
 pub(crate) mod number;
 pub(crate) mod select;
@@ -32,10 +33,11 @@ pub const MAX_LIST_ITEMS: usize = 256;
 pub const MAX_TEXT_BYTES: usize = 255;
 
 /// Every component discovery knows, in the order the docs list them.
-pub const COMPONENTS: [&str; 8] = [
+pub const COMPONENTS: [&str; 9] = [
     "binary_sensor",
     "button",
     "cover",
+    "fan",
     "lock",
     "number",
     "select",
@@ -123,6 +125,7 @@ pub(crate) fn from_config(
         "binary_sensor" => Box::new(binary_sensor::BinarySensor::from_config(&fields)?),
         "button" => Box::new(button::Button::from_config(&fields)?),
         "cover" => Box::new(cover::Cover::from_config(&fields)?),
+        "fan" => Box::new(fan::Fan::from_config(&fields)?),
         "lock" => Box::new(lock::Lock::from_config(&fields)?),
         "number" => Box::new(number::Number::from_config(&fields)?),
         "select" => Box::new(select::Select::from_config(&fields)?),
