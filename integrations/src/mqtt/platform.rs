@@ -15,6 +15,7 @@ use super::value_template::{ValueTemplate, Variables};
 
 pub(crate) mod binary_sensor;
 pub(crate) mod button;
+pub(crate) mod climate;
 pub(crate) mod cover;
 pub(crate) mod fan;
 pub(crate) mod lock;
@@ -33,9 +34,10 @@ pub const MAX_LIST_ITEMS: usize = 256;
 pub const MAX_TEXT_BYTES: usize = 255;
 
 /// Every component discovery knows, in the order the docs list them.
-pub const COMPONENTS: [&str; 9] = [
+pub const COMPONENTS: [&str; 10] = [
     "binary_sensor",
     "button",
+    "climate",
     "cover",
     "fan",
     "lock",
@@ -124,6 +126,7 @@ pub(crate) fn from_config(
     Ok(match component {
         "binary_sensor" => Box::new(binary_sensor::BinarySensor::from_config(&fields)?),
         "button" => Box::new(button::Button::from_config(&fields)?),
+        "climate" => Box::new(climate::Climate::from_config(&fields)?),
         "cover" => Box::new(cover::Cover::from_config(&fields)?),
         "fan" => Box::new(fan::Fan::from_config(&fields)?),
         "lock" => Box::new(lock::Lock::from_config(&fields)?),
