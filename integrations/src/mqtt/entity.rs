@@ -547,15 +547,10 @@ impl Entity for MqttEntity {
         call: EntityServiceCall,
     ) -> BoxFuture<'_, Result<Option<Value>, ServiceError>> {
         Box::pin(async move {
-            let (messages, qos, retain, optimistic) = {
+            let (messages, qos, retain) = {
                 let mut live = self.live.lock();
                 let messages = live.platform.command(&call.service, &call.data)?;
-                (
-                    messages,
-                    live.common.qos,
-                    live.common.retain,
-                    live.platform.optimistic(),
-                )
+                (messages, live.common.qos, live.common.retain)
             };
             for message in messages {
                 self.connection
@@ -563,9 +558,10 @@ impl Entity for MqttEntity {
                     .await
                     .map_err(|error| ServiceError::handler(error.to_string()))?;
             }
-            if optimistic {
-                self.write_state();
-            }
+            // A command may change what the entity shows even when it is not optimistic as a
+            // whole (a button's last press, a climate's fields without a state topic); an
+            // unchanged state writes nothing new.
+            self.write_state();
             Ok(None)
         })
     }

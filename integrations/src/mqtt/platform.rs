@@ -14,6 +14,13 @@ use super::topic::check_topic;
 use super::value_template::{ValueTemplate, Variables};
 
 pub(crate) mod binary_sensor;
+pub(crate) mod button;
+pub(crate) mod climate;
+pub(crate) mod cover;
+pub(crate) mod fan;
+pub(crate) mod lock;
+pub(crate) mod number;
+pub(crate) mod select;
 pub(crate) mod sensor;
 pub(crate) mod switch;
 
@@ -27,7 +34,18 @@ pub const MAX_LIST_ITEMS: usize = 256;
 pub const MAX_TEXT_BYTES: usize = 255;
 
 /// Every component discovery knows, in the order the docs list them.
-pub const COMPONENTS: [&str; 3] = ["binary_sensor", "sensor", "switch"];
+pub const COMPONENTS: [&str; 10] = [
+    "binary_sensor",
+    "button",
+    "climate",
+    "cover",
+    "fan",
+    "lock",
+    "number",
+    "select",
+    "sensor",
+    "switch",
+];
 
 /// Why a discovery config was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -107,6 +125,13 @@ pub(crate) fn from_config(
     let fields = Fields::new(config);
     Ok(match component {
         "binary_sensor" => Box::new(binary_sensor::BinarySensor::from_config(&fields)?),
+        "button" => Box::new(button::Button::from_config(&fields)?),
+        "climate" => Box::new(climate::Climate::from_config(&fields)?),
+        "cover" => Box::new(cover::Cover::from_config(&fields)?),
+        "fan" => Box::new(fan::Fan::from_config(&fields)?),
+        "lock" => Box::new(lock::Lock::from_config(&fields)?),
+        "number" => Box::new(number::Number::from_config(&fields)?),
+        "select" => Box::new(select::Select::from_config(&fields)?),
         "sensor" => Box::new(sensor::Sensor::from_config(&fields)?),
         "switch" => Box::new(switch::Switch::from_config(&fields)?),
         other => {
@@ -352,4 +377,86 @@ impl OnOff {
 /// `on` / `off` / unknown.
 pub(crate) fn on_off(state: Option<bool>) -> Option<String> {
     state.map(|on| if on { "on" } else { "off" }.to_owned())
+}
+
+/// The payload Home Assistant reads as "unknown" on a state topic.
+pub(crate) const PAYLOAD_NONE: &str = "None";
+
+/// A device class, checked against the domain's list in the catalog (when it has one).
+pub(crate) fn device_class(
+    fields: &Fields<'_>,
+    domain: &str,
+) -> Result<Option<String>, ConfigError> {
+    let Some(class) = fields.text("device_class")? else {
+        return Ok(None);
+    };
+    let known = homecore::catalog()
+        .domain(domain)
+        .map(|spec| &spec.device_classes)
+        .filter(|classes| !classes.is_empty());
+    if let Some(known) = known
+        && !known.contains(&class)
+    {
+        return Err(ConfigError::invalid(
+            "device_class",
+            format!("{class:?} is not a {domain} device class"),
+        ));
+    }
+    Ok(Some(class))
+}
+
+/// A number as Python prints a float (`21.0`, `21.5`): what Home Assistant publishes for a
+/// float and shows in a state.
+pub(crate) fn float_text(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e16 {
+        format!("{value:.1}")
+    } else {
+        format!("{value}")
+    }
+}
+
+/// A float as a JSON number (non-finite ones, which no reading lets through, as `null`).
+pub(crate) fn float_json(value: f64) -> Value {
+    serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number)
+}
+
+/// A service field's value that is not in the entity's list, as Home Assistant words it.
+pub(crate) fn not_listed(field: &str, value: &str, list: &[String]) -> ServiceError {
+    ServiceError::validation(
+        &[field],
+        format!(
+            "{value} is not a valid {field}; valid ones are: {}",
+            list.join(", ")
+        ),
+    )
+}
+
+/// A text field of a service call.
+pub(crate) fn text_field<'a>(data: &'a Map<String, Value>, field: &str) -> Option<&'a str> {
+    data.get(field).and_then(Value::as_str)
+}
+
+/// A number field of a service call (numbers as text accepted).
+pub(crate) fn number_field(data: &Map<String, Value>, field: &str) -> Option<f64> {
+    match data.get(field)? {
+        Value::Number(number) => number.as_f64(),
+        Value::String(text) => text.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|number: &f64| number.is_finite())
+}
+
+/// A required number field of a service call.
+pub(crate) fn required_number(data: &Map<String, Value>, field: &str) -> Result<f64, ServiceError> {
+    number_field(data, field)
+        .ok_or_else(|| ServiceError::validation(&[field], format!("{field} must be a number")))
+}
+
+/// Parses a received number as Python's `float()` does (surrounding spaces allowed); `None`
+/// for anything else, non-finite values included.
+pub(crate) fn parse_float(text: &str) -> Option<f64> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|number| number.is_finite())
 }
