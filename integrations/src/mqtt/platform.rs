@@ -14,6 +14,7 @@ use super::topic::check_topic;
 use super::value_template::{ValueTemplate, Variables};
 
 pub(crate) mod binary_sensor;
+pub(crate) mod light;
 pub(crate) mod sensor;
 pub(crate) mod switch;
 
@@ -27,7 +28,7 @@ pub const MAX_LIST_ITEMS: usize = 256;
 pub const MAX_TEXT_BYTES: usize = 255;
 
 /// Every component discovery knows, in the order the docs list them.
-pub const COMPONENTS: [&str; 3] = ["binary_sensor", "sensor", "switch"];
+pub const COMPONENTS: [&str; 4] = ["binary_sensor", "light", "sensor", "switch"];
 
 /// Why a discovery config was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -107,6 +108,7 @@ pub(crate) fn from_config(
     let fields = Fields::new(config);
     Ok(match component {
         "binary_sensor" => Box::new(binary_sensor::BinarySensor::from_config(&fields)?),
+        "light" => light::from_config(&fields)?,
         "sensor" => Box::new(sensor::Sensor::from_config(&fields)?),
         "switch" => Box::new(switch::Switch::from_config(&fields)?),
         other => {
