@@ -414,28 +414,23 @@ fn floats<const N: usize>(text: &str) -> Option<[f64; N]> {
     parts.next().is_none().then_some(out)
 }
 
-impl Platform for BasicLight {
-    fn domain(&self) -> &'static str {
-        "light"
-    }
-
-    fn topics(&self) -> Vec<(&'static str, String)> {
+impl BasicLight {
+    /// Each role with its state topic, in the order Home Assistant applies them.
+    fn state_topics(&self) -> [(&'static str, Option<&String>); 8] {
         [
-            ("state", &self.state_topic),
-            ("brightness", &self.brightness.state_topic),
-            ("color_mode", &self.color_mode.state_topic),
-            ("color_temp", &self.color_temp.state_topic),
-            ("effect", &self.effect.state_topic),
-            ("hs", &self.hs.state_topic),
-            ("rgb", &self.rgb.state_topic),
-            ("xy", &self.xy.state_topic),
+            ("state", self.state_topic.as_ref()),
+            ("brightness", self.brightness.state_topic.as_ref()),
+            ("color_mode", self.color_mode.state_topic.as_ref()),
+            ("color_temp", self.color_temp.state_topic.as_ref()),
+            ("effect", self.effect.state_topic.as_ref()),
+            ("hs", self.hs.state_topic.as_ref()),
+            ("rgb", self.rgb.state_topic.as_ref()),
+            ("xy", self.xy.state_topic.as_ref()),
         ]
-        .into_iter()
-        .filter_map(|(role, topic)| topic.clone().map(|topic| (role, topic)))
-        .collect()
     }
 
-    fn on_message(&mut self, role: &'static str, payload: &str) -> bool {
+    /// A message for `role`; whether the state changed.
+    fn receive(&mut self, role: &'static str, payload: &str) -> bool {
         let template = match role {
             "state" => self.state_template.as_ref(),
             "brightness" => self.brightness.value_template.as_ref(),
@@ -460,6 +455,48 @@ impl Platform for BasicLight {
             return false;
         }
         self.state != before
+    }
+}
+
+impl Platform for BasicLight {
+    fn domain(&self) -> &'static str {
+        "light"
+    }
+
+    fn topics(&self) -> Vec<(&'static str, String)> {
+        // One subscription per topic: devices such as Tasmota report everything on one topic,
+        // and each role listening to it must hear its retained message.
+        let mut topics: Vec<(&'static str, String)> = Vec::new();
+        for (role, topic) in self.state_topics() {
+            if let Some(topic) = topic
+                && !topics.iter().any(|(_, known)| known == topic)
+            {
+                topics.push((role, topic.clone()));
+            }
+        }
+        topics
+    }
+
+    fn on_message(&mut self, role: &'static str, payload: &str) -> bool {
+        let Some(topic) = self
+            .state_topics()
+            .into_iter()
+            .find_map(|(known, topic)| (known == role).then_some(topic).flatten())
+            .cloned()
+        else {
+            return false;
+        };
+        let roles: Vec<&'static str> = self
+            .state_topics()
+            .into_iter()
+            .filter(|(_, other)| *other == Some(&topic))
+            .map(|(role, _)| role)
+            .collect();
+        let mut changed = false;
+        for role in roles {
+            changed |= self.receive(role, payload);
+        }
+        changed
     }
 
     fn state(&self) -> Option<String> {

@@ -336,26 +336,16 @@ const TASMOTA_REPORT: &str = r#"{"Time":"2024-05-01T12:00:00","Uptime":"0T01:00:
 #[test]
 fn tasmota_basic_light_follows_its_state_topics() {
     let mut tasmota = tasmota_light();
-    let mut topics = tasmota.topics();
-    topics.sort();
-    assert_eq!(
-        topics,
-        vec![
-            ("brightness", TASMOTA_STATE.to_owned()),
-            ("effect", TASMOTA_STATE.to_owned()),
-            ("rgb", TASMOTA_STATE.to_owned()),
-            ("state", TASMOTA_STATE.to_owned()),
-        ]
-    );
+    // Four roles on one topic: one subscription, each message read by all four.
+    assert_eq!(tasmota.topics(), vec![("state", TASMOTA_STATE.to_owned())]);
     let info = info(tasmota.as_ref());
     assert_eq!(info.supported_features, 4);
     assert_eq!(
         Value::Object(info.capabilities),
         json!({"supported_color_modes": ["rgb"], "effect_list": ["0", "1", "2", "3", "4"]})
     );
-    for (role, _) in tasmota.topics() {
-        tasmota.on_message(role, TASMOTA_REPORT);
-    }
+    assert!(tasmota.on_message("state", TASMOTA_REPORT));
+    assert!(!tasmota.on_message("state", TASMOTA_REPORT));
     assert_eq!(tasmota.state().as_deref(), Some("on"));
     assert!(!tasmota.optimistic());
     let attributes = tasmota.attributes();
@@ -369,8 +359,9 @@ fn tasmota_basic_light_follows_its_state_topics() {
     assert!(attributes.get("color_temp_kelvin").is_none());
 
     // Unparsable values leave the state as it was; `None` is unknown.
-    assert!(!tasmota.on_message("brightness", r#"{"Dimmer":"bright"}"#));
-    assert!(!tasmota.on_message("rgb", r#"{"Color":"red"}"#));
+    assert!(!tasmota.on_message("state", r#"{"Dimmer":"bright"}"#));
+    assert!(!tasmota.on_message("state", r#"{"Color":"red"}"#));
+    assert!(!tasmota.on_message("state", r#"{"Color":"1,2"}"#));
     assert!(!tasmota.on_message("state", r#"{"POWER":"BLINK"}"#));
     assert_eq!(tasmota.attributes()["brightness"], json!(128));
     assert_eq!(tasmota.state().as_deref(), Some("on"));
@@ -381,9 +372,7 @@ fn tasmota_basic_light_follows_its_state_topics() {
 #[test]
 fn tasmota_basic_light_commands() {
     let mut tasmota = tasmota_light();
-    for (role, _) in tasmota.topics() {
-        tasmota.on_message(role, TASMOTA_REPORT);
-    }
+    tasmota.on_message("state", TASMOTA_REPORT);
     // on_command_type brightness: the dimmer turns it on, no POWER message.
     assert_eq!(
         call(tasmota.as_mut(), "turn_on", json!({"brightness": 128})),
@@ -676,4 +665,75 @@ fn bad_light_configs_are_refused() {
     assert!(error.to_string().contains("on_command_type"), "{error}");
     let error = refusal(json!({"command_topic": "a", "brightness_scale": 0}));
     assert!(error.to_string().contains("brightness_scale"), "{error}");
+}
+
+#[test]
+fn color_conversions_match_home_assistant() {
+    use super::color::{
+        hs_to_rgb, hs_to_xy, kelvin_to_hs, mired_kelvin, rgb_to_hs, rgb_to_xy, xy_to_hs,
+        xy_to_kelvin, xy_to_rgb,
+    };
+    // Values of Home Assistant's color_util tests.
+    assert_eq!(rgb_to_xy([255.0, 0.0, 0.0]), [0.701, 0.299]);
+    assert_eq!(rgb_to_xy([0.0, 0.0, 0.0]), [0.0, 0.0]);
+    assert_eq!(xy_to_rgb([0.35, 0.35]), [255, 243, 222]);
+    assert_eq!(xy_to_rgb([1.0, 0.0]), [255, 0, 60]);
+    assert_eq!(xy_to_rgb([0.0, 1.0]), [0, 255, 0]);
+    assert_eq!(xy_to_rgb([0.0, 0.0]), [0, 63, 255]);
+    assert_eq!(rgb_to_hs([0.0, 0.0, 0.0]), [0.0, 0.0]);
+    assert_eq!(rgb_to_hs([255.0, 255.0, 255.0]), [0.0, 0.0]);
+    assert_eq!(rgb_to_hs([0.0, 0.0, 255.0]), [240.0, 100.0]);
+    assert_eq!(rgb_to_hs([0.0, 255.0, 0.0]), [120.0, 100.0]);
+    assert_eq!(rgb_to_hs([255.0, 0.0, 0.0]), [0.0, 100.0]);
+    assert_eq!(hs_to_rgb([240.0, 100.0]), [0, 0, 255]);
+    assert_eq!(hs_to_rgb([0.0, 0.0]), [255, 255, 255]);
+    assert_eq!(hs_to_rgb([360.0, 100.0]), [255, 0, 0]);
+    assert_eq!(xy_to_hs([1.0, 1.0]), [47.294, 100.0]);
+    assert_eq!(xy_to_hs([0.35, 0.35]), [38.182, 12.941]);
+    assert_eq!(xy_to_hs([1.0, 0.0]), [345.882, 100.0]);
+    assert_eq!(xy_to_hs([0.0, 1.0]), [120.0, 100.0]);
+    assert_eq!(xy_to_hs([0.0, 0.0]), [225.176, 100.0]);
+    assert_eq!(hs_to_xy([0.0, 100.0]), [0.701, 0.299]);
+    assert_eq!(mired_kelvin(25_000), 40);
+    assert_eq!(mired_kelvin(200), 5000);
+    assert_eq!(mired_kelvin(0), 1_000_000);
+    // Warm white is orange-ish, daylight nearly white.
+    let [hue, saturation] = kelvin_to_hs(2700);
+    assert!(
+        (25.0..45.0).contains(&hue) && saturation > 40.0,
+        "{hue} {saturation}"
+    );
+    assert!(kelvin_to_hs(6600)[1] < 1.0);
+    // McCamy's approximation: D65 is about 6500 K.
+    assert!((6400..6600).contains(&xy_to_kelvin([0.3127, 0.3290])));
+}
+
+#[test]
+fn basic_rgb_without_brightness_topic_carries_the_brightness_in_the_color() {
+    let mut strip = light(json!({
+        "command_topic": "strip/set",
+        "state_topic": "strip/state",
+        "rgb_command_topic": "strip/rgb/set",
+        "rgb_state_topic": "strip/rgb"
+    }));
+    assert_eq!(strip.topics().len(), 2);
+    assert!(strip.on_message("state", "ON"));
+    // The brightest channel is the brightness; the color is kept at full brightness.
+    assert!(strip.on_message("rgb", "128,64,0"));
+    assert_eq!(strip.attributes()["brightness"], json!(128));
+    assert_eq!(strip.attributes()["rgb_color"], json!([255, 128, 0]));
+    assert!(!strip.on_message("rgb", "0,0,0"));
+    assert!(!strip.on_message("rgb", "1,2,3,4"));
+    // Dimming scales the current color; a color goes out at the current brightness.
+    assert_eq!(
+        call(strip.as_mut(), "turn_on", json!({"brightness": 51})),
+        vec![
+            ("strip/rgb/set".to_owned(), "51,25,0".to_owned()),
+            ("strip/set".to_owned(), "ON".to_owned()),
+        ]
+    );
+    assert_eq!(
+        call(strip.as_mut(), "turn_on", json!({"rgb_color": [0, 0, 255]}))[0],
+        ("strip/rgb/set".to_owned(), "0,0,128".to_owned())
+    );
 }
