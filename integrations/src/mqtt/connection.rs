@@ -126,19 +126,18 @@ struct Subscriptions {
 }
 
 impl Subscriptions {
-    /// Adds a subscriber; whether the filter is new (so the broker must be asked for it).
-    fn add(&mut self, filter: &str, subscriber: Subscriber) -> bool {
-        if filter.contains(['+', '#']) {
-            if let Some((_, subscribers)) = self.wildcard.iter_mut().find(|(f, _)| f == filter) {
-                subscribers.push(subscriber);
-                return false;
-            }
+    /// Adds a subscriber.
+    fn add(&mut self, filter: &str, subscriber: Subscriber) {
+        if !filter.contains(['+', '#']) {
+            self.exact
+                .entry(filter.to_owned())
+                .or_default()
+                .push(subscriber);
+        } else if let Some((_, subscribers)) = self.wildcard.iter_mut().find(|(f, _)| f == filter) {
+            subscribers.push(subscriber);
+        } else {
             self.wildcard.push((filter.to_owned(), vec![subscriber]));
-            return true;
         }
-        let subscribers = self.exact.entry(filter.to_owned()).or_default();
-        subscribers.push(subscriber);
-        subscribers.len() == 1
     }
 
     /// Removes a subscriber; the filter when nobody listens to it any more.
@@ -428,13 +427,15 @@ impl Connection {
 
     async fn add_subscriber(&self, filter: &str, sink: Sink) -> u64 {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let new = self
-            .shared
+        self.shared
             .subscriptions
             .lock()
             .add(filter, Subscriber { id, sink });
         // While disconnected the filter is asked for after the reconnection, with the others.
-        if new && self.is_connected() {
+        // A filter someone already listens to is asked for again: the broker then sends its
+        // retained messages once more (MQTT 3.1.1, 3.8.4), which the new subscriber needs (two
+        // entities on one state topic); the others see a retained state they already have.
+        if self.is_connected() {
             // Bounded: the connection's task may itself be waiting for a full queue whose reader
             // is this caller. Lost only when the session ends or the queue stays full; the next
             // reconnection asks for every filter again.

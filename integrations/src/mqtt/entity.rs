@@ -2,6 +2,7 @@
 //! attributes, QoS) around the component's own behaviour ([`Platform`]), wired to the
 //! connection: its topics' messages update it, its service calls publish.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use futures::future::BoxFuture;
@@ -25,6 +26,9 @@ pub const MAX_AVAILABILITY_TOPICS: usize = 16;
 pub const MAX_JSON_ATTRIBUTES: usize = 64;
 /// Largest JSON attributes message read, in bytes.
 pub const MAX_JSON_ATTRIBUTES_BYTES: usize = 16 * 1024;
+/// Largest payload kept per topic for an update in place; larger ones are heard again only when
+/// the device republishes.
+pub const MAX_REPLAYED_PAYLOAD_BYTES: usize = 16 * 1024;
 /// Most identifiers or connections of a discovered device.
 pub const MAX_DEVICE_KEYS: usize = 16;
 
@@ -309,6 +313,9 @@ struct Live {
     /// The availability heard last (for the `latest` mode).
     latest: Option<bool>,
     json_attributes: Map<String, Value>,
+    /// The last payload heard on each topic (up to [`MAX_REPLAYED_PAYLOAD_BYTES`]), replayed
+    /// into a new config so an update in place does not blank what the entity showed.
+    heard: HashMap<String, String>,
 }
 
 impl Live {
@@ -398,6 +405,7 @@ impl MqttEntity {
                 available,
                 latest: None,
                 json_attributes: Map::new(),
+                heard: HashMap::new(),
             }),
             handle: Mutex::new(None),
             subscriptions: Mutex::new(Vec::new()),
@@ -462,11 +470,36 @@ impl MqttEntity {
             live.common = common;
             live.platform = platform;
         }
+        let routes = self.routes();
+        {
+            let mut live = self.live.lock();
+            let heard = std::mem::take(&mut live.heard);
+            for (topic, route) in &routes {
+                if let Some(payload) = heard.get(topic) {
+                    live.apply(*route, payload);
+                }
+            }
+            live.heard = heard
+                .into_iter()
+                .filter(|(topic, _)| routes.iter().any(|(kept, _)| kept == topic))
+                .collect();
+        }
         self.subscribe().await;
     }
 
     fn received(&self, route: Route, message: &Message) {
-        let changed = self.live.lock().apply(route, &message.text());
+        let payload = message.text();
+        let changed = {
+            let mut live = self.live.lock();
+            let changed = live.apply(route, &payload);
+            if payload.len() <= MAX_REPLAYED_PAYLOAD_BYTES {
+                live.heard
+                    .insert(message.topic.clone(), payload.into_owned());
+            } else {
+                live.heard.remove(&message.topic);
+            }
+            changed
+        };
         if changed {
             self.write_state();
         }

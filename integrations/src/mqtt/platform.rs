@@ -18,6 +18,7 @@ pub(crate) mod button;
 pub(crate) mod climate;
 pub(crate) mod cover;
 pub(crate) mod fan;
+pub(crate) mod light;
 pub(crate) mod lock;
 pub(crate) mod number;
 pub(crate) mod select;
@@ -34,12 +35,13 @@ pub const MAX_LIST_ITEMS: usize = 256;
 pub const MAX_TEXT_BYTES: usize = 255;
 
 /// Every component discovery knows, in the order the docs list them.
-pub const COMPONENTS: [&str; 10] = [
+pub const COMPONENTS: [&str; 11] = [
     "binary_sensor",
     "button",
     "climate",
     "cover",
     "fan",
+    "light",
     "lock",
     "number",
     "select",
@@ -129,6 +131,7 @@ pub(crate) fn from_config(
         "climate" => Box::new(climate::Climate::from_config(&fields)?),
         "cover" => Box::new(cover::Cover::from_config(&fields)?),
         "fan" => Box::new(fan::Fan::from_config(&fields)?),
+        "light" => light::from_config(&fields)?,
         "lock" => Box::new(lock::Lock::from_config(&fields)?),
         "number" => Box::new(number::Number::from_config(&fields)?),
         "select" => Box::new(select::Select::from_config(&fields)?),
