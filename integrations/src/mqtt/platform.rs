@@ -180,16 +180,31 @@ pub(crate) fn render_command(
     template: Option<&ValueTemplate>,
     value: Value,
 ) -> Result<String, ServiceError> {
+    render_command_with(template, value, &[])
+}
+
+/// Renders a command template with `value` and the command's named variables (`position`,
+/// `red`, `code`, ... as Home Assistant's platforms define them), or the value as text.
+pub(crate) fn render_command_with(
+    template: Option<&ValueTemplate>,
+    value: Value,
+    named: &[(&str, Value)],
+) -> Result<String, ServiceError> {
     match template {
         None => Ok(match value {
             Value::String(text) => text,
             other => other.to_string(),
         }),
-        Some(template) => template
-            .render(&Variables::from_value(value))
-            .map_err(|error| {
+        Some(template) => {
+            let variables = named
+                .iter()
+                .fold(Variables::from_value(value), |variables, (name, value)| {
+                    variables.with(name, value.clone())
+                });
+            template.render(&variables).map_err(|error| {
                 ServiceError::handler(format!("the command template failed: {error}"))
-            }),
+            })
+        }
     }
 }
 

@@ -151,7 +151,30 @@ pub enum RenderError {
 pub struct Variables<'p> {
     value: Source<'p>,
     value_json: OnceCell<Option<Value>>,
+    /// The command's named variables ([`COMMAND_VARIABLES`]) this render defines.
+    named: Vec<(&'static str, Value)>,
 }
+
+/// Variables a command template may read besides `value`, as Home Assistant's platforms define
+/// them (cover: `position`, `tilt_position`, ...; basic light: `red`, `green`, `blue`, `hue`,
+/// `sat`, `x`, `y`, `brightness`; lock: `code`). A name a render does not define is undefined.
+pub const COMMAND_VARIABLES: [&str; 15] = [
+    "blue",
+    "brightness",
+    "code",
+    "green",
+    "hue",
+    "position",
+    "position_closed",
+    "position_open",
+    "red",
+    "sat",
+    "tilt_max",
+    "tilt_min",
+    "tilt_position",
+    "x",
+    "y",
+];
 
 #[derive(Debug)]
 enum Source<'p> {
@@ -166,6 +189,7 @@ impl<'p> Variables<'p> {
         Variables {
             value: Source::Payload(payload),
             value_json: OnceCell::new(),
+            named: Vec::new(),
         }
     }
 
@@ -175,7 +199,17 @@ impl<'p> Variables<'p> {
         Variables {
             value: Source::Value(value),
             value_json: OnceCell::from(None),
+            named: Vec::new(),
         }
+    }
+
+    /// Defines the command variable `name` (one of [`COMMAND_VARIABLES`]; others are ignored).
+    pub fn with(mut self, name: &str, value: Value) -> Self {
+        if let Some(known) = COMMAND_VARIABLES.iter().find(|known| **known == name) {
+            self.named.retain(|(defined, _)| defined != known);
+            self.named.push((known, value));
+        }
+        self
     }
 }
 
@@ -245,6 +279,8 @@ enum Expr {
     List(Vec<Expr>),
     Value,
     ValueJson,
+    /// One of [`COMMAND_VARIABLES`].
+    Named(&'static str),
     Attr(Box<Expr>, String),
     Item(Box<Expr>, Box<Expr>),
     Neg(Box<Expr>),
@@ -1046,6 +1082,11 @@ impl<'t> Parser<'t> {
                 "none" | "None" => Expr::Lit(Lit::None),
                 "value" => Expr::Value,
                 "value_json" => Expr::ValueJson,
+                _ if !self.is_op("(")
+                    && let Some(known) = COMMAND_VARIABLES.iter().find(|known| **known == name) =>
+                {
+                    Expr::Named(known)
+                }
                 "and" | "or" | "not" | "if" | "else" | "in" | "is" => {
                     return Err(syntax(
                         offset,
@@ -1539,6 +1580,10 @@ fn eval<'a>(expr: &'a Expr, ctx: &mut Ctx<'a>) -> RenderResult<Val<'a>> {
         Expr::ValueJson => match ctx.value_json()? {
             Some(json) => from_json_ref(json),
             None => Val::Undefined("'value_json' is undefined".to_owned()),
+        },
+        Expr::Named(name) => match ctx.vars.named.iter().find(|(defined, _)| defined == name) {
+            Some((_, value)) => from_json_ref(value),
+            None => Val::Undefined(format!("'{name}' is undefined")),
         },
         Expr::Attr(base, name) => {
             let base = eval(base, ctx)?;

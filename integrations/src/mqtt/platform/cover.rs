@@ -8,7 +8,7 @@ use homecore::{EntityInfo, ServiceError};
 
 use super::{
     ConfigError, Fields, Outgoing, PAYLOAD_NONE, Platform, device_class, no_topic, parse_float,
-    render_command, render_received, required_number, unsupported,
+    render_command_with, render_received, required_number, unsupported,
 };
 use crate::mqtt::value_template::ValueTemplate;
 
@@ -376,7 +376,15 @@ impl Cover {
             return Err(no_topic("set_cover_position", "set_position_topic"));
         };
         let device_value = self.position_range.device_value(percentage);
-        let payload = render_command(self.set_position_template.as_ref(), json!(device_value))?;
+        let payload = render_command_with(
+            self.set_position_template.as_ref(),
+            json!(device_value),
+            &[
+                ("position", json!(device_value)),
+                ("position_open", json!(self.position_range.high)),
+                ("position_closed", json!(self.position_range.low)),
+            ],
+        )?;
         let message = Outgoing {
             topic: topic.clone(),
             payload,
@@ -397,7 +405,15 @@ impl Cover {
         let Some(topic) = &self.tilt.command_topic else {
             return Err(no_topic(service, "tilt_command_topic"));
         };
-        let payload = render_command(self.tilt.command_template.as_ref(), json!(device_value))?;
+        let payload = render_command_with(
+            self.tilt.command_template.as_ref(),
+            json!(device_value),
+            &[
+                ("tilt_position", json!(device_value)),
+                ("tilt_min", json!(self.tilt.range.low)),
+                ("tilt_max", json!(self.tilt.range.high)),
+            ],
+        )?;
         let message = Outgoing {
             topic: topic.clone(),
             payload,

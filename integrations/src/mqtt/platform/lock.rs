@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use homecore::{EntityInfo, ServiceError};
 
 use super::{
-    ConfigError, Fields, Outgoing, Platform, render_command, render_received, text_field,
+    ConfigError, Fields, Outgoing, Platform, render_command_with, render_received, text_field,
     unsupported,
 };
 use crate::mqtt::value_template::ValueTemplate;
@@ -357,9 +357,11 @@ impl Platform for Lock {
             other => return Err(unsupported("lock", other)),
         };
         self.check_code(data)?;
-        let payload = render_command(
+        let code = text_field(data, "code").map_or(Value::Null, |code| json!(code));
+        let payload = render_command_with(
             self.command_template.as_ref(),
             Value::String(payload.clone()),
+            &[("code", code)],
         )?;
         if self.optimistic {
             self.state = Some(state);

@@ -813,3 +813,27 @@ fn a_template_parses_once_and_renders_many_times() {
         );
     }
 }
+
+#[test]
+fn command_templates_read_the_named_variables_they_are_given_and_others_are_undefined() {
+    let template = ValueTemplate::parse("{{ red }},{{ green }},{{ blue }}").unwrap();
+    let vars = Variables::from_value(json!("1,2,3"))
+        .with("red", json!(1))
+        .with("green", json!(2))
+        .with("blue", json!(3));
+    assert_eq!(template.render(&vars).unwrap(), "1,2,3");
+    // Undefined renders empty, as Jinja's (and Home Assistant's) does.
+    let missing = template.render(&Variables::from_value(json!("x"))).unwrap();
+    assert_eq!(missing, ",,");
+    let unknown = ValueTemplate::parse("{{ entity_id }}");
+    assert!(unknown.is_err(), "{unknown:?}");
+    // A name outside the list is ignored, not defined.
+    let ignored = Variables::from_value(json!(1)).with("states", json!(2));
+    assert_eq!(
+        ValueTemplate::parse("{{ value }}")
+            .unwrap()
+            .render(&ignored)
+            .unwrap(),
+        "1"
+    );
+}

@@ -1,7 +1,7 @@
 //! The `basic` (default) light schema: one command and one state topic per attribute, plain
 //! payloads (`ON`, `128`, `255,0,0`, `30.0,100.0`), each state topic updating its own part.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use homecore::{EntityInfo, ServiceError};
 
@@ -11,7 +11,7 @@ use super::{
     received_effect,
 };
 use crate::mqtt::platform::{
-    ConfigError, Fields, Outgoing, Platform, no_topic, render_command, render_received,
+    ConfigError, Fields, Outgoing, Platform, no_topic, render_command_with, render_received,
 };
 use crate::mqtt::value_template::ValueTemplate;
 
@@ -56,12 +56,21 @@ impl Channel {
 
     /// The payload of a command with `value`.
     fn command(&self, value: Value) -> Result<Option<Outgoing>, ServiceError> {
+        self.command_with(value, &[])
+    }
+
+    /// The payload of a command with `value` and the template's named variables.
+    fn command_with(
+        &self,
+        value: Value,
+        named: &[(&str, Value)],
+    ) -> Result<Option<Outgoing>, ServiceError> {
         let Some(topic) = &self.command_topic else {
             return Ok(None);
         };
         Ok(Some(Outgoing {
             topic: topic.clone(),
-            payload: render_command(self.command_template.as_ref(), value)?,
+            payload: render_command_with(self.command_template.as_ref(), value, named)?,
         }))
     }
 }
@@ -297,7 +306,8 @@ impl BasicLight {
         match on.color {
             Some(Color::Hs([hue, saturation])) => {
                 let text = format!("{},{}", python_float(hue), python_float(saturation));
-                if let Some(message) = self.hs.command(Value::String(text))? {
+                let named = [("hue", json!(hue)), ("sat", json!(saturation))];
+                if let Some(message) = self.hs.command_with(Value::String(text), &named)? {
                     messages.push(message);
                     if self.optimistic.hs {
                         self.assume_mode(ColorMode::Hs);
@@ -307,7 +317,10 @@ impl BasicLight {
             }
             Some(Color::Rgb(rgb)) => {
                 let scaled = self.scale_rgb(rgb, None, on.brightness);
-                if let Some(message) = self.rgb.command(rgb_text(scaled))? {
+                if let Some(message) = self
+                    .rgb
+                    .command_with(rgb_text(scaled), &rgb_named(scaled))?
+                {
                     messages.push(message);
                     if self.optimistic.rgb {
                         self.assume_mode(ColorMode::Rgb);
@@ -317,7 +330,8 @@ impl BasicLight {
             }
             Some(Color::Xy([x, y])) => {
                 let text = format!("{},{}", python_float(x), python_float(y));
-                if let Some(message) = self.xy.command(Value::String(text))? {
+                let named = [("x", json!(x)), ("y", json!(y))];
+                if let Some(message) = self.xy.command_with(Value::String(text), &named)? {
                     messages.push(message);
                     if self.optimistic.xy {
                         self.assume_mode(ColorMode::Xy);
@@ -335,7 +349,8 @@ impl BasicLight {
                 // An RGB light without a brightness topic dims by scaling its color.
                 let rgb = self.state.rgb.unwrap_or([255; 3]);
                 let scaled = self.scale_rgb(rgb, Some(brightness), None);
-                self.rgb.command(rgb_text(scaled))?
+                self.rgb
+                    .command_with(rgb_text(scaled), &rgb_named(scaled))?
             } else {
                 None
             };
@@ -392,6 +407,15 @@ impl BasicLight {
         });
         rgb.map(|channel| (u32::from(channel) * u32::from(brightness) / 255) as u8)
     }
+}
+
+/// The RGB command template's variables `red`, `green`, `blue`.
+fn rgb_named(rgb: [u8; 3]) -> [(&'static str, Value); 3] {
+    [
+        ("red", json!(rgb[0])),
+        ("green", json!(rgb[1])),
+        ("blue", json!(rgb[2])),
+    ]
 }
 
 /// `r,g,b` as Home Assistant's default RGB payload.

@@ -327,3 +327,22 @@ fn bad_configs_are_refused() {
         Err(ConfigError::Invalid { field, .. }) if field == "command_topic"
     ));
 }
+
+#[test]
+fn a_set_position_template_reads_the_position_and_the_range_as_zigbee2mqtt_writes_it() {
+    let mut config = zigbee2mqtt_blind();
+    config["set_position_template"] =
+        json!("{ \"position\": {{ position }}, \"of\": {{ position_open }} }");
+    let mut blind = cover(config).expect("the config is valid");
+    assert_eq!(
+        call(
+            blind.as_mut(),
+            "set_cover_position",
+            json!({"position": 40})
+        ),
+        [out(
+            "zigbee2mqtt/living_blind/set",
+            "{ \"position\": 40, \"of\": 100.0 }"
+        )]
+    );
+}
