@@ -132,7 +132,7 @@ pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A hang guard for every wait of a step (`wait`, `expect_entry`, `expect_group`, `at_least`)
 /// and every call a step makes: far above what any shipped scenario needs (a hung sandbox
 /// found by the watchdog three times in a row takes about 20 s).
-pub const EXPECT_TIMEOUT: Duration = Duration::from_secs(120);
+pub const EXPECT_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Time between two looks at a condition being waited for.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);

@@ -41,6 +41,10 @@ pub const RECONNECT_MAX: Duration = Duration::from_secs(10);
 pub const SUBSCRIPTION_QOS: QoS = QoS::AtMostOnce;
 /// Filters per SUBSCRIBE packet when subscribing again after a reconnection.
 const RESUBSCRIBE_BATCH: usize = 64;
+/// Largest message kept to hand to a later subscriber of the same topic.
+pub const MAX_REPLAYED_MESSAGE_BYTES: usize = 16 * 1024;
+/// Most payload bytes kept for later subscribers, per connection.
+pub const MAX_REPLAY_CACHE_BYTES: usize = 8 * 1024 * 1024;
 /// Largest CA file read, in bytes.
 pub const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
 
@@ -123,20 +127,53 @@ struct Subscriber {
 struct Subscriptions {
     exact: HashMap<String, Vec<Subscriber>>,
     wildcard: Vec<(String, Vec<Subscriber>)>,
+    /// The last message of each exact filter (up to [`MAX_REPLAYED_MESSAGE_BYTES`], at most
+    /// [`MAX_REPLAY_CACHE_BYTES`] in all), handed to a subscriber that joins the filter later:
+    /// the broker sent the retained message to the first subscriber only, and a second entity on
+    /// the same state topic (Tasmota's `tele/…/SENSOR`) needs it too.
+    last: HashMap<String, Message>,
+    /// Bytes of payload held in `last`.
+    last_bytes: usize,
 }
 
 impl Subscriptions {
-    /// Adds a subscriber.
-    fn add(&mut self, filter: &str, subscriber: Subscriber) {
+    /// Adds a subscriber; whether the filter is new, and the filter's last message when the
+    /// subscriber joins others (to be handed to it).
+    fn add(&mut self, filter: &str, subscriber: Subscriber) -> (bool, Option<Message>) {
         if !filter.contains(['+', '#']) {
-            self.exact
-                .entry(filter.to_owned())
-                .or_default()
-                .push(subscriber);
-        } else if let Some((_, subscribers)) = self.wildcard.iter_mut().find(|(f, _)| f == filter) {
+            let subscribers = self.exact.entry(filter.to_owned()).or_default();
             subscribers.push(subscriber);
-        } else {
-            self.wildcard.push((filter.to_owned(), vec![subscriber]));
+            if subscribers.len() == 1 {
+                return (true, None);
+            }
+            return (false, self.last.get(filter).cloned());
+        }
+        if let Some((_, subscribers)) = self.wildcard.iter_mut().find(|(f, _)| f == filter) {
+            subscribers.push(subscriber);
+            return (false, None);
+        }
+        self.wildcard.push((filter.to_owned(), vec![subscriber]));
+        (true, None)
+    }
+
+    /// Keeps `message` as its exact filter's last one, within the cache's bounds.
+    fn remember(&mut self, message: &Message) {
+        if !self.exact.contains_key(&message.topic) {
+            return;
+        }
+        if let Some(old) = self.last.remove(&message.topic) {
+            self.last_bytes -= old.payload.len();
+        }
+        let size = message.payload.len();
+        if size <= MAX_REPLAYED_MESSAGE_BYTES && self.last_bytes + size <= MAX_REPLAY_CACHE_BYTES {
+            self.last_bytes += size;
+            self.last.insert(message.topic.clone(), message.clone());
+        }
+    }
+
+    fn forget(&mut self, filter: &str) {
+        if let Some(old) = self.last.remove(filter) {
+            self.last_bytes -= old.payload.len();
         }
     }
 
@@ -159,6 +196,9 @@ impl Subscriptions {
             }
             true
         });
+        if let Some(filter) = &emptied {
+            self.forget(filter);
+        }
         emptied
     }
 
@@ -427,15 +467,18 @@ impl Connection {
 
     async fn add_subscriber(&self, filter: &str, sink: Sink) -> u64 {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        self.shared
-            .subscriptions
-            .lock()
-            .add(filter, Subscriber { id, sink });
+        let (new, last) = self.shared.subscriptions.lock().add(
+            filter,
+            Subscriber {
+                id,
+                sink: sink.clone(),
+            },
+        );
+        if let (Some(message), Sink::Call(handler)) = (last, &sink) {
+            handler(&message);
+        }
         // While disconnected the filter is asked for after the reconnection, with the others.
-        // A filter someone already listens to is asked for again: the broker then sends its
-        // retained messages once more (MQTT 3.1.1, 3.8.4), which the new subscriber needs (two
-        // entities on one state topic); the others see a retained state they already have.
-        if self.is_connected() {
+        if new && self.is_connected() {
             // Bounded: the connection's task may itself be waiting for a full queue whose reader
             // is this caller. Lost only when the session ends or the queue stays full; the next
             // reconnection asks for every filter again.
@@ -554,7 +597,11 @@ async fn run(mut eventloop: EventLoop, client: AsyncClient, shared: Arc<Shared>,
                     payload: publish.payload,
                     retain: publish.retain,
                 };
-                let sinks = shared.subscriptions.lock().sinks_for(&message.topic);
+                let sinks = {
+                    let mut subscriptions = shared.subscriptions.lock();
+                    subscriptions.remember(&message);
+                    subscriptions.sinks_for(&message.topic)
+                };
                 for sink in sinks {
                     match sink {
                         Sink::Call(handler) => handler(&message),

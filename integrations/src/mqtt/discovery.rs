@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use homecore::{Core, EntityPlatform};
+use homecore::{Core, Entity as _, EntityPlatform};
 
 use super::abbreviations;
 use super::connection::{Connection, Message};
@@ -152,7 +152,7 @@ impl Discovery {
         };
         let key = (component, topic.discovery_id());
         if message.payload.is_empty() {
-            self.remove(&key).await;
+            self.remove(&key, true).await;
             return;
         }
         if message.payload.len() > MAX_DISCOVERY_PAYLOAD_BYTES {
@@ -200,8 +200,9 @@ impl Discovery {
         match existing {
             Some((entity, _)) => self.update(&key, entity, common, platform, config).await,
             None => {
-                self.add(&message.topic, key, component, common, platform, config)
-                    .await
+                let entity = MqttEntity::new(Arc::clone(&self.connection), common, platform);
+                self.add(&message.topic, key, component, entity, config)
+                    .await;
             }
         }
     }
@@ -214,22 +215,26 @@ impl Discovery {
         platform: Box<dyn platform::Platform>,
         config: Map<String, Value>,
     ) {
-        if common.unique_id() != entity.unique_id().as_deref() {
-            // Another identity: the old entity goes, a new one comes.
-            self.remove(key).await;
-            let topic = format!("{} {}", key.0, key.1);
-            self.add(&topic, key.clone(), key.0, common, platform, config)
-                .await;
+        let fresh = MqttEntity::new(Arc::clone(&self.connection), common, platform);
+        fresh.replay(entity.heard());
+        let topic = format!("{} {}", key.0, key.1);
+        if fresh.unique_id() != entity.unique_id() {
+            // Another identity: the old entity and its registry entry go, a new one comes.
+            self.remove(key, true).await;
+            self.add(&topic, key.clone(), key.0, fresh, config).await;
             return;
         }
-        entity.reconfigure(common, platform).await;
+        if fresh.info() != entity.info() {
+            // What it says about itself changed (name, unit, device class, features, device):
+            // it is added again, under the same entity id (its registry entry stays), so every
+            // view of it (a sandbox's main included) is described anew; what it heard carries over.
+            self.remove(key, false).await;
+            self.add(&topic, key.clone(), key.0, fresh, config).await;
+            return;
+        }
+        entity.take_config_of(fresh).await;
         if let Some(found) = self.discovered.lock().get_mut(key) {
             found.config = config;
-        }
-        if let Some(entity_id) = entity.entity_id()
-            && let Err(error) = self.core.entities().refresh_registration(&entity_id)
-        {
-            tracing::warn!(%entity_id, %error, "an updated MQTT entity was not registered again");
         }
     }
 
@@ -238,8 +243,7 @@ impl Discovery {
         topic: &str,
         key: DiscoveryKey,
         component: &'static str,
-        common: Common,
-        platform: Box<dyn platform::Platform>,
+        entity: Arc<MqttEntity>,
         config: Map<String, Value>,
     ) {
         let refusal = {
@@ -249,9 +253,9 @@ impl Discovery {
                     "the entry already has {MAX_DISCOVERED_ENTITIES} discovered entities"
                 ))
             } else {
-                common
+                entity
                     .unique_id()
-                    .filter(|unique_id| self.unique_ids.contains_key(*unique_id))
+                    .filter(|unique_id| self.unique_ids.contains_key(unique_id))
                     .map(|unique_id| {
                         format!("unique_id {unique_id:?} is already used by another config")
                     })
@@ -264,7 +268,6 @@ impl Discovery {
         let Some(platform_slot) = self.platforms.get(component) else {
             return;
         };
-        let entity = MqttEntity::new(Arc::clone(&self.connection), common, platform);
         entity.subscribe().await;
         match platform_slot
             .add_entity(Arc::clone(&entity) as homecore::EntityRef)
@@ -285,9 +288,9 @@ impl Discovery {
         }
     }
 
-    /// Removes a discovered entity, its registry entry and its device when it was the last
-    /// entity of it (Home Assistant's behaviour for an empty config).
-    async fn remove(&mut self, key: &DiscoveryKey) {
+    /// Removes a discovered entity; with `forget`, also its registry entry and its device when
+    /// it was the last entity of it (Home Assistant's behaviour for an empty config).
+    async fn remove(&mut self, key: &DiscoveryKey, forget: bool) {
         let Some(found) = self.discovered.lock().remove(key) else {
             return;
         };
@@ -304,6 +307,9 @@ impl Discovery {
             tracing::debug!(%entity_id, %error, "a removed MQTT entity was already gone");
         }
         found.entity.unsubscribe().await;
+        if !forget {
+            return;
+        }
         let registries = self.core.registries();
         if let Some(entry) = registries.entities.remove(&entity_id)
             && let Some(device_id) = entry.device_id

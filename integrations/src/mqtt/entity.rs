@@ -286,11 +286,6 @@ impl Common {
             retain: fields.flag_or("retain", false)?,
         })
     }
-
-    /// Its unique id.
-    pub(crate) fn unique_id(&self) -> Option<&str> {
-        self.unique_id.as_deref()
-    }
 }
 
 /// Where a received message goes.
@@ -458,33 +453,38 @@ impl MqttEntity {
         }
     }
 
-    /// Takes a new config in place (same component, same discovery id): the entity keeps its
-    /// id, what it heard on topics it still follows is heard again from retained messages.
-    pub(crate) async fn reconfigure(self: &Arc<Self>, common: Common, platform: Box<dyn Platform>) {
-        self.unsubscribe().await;
-        {
-            let mut live = self.live.lock();
-            live.available = vec![None; common.availability.len()];
-            live.latest = None;
-            live.json_attributes = Map::new();
-            live.common = common;
-            live.platform = platform;
-        }
+    /// What the entity last heard on each of its topics.
+    pub(crate) fn heard(&self) -> HashMap<String, String> {
+        self.live.lock().heard.clone()
+    }
+
+    /// Applies what an earlier config of the same entity heard on the topics this one follows
+    /// (so a changed config does not blank what the entity shows while the broker resends).
+    pub(crate) fn replay(&self, heard: HashMap<String, String>) {
         let routes = self.routes();
-        {
-            let mut live = self.live.lock();
-            let heard = std::mem::take(&mut live.heard);
-            for (topic, route) in &routes {
-                if let Some(payload) = heard.get(topic) {
-                    live.apply(*route, payload);
-                }
+        let mut live = self.live.lock();
+        for (topic, route) in &routes {
+            if let Some(payload) = heard.get(topic) {
+                live.apply(*route, payload);
             }
-            live.heard = heard
-                .into_iter()
-                .filter(|(topic, _)| routes.iter().any(|(kept, _)| kept == topic))
-                .collect();
         }
+        live.heard = heard
+            .into_iter()
+            .filter(|(topic, _)| routes.iter().any(|(kept, _)| kept == topic))
+            .collect();
+    }
+
+    /// Takes `fresh`'s config in place (same component, discovery id and description): the
+    /// entity keeps its id and registration; its subscriptions follow the new topics.
+    pub(crate) async fn take_config_of(self: &Arc<Self>, fresh: Arc<Self>) {
+        let Ok(fresh) = Arc::try_unwrap(fresh) else {
+            return;
+        };
+        self.unsubscribe().await;
+        let fresh = fresh.live.into_inner();
+        *self.live.lock() = fresh;
         self.subscribe().await;
+        self.write_state();
     }
 
     fn received(&self, route: Route, message: &Message) {

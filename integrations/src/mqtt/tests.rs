@@ -605,3 +605,45 @@ fn entry_settings_are_checked_with_the_field_they_belong_to() {
     assert_eq!(config.will.unwrap().payload, "gone");
     assert_eq!(config.discovery_prefix, "homeassistant");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_entities_on_one_retained_topic_both_get_its_state() {
+    let broker = broker().await;
+    let device = device_on(&broker, "tele/#").await;
+    publish(
+        &device,
+        "tele/tasmota_2/SENSOR",
+        r#"{"AM2301":{"Temperature":19.5,"Humidity":51.0}}"#,
+        true,
+    )
+    .await;
+    let sensor = |object: &str, template: &str| {
+        json!({"name": object, "stat_t": "tele/tasmota_2/SENSOR", "val_tpl": template,
+               "uniq_id": format!("tasmota_2_{object}")})
+    };
+    publish_config(
+        &device,
+        "homeassistant/sensor/tasmota_2/temperature/config",
+        sensor("temperature", "{{ value_json.AM2301.Temperature }}"),
+    )
+    .await;
+    let core = core().await;
+    configure(&core, &broker).await;
+    wait_for("the first sensor", || {
+        state(&core, "sensor.temperature").as_deref() == Some("19.5")
+    })
+    .await;
+    // The second joins a topic the connection already follows: the broker sent its retained
+    // message once, to the first.
+    publish_config(
+        &device,
+        "homeassistant/sensor/tasmota_2/humidity/config",
+        sensor("humidity", "{{ value_json.AM2301.Humidity }}"),
+    )
+    .await;
+    wait_for("the second sensor", || {
+        state(&core, "sensor.humidity").as_deref() == Some("51.0")
+    })
+    .await;
+    core.stop().await.unwrap();
+}
