@@ -11,6 +11,7 @@
 //!   "flow": [{"next_step_id": "defaults"}],
 //!   "files": {"{tmp}/value.txt": "21.5\n"},
 //!   "compare_states": true,
+//!   "quiet_ms": 200,
 //!   "setup": {"state": "loaded"},
 //!   "companions": [{"integration": "acme_thermostat", "flow": [{"name": "Hall", "target_temperature": 21.5}]}],
 //!   "sandboxed_only": "why it cannot run in-process (absent for most scenarios)",
@@ -87,7 +88,9 @@
 //!   the integration.
 //! - `reload`, `unload`: the scenario's entry.
 //! - `mqtt_publish`: publish on the run's broker as a device would (QoS 1; a text payload as is,
-//!   anything else as JSON).
+//!   anything else as JSON). Its effect reaches the hub when it does, so its record (and those
+//!   of `stop_broker` and `start_broker`) holds no states: the steps after it wait for the
+//!   effect and record them.
 //! - `expect_mqtt`: wait for a message on a topic (with a payload, when given) published since
 //!   the last message this step found; its outcome is `ok: <payload>`.
 //! - `stop_broker`, `start_broker`: kill the run's broker (SIGKILL), start it again on its port.
@@ -126,13 +129,16 @@ use sandbox_host::{GroupConfig, GroupState, GroupStatus, RestartPolicy, Watchdog
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+/// How long states must stay unchanged before a step is recorded, unless the scenario says.
+pub const DEFAULT_QUIET: Duration = Duration::from_millis(15);
+
 /// How long a run waits for entities to settle after a step.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A hang guard for every wait of a step (`wait`, `expect_entry`, `expect_group`, `at_least`)
 /// and every call a step makes: far above what any shipped scenario needs (a hung sandbox
 /// found by the watchdog three times in a row takes about 20 s).
-pub const EXPECT_TIMEOUT: Duration = Duration::from_secs(8);
+pub const EXPECT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Time between two looks at a condition being waited for.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
@@ -173,6 +179,11 @@ pub struct Scenario {
     /// Whether states are compared between modes (off for integrations reading the machine).
     #[serde(default = "yes")]
     pub compare_states: bool,
+    /// How long, in milliseconds, states must stay unchanged before a step is recorded
+    /// ([`DEFAULT_QUIET`] when absent): longer for integrations whose states arrive from a
+    /// network in bursts rather than as the answer to a call.
+    #[serde(default)]
+    pub quiet_ms: Option<u64>,
     /// What the entry looks like once its config flow returned.
     #[serde(default)]
     pub setup: SetupExpectation,
@@ -640,12 +651,19 @@ fn snapshot(core: &Core, compare: bool, tmp: &Path) -> BTreeMap<String, (String,
         .collect()
 }
 
-/// Waits until the states stop changing (sandboxed states arrive after a call returns).
-async fn settle(core: &Core, compare: bool, tmp: &Path) -> BTreeMap<String, (String, Value)> {
+/// Waits until the states stop changing for `quiet` (sandboxed states arrive after a call
+/// returns).
+async fn settle(
+    core: &Core,
+    compare: bool,
+    tmp: &Path,
+    quiet: Duration,
+) -> BTreeMap<String, (String, Value)> {
     let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    let polls = quiet.as_millis().div_ceil(POLL_INTERVAL.as_millis()).max(1);
     let mut last = snapshot(core, compare, tmp);
     let mut stable = 0;
-    while stable < 3 && tokio::time::Instant::now() < deadline {
+    while stable < polls && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(POLL_INTERVAL).await;
         let now = snapshot(core, compare, tmp);
         if now == last {
@@ -822,6 +840,9 @@ pub async fn run(
         tmp,
         compare: scenario.compare_states,
         strict: scenario.is_sandboxed_only(),
+        quiet: scenario
+            .quiet_ms
+            .map_or(DEFAULT_QUIET, Duration::from_millis),
         sandboxing,
         entry_id: None,
         setup_pid: None,
@@ -852,6 +873,8 @@ struct Run<'a> {
     compare: bool,
     /// Calls without an expectation must succeed.
     strict: bool,
+    /// How long states must stay unchanged before a step is recorded.
+    quiet: Duration,
     sandboxing: &'a Sandboxing,
     /// The scenario's entry, once created.
     entry_id: Option<String>,
@@ -907,7 +930,7 @@ impl Run<'_> {
     }
 
     async fn settle(&self) -> BTreeMap<String, (String, Value)> {
-        settle(&self.core, self.compare, &self.tmp).await
+        settle(&self.core, self.compare, &self.tmp, self.quiet).await
     }
 
     fn record(
@@ -1455,7 +1478,9 @@ impl Run<'_> {
                 vec![self.record(
                     format!("{index}: publish {topic}"),
                     outcome,
-                    self.settle().await,
+                    // What a device publishes reaches the hub when it does: the steps after
+                    // it wait for its effect and record the states.
+                    BTreeMap::new(),
                 )]
             }
             Step::ExpectMqtt { topic, payload } => {
@@ -1492,7 +1517,7 @@ impl Run<'_> {
                 vec![self.record(
                     format!("{index}: {label} the broker"),
                     outcome,
-                    self.settle().await,
+                    BTreeMap::new(),
                 )]
             }
             Step::KillGroup {} => {
