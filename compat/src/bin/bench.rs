@@ -35,6 +35,9 @@ use serde_json::{Map, Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+#[path = "../bench/mqtt.rs"]
+mod mqtt;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "bench",
@@ -55,8 +58,14 @@ struct Cli {
     /// State changes in the push throughput figure.
     #[arg(long, default_value_t = 200_000)]
     pushes: u64,
+    /// Sensors discovered in the MQTT load figure.
+    #[arg(long, default_value_t = 1000)]
+    mqtt_entities: usize,
+    /// Seconds of one message per sensor per second in the MQTT load figure.
+    #[arg(long, default_value_t = 10)]
+    mqtt_seconds: u64,
     /// Measure only these sections (repeatable; all when absent): rtt, api, area, push,
-    /// flood, memory, crash, spawn, latency, register. For profiling one path at a time.
+    /// flood, memory, crash, spawn, latency, register, mqtt. For profiling one path at a time.
     #[arg(long, value_enum)]
     only: Vec<Section>,
 }
@@ -74,6 +83,7 @@ enum Section {
     Spawn,
     Latency,
     Register,
+    Mqtt,
 }
 
 impl Cli {
@@ -97,6 +107,12 @@ enum Command {
     /// takes it, until shut down.
     #[command(hide = true)]
     FloodSandbox(sandbox_runtime::sdk::Args),
+    /// The embedded MQTT broker of the MQTT load figure.
+    #[command(hide = true)]
+    MqttBroker(sandbox_mqtt_broker::ServeArgs),
+    /// The MQTT load figure's publisher.
+    #[command(hide = true)]
+    MqttPublisher(mqtt::PublisherArgs),
 }
 
 /// Round trips timed for the RTT figure (after as many again for warm-up... a tenth of it).
@@ -152,6 +168,15 @@ fn main() -> ExitCode {
         Some(Command::RawEcho { request, reply }) => raw_echo(request, reply),
         Some(Command::RawProducer { frame, count }) => raw_producer(frame, count),
         Some(Command::FloodSandbox(args)) => flood_sandbox(args),
+        Some(Command::MqttBroker(args)) => match sandbox_mqtt_broker::serve(args.port, &args.users)
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("mqtt-broker: {error}");
+                ExitCode::from(1)
+            }
+        },
+        Some(Command::MqttPublisher(args)) => mqtt::publisher_main(args),
         None => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -740,6 +765,24 @@ async fn run(cli: &Cli) -> Result<()> {
     }
     plugin.stop().await;
     core.stop().await?;
+    // The MQTT load on a hub of its own, the benchmark hub stopped (main's CPU share is the
+    // load's alone).
+    if cli.runs(Section::Mqtt) {
+        let broker = sandbox_compat::scenario::BrokerLauncher::from_env_or(vec![
+            this_program()?,
+            OsString::from("mqtt-broker"),
+        ])?;
+        figures.extend(
+            mqtt::figures(
+                cli.mqtt_entities,
+                cli.mqtt_seconds,
+                runtime_command.clone(),
+                broker,
+                vec![this_program()?, OsString::from("mqtt-publisher")],
+            )
+            .await?,
+        );
+    }
     figures.insert(
         "cpus".into(),
         json!(
