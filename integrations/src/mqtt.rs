@@ -176,8 +176,11 @@ impl MqttIntegration {
                 config.discovery_prefix.clone(),
                 Arc::clone(&discovered),
             );
-            tokio::spawn(discovery.run())
+            let configs = discovery.subscribe();
+            tokio::spawn(discovery.run(configs))
         });
+        // Discovery listens now: the birth message may make devices republish.
+        connection.announce();
         let availability = tokio::spawn(follow_availability(
             connection.watch_connected(),
             Arc::clone(&discovered),

@@ -19,12 +19,21 @@ use tokio::task::JoinHandle;
 use super::config::{EntryConfig, GENERATED_CLIENT_ID_BYTES, KEEP_ALIVE};
 use super::topic::filter_matches;
 
-/// Largest message accepted from the broker, in bytes: larger ones end the session (the
-/// client refuses the packet) rather than being buffered. Discovery configs and states of real
-/// devices are a few KiB; camera snapshots over MQTT are out of scope.
+/// Largest message handed to subscribers, in bytes: a larger one is dropped (and counted in
+/// the log). Discovery configs and states of real devices are a few KiB; camera snapshots over
+/// MQTT are out of scope.
 pub const MAX_INCOMING_MESSAGE_BYTES: usize = 256 * 1024;
-/// Largest message the hub publishes, in bytes (`mqtt.publish` payloads included).
+/// Largest packet the client reads, in bytes. Far above [`MAX_INCOMING_MESSAGE_BYTES`] on
+/// purpose: a packet over it ends the session, and a retained one would end every session after
+/// it (the broker sends it again on each resubscription), so only a packet this large, which no
+/// device sends, costs the connection.
+pub const MAX_INCOMING_PACKET_BYTES: usize = 4 * 1024 * 1024;
+/// Largest payload the hub publishes, in bytes (`mqtt.publish` payloads included).
 pub const MAX_OUTGOING_MESSAGE_BYTES: usize = 256 * 1024;
+/// Largest packet the hub sends: the payload, a topic of at most
+/// [`super::topic::MAX_TOPIC_BYTES`] and the packet's header.
+const MAX_OUTGOING_PACKET_BYTES: usize =
+    MAX_OUTGOING_MESSAGE_BYTES + super::topic::MAX_TOPIC_BYTES + 16;
 /// Requests (publish, subscribe) queued towards the broker before a caller waits.
 pub const REQUEST_QUEUE: usize = 1024;
 /// How long connecting (TCP, TLS and the MQTT handshake) may take.
@@ -236,6 +245,12 @@ struct Shared {
     birth: Option<(String, String)>,
     /// Set once closing: a disconnection is then not an outage to recover from.
     closing: std::sync::atomic::AtomicBool,
+    /// New filters to ask the broker for, sent by a task of their own: whoever subscribes (the
+    /// discovery task, which the connection's task may be waiting for) never waits for the
+    /// client's request queue, which only the connection's task drains.
+    to_subscribe: Mutex<Vec<String>>,
+    /// Wakes the subscribing task.
+    wake_subscriber: tokio::sync::Notify,
 }
 
 /// A live connection to the broker; reconnects by itself until [`Connection::close`].
@@ -243,6 +258,8 @@ pub struct Connection {
     client: AsyncClient,
     shared: Arc<Shared>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Sends [`Shared::to_subscribe`].
+    subscriber: JoinHandle<()>,
     address: String,
 }
 
@@ -324,7 +341,7 @@ fn options(config: &EntryConfig, client_id: &str) -> Result<MqttOptions, Connect
     options
         .set_keep_alive(KEEP_ALIVE)
         .set_clean_session(true)
-        .set_max_packet_size(MAX_INCOMING_MESSAGE_BYTES, MAX_OUTGOING_MESSAGE_BYTES)
+        .set_max_packet_size(MAX_INCOMING_PACKET_BYTES, MAX_OUTGOING_PACKET_BYTES)
         .set_request_channel_capacity(REQUEST_QUEUE);
     if let Some(username) = &config.username {
         options.set_credentials(username, config.password.as_deref().unwrap_or_default());
@@ -421,20 +438,30 @@ impl Connection {
                 .as_ref()
                 .map(|birth| (birth.topic.clone(), birth.payload.clone())),
             closing: std::sync::atomic::AtomicBool::new(false),
+            to_subscribe: Mutex::new(Vec::new()),
+            wake_subscriber: tokio::sync::Notify::new(),
         });
-        announce(&client, &shared);
         let task = tokio::spawn(run(
             eventloop,
             client.clone(),
             Arc::clone(&shared),
             config.address(),
         ));
+        let subscriber = tokio::spawn(send_subscriptions(client.clone(), Arc::clone(&shared)));
         Ok(Self {
             client,
             shared,
             task: Mutex::new(Some(task)),
+            subscriber,
             address: config.address(),
         })
+    }
+
+    /// Asks the broker for every filter, then publishes the birth message: called once the
+    /// first subscribers (discovery) are in, so devices answering the birth are heard, and after
+    /// every reconnection by the connection itself.
+    pub fn announce(&self) {
+        announce(&self.client, &self.shared);
     }
 
     /// Whether the session is up.
@@ -455,17 +482,17 @@ impl Connection {
     /// Calls `handler` with every message matching `filter` (a checked topic filter) until
     /// [`Connection::unsubscribe`] with the returned id. Retained messages of the filter arrive
     /// right after subscribing.
-    pub async fn subscribe(&self, filter: &str, handler: Handler) -> u64 {
-        self.add_subscriber(filter, Sink::Call(handler)).await
+    pub fn subscribe(&self, filter: &str, handler: Handler) -> u64 {
+        self.add_subscriber(filter, Sink::Call(handler))
     }
 
     /// Queues every message matching `filter` into `queue` (for work that must await); while
     /// the queue is full the connection waits, so the broker holds what is not read yet.
-    pub async fn subscribe_queue(&self, filter: &str, queue: mpsc::Sender<Message>) -> u64 {
-        self.add_subscriber(filter, Sink::Queue(queue)).await
+    pub fn subscribe_queue(&self, filter: &str, queue: mpsc::Sender<Message>) -> u64 {
+        self.add_subscriber(filter, Sink::Queue(queue))
     }
 
-    async fn add_subscriber(&self, filter: &str, sink: Sink) -> u64 {
+    fn add_subscriber(&self, filter: &str, sink: Sink) -> u64 {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (new, last) = self.shared.subscriptions.lock().add(
             filter,
@@ -475,32 +502,25 @@ impl Connection {
             },
         );
         if let (Some(message), Sink::Call(handler)) = (last, &sink) {
-            handler(&message);
+            call(handler, &message);
         }
         // While disconnected the filter is asked for after the reconnection, with the others.
         if new && self.is_connected() {
-            // Bounded: the connection's task may itself be waiting for a full queue whose reader
-            // is this caller. Lost only when the session ends or the queue stays full; the next
-            // reconnection asks for every filter again.
-            let asked = tokio::time::timeout(
-                PUBLISH_TIMEOUT,
-                self.client.subscribe(filter, SUBSCRIPTION_QOS),
-            )
-            .await;
-            if !matches!(asked, Ok(Ok(()))) {
-                tracing::warn!(broker = %self.address, "an MQTT subscription could not be sent");
-            }
+            self.shared.to_subscribe.lock().push(filter.to_owned());
+            self.shared.wake_subscriber.notify_one();
         }
         id
     }
 
     /// Ends subscription `id`; the broker is told when nobody else listens to its filter.
-    pub async fn unsubscribe(&self, id: u64) {
+    pub fn unsubscribe(&self, id: u64) {
         let emptied = self.shared.subscriptions.lock().remove(id);
         if let Some(filter) = emptied
             && self.is_connected()
         {
-            let _ = tokio::time::timeout(PUBLISH_TIMEOUT, self.client.unsubscribe(filter)).await;
+            // Never waits (see `Shared::to_subscribe`); a filter the queue had no room for stays
+            // subscribed at the broker until the next reconnection, its messages routed nowhere.
+            let _ = self.client.try_unsubscribe(filter);
         }
     }
 
@@ -514,8 +534,9 @@ impl Connection {
         retain: bool,
     ) -> Result<(), PublishError> {
         let payload = payload.into();
-        if payload.len() > MAX_OUTGOING_MESSAGE_BYTES {
-            return Err(PublishError::TooLarge(payload.len()));
+        if payload.len() > MAX_OUTGOING_MESSAGE_BYTES || topic.len() > super::topic::MAX_TOPIC_BYTES
+        {
+            return Err(PublishError::TooLarge(payload.len() + topic.len()));
         }
         if !self.is_connected() {
             return Err(PublishError::NotConnected);
@@ -556,8 +577,40 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.subscriber.abort();
         if let Some(task) = self.task.lock().take() {
             task.abort();
+        }
+    }
+}
+
+/// Calls a subscriber; a panic in it (a component's bug on some payload) is logged, never the
+/// end of the connection's task.
+fn call(handler: &Handler, message: &Message) {
+    let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(message)));
+    if called.is_err() {
+        tracing::error!(topic = %message.topic.chars().take(256).collect::<String>(),
+            "an MQTT message made its subscriber panic; the message is ignored");
+    }
+}
+
+/// Sends the filters new subscribers asked for, in batches, while connected (a reconnection
+/// asks for every filter anyway).
+async fn send_subscriptions(client: AsyncClient, shared: Arc<Shared>) {
+    loop {
+        shared.wake_subscriber.notified().await;
+        let filters = std::mem::take(&mut *shared.to_subscribe.lock());
+        if !*shared.connected.borrow() {
+            continue;
+        }
+        for batch in filters.chunks(RESUBSCRIBE_BATCH) {
+            let batch: Vec<SubscribeFilter> = batch
+                .iter()
+                .map(|filter| SubscribeFilter::new(filter.clone(), SUBSCRIPTION_QOS))
+                .collect();
+            if client.subscribe_many(batch).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -592,9 +645,18 @@ async fn run(mut eventloop: EventLoop, client: AsyncClient, shared: Arc<Shared>,
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if publish.payload.len() > MAX_INCOMING_MESSAGE_BYTES {
+                    tracing::debug!(
+                        bytes = publish.payload.len(),
+                        "an MQTT message larger than {MAX_INCOMING_MESSAGE_BYTES} bytes was dropped"
+                    );
+                    continue;
+                }
+                // A copy: the client's payload shares its whole read buffer, which a message
+                // kept (queued, cached) would keep alive.
                 let message = Message {
                     topic: publish.topic,
-                    payload: publish.payload,
+                    payload: Bytes::copy_from_slice(&publish.payload),
                     retain: publish.retain,
                 };
                 let sinks = {
@@ -604,7 +666,7 @@ async fn run(mut eventloop: EventLoop, client: AsyncClient, shared: Arc<Shared>,
                 };
                 for sink in sinks {
                     match sink {
-                        Sink::Call(handler) => handler(&message),
+                        Sink::Call(handler) => call(&handler, &message),
                         // A closed queue is a subscriber that stopped: nothing to deliver to.
                         Sink::Queue(queue) => {
                             let _ = queue.send(message.clone()).await;

@@ -41,12 +41,23 @@ pub(crate) type DiscoveryKey = (&'static str, String);
 pub(crate) struct Discovered {
     /// The entity.
     pub(crate) entity: Arc<MqttEntity>,
-    /// Its config, expanded: an identical config published again changes nothing.
-    config: Map<String, Value>,
+    /// A fingerprint of its expanded config: an identical config published again changes
+    /// nothing (a hash, not the config: thousands of configs of up to 64 KiB are not kept).
+    fingerprint: u64,
 }
 
 /// What an entry discovered, shared with whoever must reach every discovered entity.
 pub(crate) type DiscoveredEntities = Arc<Mutex<HashMap<DiscoveryKey, Discovered>>>;
+
+/// A config's fingerprint (a fixed-key hash of its JSON, the same in every process).
+fn fingerprint(config: &Map<String, Value>) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(config)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
+}
 
 /// A rate limit on warnings about what devices publish.
 struct Warnings {
@@ -117,18 +128,20 @@ impl Discovery {
         }
     }
 
-    /// Subscribes to the discovery topics and processes configs until the connection closes.
-    pub(crate) async fn run(mut self) {
-        let (sender, mut receiver) = mpsc::channel(DISCOVERY_QUEUE);
+    /// Subscribes to the discovery topics; what [`Discovery::run`] reads.
+    pub(crate) fn subscribe(&self) -> mpsc::Receiver<Message> {
+        let (sender, receiver) = mpsc::channel(DISCOVERY_QUEUE);
         for filter in [
             format!("{}/+/+/config", self.prefix),
             format!("{}/+/+/+/config", self.prefix),
         ] {
-            self.connection
-                .subscribe_queue(&filter, sender.clone())
-                .await;
+            self.connection.subscribe_queue(&filter, sender.clone());
         }
-        drop(sender);
+        receiver
+    }
+
+    /// Processes configs until the connection closes.
+    pub(crate) async fn run(mut self, mut receiver: mpsc::Receiver<Message>) {
         while let Some(message) = receiver.recv().await {
             self.handle(message).await;
         }
@@ -178,11 +191,12 @@ impl Discovery {
             self.warnings.warn(&message.topic, &error.to_string());
             return;
         }
-        let existing = self
-            .discovered
-            .lock()
-            .get(&key)
-            .map(|found| (Arc::clone(&found.entity), found.config == config));
+        let existing = self.discovered.lock().get(&key).map(|found| {
+            (
+                Arc::clone(&found.entity),
+                found.fingerprint == fingerprint(&config),
+            )
+        });
         if let Some((_, true)) = existing {
             return;
         }
@@ -224,7 +238,9 @@ impl Discovery {
             self.add(&topic, key.clone(), key.0, fresh, config).await;
             return;
         }
-        if fresh.info() != entity.info() {
+        // Without a unique id a new entity would get a new id from its new name: it changes in
+        // place (Home Assistant keeps the id too).
+        if fresh.unique_id().is_some() && fresh.info() != entity.info() {
             // What it says about itself changed (name, unit, device class, features, device):
             // it is added again, under the same entity id (its registry entry stays), so every
             // view of it (a sandbox's main included) is described anew; what it heard carries over.
@@ -232,9 +248,9 @@ impl Discovery {
             self.add(&topic, key.clone(), key.0, fresh, config).await;
             return;
         }
-        entity.take_config_of(fresh).await;
+        entity.take_config_of(fresh);
         if let Some(found) = self.discovered.lock().get_mut(key) {
-            found.config = config;
+            found.fingerprint = fingerprint(&config);
         }
     }
 
@@ -268,21 +284,30 @@ impl Discovery {
         let Some(platform_slot) = self.platforms.get(component) else {
             return;
         };
-        entity.subscribe().await;
+        entity.subscribe();
         match platform_slot
             .add_entity(Arc::clone(&entity) as homecore::EntityRef)
             .await
         {
-            Ok(_) => {
+            Ok(added) => {
+                if added.is_none() {
+                    // Registered disabled: it follows nothing until a person enables it (and
+                    // the entry reloads); its config is kept for an update or removal.
+                    entity.unsubscribe();
+                }
                 if let Some(unique_id) = entity.unique_id() {
                     self.unique_ids.insert(unique_id, key.clone());
                 }
-                self.discovered
-                    .lock()
-                    .insert(key, Discovered { entity, config });
+                self.discovered.lock().insert(
+                    key,
+                    Discovered {
+                        entity,
+                        fingerprint: fingerprint(&config),
+                    },
+                );
             }
             Err(error) => {
-                entity.unsubscribe().await;
+                entity.unsubscribe();
                 self.warnings.warn(topic, &error.to_string());
             }
         }
@@ -294,24 +319,32 @@ impl Discovery {
         let Some(found) = self.discovered.lock().remove(key) else {
             return;
         };
-        if let Some(unique_id) = found.entity.unique_id() {
-            self.unique_ids.remove(&unique_id);
+        let unique_id = found.entity.unique_id();
+        if let Some(unique_id) = &unique_id {
+            self.unique_ids.remove(unique_id);
         }
-        let Some(entity_id) = found.entity.entity_id() else {
-            found.entity.unsubscribe().await;
-            return;
-        };
-        if let Some(platform_slot) = self.platforms.get(key.0)
-            && let Err(error) = platform_slot.remove_entity(&entity_id).await
+        found.entity.unsubscribe();
+        let live = found.entity.entity_id();
+        if let Some(entity_id) = &live
+            && let Some(platform_slot) = self.platforms.get(key.0)
+            && let Err(error) = platform_slot.remove_entity(entity_id).await
         {
             tracing::debug!(%entity_id, %error, "a removed MQTT entity was already gone");
         }
-        found.entity.unsubscribe().await;
         if !forget {
             return;
         }
         let registries = self.core.registries();
-        if let Some(entry) = registries.entities.remove(&entity_id)
+        // A disabled entity (`enabled_by_default: false`) was registered but never added.
+        let registered = live.or_else(|| {
+            unique_id.and_then(|unique_id| {
+                registries
+                    .entities
+                    .entity_id_for(key.0, super::DOMAIN, &unique_id)
+            })
+        });
+        if let Some(entity_id) = registered
+            && let Some(entry) = registries.entities.remove(&entity_id)
             && let Some(device_id) = entry.device_id
             && registries
                 .entities

@@ -26,8 +26,8 @@ pub const MAX_AVAILABILITY_TOPICS: usize = 16;
 pub const MAX_JSON_ATTRIBUTES: usize = 64;
 /// Largest JSON attributes message read, in bytes.
 pub const MAX_JSON_ATTRIBUTES_BYTES: usize = 16 * 1024;
-/// Largest payload kept per topic for an update in place; larger ones are heard again only when
-/// the device republishes.
+/// Most payload bytes an entity keeps (its last message per topic) for an update in place; what
+/// does not fit is heard again only when the device republishes.
 pub const MAX_REPLAYED_PAYLOAD_BYTES: usize = 16 * 1024;
 /// Most identifiers or connections of a discovered device.
 pub const MAX_DEVICE_KEYS: usize = 16;
@@ -197,24 +197,31 @@ fn availability_of(fields: &Fields<'_>) -> Result<Vec<Availability>, ConfigError
             template: fields.template("availability_template")?,
         });
     }
-    match fields.raw("availability") {
-        None => {}
-        Some(Value::Array(items)) => {
-            for item in items {
-                let Value::Object(item) = item else {
-                    return Err(ConfigError::invalid("availability", "expected objects"));
-                };
-                let item = Fields::new(item);
-                topics.push(Availability {
-                    topic: item.required_topic("topic")?,
-                    payload_available: item.payload_or("payload_available", &default_available)?,
-                    payload_not_available: item
-                        .payload_or("payload_not_available", &default_not_available)?,
-                    template: item.template("value_template")?,
-                });
-            }
-        }
+    let items: Vec<&Value> = match fields.raw("availability") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items.iter().collect(),
+        // Home Assistant takes one availability object as a list of one.
+        Some(single @ Value::Object(_)) => vec![single],
         Some(_) => return Err(ConfigError::invalid("availability", "expected a list")),
+    };
+    if items.len() > MAX_AVAILABILITY_TOPICS {
+        return Err(ConfigError::invalid(
+            "availability",
+            format!("more than {MAX_AVAILABILITY_TOPICS} topics"),
+        ));
+    }
+    for item in items {
+        let Value::Object(item) = item else {
+            return Err(ConfigError::invalid("availability", "expected objects"));
+        };
+        let item = Fields::new(item);
+        topics.push(Availability {
+            topic: item.required_topic("topic")?,
+            payload_available: item.payload_or("payload_available", &default_available)?,
+            payload_not_available: item
+                .payload_or("payload_not_available", &default_not_available)?,
+            template: item.template("value_template")?,
+        });
     }
     if topics.len() > MAX_AVAILABILITY_TOPICS {
         return Err(ConfigError::invalid(
@@ -432,7 +439,7 @@ impl MqttEntity {
     }
 
     /// Subscribes to the entity's topics (retained states arrive right after).
-    pub(crate) async fn subscribe(self: &Arc<Self>) {
+    pub(crate) fn subscribe(self: &Arc<Self>) {
         for (topic, route) in self.routes() {
             let entity: Weak<Self> = Arc::downgrade(self);
             let handler: Handler = Arc::new(move |message: &Message| {
@@ -440,16 +447,16 @@ impl MqttEntity {
                     entity.received(route, message);
                 }
             });
-            let id = self.connection.subscribe(&topic, handler).await;
+            let id = self.connection.subscribe(&topic, handler);
             self.subscriptions.lock().push(id);
         }
     }
 
     /// Ends the entity's subscriptions.
-    pub(crate) async fn unsubscribe(&self) {
+    pub(crate) fn unsubscribe(&self) {
         let ids = std::mem::take(&mut *self.subscriptions.lock());
         for id in ids {
-            self.connection.unsubscribe(id).await;
+            self.connection.unsubscribe(id);
         }
     }
 
@@ -476,14 +483,14 @@ impl MqttEntity {
 
     /// Takes `fresh`'s config in place (same component, discovery id and description): the
     /// entity keeps its id and registration; its subscriptions follow the new topics.
-    pub(crate) async fn take_config_of(self: &Arc<Self>, fresh: Arc<Self>) {
+    pub(crate) fn take_config_of(self: &Arc<Self>, fresh: Arc<Self>) {
         let Ok(fresh) = Arc::try_unwrap(fresh) else {
             return;
         };
-        self.unsubscribe().await;
+        self.unsubscribe();
         let fresh = fresh.live.into_inner();
         *self.live.lock() = fresh;
-        self.subscribe().await;
+        self.subscribe();
         self.write_state();
     }
 
@@ -492,11 +499,11 @@ impl MqttEntity {
         let changed = {
             let mut live = self.live.lock();
             let changed = live.apply(route, &payload);
-            if payload.len() <= MAX_REPLAYED_PAYLOAD_BYTES {
+            live.heard.remove(&message.topic);
+            let kept: usize = live.heard.values().map(String::len).sum();
+            if kept + payload.len() <= MAX_REPLAYED_PAYLOAD_BYTES {
                 live.heard
                     .insert(message.topic.clone(), payload.into_owned());
-            } else {
-                live.heard.remove(&message.topic);
             }
             changed
         };
@@ -570,7 +577,7 @@ impl Entity for MqttEntity {
 
     fn will_remove_from_core(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            self.unsubscribe().await;
+            self.unsubscribe();
             self.handle.lock().take();
         })
     }

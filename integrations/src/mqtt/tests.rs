@@ -647,3 +647,82 @@ async fn two_entities_on_one_retained_topic_both_get_its_state() {
     .await;
     core.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_retained_config_is_dropped_without_costing_the_connection() {
+    let broker = broker().await;
+    let device = device_on(&broker, "ok/#").await;
+    // Larger than what subscribers are handed, smaller than what ends a session.
+    let huge = format!(
+        r#"{{"name": "huge", "cmd_t": "ok/huge", "x": "{}"}}"#,
+        "a".repeat(300 * 1024)
+    );
+    publish(&device, "homeassistant/switch/huge/config", huge, true).await;
+    publish_config(
+        &device,
+        "homeassistant/switch/ok/config",
+        json!({"name": "Ok", "cmd_t": "ok/set", "stat_t": "ok/state"}),
+    )
+    .await;
+    publish(&device, "ok/state", "ON", true).await;
+    let core = core().await;
+    let entry_id = configure(&core, &broker).await;
+    wait_for("the small switch", || {
+        state(&core, "switch.ok").as_deref() == Some("on")
+    })
+    .await;
+    assert!(core.states().get("switch.huge").is_none());
+    // Still the first session: nothing went unavailable, a command goes out.
+    core.services()
+        .call(
+            ServiceRequest::new("switch", "turn_off")
+                .with_target(ServiceTarget::entities(["switch.ok".to_owned()])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(expect(&device, "ok/set").await, "OFF");
+    assert_eq!(entry(&core, &entry_id).state, ConfigEntryState::Loaded);
+    core.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_entity_is_registered_and_an_empty_config_removes_it_and_its_device() {
+    let broker = broker().await;
+    let device = device_on(&broker, "diag/#").await;
+    let topic = "homeassistant/sensor/node/linkquality/config";
+    publish_config(
+        &device,
+        topic,
+        json!({"name": "Linkquality", "uniq_id": "node_linkquality", "stat_t": "diag/node",
+               "enabled_by_default": false, "availability": {"topic": "diag/available"},
+               "dev": {"ids": ["node"], "name": "Node"}}),
+    )
+    .await;
+    let core = core().await;
+    configure(&core, &broker).await;
+    let registries = core.registries();
+    wait_for("the disabled sensor's registration", || {
+        registries
+            .entities
+            .entity_id_for("sensor", DOMAIN, "node_linkquality")
+            .is_some()
+    })
+    .await;
+    assert!(core.states().get("sensor.node_linkquality").is_none());
+    publish(&device, topic, "", true).await;
+    wait_for("the registration gone", || {
+        registries
+            .entities
+            .entity_id_for("sensor", DOMAIN, "node_linkquality")
+            .is_none()
+    })
+    .await;
+    assert!(
+        registries
+            .devices
+            .find(&[(DOMAIN.to_owned(), "node".to_owned())], &[])
+            .is_none(),
+        "the device of its only entity is gone"
+    );
+    core.stop().await.unwrap();
+}

@@ -75,7 +75,7 @@ impl Device {
             port,
         );
         options.set_keep_alive(Duration::from_secs(30));
-        options.set_max_packet_size(1024 * 1024, 1024 * 1024);
+        options.set_max_packet_size(2 * 1024 * 1024, 2 * 1024 * 1024);
         if let Some((name, password)) = credentials {
             options.set_credentials(name, password);
         }

@@ -33,8 +33,9 @@ const BINARY: &str = "sandbox-mqtt-broker";
 /// Connections at once: above the 1,000 entities of the load test's devices, each with a
 /// client of its own, plus the integration and the test's own clients.
 pub const MAX_CONNECTIONS: usize = 4096;
-/// The largest payload accepted (256 KiB).
-pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+/// The largest payload accepted (1 MiB): above what a hub hands its subscribers (256 KiB), so
+/// tests can send it more than it takes.
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// Packets read from one connection per batch, and rumqttd's bound on a connection's queued
 /// incoming packets.
 pub const MAX_INFLIGHT_COUNT: usize = 1024;

@@ -79,9 +79,11 @@ impl SpeedRange {
         self.max - self.min + 1
     }
 
-    /// `ranged_value_to_percentage`.
+    /// `ranged_value_to_percentage`, in 128 bits: a device's value is any 64-bit number.
     fn to_percentage(self, value: i64) -> i64 {
-        ((value - (self.min - 1)) * 100).div_euclid(self.states())
+        let percentage = ((i128::from(value) - (i128::from(self.min) - 1)) * 100)
+            .div_euclid(i128::from(self.states()));
+        i64::try_from(percentage).unwrap_or(if percentage < 0 { i64::MIN } else { i64::MAX })
     }
 
     /// `ceil(percentage_to_ranged_value)`.

@@ -71,7 +71,7 @@ impl Platform for Sensor {
         // unknown rather than cut.
         let new = if value == "None" || (value.is_empty() && self.is_numeric()) {
             None
-        } else if self.is_numeric() && value.trim().parse::<f64>().is_err() {
+        } else if self.is_numeric() && super::parse_float(&value).is_none() {
             tracing::debug!(value = %value.chars().take(64).collect::<String>(),
                 "a numeric MQTT sensor received a non-number; ignored");
             return false;

@@ -266,3 +266,32 @@ fn bad_configs_are_refused() {
         );
     }
 }
+
+#[test]
+fn a_speed_far_outside_its_range_neither_panics_nor_wraps() {
+    let Value::Object(config) = json!({
+        "command_topic": "fan/set",
+        "percentage_command_topic": "fan/speed/set",
+        "percentage_state_topic": "fan/speed",
+        "speed_range_min": 1,
+        "speed_range_max": 1e18
+    }) else {
+        unreachable!()
+    };
+    let mut fan = from_config("fan", &config).expect("the config is valid");
+    for payload in [
+        "9223372036854775807",
+        "-9223372036854775808",
+        "184467440737095517",
+    ] {
+        let _ = fan.on_message("percentage", payload);
+        let percentage = fan.attributes().get("percentage").cloned();
+        assert!(
+            percentage
+                .as_ref()
+                .is_none_or(|value| value.is_null()
+                    || value.as_i64().is_some_and(|p| (0..=100).contains(&p))),
+            "{payload}: {percentage:?}"
+        );
+    }
+}
