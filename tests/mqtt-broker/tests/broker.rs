@@ -55,7 +55,10 @@ fn wait_until_dead(pid: u32) {
         let state = stat
             .rsplit_once(") ")
             .and_then(|(_, rest)| rest.chars().next());
-        if matches!(state, None | Some('Z')) {
+        // A zombie leader whose other threads are still exiting cannot be reaped yet: the
+        // process is dead once its last thread is.
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count);
+        if state.is_none() || (state == Some('Z') && threads <= 1) {
             return;
         }
         assert!(std::time::Instant::now() < deadline, "{pid} still alive");
