@@ -380,6 +380,20 @@ impl OnOff {
         })
     }
 
+    /// Applies a received (rendered) value to `is_on`; whether it changed. Anything but the two
+    /// state payloads leaves the state as it was (Home Assistant ignores it too), except
+    /// `None`, which Home Assistant reads as unknown.
+    pub(crate) fn apply(&self, value: &str, is_on: &mut Option<bool>) -> bool {
+        let new = match self.parse(value) {
+            Some(on) => Some(on),
+            None if value == "None" => None,
+            None => return false,
+        };
+        let changed = new != *is_on;
+        *is_on = new;
+        changed
+    }
+
     /// `Some(true)` for the on state, `Some(false)` for off, `None` for anything else.
     pub(crate) fn parse(&self, payload: &str) -> Option<bool> {
         if payload == self.state_on {
@@ -390,6 +404,13 @@ impl OnOff {
             None
         }
     }
+}
+
+/// The topics of a component whose only topic is an optional state topic.
+pub(crate) fn state_topic(topic: Option<&String>) -> Vec<(&'static str, String)> {
+    topic
+        .map(|topic| vec![("state", topic.clone())])
+        .unwrap_or_default()
 }
 
 /// `on` / `off` / unknown.

@@ -154,7 +154,8 @@ impl Device {
                         .iter()
                         .position(|(t, p)| t == topic && payload.is_none_or(|wanted| wanted == p));
                     if let Some(position) = position {
-                        let (_, found) = received.drain(..=position).next_back().unwrap_or_default();
+                        let (_, found) =
+                            received.drain(..=position).next_back().unwrap_or_default();
                         return found;
                     }
                 }

@@ -41,14 +41,7 @@ impl Platform for BinarySensor {
         let Some(value) = render_received(self.value_template.as_ref(), payload) else {
             return false;
         };
-        let new = match self.payloads.parse(&value) {
-            Some(on) => Some(on),
-            None if value == "None" => None,
-            None => return false,
-        };
-        let changed = new != self.is_on;
-        self.is_on = new;
-        changed
+        self.payloads.apply(&value, &mut self.is_on)
     }
 
     fn state(&self) -> Option<String> {

@@ -294,10 +294,7 @@ impl Platform for Lock {
     }
 
     fn topics(&self) -> Vec<(&'static str, String)> {
-        self.state_topic
-            .iter()
-            .map(|topic| ("state", topic.clone()))
-            .collect()
+        super::state_topic(self.state_topic.as_ref())
     }
 
     fn on_message(&mut self, _role: &'static str, payload: &str) -> bool {

@@ -39,26 +39,14 @@ impl Platform for Switch {
     }
 
     fn topics(&self) -> Vec<(&'static str, String)> {
-        self.state_topic
-            .iter()
-            .map(|topic| ("state", topic.clone()))
-            .collect()
+        super::state_topic(self.state_topic.as_ref())
     }
 
     fn on_message(&mut self, _role: &'static str, payload: &str) -> bool {
         let Some(value) = render_received(self.value_template.as_ref(), payload) else {
             return false;
         };
-        // Anything but the two state payloads leaves the state as it was (HA ignores it too),
-        // except `None`, which Home Assistant reads as unknown.
-        let new = match self.payloads.parse(&value) {
-            Some(on) => Some(on),
-            None if value == "None" => None,
-            None => return false,
-        };
-        let changed = new != self.is_on;
-        self.is_on = new;
-        changed
+        self.payloads.apply(&value, &mut self.is_on)
     }
 
     fn state(&self) -> Option<String> {
