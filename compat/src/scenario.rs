@@ -200,9 +200,21 @@ pub struct Scenario {
     /// The steps after the entry is set up.
     #[serde(default)]
     pub steps: Vec<Step>,
+    /// The scenario file's name without `.json`, when it was read from one.
+    #[serde(skip)]
+    pub name: Option<String>,
 }
 
 impl Scenario {
+    /// How reports name it: its integration, and its file's name when that says more
+    /// (`mqtt (mqtt_outages)`: an integration may have several scenarios).
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) if *name != self.integration => format!("{} ({name})", self.integration),
+            _ => self.integration.clone(),
+        }
+    }
+
     /// Whether the scenario runs sandboxed only.
     pub fn is_sandboxed_only(&self) -> bool {
         self.sandboxed_only.is_some()

@@ -160,8 +160,12 @@ fn load(folder: &PathBuf) -> Result<Vec<Scenario>> {
         .map(|path| {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a valid scenario", path.display()))
+            let mut scenario: Scenario = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a valid scenario", path.display()))?;
+            scenario.name = path
+                .file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned());
+            Ok(scenario)
         })
         .collect()
 }
@@ -215,7 +219,7 @@ async fn sweep(cli: &Cli) -> Result<bool> {
         async move {
             match job {
                 Job::Scenario(scenario) => {
-                    let integration = scenario.integration.clone();
+                    let integration = scenario.label();
                     scenario::play(*scenario, sandboxing)
                         .await
                         .map(|outcome| Finished::Scenario(Box::new(outcome)))
@@ -259,7 +263,7 @@ async fn sweep(cli: &Cli) -> Result<bool> {
                 };
                 eprintln!(
                     "[{bar}] {done}/{total} {}: {line}",
-                    outcome.scenario.integration
+                    outcome.scenario.label()
                 );
                 outcomes.push(*outcome);
             }
@@ -277,7 +281,7 @@ async fn sweep(cli: &Cli) -> Result<bool> {
             }
         }
     }
-    outcomes.sort_by(|a, b| a.scenario.integration.cmp(&b.scenario.integration));
+    outcomes.sort_by(|a, b| a.scenario.label().cmp(&b.scenario.label()));
     let order: Vec<&str> = sandbox_forge::checks()
         .iter()
         .map(|check| check.name)
@@ -352,7 +356,7 @@ fn write_report(cli: &Cli, outcomes: &[Outcome], gates: &[GateOutcome]) -> Resul
         let _ = writeln!(
             report,
             "| {} | {count} | {base} | {sand} | {equal} | {} |",
-            outcome.scenario.integration,
+            outcome.scenario.label(),
             differences.len()
         );
         for (index, (base, sand)) in compared.iter().enumerate() {
@@ -361,7 +365,7 @@ fn write_report(cli: &Cli, outcomes: &[Outcome], gates: &[GateOutcome]) -> Resul
             let _ = writeln!(
                 csv,
                 "{},{index},{},{},{},{same}",
-                outcome.scenario.integration,
+                outcome.scenario.label(),
                 field(label),
                 field(base.map_or("", |record| record.outcome.as_str())),
                 field(sand.map_or("", |record| record.outcome.as_str())),
@@ -404,7 +408,7 @@ fn write_report(cli: &Cli, outcomes: &[Outcome], gates: &[GateOutcome]) -> Resul
         let _ = writeln!(
             report,
             "| {} | {} | {} | {met} |",
-            outcome.scenario.integration,
+            outcome.scenario.label(),
             cell(&why),
             only.len()
         );
@@ -412,7 +416,7 @@ fn write_report(cli: &Cli, outcomes: &[Outcome], gates: &[GateOutcome]) -> Resul
             let _ = writeln!(
                 csv,
                 "{},{index},{},{},{},{}",
-                outcome.scenario.integration,
+                outcome.scenario.label(),
                 field(&record.label),
                 field(""),
                 field(&record.outcome),
@@ -434,7 +438,7 @@ fn write_report(cli: &Cli, outcomes: &[Outcome], gates: &[GateOutcome]) -> Resul
             .chain(outcome.unmet())
             .collect();
         if !problems.is_empty() {
-            let _ = writeln!(report, "## {}\n", outcome.scenario.integration);
+            let _ = writeln!(report, "## {}\n", outcome.scenario.label());
             for problem in problems.iter().take(20) {
                 let _ = writeln!(report, "- {problem}");
             }
@@ -457,7 +461,7 @@ fn write_sandboxed_only_steps(report: &mut String, outcomes: &[Outcome]) {
         let _ = writeln!(
             report,
             "### {}\n\n{}\n\n| step | outcome |\n|---|---|",
-            outcome.scenario.integration,
+            outcome.scenario.label(),
             cell(&outcome.scenario.description)
         );
         for record in outcome.sandboxed_only() {
