@@ -1138,6 +1138,24 @@ impl ConfigEntries {
         Ok(id)
     }
 
+    /// Reloads `entry` when its options change from what they are now (an options flow
+    /// finished): what an integration whose options shape its setup registers while setting up;
+    /// its own writes to the entry's data reload nothing. Returns the listener's id.
+    pub fn reload_on_new_options(&self, entry: &ConfigEntry) -> Result<u64, ConfigEntryError> {
+        let loaded_with = entry.options.clone();
+        self.add_update_listener(
+            &entry.entry_id,
+            Arc::new(move |core: Core, entry: ConfigEntry| {
+                let changed = entry.options != loaded_with;
+                Box::pin(async move {
+                    if changed {
+                        core.config_entries().schedule_reload(&entry.entry_id);
+                    }
+                })
+            }),
+        )
+    }
+
     /// Calls `observer` after every change [`Self::update_entry`] makes to any entry (an
     /// integration's own writes, a flow's `abort_if_unique_id_configured` updates, migrations):
     /// the seam a host uses to learn of entry changes made where it does not see them. Returns

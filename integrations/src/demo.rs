@@ -331,21 +331,10 @@ impl DemoIntegration {
                 },
             )
             .map_err(|err| SetupError::Failed(err.to_string()))?;
-        let loaded_options = entry.options.clone();
+        // Only new options need a reload; the demo's own data writes do not.
         let listener = core
             .config_entries()
-            .add_update_listener(
-                &entry.entry_id,
-                Arc::new(move |core: Core, entry: ConfigEntry| {
-                    // Only new options need a reload; the demo's own data writes do not.
-                    let loaded_with = loaded_options.clone();
-                    Box::pin(async move {
-                        if entry.options != loaded_with {
-                            core.config_entries().schedule_reload(&entry.entry_id);
-                        }
-                    })
-                }),
-            )
+            .reload_on_new_options(entry)
             .map_err(|err| SetupError::Failed(err.to_string()))?;
         let home = Arc::downgrade(&shared);
         let home_listener = core

@@ -204,20 +204,9 @@ impl MqttIntegration {
                 )
                 .map_err(|err| SetupError::Failed(err.to_string()))?;
         }
-        let loaded_options = entry.options.clone();
         let listener = core
             .config_entries()
-            .add_update_listener(
-                &entry.entry_id,
-                Arc::new(move |core: Core, entry: ConfigEntry| {
-                    let loaded_with = loaded_options.clone();
-                    Box::pin(async move {
-                        if entry.options != loaded_with {
-                            core.config_entries().schedule_reload(&entry.entry_id);
-                        }
-                    })
-                }),
-            )
+            .reload_on_new_options(entry)
             .map_err(|err| SetupError::Failed(err.to_string()))?;
         self.entries.lock().insert(
             entry.entry_id.clone(),

@@ -437,6 +437,40 @@ async fn options_flow_updates_options_and_calls_update_listeners() {
     ));
 }
 
+#[tokio::test]
+async fn reload_on_new_options_reloads_for_new_options_and_not_for_data_writes() {
+    let setup = scripted((1, 1));
+    let core = core_with(Arc::clone(&setup));
+    let entries = core.config_entries();
+    let entry = add_quick(&core, json!({})).await;
+    entries.reload_on_new_options(&entry).unwrap();
+    let setups = || setup.setup_calls.load(Ordering::SeqCst);
+    assert_eq!(setups(), 1);
+    entries
+        .update_entry(
+            &entry.entry_id,
+            ConfigEntryUpdate {
+                data: Some(obj(json!({"written": "by the integration"}))),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(setups(), 1, "a data write reloads nothing");
+    entries
+        .options()
+        .init(&entry.entry_id, Some(obj(json!({"interval": 30}))))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while setups() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("new options reload the entry");
+}
+
 /// A router that takes everything of domain `remote` into group `g1` and records what it did.
 #[derive(Default)]
 struct RecordingRouter {
