@@ -281,7 +281,7 @@ async fn sweep(cli: &Cli) -> Result<bool> {
             }
         }
     }
-    outcomes.sort_by(|a, b| a.scenario.label().cmp(&b.scenario.label()));
+    outcomes.sort_by_key(|outcome| outcome.scenario.label());
     let order: Vec<&str> = sandbox_forge::checks()
         .iter()
         .map(|check| check.name)
