@@ -726,3 +726,46 @@ async fn a_disabled_entity_is_registered_and_an_empty_config_removes_it_and_its_
     );
     core.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_settings_are_checked_and_a_plain_broker_is_not_a_tls_one() {
+    let broker = broker().await;
+    let core = core().await;
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    for ca_file in [
+        dir.path().join("missing.pem").display().to_string(),
+        not_pem.display().to_string(),
+    ] {
+        let step = submit(
+            &core,
+            json!({"broker": broker.host(), "port": broker.port(), "tls": true, "ca_file": ca_file}),
+        )
+        .await;
+        let FlowStep::Form { errors, .. } = step else {
+            panic!("{ca_file}: an unusable CA file made an entry: {step:?}");
+        };
+        assert_eq!(
+            errors.get("base").map(String::as_str),
+            Some("invalid_tls"),
+            "{ca_file}"
+        );
+    }
+    // The system's CA certificates, and a broker that speaks no TLS: the handshake fails.
+    let step = submit(
+        &core,
+        json!({"broker": broker.host(), "port": broker.port(), "tls": true}),
+    )
+    .await;
+    let FlowStep::Form { errors, .. } = step else {
+        panic!("a TLS handshake with a plain broker made an entry: {step:?}");
+    };
+    let error = errors.get("base").map(String::as_str);
+    // Without system certificates the TLS settings themselves are refused.
+    assert!(
+        matches!(error, Some("cannot_connect" | "invalid_tls")),
+        "{error:?}"
+    );
+    core.stop().await.unwrap();
+}
