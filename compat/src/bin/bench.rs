@@ -65,7 +65,8 @@ struct Cli {
     #[arg(long, default_value_t = 10)]
     mqtt_seconds: u64,
     /// Measure only these sections (repeatable; all when absent): rtt, api, area, push,
-    /// flood, memory, crash, spawn, latency, register, mqtt. For profiling one path at a time.
+    /// flood, memory, crash, spawn, latency, register, confinement, mqtt. For profiling one path
+    /// at a time.
     #[arg(long, value_enum)]
     only: Vec<Section>,
 }
@@ -83,6 +84,7 @@ enum Section {
     Spawn,
     Latency,
     Register,
+    Confinement,
     Mqtt,
 }
 
@@ -145,6 +147,13 @@ const LATENCY_INTERVAL_MS: u64 = 10;
 /// Entries of `bench_lights::MAX_LIGHTS` lights registered one after the other in the
 /// registration figure (10,000 entities, the default entity cap of a group).
 const REGISTER_ENTRIES: usize = 10;
+/// The confinement figure's groups: one light each, under the default profile and unconfined.
+const CONFINED_GROUP: &str = "confined";
+/// See [`CONFINED_GROUP`].
+const UNCONFINED_GROUP: &str = "unconfined";
+/// Blocks of service calls in the confinement figure, alternately on the confined and the
+/// unconfined light (so both see the same machine conditions).
+const CONFINEMENT_BLOCKS: usize = 20;
 /// How long any one wait may take before the run is abandoned.
 const WAIT_LIMIT: Duration = Duration::from_secs(300);
 
@@ -307,12 +316,15 @@ async fn run(cli: &Cli) -> Result<()> {
                 )]
                 .into(),
                 group_defaults: group_defaults.clone(),
-                // The spawn figure's unconfined twins, to show what confinement costs a start.
+                // The spawn figure's unconfined twins, to show what confinement costs a start,
+                // and the confinement figure's unconfined group.
                 group_overrides: (0..SPAWN_ROUNDS)
-                    .map(|round| {
+                    .map(|round| format!("spawn-off-{round}"))
+                    .chain([UNCONFINED_GROUP.to_owned()])
+                    .map(|group| {
                         let mut unconfined = group_defaults.clone();
                         unconfined.confinement = ConfinementProfile::Off;
-                        (format!("spawn-off-{round}"), unconfined)
+                        (group, unconfined)
                     })
                     .collect(),
             },
@@ -763,6 +775,33 @@ async fn run(cli: &Cli) -> Result<()> {
             growth(&local)
         );
     }
+    // What confinement costs a service call: `light.toggle` on a light of a group under the
+    // default profile (seccomp, Landlock) and of an unconfined one, in alternating blocks.
+    if cli.runs(Section::Confinement) {
+        let confined = light_in_group(&core, CONFINED_GROUP).await?;
+        let unconfined = light_in_group(&core, UNCONFINED_GROUP).await?;
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        for _ in 0..CONFINEMENT_BLOCKS {
+            neighbour_calls(&core, &confined, &mut with).await?;
+            neighbour_calls(&core, &unconfined, &mut without).await?;
+        }
+        let (with_p50, with_p99) = (percentile(&mut with, 0.5), percentile(&mut with, 0.99));
+        let (without_p50, without_p99) = (
+            percentile(&mut without, 0.5),
+            percentile(&mut without, 0.99),
+        );
+        figures.insert("call_confined_p50_us".into(), json!(round(with_p50)));
+        figures.insert("call_confined_p99_us".into(), json!(round(with_p99)));
+        figures.insert("call_unconfined_p50_us".into(), json!(round(without_p50)));
+        figures.insert("call_unconfined_p99_us".into(), json!(round(without_p99)));
+        figures.insert(
+            "call_confined_vs_unconfined_p50".into(),
+            json!(round(with_p50 / without_p50)),
+        );
+        eprintln!(
+            "bench: light.toggle confined p50 {with_p50:.1} µs p99 {with_p99:.1} µs, unconfined p50 {without_p50:.1} µs p99 {without_p99:.1} µs"
+        );
+    }
     plugin.stop().await;
     core.stop().await?;
     // The MQTT load on a hub of its own, the benchmark hub stopped (main's CPU share is the
@@ -988,6 +1027,27 @@ impl ApiClient {
 
 /// `light.toggle` through the proxy of `light`, `FLOOD_BLOCK_ROUNDS` times after a tenth of
 /// that as warm-up, each added to `samples` in µs.
+/// One bench light in an entry of its own in `group`; its entity id.
+async fn light_in_group(core: &Core, group: &str) -> Result<String> {
+    let before = bench_proxies(core);
+    let mut entry = ConfigEntry::new(
+        bench_lights::DOMAIN,
+        format!("one light in {group}"),
+        Map::from_iter([("count".to_owned(), json!(1))]),
+        "user",
+    );
+    entry.sandbox = Some(group.to_owned());
+    core.config_entries().add(entry).await?;
+    wait_for("the group's light", || {
+        bench_proxies(core).len() > before.len()
+    })
+    .await?;
+    bench_proxies(core)
+        .into_iter()
+        .find(|light| !before.contains(light))
+        .context("the group's light")
+}
+
 async fn neighbour_calls(core: &Core, light: &str, samples: &mut Vec<f64>) -> Result<()> {
     for round in 0..FLOOD_BLOCK_ROUNDS + FLOOD_BLOCK_ROUNDS / 10 {
         let request = ServiceRequest::new("light", "toggle")
