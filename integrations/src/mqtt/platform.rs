@@ -175,6 +175,14 @@ pub(crate) fn render_received(template: Option<&ValueTemplate>, payload: &str) -
     }
 }
 
+/// [`render_received`] for a value: a blank one is no value (the message is ignored).
+pub(crate) fn render_received_value(
+    template: Option<&ValueTemplate>,
+    payload: &str,
+) -> Option<String> {
+    render_received(template, payload).filter(|value| !value.trim().is_empty())
+}
+
 /// Renders a command template with `value` (or the value as text without one).
 pub(crate) fn render_command(
     template: Option<&ValueTemplate>,

@@ -6,8 +6,8 @@ use serde_json::{Map, Value, json};
 use homecore::{EntityInfo, ServiceError};
 
 use super::{
-    ConfigError, Fields, Outgoing, Platform, render_command_with, render_received, text_field,
-    unsupported,
+    ConfigError, Fields, Outgoing, Platform, render_command_with, render_received_value,
+    text_field, unsupported,
 };
 use crate::mqtt::value_template::ValueTemplate;
 
@@ -298,12 +298,9 @@ impl Platform for Lock {
     }
 
     fn on_message(&mut self, _role: &'static str, payload: &str) -> bool {
-        let Some(value) = render_received(self.value_template.as_ref(), payload) else {
+        let Some(value) = render_received_value(self.value_template.as_ref(), payload) else {
             return false;
         };
-        if value.trim().is_empty() {
-            return false;
-        }
         let new = if value == self.payload_reset {
             None
         } else if let Some((_, state)) = self.states.iter().find(|(payload, _)| *payload == value) {

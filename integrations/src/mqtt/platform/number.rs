@@ -6,7 +6,7 @@ use homecore::{EntityInfo, ServiceError};
 
 use super::{
     ConfigError, Fields, Outgoing, Platform, device_class, float_json, float_text, render_command,
-    render_received, required_number, unsupported,
+    render_received_value, required_number, unsupported,
 };
 use crate::mqtt::value_template::ValueTemplate;
 
@@ -122,12 +122,9 @@ impl Platform for Number {
     }
 
     fn on_message(&mut self, _role: &'static str, payload: &str) -> bool {
-        let Some(value) = render_received(self.value_template.as_ref(), payload) else {
+        let Some(value) = render_received_value(self.value_template.as_ref(), payload) else {
             return false;
         };
-        if value.trim().is_empty() {
-            return false;
-        }
         let new = if value == self.payload_reset {
             None
         } else if !value.is_empty() && value.chars().all(|c| c.is_ascii_digit()) {

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use homecore::{EntityInfo, ServiceError};
 
 use super::{
-    ConfigError, Fields, Outgoing, Platform, not_listed, render_command, render_received,
+    ConfigError, Fields, Outgoing, Platform, not_listed, render_command, render_received_value,
     text_field, unsupported,
 };
 use crate::mqtt::value_template::ValueTemplate;
@@ -86,12 +86,9 @@ impl Platform for Select {
     }
 
     fn on_message(&mut self, _role: &'static str, payload: &str) -> bool {
-        let Some(value) = render_received(self.value_template.as_ref(), payload) else {
+        let Some(value) = render_received_value(self.value_template.as_ref(), payload) else {
             return false;
         };
-        if value.trim().is_empty() {
-            return false;
-        }
         let new = if value.eq_ignore_ascii_case("none") {
             None
         } else if self.options.contains(&value) {
